@@ -1,0 +1,137 @@
+"""Checkpoints: a directory that can be loaded without unpickling arbitrary objects.
+
+Layout::
+
+    model.safetensors     model weights (safetensors)
+    optimizer.pt          optimiser + LR-scheduler state (loaded with torch.load(weights_only=True))
+    config.yaml           the resolved TrialConfig
+    policy.json           state_shape, act_dim, discrete_actions, env_id, ref scores,
+                          state_mean / state_std (the training data's normalisation), step
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from lamo_ray.config import ConfigError, TrialConfig, validate_trial
+from lamo_ray.evaluate import PolicySpec
+
+MODEL_FILE = "model.safetensors"
+OPTIM_FILE = "optimizer.pt"
+CONFIG_FILE = "config.yaml"
+POLICY_FILE = "policy.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, incomplete, corrupt or does not match the model. Names the path."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    config: TrialConfig
+    spec: PolicySpec
+    state_dict: dict[str, torch.Tensor]
+    env_id: str
+    refs: tuple[float | None, float | None]
+    step: int
+    extra: dict[str, Any]
+
+
+def save_checkpoint(directory: str | Path, model: torch.nn.Module, spec: PolicySpec, env_id: str,
+                    refs: tuple[float | None, float | None], step: int,
+                    optimizer_state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint into ``directory`` (created). ``model`` may be DDP-wrapped."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    module = model.module if hasattr(model, "module") else model
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(directory / MODEL_FILE))
+    if optimizer_state is not None:
+        torch.save(optimizer_state, directory / OPTIM_FILE)
+    (directory / CONFIG_FILE).write_text(yaml.safe_dump(spec.trial, sort_keys=False))
+    policy = {
+        "state_shape": list(spec.state_shape), "act_dim": spec.act_dim,
+        "discrete_actions": spec.discrete_actions, "env_id": env_id,
+        "ref_min_score": refs[0], "ref_max_score": refs[1], "step": step,
+        "state_mean": None if spec.state_mean is None else np.asarray(spec.state_mean).tolist(),
+        "state_std": None if spec.state_std is None else np.asarray(spec.state_std).tolist(),
+        "extra": extra or {},
+    }
+    (directory / POLICY_FILE).write_text(json.dumps(policy))
+    return directory
+
+
+def load_checkpoint(directory: str | Path) -> LoadedCheckpoint:
+    """Read a checkpoint written by `save_checkpoint`.
+
+    Raises:
+        CheckpointError: missing directory or file, unreadable content, or an invalid config.
+    """
+    directory = Path(directory)
+    for name in (MODEL_FILE, CONFIG_FILE, POLICY_FILE):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory}: not a lamo_ray checkpoint (missing {name})")
+    try:
+        trial_raw = yaml.safe_load((directory / CONFIG_FILE).read_text())
+        config = validate_trial(trial_raw, origin=str(directory / CONFIG_FILE))
+        policy = json.loads((directory / POLICY_FILE).read_text())
+        state_dict = load_file(str(directory / MODEL_FILE))
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+    except Exception as err:  # noqa: BLE001 - corrupt files of any kind
+        raise CheckpointError(f"{directory}: unreadable checkpoint: {err}") from None
+    mean = None if policy["state_mean"] is None else np.asarray(policy["state_mean"], dtype=np.float32)
+    std = None if policy["state_std"] is None else np.asarray(policy["state_std"], dtype=np.float32)
+    spec = PolicySpec(trial=config.model_dump(), state_shape=tuple(policy["state_shape"]),
+                      act_dim=int(policy["act_dim"]), discrete_actions=bool(policy["discrete_actions"]),
+                      state_mean=mean, state_std=std)
+    return LoadedCheckpoint(path=directory, config=config, spec=spec, state_dict=state_dict,
+                            env_id=policy["env_id"], refs=(policy["ref_min_score"], policy["ref_max_score"]),
+                            step=int(policy["step"]), extra=policy.get("extra", {}))
+
+
+def load_optimizer_state(directory: str | Path) -> dict[str, Any] | None:
+    """Optimiser/scheduler state saved beside the weights (``weights_only`` load), or None."""
+    path = Path(directory) / OPTIM_FILE
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_weights_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], origin: str) -> None:
+    """Load weights strictly; a checkpoint from a different model config is a `CheckpointError`."""
+    module = model.module if hasattr(model, "module") else model
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0:3]
+        raise CheckpointError(f"{origin}: checkpoint does not match the model config: {' '.join(first)}") from None
+
+
+def resolve_checkpoint(ref: str) -> Path:
+    """A local checkpoint directory, or an MLflow artifact URI (``runs:/<run_id>/checkpoint``,
+    ``models:/...``) downloaded to a temporary directory.
+
+    Raises:
+        CheckpointError: the path does not exist or the artifact cannot be downloaded.
+    """
+    if "://" in ref or ref.startswith("runs:/"):
+        import mlflow
+
+        try:
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
+        except Exception as err:  # noqa: BLE001
+            raise CheckpointError(f"{ref}: cannot download checkpoint artifact: {err}") from None
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"{ref}: checkpoint directory not found")
+    return path

@@ -1,0 +1,402 @@
+"""Typed configuration: the single source of truth for every knob and its default.
+
+A *trial* is one training run (`TrialConfig`). A *sweep* (`SweepConfig`) is a base trial
+config plus named method variants, search domains and seeds; `expand_trials` turns it into the
+list of trials Ray Tune runs (variants x grid x seeds).
+
+Defaults follow the LaMo reference code (REFERENCE.md "Model", "Data", "Evaluation") unless a
+field's description says "ours".
+
+Errors: every validation failure raises `ConfigError`, whose message names the offending key
+path (``model.lora.rank``), the file it came from and, for unknown keys, a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is invalid. The message names the key path and source."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Which trajectories to train on and how segments are cut (REFERENCE.md "Data")."""
+
+    source: str = Field(
+        description="Minari dataset id (e.g. 'lamo/reacher/mixed-v0', 'D4RL/kitchen/partial-v2') "
+        "or a path to a D4RL-format HDF5 file."
+    )
+    sample_ratio: float = Field(1.0, gt=0.0, le=1.0, description="Fraction of whole trajectories kept.")
+    rtg_scale: float = Field(1000.0, gt=0.0, description="Return-to-go divisor: MuJoCo 1000, Reacher2d 10, Kitchen 1.")
+    context_length: int = Field(20, ge=1, description="Context length K in timesteps (3K tokens).")
+    max_ep_len: int = Field(1000, ge=1, description="Size of the timestep embedding table.")
+
+
+class LoraConfig(_Strict):
+    """peft LoRA on the attention QKV projection (REFERENCE.md: rank 16, alpha 32, dropout 0.1)."""
+
+    rank: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0.0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class ModelConfig(_Strict):
+    """The LaMo Decision Transformer (REFERENCE.md "Model")."""
+
+    backbone: str = Field("gpt2", description="Hugging Face hub id or local directory of a causal LM.")
+    pretrained: bool = Field(True, description="Load pre-trained weights; false gives the DT baseline of the same shape.")
+    n_layer: int | None = Field(None, ge=1, description="Override depth (keeps the first N blocks of a pre-trained model).")
+    n_embd: int | None = Field(None, ge=1, description="Hidden size; only for pretrained: false.")
+    n_head: int | None = Field(None, ge=1, description="Attention heads; only for pretrained: false.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Residual, embedding and attention dropout.")
+    embedding: Literal["linear", "mlp"] = Field("mlp", description="LaMo's --mlp_embedding or DT's linear embeddings.")
+    finetune: Literal["lora", "full", "frozen"] = Field("lora")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+    @model_validator(mode="after")
+    def _shape_overrides_need_random_init(self) -> "ModelConfig":
+        if self.pretrained and (self.n_embd is not None or self.n_head is not None):
+            raise ValueError("model.n_embd / model.n_head can only be set with model.pretrained: false "
+                             "(a pre-trained backbone has a fixed width)")
+        if self.n_embd is not None and self.n_head is not None and self.n_embd % self.n_head:
+            raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+        return self
+
+
+class LanguageConfig(_Strict):
+    """Auxiliary language-modelling loss: loss = action_loss + co_lambda * lm_loss (LaMo uses 0.1)."""
+
+    co_lambda: float = Field(0.0, ge=0.0)
+    corpus: str = Field("wikitext-103-raw-v1", description="'wikitext-103-raw-v1' (needs network) or a local text file/folder.")
+    block_size: int = Field(1024, ge=2, description="Tokens per text block.")
+    batch_size: int = Field(2, ge=1, description="Text blocks per step.")
+
+
+class TrainConfig(_Strict):
+    """Optimisation and Ray Train scaling (REFERENCE.md "Optimiser", "Training")."""
+
+    steps: int = Field(100_000, ge=1)
+    batch_size: int = Field(64, ge=1, description="Global batch (split across DDP workers).")
+    lr: float = Field(1e-4, gt=0.0)
+    weight_decay: float = Field(1e-5, ge=0.0)
+    adam_eps: float = Field(1e-6, gt=0.0)
+    warmup_steps: int = Field(2500, ge=0)
+    grad_clip: float = Field(0.25, gt=0.0)
+    eval_every: int = Field(2500, ge=1, description="Steps between evaluations (each one a checkpoint and a Tune report).")
+    log_every: int = Field(100, ge=1, description="Steps between training-metric logs to MLflow.")
+    num_workers: int = Field(1, ge=1, description="Ray Train DDP workers.")
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    use_gpu: bool = False
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> "TrainConfig":
+        if self.batch_size % self.num_workers:
+            raise ValueError(f"train.batch_size ({self.batch_size}) must be divisible by train.num_workers ({self.num_workers})")
+        return self
+
+
+class EvalConfig(_Strict):
+    """Rollout evaluation by Ray actors (REFERENCE.md "Evaluation"; ours: parallel and batched)."""
+
+    env_id: str | None = Field(None, description="Gymnasium env id; default: the dataset's own env.")
+    target_returns: list[float] = Field(default_factory=lambda: [3600.0], min_length=1)
+    episodes: int = Field(20, ge=1, description="Episodes per target return.")
+    num_actors: int = Field(2, ge=1)
+    envs_per_actor: int = Field(10, ge=1)
+    actor_cpus: float = Field(0.0, ge=0.0, description="Ray CPUs reserved per rollout actor. 0 (ours): actors "
+                              "borrow the CPUs of the trial's training workers, which wait during evaluation.")
+    max_episode_steps: int | None = Field(None, ge=1)
+    ref_min_score: float | None = None
+    ref_max_score: float | None = None
+    seed_offset: int = Field(10_000, ge=0, description="Env seeds are trial seed + offset + episode index.")
+
+
+class TrialConfig(_Strict):
+    """Everything one training run needs."""
+
+    seed: int = 0
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    language: LanguageConfig = Field(default_factory=LanguageConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+class SchedulerConfig(_Strict):
+    """Tune scheduler. ASHA stops trials on the evaluation normalized score, in training steps."""
+
+    type: Literal["asha", "fifo"] = "asha"
+    metric: str = "normalized_score"
+    mode: Literal["max", "min"] = "max"
+    grace_period: int = Field(2500, ge=1, description="Steps before a trial can be stopped.")
+    reduction_factor: float = Field(2.0, gt=1.0)
+
+
+class TrackingConfig(_Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db.")
+    experiment: str | None = Field(None, description="MLflow experiment; default the sweep name.")
+
+
+SEARCH_DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")
+
+
+class SweepConfig(_Strict):
+    """A sweep file. ``base`` may hold search domains ({grid: [...]}, ...) at any leaf."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    base: dict[str, Any]
+    variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"default": {}}, min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    num_samples: int = Field(1, ge=1, description="Samples of the random domains per grid point.")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    storage_path: str = Field("~/lamo_ray_results", description="Ray Tune results and checkpoints.")
+    trial_cpus: float = Field(0.01, gt=0.0, description="CPU share of each trial's driver (it only waits on its workers).")
+    max_concurrent_trials: int | None = Field(None, ge=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be unique, got {v}")
+        return v
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        path = ".".join([prefix] + loc if prefix else loc)
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            parent = _submodel(model, loc[:-1])
+            known = list(parent.model_fields) if parent is not None else []
+            close = difflib.get_close_matches(loc[-1], known, n=1)
+            msg = f"unknown key '{loc[-1]}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+            if known:
+                msg += f"; valid keys: {', '.join(known)}"
+        elif "input" in e and e["type"] not in ("missing",):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{origin}: {path}: {msg}")
+    return "\n".join(lines)
+
+
+def _submodel(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        current = field.annotation
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def validate_trial(raw: dict[str, Any], prefix: str = "", origin: str = "config") -> TrialConfig:
+    """Validate a nested dict into a `TrialConfig`. Raises `ConfigError` naming the key path."""
+    try:
+        return TrialConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, TrialConfig, prefix, origin)) from None
+
+
+def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree['a']['b'] = value`` for ``dotted='a.b'``, creating dicts on the way."""
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``base`` with ``overrides`` applied; override keys may be dotted paths."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        target = _get_path(out, key)
+        if isinstance(value, dict) and not _is_domain(value) and isinstance(target, dict):
+            set_path(out, key, deep_merge(target, value))
+        else:
+            set_path(out, key, copy.deepcopy(value))
+    return out
+
+
+def _get_path(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for p in dotted.split("."):
+        if not isinstance(node, dict) or p not in node:
+            return None
+        node = node[p]
+    return node
+
+
+def _is_domain(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SEARCH_DOMAINS
+
+
+def find_domains(tree: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
+    """All search domains in a nested dict, as ``{dotted.path: {kind: args}}``."""
+    found: dict[str, dict[str, Any]] = {}
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if _is_domain(value):
+            found[path] = value
+        elif isinstance(value, dict):
+            found.update(find_domains(value, path))
+    return found
+
+
+def _domain_points(path: str, domain: dict[str, Any], origin: str) -> list[Any]:
+    """Values of a domain to validate: every grid/choice value, or the bounds of a range."""
+    kind, args = next(iter(domain.items()))
+    if kind in ("grid", "choice"):
+        if not isinstance(args, list) or not args:
+            raise ConfigError(f"{origin}: base.{path}: {{{kind}: ...}} needs a non-empty list, got {args!r}")
+        return args
+    if not (isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)):
+        raise ConfigError(f"{origin}: base.{path}: {{{kind}: [lo, hi]}} needs two numbers, got {args!r}")
+    lo, hi = args
+    if not lo < hi:
+        raise ConfigError(f"{origin}: base.{path}: {{{kind}: [lo, hi]}} needs lo < hi, got {args!r}")
+    if kind == "loguniform" and lo <= 0:
+        raise ConfigError(f"{origin}: base.{path}: loguniform bounds must be > 0, got {args!r}")
+    if kind == "randint":
+        return [int(lo), int(hi) - 1]
+    return [lo, hi]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key.path=value`` (value read as YAML). Raises `ConfigError` on a missing '='."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key.path=value")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    return key, yaml.safe_load(value)
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
+    """Read, override and validate a sweep YAML file, checking every trial it expands to.
+
+    ``overrides`` are ``key.path=value`` strings; a path starting with a trial section
+    (data, model, language, train, eval, seed) applies to ``base``.
+
+    Raises:
+        ConfigError: missing or malformed file, unknown keys, bad values (naming the key path).
+    """
+    path = Path(path)
+    origin = str(path)
+    if not path.is_file():
+        raise ConfigError(f"{origin}: sweep file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{origin}: malformed YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(raw).__name__}")
+    for text in overrides or []:
+        key, value = parse_override(text)
+        if key.split(".")[0] in TrialConfig.model_fields:
+            key = f"base.{key}"
+        set_path(raw, key, value)
+    try:
+        sweep = SweepConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, SweepConfig, "", origin)) from None
+    for trial in expand_trials(sweep, origin=origin):
+        pass  # expand_trials validates each one
+    return sweep
+
+
+def expand_trials(sweep: SweepConfig, origin: str = "sweep") -> list[dict[str, Any]]:
+    """The trial table: one row per (variant, grid point, seed).
+
+    Each row is ``{"variant": str, "seed": int, "params": {dotted: value or domain}, "config": TrialConfig}``
+    where ``config`` is validated with random domains at a bound (the real value is drawn by Tune).
+
+    Raises:
+        ConfigError: a variant or grid point that does not validate, naming variant and key.
+    """
+    domains = find_domains(sweep.base)
+    grid_paths = [p for p, d in domains.items() if next(iter(d)) == "grid"]
+    random_paths = [p for p in domains if p not in grid_paths]
+    grid_values = [_domain_points(p, domains[p], origin) for p in grid_paths]
+    random_points = {p: _domain_points(p, domains[p], origin) for p in random_paths}
+    rows = []
+    for variant, overrides in sweep.variants.items():
+        for combo in itertools.product(*grid_values) if grid_paths else [()]:
+            grid_point = dict(zip(grid_paths, combo))
+            # validate every random-domain bound, once per grid point
+            n_checks = max([len(v) for v in random_points.values()] or [1])
+            for i in range(n_checks):
+                params = dict(grid_point)
+                params.update({p: vals[min(i, len(vals) - 1)] for p, vals in random_points.items()})
+                for seed in sweep.seeds:
+                    resolved = resolve_trial(sweep, variant, seed, params, origin=origin)
+                    if i == 0:
+                        shown = dict(grid_point)
+                        shown.update({p: domains[p] for p in random_paths})
+                        rows.append({"variant": variant, "seed": seed, "params": shown, "config": resolved})
+    return rows
+
+
+def resolve_trial(sweep: SweepConfig, variant: str, seed: int, params: dict[str, Any],
+                  origin: str = "sweep") -> TrialConfig:
+    """Base config + variant overrides + sampled params + seed, validated.
+
+    Raises:
+        ConfigError: unknown variant or invalid result, naming the variant and key path.
+    """
+    if variant not in sweep.variants:
+        raise ConfigError(f"{origin}: unknown variant {variant!r}; known: {', '.join(sweep.variants)}")
+    raw = copy.deepcopy(sweep.base)
+    for p, value in params.items():
+        set_path(raw, p, value)
+    raw = deep_merge(raw, sweep.variants[variant])
+    raw["seed"] = seed
+    leftover = find_domains(raw)
+    if leftover:
+        raise ConfigError(f"{origin}: search domains not resolved at {', '.join(leftover)} "
+                          "(domains belong in base, not in variants)")
+    return validate_trial(raw, prefix=f"variants.{variant}", origin=origin)
+
+
+def asdict_flat(cfg: BaseModel, prefix: str = "") -> dict[str, Any]:
+    """Flatten a config to ``{dotted.key: value}`` (lists as strings), for MLflow params."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.model_dump().items():
+        _flatten(out, f"{prefix}{key}", value)
+    return out
+
+
+def _flatten(out: dict[str, Any], key: str, value: Any) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(out, f"{key}.{k}", v)
+    else:
+        out[key] = value
+
+
+def torch_threads(cpus: float) -> int:
+    """Torch intra-op threads for a process granted ``cpus`` Ray CPUs (FACTS: match threads to CPUs)."""
+    return max(1, int(math.floor(cpus + 0.5)))

@@ -1,0 +1,322 @@
+"""Rollout evaluation with Ray actors: each actor steps several environments in lock-step and
+runs one batched model forward per step.
+
+Follows the LaMo/DT evaluation protocol (REFERENCE.md "Evaluation"): the policy is conditioned on
+a target return; after each step ``rtg -= reward / rtg_scale``; 20 episodes per target; normalized
+score ``100 * (return - ref_min) / (ref_max - ref_min)``. Ours: episodes run in parallel over
+actors and vectorised environments instead of one env sequentially; environments are seeded
+(``seed + seed_offset + episode index``), so an evaluation is reproducible.
+
+CLI: ``python -m lamo_ray.evaluate --checkpoint PATH_OR_MLFLOW_URI [--episodes N] [--targets ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from lamo_ray.config import EvalConfig, TrialConfig, torch_threads
+from lamo_ray.envs import D4RL_REF_SCORES, flatten_observation, make_env
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What a rollout actor needs to rebuild the model and its input normalisation.
+
+    ``state_mean`` / ``state_std`` have the flattened observation's shape; ``None`` for images.
+    """
+
+    trial: dict[str, Any]
+    state_shape: tuple[int, ...]
+    act_dim: int
+    discrete_actions: bool
+    state_mean: np.ndarray | None
+    state_std: np.ndarray | None
+
+
+def normalized_score(ret: float | np.ndarray, ref_min: float | None, ref_max: float | None):
+    """``100 * (return - ref_min) / (ref_max - ref_min)`` (D4RL convention); NaN when refs unknown."""
+    if ref_min is None or ref_max is None or ref_max == ref_min:
+        return np.full_like(np.asarray(ret, dtype=float), np.nan) if np.ndim(ret) else float("nan")
+    return 100.0 * (np.asarray(ret, dtype=float) - ref_min) / (ref_max - ref_min)
+
+
+def reference_scores(eval_cfg: EvalConfig, env_id: str, dataset_refs: tuple[float | None, float | None]):
+    """Reference (min, max) returns: config override, else the dataset's metadata, else D4RL's constants."""
+    if eval_cfg.ref_min_score is not None and eval_cfg.ref_max_score is not None:
+        return eval_cfg.ref_min_score, eval_cfg.ref_max_score
+    if dataset_refs[0] is not None and dataset_refs[1] is not None:
+        return dataset_refs
+    family = env_id.split("-")[0].lower()
+    for key, refs in D4RL_REF_SCORES.items():
+        if key in family:
+            return refs
+    return None, None
+
+
+def build_policy(spec: PolicySpec, load_weights: bool) -> torch.nn.Module:
+    """The trial's `DecisionTransformer` (weights loaded only when ``load_weights``)."""
+    from lamo_ray.model import DecisionTransformer
+
+    cfg = TrialConfig.model_validate(spec.trial)
+    return DecisionTransformer(cfg.model, spec.state_shape, spec.act_dim, cfg.data.max_ep_len,
+                               discrete_actions=spec.discrete_actions,
+                               language_loss=cfg.language.co_lambda > 0, load_weights=load_weights)
+
+
+@ray.remote
+class RolloutActor:
+    """Runs episodes on ``num_envs`` environments in lock-step with one batched forward per step.
+
+    Args:
+        spec: the policy to rebuild (architecture only; weights arrive through `set_weights`).
+        env_id: gymnasium id; observations flattened by `lamo_ray.envs.flatten_observation`.
+        num_envs: environments stepped together.
+        threads: torch intra-op threads (match the CPUs this actor may use).
+        max_episode_steps: episode cap (default: the env's own time limit).
+    """
+
+    def __init__(self, spec: PolicySpec, env_id: str, num_envs: int, threads: int = 1,
+                 max_episode_steps: int | None = None):
+        torch.set_num_threads(threads)
+        self.spec = spec
+        self.cfg = TrialConfig.model_validate(spec.trial)
+        self.model = build_policy(spec, load_weights=False).eval()
+        self.env_id = env_id
+        self.envs = [make_env(env_id, max_episode_steps=max_episode_steps) for _ in range(num_envs)]
+
+    def set_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state_dict)
+
+    def run(self, episodes: list[tuple[float, int]]) -> list[dict[str, Any]]:
+        """Run ``episodes`` = [(target_return, env_seed), ...]; returns one record per episode:
+        ``{"target_return", "seed", "return", "length"}`` in the order given."""
+        K = self.cfg.data.context_length
+        scale = self.cfg.data.rtg_scale
+        max_t = self.cfg.data.max_ep_len
+        spec = self.spec
+        mean = None if spec.state_mean is None else torch.as_tensor(spec.state_mean, dtype=torch.float32)
+        std = None if spec.state_std is None else torch.as_tensor(spec.state_std, dtype=torch.float32)
+        n = len(self.envs)
+        pending = list(enumerate(episodes))
+        results: list[dict[str, Any] | None] = [None] * len(episodes)
+        # per-slot history, grown each step; slot = None when idle
+        slots: list[dict[str, Any] | None] = [None] * n
+
+        def start(slot: int) -> None:
+            if not pending:
+                slots[slot] = None
+                return
+            idx, (target, seed) = pending.pop(0)
+            obs, _ = self.envs[slot].reset(seed=int(seed))
+            slots[slot] = {"idx": idx, "target": target, "seed": seed, "ret": 0.0, "t": 0,
+                           "states": [self._state(obs)], "actions": [], "rtg": [target / scale]}
+
+        for s in range(n):
+            start(s)
+        while any(slot is not None for slot in slots):
+            active = [i for i, slot in enumerate(slots) if slot is not None]
+            batch = self._window(active, slots, K, max_t, mean, std)
+            with torch.no_grad():
+                pred = self.model.predict_action(**batch)  # (B, A)
+            if spec.discrete_actions:
+                actions = pred.argmax(-1).numpy()
+            else:
+                actions = pred.numpy().astype(np.float32)
+            for row, i in enumerate(active):
+                slot = slots[i]
+                env = self.envs[i]
+                action = actions[row]
+                if not spec.discrete_actions:
+                    action = np.clip(action, env.action_space.low, env.action_space.high)
+                obs, reward, terminated, truncated, _ = env.step(action)
+                slot["actions"].append(actions[row])
+                slot["ret"] += float(reward)
+                slot["t"] += 1
+                if terminated or truncated:
+                    results[slot["idx"]] = {"target_return": slot["target"], "seed": slot["seed"],
+                                            "return": slot["ret"], "length": slot["t"]}
+                    start(i)
+                else:
+                    slot["states"].append(self._state(obs))
+                    slot["rtg"].append(slot["rtg"][-1] - float(reward) / scale)
+        return results  # type: ignore[return-value]
+
+    def _state(self, obs) -> np.ndarray:
+        return flatten_observation(self.env_id, obs)
+
+    def _window(self, active, slots, K, max_t, mean, std) -> dict[str, torch.Tensor]:
+        """Last K steps of each active history, left-padded to K (as the training segments).
+
+        Returns tensors: states (B,K,*S), actions (B,K,A) or (B,K), returns_to_go (B,K,1),
+        timesteps (B,K), attention_mask (B,K). The current step's action slot is zero (DT).
+        """
+        spec = self.spec
+        B = len(active)
+        states = torch.zeros((B, K) + tuple(spec.state_shape), dtype=torch.float32)
+        if spec.discrete_actions:
+            actions = torch.zeros((B, K), dtype=torch.long)
+        else:
+            actions = torch.zeros((B, K, spec.act_dim), dtype=torch.float32)
+        rtg = torch.zeros((B, K, 1), dtype=torch.float32)
+        timesteps = torch.zeros((B, K), dtype=torch.long)
+        mask = torch.zeros((B, K), dtype=torch.float32)
+        for row, i in enumerate(active):
+            slot = slots[i]
+            T = len(slot["states"])
+            L = min(T, K)
+            s = torch.as_tensor(np.stack(slot["states"][-L:]), dtype=torch.float32)
+            if mean is not None:
+                s = (s - mean) / std
+            states[row, K - L:] = s
+            past = slot["actions"][-(L - 1):] if L > 1 else []
+            if past:
+                actions[row, K - L:K - 1] = torch.as_tensor(np.stack(past))
+            rtg[row, K - L:, 0] = torch.as_tensor(slot["rtg"][-L:], dtype=torch.float32)
+            t0 = T - L
+            timesteps[row, K - L:] = torch.clamp(torch.arange(t0, T), max=max_t - 1)
+            mask[row, K - L:] = 1.0
+        return {"states": states, "actions": actions, "returns_to_go": rtg,
+                "timesteps": timesteps, "attention_mask": mask}
+
+
+class Evaluator:
+    """A pool of `RolloutActor`s kept for a trial's lifetime; each call evaluates new weights.
+
+    Args:
+        spec: policy architecture and normalisation.
+        eval_cfg: targets, episodes, actor count, envs per actor.
+        env_id: resolved environment id.
+        refs: (ref_min_score, ref_max_score) for the normalized score (None if unknown).
+        seed: the trial seed; env seeds are ``seed + eval_cfg.seed_offset + episode``.
+    """
+
+    def __init__(self, spec: PolicySpec, eval_cfg: EvalConfig, env_id: str,
+                 refs: tuple[float | None, float | None], seed: int):
+        self.cfg = eval_cfg
+        self.refs = refs
+        self.seed = seed
+        total = len(eval_cfg.target_returns) * eval_cfg.episodes
+        num_actors = max(1, min(eval_cfg.num_actors, math.ceil(total / eval_cfg.envs_per_actor)))
+        threads = torch_threads(eval_cfg.actor_cpus) if eval_cfg.actor_cpus > 0 else 1
+        self.actors = [
+            RolloutActor.options(num_cpus=eval_cfg.actor_cpus, max_restarts=1).remote(
+                spec, env_id, eval_cfg.envs_per_actor, threads, eval_cfg.max_episode_steps)
+            for _ in range(num_actors)
+        ]
+
+    def episodes(self) -> list[tuple[float, int]]:
+        """[(target_return, env_seed)] for every requested episode (same seeds for every target)."""
+        base = self.seed + self.cfg.seed_offset
+        return [(float(t), base + e) for t in self.cfg.target_returns for e in range(self.cfg.episodes)]
+
+    def __call__(self, state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Evaluate weights; returns (summary metrics, per-episode records).
+
+        Summary keys per target ``T``: ``eval/target_T/return_mean``, ``.../return_std``,
+        ``.../normalized_score``, ``.../length_mean``; and ``normalized_score`` / ``return_mean``
+        of the best target (LaMo reports the best target).
+
+        Raises:
+            RuntimeError: an evaluation returned fewer episodes than requested.
+        """
+        weights = ray.put({k: v.detach().cpu() for k, v in state_dict.items()})
+        ray.get([a.set_weights.remote(weights) for a in self.actors])
+        episodes = self.episodes()
+        chunks = [episodes[i::len(self.actors)] for i in range(len(self.actors))]
+        records = [r for part in ray.get([a.run.remote(c) for a, c in zip(self.actors, chunks) if c])
+                   for r in part]
+        if len(records) != len(episodes) or any(r is None for r in records):
+            raise RuntimeError(f"evaluation returned {len(records)} of {len(episodes)} episodes")
+        return summarize(records, self.refs), records
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []
+
+
+def summarize(records: list[dict[str, Any]], refs: tuple[float | None, float | None]) -> dict[str, float]:
+    """Per-target mean/std return, normalized score and length; best target's score (see Evaluator)."""
+    out: dict[str, float] = {}
+    best_score, best_return = -math.inf, -math.inf
+    for target in sorted({r["target_return"] for r in records}):
+        rets = np.array([r["return"] for r in records if r["target_return"] == target])
+        lens = np.array([r["length"] for r in records if r["target_return"] == target])
+        score = float(np.mean(normalized_score(rets, *refs)))
+        key = f"eval/target_{target:g}"
+        out[f"{key}/return_mean"] = float(rets.mean())
+        out[f"{key}/return_std"] = float(rets.std())
+        out[f"{key}/normalized_score"] = score
+        out[f"{key}/length_mean"] = float(lens.mean())
+        if float(rets.mean()) > best_return:
+            best_return, best_score = float(rets.mean()), score
+    out["return_mean"] = best_return
+    out["normalized_score"] = best_score
+    return out
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m lamo_ray.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory, or runs:/<run_id>/checkpoint")
+    p.add_argument("--episodes", type=int, help="episodes per target (default: the trial's eval.episodes)")
+    p.add_argument("--targets", type=float, nargs="+", help="target returns (default: the trial's)")
+    p.add_argument("--num-actors", type=int)
+    p.add_argument("--envs-per-actor", type=int)
+    p.add_argument("--seed", type=int, help="env seed base (default: the trial's seed)")
+    p.add_argument("--out", help="write per-episode results here (.parquet or .csv)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lamo_ray.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+
+    args = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        path = resolve_checkpoint(args.checkpoint)
+        ckpt = load_checkpoint(path)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    cfg = ckpt.config
+    updates: dict[str, Any] = {}
+    if args.episodes:
+        updates["episodes"] = args.episodes
+    if args.targets:
+        updates["target_returns"] = args.targets
+    if args.num_actors:
+        updates["num_actors"] = args.num_actors
+    if args.envs_per_actor:
+        updates["envs_per_actor"] = args.envs_per_actor
+    eval_cfg = EvalConfig.model_validate({**cfg.eval.model_dump(), **updates})
+    ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    evaluator = Evaluator(ckpt.spec, eval_cfg, ckpt.env_id, ckpt.refs,
+                          cfg.seed if args.seed is None else args.seed)
+    summary, records = evaluator(ckpt.state_dict)
+    evaluator.shutdown()
+    if args.out:
+        import pandas as pd
+
+        df = pd.DataFrame(records)
+        df.to_parquet(args.out) if args.out.endswith(".parquet") else df.to_csv(args.out, index=False)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

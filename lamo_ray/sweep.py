@@ -1,0 +1,443 @@
+"""Sweeps: Ray Tune schedules trials (variants x grid x seeds) with ASHA; each trial is a Tune
+function trainable that runs a Ray Train `TorchTrainer` (the supported Ray 2.60 pattern) and
+reports through ``TuneReportCallback``; MLflow records the sweep and every trial.
+
+    python -m lamo_ray.sweep SWEEP.yaml [--set key.path=value ...] [--dry-run] [--resume]
+
+Data flow: sweep YAML -> `lamo_ray.config.load_sweep` -> preflight checks (datasets, backbones,
+environments, CPUs; before any compute) -> Tune param space -> `run_trial` -> `TorchTrainer`
+workers (`lamo_ray.train`) -> checkpoints + rollout actors -> metrics -> ASHA and MLflow.
+
+Locally it starts Ray itself (dashboard on 127.0.0.1:8265); under ``ray job submit`` or with
+``RAY_ADDRESS`` / ``--address`` it connects to that cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lamo_ray.config import ConfigError, SweepConfig, TrialConfig, expand_trials, find_domains, load_sweep, resolve_trial
+
+log = logging.getLogger(__name__)
+
+# Datasets this project can generate on first use (the quick start's Reacher data).
+LOCAL_DATASET_PREFIXES = {"lamo/reacher/": "reacher"}
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+
+
+class PreflightError(RuntimeError):
+    """A dataset, backbone, environment or resource the sweep needs is not available."""
+
+
+@dataclass
+class Check:
+    kind: str
+    name: str
+    ok: bool
+    detail: str
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def _local_collector(source: str) -> str | None:
+    for prefix, kind in LOCAL_DATASET_PREFIXES.items():
+        if source.startswith(prefix):
+            return kind
+    return None
+
+
+def check_datasets(configs: list[TrialConfig], generate: bool) -> tuple[list[Check], dict[str, Any]]:
+    """Load every dataset once (generating lamo/reacher data when ``generate``); check each
+    (source, sample_ratio, seed) keeps at least one trajectory. Returns checks and loaded datasets."""
+    from lamo_ray.data import DatasetError, load_dataset, subsample
+
+    checks, loaded = [], {}
+    for source in sorted({c.data.source for c in configs}):
+        kind = _local_collector(source)
+        try:
+            loaded[source] = load_dataset(source)
+        except DatasetError as err:
+            if kind is not None and generate:
+                from lamo_ray.collect import ensure_reacher_dataset
+
+                print(f"dataset {source} not found: generating it now (python -m lamo_ray.collect {kind})", flush=True)
+                ensure_reacher_dataset(source)
+                loaded[source] = load_dataset(source)
+            elif kind is not None:
+                checks.append(Check("dataset", source, True,
+                                    f"missing; will be generated on first run (python -m lamo_ray.collect {kind})"))
+                continue
+            else:
+                checks.append(Check("dataset", source, False, str(err)))
+                continue
+        ds = loaded[source]
+        checks.append(Check("dataset", source, True,
+                            f"{len(ds.trajectories)} trajectories, {ds.num_transitions} transitions, "
+                            f"obs {tuple(ds.obs_shape)}, act {ds.act_dim}"))
+    for c in configs:
+        ds = loaded.get(c.data.source)
+        if ds is None:
+            continue
+        try:
+            subsample(ds, c.data.sample_ratio, c.seed)
+        except DatasetError as err:
+            checks.append(Check("dataset", f"{c.data.source} @ data.sample_ratio={c.data.sample_ratio}", False, str(err)))
+    return checks, loaded
+
+
+def check_backbone(name: str, pretrained: bool) -> Check:
+    """Is the backbone's config (and, for pretrained, its weights) available without training?"""
+    from lamo_ray.model import BackboneUnavailableError, build_backbone
+    from lamo_ray.config import ModelConfig
+
+    label = f"{name} ({'pretrained' if pretrained else 'random init'})"
+    if Path(name).expanduser().is_dir():
+        return Check("backbone", label, True, f"local directory {Path(name).expanduser().resolve()}")
+    try:
+        if pretrained:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name, "config.json")
+            if isinstance(cached, str):
+                return Check("backbone", label, True, f"in the local Hugging Face cache ({Path(cached).parent})")
+            if os.environ.get("HF_HUB_OFFLINE") == "1":
+                raise BackboneUnavailableError(f"{name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1")
+            from transformers import AutoConfig
+
+            AutoConfig.from_pretrained(name)
+            return Check("backbone", label, True, "downloadable from the Hugging Face hub")
+        build_backbone(ModelConfig(backbone=name, pretrained=False, n_layer=1, n_embd=8, n_head=1),
+                       load_weights=False)
+        return Check("backbone", label, True, "architecture config available")
+    except BackboneUnavailableError as err:
+        return Check("backbone", label, False, str(err))
+    except Exception as err:  # noqa: BLE001 - hub/network errors of any kind
+        return Check("backbone", label, False,
+                     f"{name!r} is not available locally and could not be fetched ({type(err).__name__}); "
+                     f"get it with `huggingface-cli download {name}` where the network allows, "
+                     "or set model.backbone to a local directory")
+
+
+def check_environments(configs: list[TrialConfig], datasets: dict[str, Any]) -> list[Check]:
+    """Each (env, dataset) pair: the env exists and its flattened observation / action sizes match."""
+    import numpy as np
+
+    from lamo_ray.envs import flatten_observation, make_env
+
+    checks, seen = [], set()
+    for c in configs:
+        ds = datasets.get(c.data.source)
+        env_id = c.eval.env_id or (ds.env_id if ds is not None else None)
+        if env_id is None:
+            if ds is not None:
+                checks.append(Check("env", f"(for {c.data.source})", False,
+                                    f"eval.env_id not set and dataset {c.data.source!r} names no environment"))
+            continue
+        key = (env_id, c.data.source)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            env = make_env(env_id)
+            obs, _ = env.reset(seed=0)
+            obs_shape = flatten_observation(env_id, obs).shape
+            act = env.action_space
+            act_dim = int(act.n) if hasattr(act, "n") else int(np.prod(act.shape))
+            env.close()
+        except Exception as err:  # noqa: BLE001
+            checks.append(Check("env", env_id, False, f"eval.env_id={env_id!r} cannot be made: {err}"))
+            continue
+        if ds is not None and (tuple(obs_shape) != tuple(ds.obs_shape) or act_dim != ds.act_dim):
+            checks.append(Check("env", env_id, False,
+                                f"eval.env_id={env_id!r} has observation {tuple(obs_shape)} / action {act_dim} but "
+                                f"dataset {c.data.source!r} has {tuple(ds.obs_shape)} / {ds.act_dim}"))
+        else:
+            checks.append(Check("env", env_id, True, f"observation {tuple(obs_shape)}, action {act_dim}"))
+    return checks
+
+
+def trial_cpus(sweep: SweepConfig, cfg: TrialConfig) -> float:
+    """Ray CPUs one trial holds: its driver, its DDP workers and its rollout actors."""
+    return sweep.trial_cpus + cfg.train.num_workers * cfg.train.cpus_per_worker + cfg.eval.num_actors * cfg.eval.actor_cpus
+
+
+def check_resources(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus: float) -> list[Check]:
+    """Every trial must fit the cluster, or Tune would wait for it forever."""
+    checks = []
+    for row in rows:
+        cfg = row["config"]
+        need = trial_cpus(sweep, cfg)
+        if need > cluster_cpus + 1e-9:
+            checks.append(Check("resources", f"variant {row['variant']}", False,
+                                f"a trial needs {need:g} CPUs (trial_cpus {sweep.trial_cpus:g} + train.num_workers "
+                                f"{cfg.train.num_workers} x train.cpus_per_worker {cfg.train.cpus_per_worker:g} + "
+                                f"eval.num_actors x eval.actor_cpus) but the cluster has {cluster_cpus:g}"))
+            break
+    if not checks:
+        most = max(trial_cpus(sweep, r["config"]) for r in rows)
+        checks.append(Check("resources", "CPUs", True, f"largest trial needs {most:g} of {cluster_cpus:g} CPUs"))
+    return checks
+
+
+def preflight(sweep: SweepConfig, rows: list[dict[str, Any]], generate: bool) -> list[Check]:
+    """Dataset, backbone and environment checks (resources are checked once Ray is up)."""
+    configs = [r["config"] for r in rows]
+    checks, datasets = check_datasets(configs, generate)
+    for name, pretrained in sorted({(c.model.backbone, c.model.pretrained) for c in configs}):
+        checks.append(check_backbone(name, pretrained))
+    checks += check_environments(configs, datasets)
+    return checks
+
+
+def _raise_failed(checks: list[Check]) -> None:
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise PreflightError("\n".join(f"{c.kind} {c.name}: {c.detail}" for c in failed))
+
+
+# --------------------------------------------------------------------------- printing
+
+
+TABLE_FIELDS = [("backbone", "model.backbone"), ("pre", "model.pretrained"), ("finetune", "model.finetune"),
+                ("embed", "model.embedding"), ("co_lambda", "language.co_lambda"), ("ratio", "data.sample_ratio"),
+                ("K", "data.context_length"), ("steps", "train.steps"), ("workers", "train.num_workers")]
+
+
+def _get(cfg: TrialConfig, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def format_trial_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table: one line per trial with its variant, seed and key settings."""
+    header = ["#", "variant", "seed"] + [h for h, _ in TABLE_FIELDS]
+    extra = sorted({k for r in rows for k in r["params"] if k not in dict(TABLE_FIELDS).values()})
+    header += extra
+    lines = [header]
+    for i, r in enumerate(rows):
+        cfg = r["config"]
+        line = [str(i), r["variant"], str(r["seed"])] + [str(_get(cfg, path)) for _, path in TABLE_FIELDS]
+        line += [str(r["params"].get(k, "")) for k in extra]
+        lines.append(line)
+    widths = [max(len(l[i]) for l in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(l, widths)).rstrip() for l in lines)
+
+
+def format_checks(checks: list[Check]) -> str:
+    return "\n".join(f"  [{'ok' if c.ok else 'MISSING'}] {c.kind:9s} {c.name}: {c.detail}" for c in checks)
+
+
+# --------------------------------------------------------------------------- trials
+
+
+def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, str]) -> None:
+    """Tune function trainable: resolve one trial's config, open its MLflow run, run a TorchTrainer.
+
+    ``config`` holds ``variant``, ``seed`` and one entry per search-domain key path.
+    """
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from lamo_ray.tracking import find_trial_run, start_trial_run
+    from lamo_ray.train import train_loop_per_worker
+
+    ctx = tune.get_context()
+    trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
+    params = {k: v for k, v in config.items() if k not in ("variant", "seed")}
+    cfg = resolve_trial(sweep, config["variant"], config["seed"], params)
+    run_id = find_trial_run(tracking["uri"], tracking["experiment_id"], tracking["parent_run_id"], trial_id)
+    if run_id is None:
+        run_id = start_trial_run(tracking["uri"], tracking["experiment_id"], tracking["parent_run_id"],
+                                 trial_name, config["variant"], cfg, trial_id=trial_id)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"trial": cfg.model_dump(), "mlflow_uri": tracking["uri"], "mlflow_run_id": run_id},
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+                                               resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=f"{tracking['run_name']}-{trial_id}",
+            storage_path=tracking["train_storage"],
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=2),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    trainer.fit()
+
+
+def _param_space(sweep: SweepConfig) -> dict[str, Any]:
+    from ray import tune
+
+    space: dict[str, Any] = {"variant": tune.grid_search(list(sweep.variants)), "seed": tune.grid_search(sweep.seeds)}
+    for path, domain in find_domains(sweep.base).items():
+        kind, args = next(iter(domain.items()))
+        space[path] = {"grid": tune.grid_search, "choice": tune.choice}[kind](args) if kind in ("grid", "choice") \
+            else getattr(tune, kind)(*args)
+    return space
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    env_vars = {HEALTH_CHECK_ENV: os.environ.get(HEALTH_CHECK_ENV, "0.2")}
+    os.environ.setdefault(HEALTH_CHECK_ENV, env_vars[HEALTH_CHECK_ENV])
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env_vars})
+    else:
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", runtime_env={"env_vars": env_vars})
+    log.info("Ray dashboard: %s", ray.get_runtime_context().dashboard_url or "(not running)")
+
+
+def _experiment_dir(sweep: SweepConfig, resume: bool) -> tuple[str, Path]:
+    """(run name, Tune experiment dir). An existing name is never overwritten: without --resume
+    the run gets a timestamped name beside it."""
+    root = Path(sweep.storage_path).expanduser().resolve()
+    path = root / sweep.name
+    if resume:
+        if not path.exists():
+            raise PreflightError(f"--resume: no sweep {sweep.name!r} at {path}")
+        return sweep.name, path
+    if path.exists():
+        name = f"{sweep.name}_{time.strftime('%Y%m%d-%H%M%S')}"
+        print(f"sweep {sweep.name!r} already has results at {path}; this run is {name!r} "
+              "(pass --resume to continue the existing one)", flush=True)
+        return name, root / name
+    return sweep.name, path
+
+
+def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], address: str | None = None,
+              resume: bool = False) -> list[dict[str, Any]]:
+    """Run the sweep to completion; returns one summary row per trial."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from lamo_ray.tracking import MLflowTrialFinalizer, check_tracking, resolve_tracking_uri, start_sweep_run
+
+    uri = resolve_tracking_uri(sweep.tracking.uri)
+    check_tracking(uri)
+    checks = preflight(sweep, rows, generate=True)
+    print(format_checks(checks), flush=True)
+    _raise_failed(checks)
+    run_name, exp_dir = _experiment_dir(sweep, resume)
+    _init_ray(address)
+    cluster_cpus = float(ray.cluster_resources().get("CPU", 0))
+    resource_checks = check_resources(sweep, rows, cluster_cpus)
+    print(format_checks(resource_checks), flush=True)
+    _raise_failed(resource_checks)
+
+    experiment = sweep.tracking.experiment or sweep.name
+    exp_id, parent = start_sweep_run(uri, experiment, run_name, sweep_yaml, rows)
+    tracking = {"uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "run_name": run_name,
+                "train_storage": str(exp_dir.parent / f"{run_name}_train")}
+    max_steps = max(r["config"].train.steps for r in rows)
+    if sweep.scheduler.type == "asha":
+        scheduler = ASHAScheduler(time_attr="step", max_t=max_steps, grace_period=sweep.scheduler.grace_period,
+                                  reduction_factor=sweep.scheduler.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    need = max(trial_cpus(sweep, r["config"]) for r in rows)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=sweep, tracking=tracking),
+                                    {"cpu": sweep.trial_cpus})
+    finalizer = MLflowTrialFinalizer(uri)
+    run_config = tune.RunConfig(name=run_name, storage_path=str(exp_dir.parent), callbacks=[finalizer],
+                                verbose=1)
+    if resume:
+        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_param_space(sweep),
+            tune_config=tune.TuneConfig(metric=sweep.scheduler.metric, mode=sweep.scheduler.mode, scheduler=scheduler,
+                                        num_samples=sweep.num_samples,
+                                        max_concurrent_trials=sweep.max_concurrent_trials
+                                        or max(1, int(cluster_cpus // need))),
+            run_config=run_config,
+        )
+    t0 = time.time()
+    results = tuner.fit()
+    summary = finalizer.summary()
+    from lamo_ray.tracking import finish_sweep_run
+
+    finish_sweep_run(uri, parent, summary, time.time() - t0, num_errors=results.num_errors)
+    return summary
+
+
+def format_summary(summary: list[dict[str, Any]]) -> str:
+    cols = ["trial", "variant", "seed", "outcome", "step", "normalized_score"]
+    lines = [cols] + [[str(s.get(c, "")) if not isinstance(s.get(c), float) else f"{s[c]:.2f}" for c in cols]
+                      for s in summary]
+    widths = [max(len(l[i]) for l in lines) for i in range(len(cols))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(l, widths)) for l in lines)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m lamo_ray.sweep",
+                                description="Run a LaMo / DT sweep with Ray Tune + ASHA, tracked in MLflow.")
+    p.add_argument("sweep_file", help="sweep YAML (see sweeps/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a value (YAML syntax); trial sections (data, model, ...) apply to base")
+    p.add_argument("--dry-run", action="store_true", help="validate, print the trial table and check inputs; no training")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        sweep = load_sweep(args.sweep_file, args.overrides)
+        rows = expand_trials(sweep, origin=args.sweep_file)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    sweep_yaml = yaml.safe_dump(sweep.model_dump(), sort_keys=False)
+    print(f"sweep {sweep.name!r}: {len(rows)} trials "
+          f"({len(sweep.variants)} variants x {len(rows) // (len(sweep.variants) * len(sweep.seeds))} grid points "
+          f"x {len(sweep.seeds)} seeds{f' x {sweep.num_samples} samples' if sweep.num_samples > 1 else ''})")
+    print(format_trial_table(rows), flush=True)
+    if args.dry_run:
+        checks = preflight(sweep, rows, generate=False) + check_resources(sweep, rows, float(os.cpu_count() or 1))
+        print("checks:")
+        print(format_checks(checks))
+        bad = [c for c in checks if not c.ok]
+        print(f"dry run: config valid, {len(rows)} trials; {len(bad)} input(s) unavailable")
+        return 0
+    try:
+        summary = run_sweep(sweep, sweep_yaml, rows, address=args.address, resume=args.resume)
+    except PreflightError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        from lamo_ray.tracking import TrackingError
+
+        if isinstance(err, TrackingError):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+    print(format_summary(summary))
+    return 0 if any(s["outcome"] != "failed" for s in summary) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Training: the per-worker loop that Ray Train's `TorchTrainer` runs with DDP.
+
+One step (REFERENCE.md "Optimiser", "Loss"): sample a batch of K-step segments (length-weighted
+trajectories, left-padded), predict actions from the state tokens, masked action MSE (or
+cross-entropy for discrete actions) + ``co_lambda`` * language-modelling loss, backward, clip
+gradients at ``grad_clip``, AdamW(eps 1e-6) with linear warm-up then constant LR.
+
+Every ``eval_every`` steps (and at the last step) rank 0 evaluates with rollout actors
+(`lamo_ray.evaluate.Evaluator`), writes a checkpoint and every worker calls ``ray.train.report``
+(a barrier), which Tune sees through ``TuneReportCallback``. Training metrics go to the trial's
+MLflow run every ``log_every`` steps.
+
+Restores from ``ray.train.get_checkpoint()`` (model, optimiser, scheduler, step), so a restarted
+worker group continues where the last checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray.train
+import ray.train.torch
+import torch
+
+from lamo_ray.checkpoint import (load_checkpoint, load_optimizer_state, load_weights_into, save_checkpoint)
+from lamo_ray.config import TrialConfig, torch_threads
+from lamo_ray.data import SegmentSampler, load_dataset, state_stats, subsample
+from lamo_ray.evaluate import Evaluator, PolicySpec, reference_scores
+from lamo_ray.model import DecisionTransformer, action_loss
+from lamo_ray.tracking import RunLogger
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or inf; the message gives the step and loss terms."""
+
+
+def warmup_lambda(warmup_steps: int):
+    """LR multiplier: linear warm-up over ``warmup_steps`` then constant (LaMo / DT)."""
+    return lambda step: min(1.0, (step + 1) / max(1, warmup_steps))
+
+
+def _batch_to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker entry point.
+
+    ``loop_config``: ``{"trial": TrialConfig dict, "mlflow_uri": str | None, "mlflow_run_id": str | None}``.
+
+    Raises:
+        NonFiniteLossError: NaN/inf loss (the trial fails; Tune marks it ERROR, MLflow FAILED).
+    """
+    cfg = TrialConfig.model_validate(loop_config["trial"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(torch_threads(cfg.train.cpus_per_worker))
+    torch.manual_seed(cfg.seed * 1000 + rank)
+    device = ray.train.torch.get_device()
+
+    # ---- data: whole-trajectory sample ratio, normalisation from the kept data (REFERENCE "Data")
+    dataset = subsample(load_dataset(cfg.data.source), cfg.data.sample_ratio, cfg.seed)
+    mean, std = state_stats(dataset)
+    image_obs = len(dataset.obs_shape) > 1
+    sampler = SegmentSampler(dataset, cfg.data.context_length, cfg.data.rtg_scale, cfg.data.max_ep_len,
+                             mean, std, seed=cfg.seed * 1000 + rank)
+    local_batch = cfg.train.batch_size // world
+
+    # ---- model
+    model = DecisionTransformer(cfg.model, tuple(dataset.obs_shape), dataset.act_dim, cfg.data.max_ep_len,
+                                discrete_actions=dataset.discrete_actions,
+                                language_loss=cfg.language.co_lambda > 0)
+    counts = model.parameter_counts()
+    text = None
+    if cfg.language.co_lambda > 0:
+        from lamo_ray.language import text_sampler
+
+        text = text_sampler(cfg.language.corpus, cfg.model.backbone, cfg.language.block_size,
+                            seed=cfg.seed * 1000 + rank)
+
+    # ---- restore
+    start_step = 0
+    ckpt = ray.train.get_checkpoint()
+    optim_state = None
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            loaded = load_checkpoint(d)
+            load_weights_into(model, loaded.state_dict, origin=str(d))
+            optim_state = load_optimizer_state(d)
+            start_step = loaded.step
+        log.info("rank %d restored step %d from checkpoint", rank, start_step)
+
+    model = ray.train.torch.prepare_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                                  eps=cfg.train.adam_eps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.train.warmup_steps))
+    if optim_state is not None:
+        optimizer.load_state_dict(optim_state["optimizer"])
+        scheduler.load_state_dict(optim_state["scheduler"])
+        sampler.rng = np.random.default_rng([cfg.seed, rank, start_step])
+        if text is not None:
+            text.rng = np.random.default_rng([cfg.seed, rank, start_step, 1])
+
+    # ---- rank-0 services: MLflow and rollout actors
+    tracker = None
+    evaluator = None
+    spec = PolicySpec(trial=cfg.model_dump(), state_shape=tuple(dataset.obs_shape), act_dim=dataset.act_dim,
+                      discrete_actions=dataset.discrete_actions,
+                      state_mean=None if image_obs else mean, state_std=None if image_obs else std)
+    env_id = cfg.eval.env_id or dataset.env_id
+    if env_id is None:
+        raise ValueError(f"eval.env_id: not set and dataset {cfg.data.source!r} names no environment")
+    refs = reference_scores(cfg.eval, env_id, (dataset.ref_min_score, dataset.ref_max_score))
+    if rank == 0:
+        if loop_config.get("mlflow_run_id"):
+            tracker = RunLogger(loop_config["mlflow_uri"], loop_config["mlflow_run_id"])
+            if start_step == 0:
+                tracker.log_metrics({"params/trainable": counts["trainable"], "params/total": counts["total"],
+                                     "params/trainable_share": counts["trainable_share"],
+                                     "data/num_trajectories": len(dataset.trajectories),
+                                     "data/num_transitions": dataset.num_transitions}, step=0)
+        evaluator = Evaluator(spec, cfg.eval, env_id, refs, cfg.seed)
+
+    model.train()
+    window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()
+    train_time = 0.0
+    for step in range(start_step + 1, cfg.train.steps + 1):
+        t0 = time.perf_counter()
+        batch = _batch_to_torch(sampler.sample(local_batch), device)
+        preds = model(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"],
+                      batch["attention_mask"])
+        loss = action_loss(preds, batch["actions"], batch["attention_mask"], dataset.discrete_actions)
+        lm = None
+        if text is not None:
+            module = model.module if hasattr(model, "module") else model
+            lm = module.lm_loss(text.sample(cfg.language.batch_size).to(device))
+            total = loss + cfg.language.co_lambda * lm
+        else:
+            total = loss
+        if not torch.isfinite(total):
+            raise NonFiniteLossError(f"non-finite loss at step {step}: action loss {loss.item()}, "
+                                     f"lm loss {None if lm is None else lm.item()}")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        train_time += time.perf_counter() - t0
+        window_loss += loss.item()
+        window_lm += 0.0 if lm is None else lm.item()
+        window_n += 1
+
+        if tracker is not None and (step % cfg.train.log_every == 0 or step == cfg.train.steps):
+            elapsed = time.perf_counter() - window_t0
+            metrics = {"train/action_loss": window_loss / window_n, "train/lr": scheduler.get_last_lr()[0],
+                       "train/samples_per_s": window_n * cfg.train.batch_size / max(elapsed, 1e-9)}
+            if text is not None:
+                metrics["train/lm_loss"] = window_lm / window_n
+                metrics["train/lm_perplexity"] = math.exp(min(window_lm / window_n, 50.0))
+            tracker.log_metrics(metrics, step=step)
+        if step % cfg.train.log_every == 0:
+            window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()
+
+        if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
+            _evaluate_and_report(step, cfg, model, spec, env_id, refs, evaluator, tracker, optimizer,
+                                 scheduler, loss.item(), train_time, counts, loop_config)
+            train_time = 0.0
+    if evaluator is not None:
+        evaluator.shutdown()
+
+
+def _evaluate_and_report(step, cfg, model, spec, env_id, refs, evaluator, tracker, optimizer, scheduler,
+                         last_loss, train_time, counts, loop_config) -> None:
+    """Rank 0: rollouts, MLflow, checkpoint; every rank: ``ray.train.report`` (a barrier)."""
+    metrics: dict[str, Any] = {"step": step, "train/action_loss": last_loss, "train/time_s": train_time,
+                               "mlflow_run_id": loop_config.get("mlflow_run_id") or "",
+                               "params/trainable_share": counts["trainable_share"],
+                               "steps_total": cfg.train.steps}
+    if ray.train.get_context().get_world_rank() != 0:
+        ray.train.report(metrics)
+        return
+    module = model.module if hasattr(model, "module") else model
+    module.eval()
+    t0 = time.perf_counter()
+    summary, records = evaluator(module.state_dict())
+    module.train()
+    summary["eval/time_s"] = time.perf_counter() - t0
+    metrics.update(summary)
+    with tempfile.TemporaryDirectory() as tmp:
+        if tracker is not None:
+            table = Path(tmp) / f"step_{step:07d}.parquet"
+            pd.DataFrame(records).assign(step=step).to_parquet(table)
+            tracker.log_artifact(table, "eval")
+            tracker.log_metrics(summary, step=step)
+        ckpt_dir = save_checkpoint(Path(tmp) / "checkpoint", model, spec, env_id, refs, step,
+                                   optimizer_state={"optimizer": optimizer.state_dict(),
+                                                    "scheduler": scheduler.state_dict()})
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt_dir)),
+                         checkpoint_dir_name=f"checkpoint_{step:07d}")

@@ -1,0 +1,135 @@
+"""Sweep/trial config: validation errors name the key, domains expand to the right trial table."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lamo_ray.config import (ConfigError, deep_merge, expand_trials, load_sweep, parse_override, resolve_trial,
+                             validate_trial)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, data, name="s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+BASE = {"name": "t", "base": {"data": {"source": "lamo/reacher/mixed-v0"}}}
+
+
+def test_defaults_follow_reference():
+    cfg = validate_trial({"data": {"source": "x"}})
+    assert (cfg.model.lora.rank, cfg.model.lora.alpha, cfg.model.lora.dropout) == (16, 32.0, 0.1)
+    assert cfg.train.grad_clip == 0.25 and cfg.train.adam_eps == 1e-6 and cfg.train.lr == 1e-4
+    assert cfg.train.warmup_steps == 2500 and cfg.train.batch_size == 64 and cfg.data.context_length == 20
+    assert cfg.model.dropout == 0.1 and cfg.language.co_lambda == 0.0
+
+
+def test_unknown_key_did_you_mean():
+    with pytest.raises(ConfigError) as err:
+        validate_trial({"data": {"source": "x"}, "model": {"lora": {"rnak": 3}}})
+    msg = str(err.value)
+    assert "model.lora.rnak" in msg and "did you mean 'rank'" in msg
+
+
+@pytest.mark.parametrize("section,key,value", [
+    ("data", "sample_ratio", 0.0), ("data", "sample_ratio", 1.5), ("data", "context_length", 0),
+    ("train", "lr", -1e-4), ("train", "steps", 0), ("eval", "episodes", 0),
+])
+def test_out_of_range_names_key(section, key, value):
+    raw = {"data": {"source": "x"}}
+    raw.setdefault(section, {})[key] = value
+    with pytest.raises(ConfigError, match=f"{section}.{key}"):
+        validate_trial(raw)
+
+
+def test_lora_rank_zero_and_wrong_type():
+    with pytest.raises(ConfigError, match="model.lora.rank"):
+        validate_trial({"data": {"source": "x"}, "model": {"lora": {"rank": 0}}})
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        validate_trial({"data": {"source": "x"}, "train": {"batch_size": "many"}})
+
+
+def test_batch_must_split_over_workers():
+    with pytest.raises(ConfigError, match="num_workers"):
+        validate_trial({"data": {"source": "x"}, "train": {"batch_size": 63, "num_workers": 2}})
+
+
+def test_width_override_needs_random_init():
+    with pytest.raises(ConfigError, match="n_embd"):
+        validate_trial({"data": {"source": "x"}, "model": {"pretrained": True, "n_embd": 64}})
+
+
+def test_malformed_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        load_sweep(write(tmp_path, "name: [unclosed\n"))
+    with pytest.raises(ConfigError, match="not found"):
+        load_sweep(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_sweep(write(tmp_path, "- a\n- b\n"))
+
+
+def test_error_in_variant_names_variant(tmp_path):
+    data = dict(BASE, variants={"bad": {"model": {"finetune": "sideways"}}})
+    with pytest.raises(ConfigError, match=r"variants\.bad\.model\.finetune"):
+        load_sweep(write(tmp_path, data))
+
+
+def test_trials_are_variants_x_grid_x_seeds(tmp_path):
+    data = {"name": "t", "seeds": [0, 1, 2],
+            "base": {"data": {"source": "x", "sample_ratio": {"grid": [0.1, 0.5]}},
+                     "train": {"lr": {"loguniform": [1e-5, 1e-3]}}},
+            "variants": {"lamo": {"model": {"finetune": "lora"}}, "dt": {"model.finetune": "full"}}}
+    sweep = load_sweep(write(tmp_path, data))
+    rows = expand_trials(sweep)
+    assert len(rows) == 2 * 2 * 3
+    assert {(r["variant"], r["params"]["data.sample_ratio"], r["seed"]) for r in rows} == {
+        (v, r, s) for v in ("lamo", "dt") for r in (0.1, 0.5) for s in (0, 1, 2)}
+    dt = next(r for r in rows if r["variant"] == "dt")["config"]
+    assert dt.model.finetune == "full"
+    assert rows[0]["params"]["train.lr"] == {"loguniform": [1e-5, 1e-3]}
+
+
+def test_grid_value_out_of_range_is_caught_before_compute(tmp_path):
+    data = {"name": "t", "base": {"data": {"source": "x", "sample_ratio": {"grid": [0.5, 2.0]}}}}
+    with pytest.raises(ConfigError, match="data.sample_ratio"):
+        load_sweep(write(tmp_path, data))
+
+
+def test_bad_domain_bounds(tmp_path):
+    data = {"name": "t", "base": {"data": {"source": "x"}, "train": {"lr": {"loguniform": [0, 1e-3]}}}}
+    with pytest.raises(ConfigError, match="loguniform"):
+        load_sweep(write(tmp_path, data))
+
+
+def test_overrides_apply_to_base_and_sweep(tmp_path):
+    sweep = load_sweep(write(tmp_path, BASE), ["train.steps=7", "seeds=[3, 4]", "model.embedding=linear"])
+    assert sweep.seeds == [3, 4]
+    cfg = expand_trials(sweep)[0]["config"]
+    assert cfg.train.steps == 7 and cfg.model.embedding == "linear"
+    with pytest.raises(ConfigError, match="key.path=value"):
+        parse_override("train.steps")
+
+
+def test_duplicate_seeds_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="seeds"):
+        load_sweep(write(tmp_path, dict(BASE, seeds=[1, 1])))
+
+
+def test_deep_merge_keeps_siblings():
+    merged = deep_merge({"model": {"lora": {"rank": 16, "alpha": 32}}}, {"model": {"lora": {"rank": 8}}})
+    assert merged == {"model": {"lora": {"rank": 8, "alpha": 32}}}
+
+
+def test_resolve_unknown_variant(tmp_path):
+    sweep = load_sweep(write(tmp_path, BASE))
+    with pytest.raises(ConfigError, match="unknown variant"):
+        resolve_trial(sweep, "nope", 0, {})
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweeps_validate(path):
+    assert expand_trials(load_sweep(path))
