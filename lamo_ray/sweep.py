@@ -298,10 +298,11 @@ def _init_ray(address: str | None) -> None:
     os.environ.setdefault(HEALTH_CHECK_ENV, env_vars[HEALTH_CHECK_ENV])
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env_vars})
+        ctx = ray.init(address=address, runtime_env={"env_vars": env_vars})
     else:
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", runtime_env={"env_vars": env_vars})
-    log.info("Ray dashboard: %s", ray.get_runtime_context().dashboard_url or "(not running)")
+        # Train V2 needs the dashboard process (FACTS.md); bind it to loopback only.
+        ctx = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", runtime_env={"env_vars": env_vars})
+    print(f"Ray dashboard: http://{ctx.dashboard_url}" if ctx.dashboard_url else "Ray dashboard: not running", flush=True)
 
 
 def _experiment_dir(sweep: SweepConfig, resume: bool) -> tuple[str, Path]:

@@ -1,0 +1,182 @@
+"""Environments: construction, D4RL reference scores and observation flattening.
+
+Three things every other module needs about an environment:
+
+- `make_env`: a Gymnasium env from its id, registering optional env packages on demand
+  (gymnasium-robotics for FrankaKitchen, ale-py for Atari) and failing with a message that
+  names the id.
+- `D4RL_REF_SCORES` / `d4rl_ref_scores`: the random / expert returns behind the D4RL normalized
+  score (REFERENCE.md "Evaluation"), looked up by environment *family* (see `env_family`).
+- `flatten_observation`: how an observation becomes the flat state vector the model sees.
+  Vectors pass through as float32, images stay uint8, dict observations go through a
+  per-family rule from `OBSERVATION_RULES` (default: `concat_sorted_keys`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# REFERENCE.md "Evaluation": D4RL random (min) and expert (max) returns; kitchen scores one point
+# per completed subtask (4 subtasks).
+D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
+    "hopper": (-20.272305, 3234.3),
+    "walker2d": (1.629008, 4592.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "kitchen": (0.0, 4.0),
+}
+
+# Families known by name. Matched as a case-insensitive substring, longest first, so that
+# "HalfCheetah-v5", "halfcheetah-medium-v2.hdf5", "mujoco/halfcheetah/expert-v0" -> "halfcheetah"
+# and "FrankaKitchen-v1", "D4RL/kitchen/partial-v2" -> "kitchen".
+ENV_FAMILIES: tuple[str, ...] = ("halfcheetah", "walker2d", "hopper", "kitchen", "reacher")
+
+# Packages that register env ids when imported (gym.register_envs), by a substring of the id.
+_ENV_PACKAGES: dict[str, str] = {
+    "FrankaKitchen": "gymnasium_robotics",
+    "ALE/": "ale_py",
+    "NoFrameskip": "ale_py",
+}
+
+
+def env_family(name: str) -> str | None:
+    """The env family named in ``name`` (an env id, dataset id or file name), else None.
+
+    Rule: the longest entry of `ENV_FAMILIES` that occurs in ``name.lower()``.
+    """
+    lowered = name.lower()
+    for family in sorted(ENV_FAMILIES, key=len, reverse=True):
+        if family in lowered:
+            return family
+    return None
+
+
+def d4rl_ref_scores(name: str) -> tuple[float, float] | None:
+    """``(ref_min_score, ref_max_score)`` from `D4RL_REF_SCORES` for the family in ``name``.
+
+    Returns None when ``name`` names no family with D4RL references (e.g. Reacher).
+    """
+    family = env_family(name)
+    return D4RL_REF_SCORES.get(family) if family is not None else None
+
+
+def _register_env_package(env_id: str) -> str | None:
+    """Import the package that registers ``env_id`` if the id needs one.
+
+    Returns the package's name when it is needed but not installed, else None.
+    """
+    for marker, package in _ENV_PACKAGES.items():
+        if marker in env_id:
+            try:
+                module = importlib.import_module(package)
+            except ImportError:
+                return package
+            gym.register_envs(module)
+    return None
+
+
+def make_env(env_id: str, seed: int | None = None, max_episode_steps: int | None = None,
+             **kwargs: Any) -> gym.Env:
+    """Build the Gymnasium env ``env_id`` (e.g. ``"Reacher-v5"``, ``"FrankaKitchen-v1"``).
+
+    Args:
+        env_id: a registered Gymnasium id. FrankaKitchen ids import gymnasium-robotics and Atari
+            ids import ale-py first.
+        seed: if given, the env is reset once with ``reset(seed=seed)`` and its action space
+            seeded, so later ``reset()`` calls without a seed are reproducible. Callers still
+            call ``reset()`` before stepping.
+        max_episode_steps: time limit (truncation); default the id's registered limit.
+        **kwargs: passed to ``gym.make`` (e.g. a dataset's recorded env kwargs).
+
+    Raises:
+        ValueError: ``env_id`` is not registered; the message names it, suggests close ids and
+            the package to install when one is missing.
+    """
+    missing_package = _register_env_package(env_id)
+    try:
+        env = gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
+    except gym.error.UnregisteredEnv as err:
+        hint = f"; install the '{missing_package}' package" if missing_package else ""
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+        if close:
+            hint += f"; did you mean {', '.join(close)}?"
+        raise ValueError(f"unknown environment {env_id!r}: {err}{hint}") from None
+    if seed is not None:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    return env
+
+
+# --------------------------------------------------------------------------- observations
+
+ObservationRule = Callable[[Mapping[str, Any], int], np.ndarray]
+
+
+def concat_sorted_keys(obs: Mapping[str, Any], batch_dims: int = 0) -> np.ndarray:
+    """Default dict rule: concatenate the values in sorted key order, recursing into sub-dicts.
+
+    Each leaf of shape ``(*batch, *leaf_shape)`` is flattened to ``(*batch, prod(leaf_shape))``;
+    the result is ``(*batch, sum of leaf sizes)`` float32. ``batch_dims`` leading axes are kept
+    (1 for a whole episode of observations).
+    """
+    parts = []
+    for key in sorted(obs):
+        value = obs[key]
+        if isinstance(value, Mapping):
+            parts.append(concat_sorted_keys(value, batch_dims))
+        else:
+            value = np.asarray(value, dtype=np.float32)
+            parts.append(value.reshape(value.shape[:batch_dims] + (-1,)))
+    return np.concatenate(parts, axis=-1)
+
+
+def _kitchen_d4rl_60(obs: Mapping[str, Any], batch_dims: int = 0) -> np.ndarray:
+    """Slot for FrankaKitchen-v1 -> D4RL's 60-dim state (REFERENCE.md "Kitchen"); not written yet."""
+    raise NotImplementedError(
+        "FrankaKitchen dict observations need the D4RL 60-dim rule (robot qpos 9 + object qpos 21 "
+        "+ goal 30, REFERENCE.md 'Kitchen'), which is not implemented yet; refusing to guess "
+        "with the default sorted-key rule")
+
+
+# Dict-observation rules by env family (`env_family`). Families absent here use
+# `concat_sorted_keys`.
+OBSERVATION_RULES: dict[str, ObservationRule] = {
+    "kitchen": _kitchen_d4rl_60,
+}
+
+
+def observation_rule(env_id: str | None) -> ObservationRule:
+    """The dict-observation rule for ``env_id``: its family's entry in `OBSERVATION_RULES`,
+    else `concat_sorted_keys` (also for ``env_id=None``)."""
+    family = env_family(env_id) if env_id else None
+    return OBSERVATION_RULES.get(family, concat_sorted_keys)
+
+
+def flatten_observation(env_id: str | None, obs: Any, *, batch_dims: int = 0) -> np.ndarray:
+    """The state the model sees for observation ``obs`` of env ``env_id``.
+
+    - dict observations: `observation_rule(env_id)` -> ``(*batch, obs_dim)`` float32;
+    - uint8 arrays with at least 2 non-batch axes (images, e.g. Atari ``(4, 84, 84)``): unchanged;
+    - any other array: as float32, shape unchanged.
+
+    Args:
+        env_id: Gymnasium id of the env (selects the dict rule); None for the default rule.
+        obs: one observation, or ``batch_dims`` leading axes of them (1 for an episode).
+
+    Raises:
+        NotImplementedError: the env's family has a rule slot that is not written yet (kitchen).
+    """
+    if isinstance(obs, Mapping):
+        return observation_rule(env_id)(obs, batch_dims)
+    array = np.asarray(obs)
+    if array.dtype == np.uint8 and array.ndim - batch_dims >= 2:
+        return array
+    return array.astype(np.float32, copy=False)

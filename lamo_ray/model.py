@@ -1,0 +1,513 @@
+"""The LaMo Decision Transformer: a pre-trained causal LM trunk with LoRA, MLP embeddings and an LM loss.
+
+Reads top to bottom like the model it builds (REFERENCE.md "Model"):
+
+1. `build_backbone`: a Hugging Face causal LM (GPT-2 or a Llama-family model), pre-trained or
+   randomly initialised (the DT baseline), optionally cut to its first N blocks.
+2. `lora_target_modules`: which attention projections LoRA adapts.
+3. Token embeddings: `MLPEmbedding` (LaMo's ``--mlp_embedding``), `AtariEncoder` (image states).
+4. `DecisionTransformer`: (return-to-go, state, action) tokens -> trunk -> action from the state token.
+5. `action_loss`: masked MSE or cross-entropy.
+
+Shapes: B batch, K context length in timesteps (3K tokens), S state dim, A action dim
+(number of actions if discrete), h hidden size, L text length.
+
+We use transformers and peft directly; the official LaMo code vendored a modified GPT-2 and a LoRA
+library. The one modification it needs, dropping GPT-2's position table ``wpe``, is done by swapping
+that module for `NoPositionEmbedding`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import peft
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import nn
+
+from lamo_ray.config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+# Config attributes that hold GPT-2's three dropouts (resid, embd, attn) or Llama's attention dropout.
+DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout")
+
+
+class BackboneUnavailableError(RuntimeError):
+    """The backbone's config or weights cannot be found locally nor downloaded."""
+
+
+# --------------------------------------------------------------------------- backbone
+
+
+def _unavailable(name: str, what: str, err: Exception) -> BackboneUnavailableError:
+    return BackboneUnavailableError(
+        f"backbone {name!r}: cannot load its {what} ({type(err).__name__}: {str(err).splitlines()[0]}). "
+        f"Get it with `huggingface-cli download {name}` (or `hf download {name}`) on a machine with network "
+        f"and point HF_HOME at that cache, or save it with `save_pretrained(dir)` and set model.backbone to the "
+        f"directory. Set HF_HUB_OFFLINE=1 to fail at once instead of retrying the network."
+    )
+
+
+def _local_then_hub(load, name: str, **kwargs):
+    """``load(name)`` from a local dir or the HF cache first; then from the hub (if the network allows).
+
+    Raises:
+        OSError: neither worked.
+    """
+    try:
+        return load(name, local_files_only=True, **kwargs)
+    except OSError:
+        if os.path.isdir(name):
+            raise
+    return load(name, **kwargs)
+
+
+def _set_depth(config: transformers.PretrainedConfig, n_layer: int) -> None:
+    """Set the number of transformer blocks (GPT-2 ``n_layer``, Llama ``num_hidden_layers``)."""
+    config.num_hidden_layers = n_layer
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = config.layer_types[:n_layer]
+
+
+def _set_width(config: transformers.PretrainedConfig, n_embd: int | None, n_head: int | None) -> None:
+    """Set hidden size and heads, keeping Llama's ``head_dim`` / ``num_key_value_heads`` consistent.
+
+    Raises:
+        ValueError: the hidden size is not divisible by the number of heads.
+    """
+    if n_embd is not None:
+        config.hidden_size = n_embd
+    if n_head is not None:
+        config.num_attention_heads = n_head
+        if getattr(config, "num_key_value_heads", None) is not None:
+            config.num_key_value_heads = n_head  # ours: plain multi-head attention for the baseline
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(f"hidden size {config.hidden_size} is not divisible by "
+                         f"{config.num_attention_heads} attention heads")
+    if getattr(config, "head_dim", None) is not None:
+        config.head_dim = config.hidden_size // config.num_attention_heads
+
+
+def _set_vocab(config: transformers.PretrainedConfig, vocab_size: int) -> None:
+    """Shrink the vocabulary; special-token ids outside it become None (FACTS.md "Models")."""
+    config.vocab_size = vocab_size
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        token = getattr(config, key, None)
+        if isinstance(token, int) and token >= vocab_size:
+            setattr(config, key, None)
+
+
+def _load_config(name: str) -> transformers.PretrainedConfig:
+    """``AutoConfig`` of a local dir or hub id, local files first.
+
+    Raises:
+        BackboneUnavailableError: neither local nor downloadable.
+    """
+    try:
+        return _local_then_hub(transformers.AutoConfig.from_pretrained, name)
+    except OSError as err:
+        raise _unavailable(name, "config", err) from err
+
+
+def _baseline_config(name: str) -> transformers.PretrainedConfig:
+    """Architecture config for a randomly initialised backbone named ``name``.
+
+    ``transformers.GPT2Config()`` defaults are exactly gpt2-small's config (12 layers, 12 heads,
+    768 hidden, 50257 tokens, dropout 0.1), so "gpt2" needs no download.
+
+    Raises:
+        BackboneUnavailableError: ``name`` is not "gpt2" and its config is neither local nor downloadable.
+    """
+    if name != "gpt2":
+        return _load_config(name)
+    try:
+        return transformers.AutoConfig.from_pretrained(name, local_files_only=True)
+    except OSError:
+        return transformers.GPT2Config()
+
+
+def build_backbone(cfg: ModelConfig, load_weights: bool = True,
+                   vocab_size: int | None = None) -> transformers.PreTrainedModel:
+    """A causal LM with its LM head, from ``cfg.backbone`` (hub id or local directory).
+
+    - ``cfg.pretrained``: pre-trained weights (REFERENCE.md "Model": GPT-2 small), from a local
+      directory, the HF cache, or the hub. Never falls back to a random init. With
+      ``load_weights=False`` the same architecture is built randomly initialised from the config
+      alone (rollout actors that receive a state_dict).
+    - not ``cfg.pretrained``: the DT baseline, randomly initialised; architecture from the name's
+      config (``GPT2Config()`` for "gpt2" when nothing is cached) with ``cfg.n_layer / n_embd /
+      n_head`` overrides. ``vocab_size`` replaces the vocabulary (1 when no language loss is needed).
+    - ``cfg.n_layer`` with a pre-trained model keeps the first N blocks (GPT-2 ``transformer.h``,
+      Llama ``model.layers``).
+    - ``cfg.dropout`` sets GPT-2's resid/embd/attn dropout (Llama: attention dropout).
+
+    Returns a float32 model in train mode. Its position table, if any, is still in place
+    (`DecisionTransformer` removes it).
+
+    Raises:
+        BackboneUnavailableError: config or weights not found locally and not downloadable.
+        ValueError: ``vocab_size`` with a pre-trained backbone; hidden size not divisible by heads.
+    """
+    name = os.path.expanduser(cfg.backbone)
+    if cfg.pretrained:
+        if vocab_size is not None:
+            raise ValueError("vocab_size can only be set for a randomly initialised backbone (pretrained: false)")
+        config = _load_config(name)
+    else:
+        config = _baseline_config(name)
+        _set_width(config, cfg.n_embd, cfg.n_head)
+        if vocab_size is not None:
+            _set_vocab(config, vocab_size)
+    for key in DROPOUT_KEYS:
+        if hasattr(config, key):
+            setattr(config, key, cfg.dropout)
+    full_depth = config.num_hidden_layers
+    n_layer = cfg.n_layer or full_depth
+    if n_layer > full_depth and cfg.pretrained:
+        raise ValueError(f"model.n_layer {n_layer} > {full_depth} blocks of pre-trained {name!r}")
+
+    if cfg.pretrained and load_weights:
+        try:
+            backbone = _local_then_hub(transformers.AutoModelForCausalLM.from_pretrained, name,
+                                       config=config, dtype=torch.float32)
+        except OSError as err:
+            raise _unavailable(name, "weights", err) from err
+        if n_layer < full_depth:
+            _keep_first_blocks(backbone, n_layer)
+    else:
+        _set_depth(config, n_layer)
+        backbone = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    backbone.train()
+    return backbone
+
+
+def _blocks_name(trunk: nn.Module, n_blocks: int) -> str:
+    """Attribute of ``trunk`` holding its transformer blocks (GPT-2 ``h``, Llama ``layers``).
+
+    Raises:
+        ValueError: no ``nn.ModuleList`` child with ``n_blocks`` entries.
+    """
+    for attr, child in trunk.named_children():
+        if isinstance(child, nn.ModuleList) and len(child) == n_blocks:
+            return attr
+    raise ValueError(f"cannot find the {n_blocks} transformer blocks in {type(trunk).__name__}")
+
+
+def _keep_first_blocks(backbone: transformers.PreTrainedModel, n_layer: int) -> None:
+    """Cut a loaded model to its first ``n_layer`` blocks, in place, and update its config."""
+    trunk = backbone.base_model
+    attr = _blocks_name(trunk, backbone.config.num_hidden_layers)
+    setattr(trunk, attr, nn.ModuleList(list(getattr(trunk, attr))[:n_layer]))
+    _set_depth(backbone.config, n_layer)
+
+
+def lora_target_modules(backbone: nn.Module) -> tuple[list[str], bool]:
+    """LoRA targets and peft's ``fan_in_fan_out`` for a backbone's attention projections.
+
+    GPT-2: the fused QKV ``Conv1D`` ``c_attn`` only, stored (in, out) so ``fan_in_fan_out=True``
+    (REFERENCE.md "Model": c_proj and the MLPs get no LoRA). Llama family: ``q_proj, k_proj, v_proj``.
+
+    Raises:
+        ValueError: neither layout is present.
+    """
+    leaf_names = {name.rsplit(".", 1)[-1] for name, _ in backbone.named_modules()}
+    if "c_attn" in leaf_names:
+        return ["c_attn"], True
+    if {"q_proj", "k_proj", "v_proj"} <= leaf_names:
+        return ["q_proj", "k_proj", "v_proj"], False
+    raise ValueError(f"{type(backbone).__name__}: no GPT-2 'c_attn' nor Llama-style 'q_proj/k_proj/v_proj' "
+                     "attention projections to put LoRA on")
+
+
+class NoPositionEmbedding(nn.Module):
+    """Stands in for GPT-2's ``wpe``: position_ids (B or 1, T) -> zeros (B or 1, T, h).
+
+    REFERENCE.md "Model": GPT-2's position embedding is not added; the learned timestep embedding
+    replaces it. The DT ``trajectory_gpt2.GPT2Model`` that Wiki-RL and LaMo vendor comments out
+    ``wpe`` in ``forward`` for every call, language inputs included; our language loss shares the
+    trunk and likewise runs without it.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.register_buffer("dtype_anchor", torch.zeros(0), persistent=False)  # follows .to(dtype/device)
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        return self.dtype_anchor.new_zeros(*position_ids.shape, self.hidden_size)
+
+
+def _drop_position_table(trunk: nn.Module) -> None:
+    """Replace GPT-2's ``wpe`` by `NoPositionEmbedding`; rotary models (Llama) have no table.
+
+    Raises:
+        ValueError: another kind of learned position table we do not handle.
+    """
+    if isinstance(getattr(trunk, "wpe", None), nn.Embedding):
+        trunk.wpe = NoPositionEmbedding(trunk.wpe.embedding_dim)
+        return
+    for attr in ("embed_positions", "position_embeddings"):
+        if hasattr(trunk, attr):
+            raise ValueError(f"{type(trunk).__name__} has a learned position table '{attr}'; "
+                             "only GPT-2 (wpe) and rotary (Llama-family) backbones are supported")
+
+
+# --------------------------------------------------------------------------- embeddings and heads
+
+
+class MLPEmbedding(nn.Module):
+    """LaMo ``--mlp_embedding``: Linear(in,h) -> GELU -> Linear(h,h) plus a residual from the first Linear.
+
+    (..., in) -> (..., h). REFERENCE.md "Model".
+    """
+
+    def __init__(self, in_dim: int, hidden_size: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden_size)
+        self.fc2 = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.fc1(x)
+        return hidden + self.fc2(F.gelu(hidden))
+
+
+class AtariEncoder(nn.Module):
+    """DT / LaMo Atari state encoder: (B, K, C, H, W) uint8 or float in [0, 255] -> (B, K, h).
+
+    Conv(32, 8, stride 4) -> ReLU -> Conv(64, 4, 2) -> ReLU -> Conv(64, 3, 1) -> ReLU -> flatten ->
+    Linear(h) -> Tanh, on pixels / 255 (REFERENCE.md "Model", Atari).
+
+    Raises:
+        ValueError: frames smaller than the 36 x 36 the three convolutions need.
+    """
+
+    def __init__(self, state_shape: tuple[int, int, int], hidden_size: int):
+        super().__init__()
+        channels, height, width = state_shape
+        out_h, out_w = self._conv_out(height), self._conv_out(width)
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"image state {state_shape} is too small for the Atari encoder (needs H, W >= 36)")
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            nn.Flatten(),
+        )
+        self.fc = nn.Sequential(nn.Linear(64 * out_h * out_w, hidden_size), nn.Tanh())
+
+    @staticmethod
+    def _conv_out(size: int) -> int:
+        for kernel, stride in ((8, 4), (4, 2), (3, 1)):
+            size = (size - kernel) // stride + 1
+        return size
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        b, k = states.shape[:2]
+        frames = states.reshape(b * k, *states.shape[2:]).to(self.fc[0].weight.dtype) / 255.0  # (B*K, C, H, W)
+        return self.fc(self.conv(frames)).reshape(b, k, -1)
+
+
+def _token_embedding(in_dim: int, hidden_size: int, kind: str) -> nn.Module:
+    """(..., in) -> (..., h): `MLPEmbedding` for "mlp", a Linear for "linear" (DT)."""
+    return MLPEmbedding(in_dim, hidden_size) if kind == "mlp" else nn.Linear(in_dim, hidden_size)
+
+
+def _action_head(hidden_size: int, act_dim: int, kind: str, discrete: bool) -> nn.Module:
+    """(..., h) -> (..., A). "mlp": Linear -> GELU -> Linear, no tanh (LaMo); "linear": Linear + Tanh
+    (DT), or plain Linear logits for discrete actions."""
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, act_dim))
+    if discrete:
+        return nn.Linear(hidden_size, act_dim)
+    return nn.Sequential(nn.Linear(hidden_size, act_dim), nn.Tanh())
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class DecisionTransformer(nn.Module):
+    """LaMo's Decision Transformer (REFERENCE.md "Model").
+
+    Per timestep three tokens (return-to-go, state, action) -> 3K tokens; embedding LayerNorm,
+    then the learned timestep embedding; the backbone trunk (no position table) with the (B, 3K)
+    attention mask; the action is predicted from each state token's output.
+
+    Args:
+        cfg: backbone, embeddings, fine-tuning mode, LoRA.
+        state_shape: (S,) vector states, or (C, H, W) images (`AtariEncoder`, whatever ``cfg.embedding``;
+            the return-to-go embedding still follows ``cfg.embedding``; DT Atari used Linear + Tanh).
+        act_dim: action dimension A, or number of discrete actions.
+        max_ep_len: size of the timestep embedding table (timesteps must be < max_ep_len).
+        discrete_actions: integer actions embedded by nn.Embedding + Tanh (DT Atari, whatever
+            ``cfg.embedding``); the head gives logits.
+        language_loss: keep the token embedding / LM head usable and, for "full", trainable (`lm_loss`).
+        load_weights: passed to `build_backbone` (False: same architecture, random init).
+
+    Fine-tuning (``cfg.finetune``):
+        "lora": peft LoRA on the attention projections (`lora_target_modules`); trainable are LoRA
+            A/B, the targeted layers' bias, and our embeddings, timestep embedding, LayerNorm and head
+            (LaMo adapt mode + ``--adapt_embed``).
+        "full": everything trainable. "frozen": backbone frozen, our embeddings and head trainable.
+        The token embedding (and a tied LM head) gets gradient only from the language loss, so it is
+        trainable only with ``language_loss`` and "full". Without the language loss every trainable
+        parameter gets a gradient from the action loss, so DDP needs no ``find_unused_parameters``
+        (for K >= 2: with K = 1 the action token feeds no prediction).
+
+    Raises:
+        BackboneUnavailableError: see `build_backbone`.
+        ValueError: bad ``state_shape`` or backbone layout.
+    """
+
+    def __init__(self, cfg: ModelConfig, state_shape: tuple[int, ...], act_dim: int, max_ep_len: int,
+                 discrete_actions: bool = False, language_loss: bool = False, load_weights: bool = True):
+        super().__init__()
+        if len(state_shape) not in (1, 3):
+            raise ValueError(f"state_shape must be (S,) or (C, H, W), got {state_shape}")
+        self.state_shape = tuple(state_shape)
+        self.act_dim = act_dim
+        self.discrete_actions = discrete_actions
+        self.language_loss = language_loss
+        # Without a language loss the baseline needs no real vocabulary (FACTS.md "Models": vocab_size=1).
+        tiny_vocab = not (cfg.pretrained or language_loss)
+        backbone = build_backbone(cfg, load_weights=load_weights, vocab_size=1 if tiny_vocab else None)
+        self.has_vocabulary = not tiny_vocab
+        _drop_position_table(backbone.base_model)
+        h = self.hidden_size = backbone.config.hidden_size
+
+        self.embed_return = _token_embedding(1, h, cfg.embedding)
+        if len(state_shape) == 3:
+            self.embed_state = AtariEncoder(self.state_shape, h)
+        else:
+            self.embed_state = _token_embedding(state_shape[0], h, cfg.embedding)
+        if discrete_actions:
+            self.embed_action = nn.Sequential(nn.Embedding(act_dim, h), nn.Tanh())
+        else:
+            self.embed_action = _token_embedding(act_dim, h, cfg.embedding)
+        self.embed_timestep = nn.Embedding(max_ep_len, h)
+        self.embed_ln = nn.LayerNorm(h)
+        self.action_head = _action_head(h, act_dim, cfg.embedding, discrete_actions)
+        self.backbone = self._finetune(backbone, cfg, language_loss)
+
+        counts = self.parameter_counts()
+        logger.info("DecisionTransformer(%s, %s, %s): %d trainable / %d total parameters (%.3f%%)",
+                    cfg.backbone, "pretrained" if cfg.pretrained else "random init", cfg.finetune,
+                    counts["trainable"], counts["total"], 100 * counts["trainable_share"])
+
+    @staticmethod
+    def _finetune(backbone: transformers.PreTrainedModel, cfg: ModelConfig, language_loss: bool) -> nn.Module:
+        """Apply ``cfg.finetune``; returns the backbone, wrapped in a peft model for "lora"."""
+        if cfg.finetune == "lora":
+            targets, fan_in_fan_out = lora_target_modules(backbone)
+            lora = peft.LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                   target_modules=targets, fan_in_fan_out=fan_in_fan_out, bias="lora_only")
+            return peft.get_peft_model(backbone, lora)  # freezes every non-LoRA backbone weight
+        if cfg.finetune == "frozen":
+            backbone.requires_grad_(False)
+        elif not language_loss:
+            backbone.get_input_embeddings().requires_grad_(False)
+            backbone.get_output_embeddings().requires_grad_(False)
+        return backbone
+
+    @property
+    def trunk(self) -> nn.Module:
+        """The backbone without its LM head (GPT-2 ``transformer``, Llama ``model``), LoRA inside."""
+        lm = self.backbone.get_base_model() if isinstance(self.backbone, peft.PeftModel) else self.backbone
+        return lm.base_model
+
+    def _check_inputs(self, states, actions, returns_to_go, timesteps, attention_mask) -> None:
+        b, k = timesteps.shape
+        action_shape = (b, k) if self.discrete_actions else (b, k, self.act_dim)
+        expected = {"states": (b, k, *self.state_shape), "actions": action_shape,
+                    "returns_to_go": (b, k, 1), "attention_mask": (b, k)}
+        given = {"states": states, "actions": actions, "returns_to_go": returns_to_go,
+                 "attention_mask": attention_mask}
+        for key, shape in expected.items():
+            if tuple(given[key].shape) != shape:
+                raise ValueError(f"{key}: expected shape {shape}, got {tuple(given[key].shape)}")
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
+                timesteps: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Action predictions at every timestep.
+
+        Args:
+            states: (B, K, S) float, or (B, K, C, H, W) uint8/float pixels.
+            actions: (B, K, A) float, or (B, K) long for discrete actions (padded entries must be valid ids).
+            returns_to_go: (B, K, 1), already divided by the rtg scale.
+            timesteps: (B, K) long, < max_ep_len.
+            attention_mask: (B, K), 1 for real steps, 0 for (left) padding.
+
+        Returns:
+            (B, K, A) actions (logits if discrete). The prediction at step t sees R_<=t, s_<=t, a_<t.
+
+        Raises:
+            ValueError: an input's shape does not match.
+        """
+        self._check_inputs(states, actions, returns_to_go, timesteps, attention_mask)
+        b, k = timesteps.shape
+        tokens = torch.stack(
+            (self.embed_return(returns_to_go), self.embed_state(states), self.embed_action(actions)), dim=2
+        ).reshape(b, 3 * k, self.hidden_size)  # (B, 3K, h): R_1, s_1, a_1, R_2, ...
+        # LaMo order: LayerNorm on the stacked tokens, then add the timestep embedding
+        # (REFERENCE.md "Model"; the original DT, HF and CORL add it before the LayerNorm).
+        tokens = self.embed_ln(tokens) + self.embed_timestep(timesteps).repeat_interleave(3, dim=1)
+        token_mask = attention_mask.repeat_interleave(3, dim=1).long()  # (B, 3K)
+        hidden = self.trunk(inputs_embeds=tokens, attention_mask=token_mask, use_cache=False).last_hidden_state
+        state_out = hidden.reshape(b, k, 3, self.hidden_size)[:, :, 1]  # (B, K, h): outputs at the state tokens
+        return self.action_head(state_out)
+
+    @torch.no_grad()
+    def predict_action(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
+                       timesteps: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The action for the latest step: same inputs as `forward` -> (B, A), without gradient.
+
+        The caller keeps the last K steps of each history, left-padded, the current state last
+        (its action entry a placeholder, which the causal mask hides), and sets ``eval()``.
+        """
+        return self.forward(states, actions, returns_to_go, timesteps, attention_mask)[:, -1]
+
+    def lm_loss(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy of text (B, L) token ids -> scalar, through the backbone's own
+        LM head, LoRA active, without position table (REFERENCE.md "Model", auxiliary language loss).
+
+        Raises:
+            RuntimeError: the model was built without a vocabulary (random init, language_loss=False).
+        """
+        if not self.has_vocabulary:
+            raise RuntimeError("this DecisionTransformer has a 1-token vocabulary: build it with language_loss=True")
+        return self.backbone(input_ids=input_ids, labels=input_ids, use_cache=False).loss
+
+    def parameter_counts(self) -> dict:
+        """{"trainable": int, "total": int, "trainable_share": float}; tied weights counted once."""
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"trainable": trainable, "total": total, "trainable_share": trainable / total}
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def action_loss(preds: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, discrete: bool) -> torch.Tensor:
+    """Masked action loss over the real (B, K) positions (REFERENCE.md "Model", Loss).
+
+    Continuous: preds, targets (B, K, A) -> MSE averaged over real positions and action dims.
+    Discrete: preds (B, K, A) logits, targets (B, K) long -> cross-entropy averaged over real positions.
+    mask (B, K): 1 real, 0 padding. An all-padding batch gives 0.
+
+    Raises:
+        ValueError: shapes do not match.
+    """
+    expected = preds.shape[:2] if discrete else preds.shape
+    if targets.shape != expected or mask.shape != preds.shape[:2]:
+        raise ValueError(f"action_loss: preds {tuple(preds.shape)}, targets {tuple(targets.shape)}, "
+                         f"mask {tuple(mask.shape)} do not match (discrete={discrete})")
+    mask = mask.to(preds.dtype)
+    if discrete:
+        targets = torch.where(mask > 0, targets, 0)  # padded targets may hold any value
+        per_step = F.cross_entropy(preds.flatten(0, 1), targets.flatten(), reduction="none").view_as(mask)
+        return (per_step * mask).sum() / mask.sum().clamp(min=1)
+    per_step = ((preds - targets) ** 2).sum(-1)  # (B, K)
+    return (per_step * mask).sum() / (mask.sum() * preds.shape[-1]).clamp(min=1)

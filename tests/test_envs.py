@@ -1,0 +1,91 @@
+"""lamo_ray/envs.py: env construction, reference scores, observation flattening."""
+
+import numpy as np
+import pytest
+
+from lamo_ray.envs import (
+    D4RL_REF_SCORES,
+    concat_sorted_keys,
+    d4rl_ref_scores,
+    env_family,
+    flatten_observation,
+    make_env,
+    observation_rule,
+)
+
+
+def test_d4rl_reference_scores_match_reference_md():
+    assert D4RL_REF_SCORES == {
+        "hopper": (-20.272305, 3234.3),
+        "walker2d": (1.629008, 4592.3),
+        "halfcheetah": (-280.178953, 12135.0),
+        "kitchen": (0.0, 4.0),
+    }
+
+
+@pytest.mark.parametrize("name, family", [
+    ("HalfCheetah-v5", "halfcheetah"),
+    ("halfcheetah-medium-v2.hdf5", "halfcheetah"),
+    ("mujoco/walker2d/expert-v0", "walker2d"),
+    ("Hopper-v5", "hopper"),
+    ("FrankaKitchen-v1", "kitchen"),
+    ("D4RL/kitchen/partial-v2", "kitchen"),
+    ("Reacher-v5", "reacher"),
+    ("CartPole-v1", None),
+])
+def test_env_family_matches_ids_dataset_ids_and_file_names(name, family):
+    assert env_family(name) == family
+
+
+def test_d4rl_ref_scores_by_family_and_none_without_d4rl_reference():
+    assert d4rl_ref_scores("walker2d-medium-replay-v2.hdf5") == (1.629008, 4592.3)
+    assert d4rl_ref_scores("Reacher-v5") is None
+    assert d4rl_ref_scores("unknown.hdf5") is None
+
+
+def test_make_env_seeds_and_time_limit():
+    env_a = make_env("Reacher-v5", seed=3, max_episode_steps=7)
+    env_b = make_env("Reacher-v5", seed=3)
+    obs_a, _ = env_a.reset()
+    obs_b, _ = env_b.reset()
+    assert obs_a.shape == (10,)
+    np.testing.assert_array_equal(obs_a, obs_b)  # same seed, same start
+    steps, truncated = 0, False
+    while not truncated:
+        _, _, _, truncated, _ = env_a.step(np.zeros(2, dtype=np.float32))
+        steps += 1
+    assert steps == 7
+
+
+def test_make_env_unknown_id_names_it():
+    with pytest.raises(ValueError, match="NoSuchEnv-v0"):
+        make_env("NoSuchEnv-v0")
+    with pytest.raises(ValueError, match="did you mean Reacher-v"):
+        make_env("Reacher-v9")
+
+
+def test_flatten_vector_is_float32_and_image_stays_uint8():
+    vec = flatten_observation("Reacher-v5", np.arange(3, dtype=np.float64))
+    assert vec.dtype == np.float32 and vec.tolist() == [0.0, 1.0, 2.0]
+    image = np.zeros((4, 84, 84), dtype=np.uint8)
+    assert flatten_observation("BreakoutNoFrameskip-v4", image) is image
+
+
+def test_flatten_dict_default_rule_is_sorted_keys_recursive():
+    obs = {"b": np.array([3.0, 4.0]), "a": np.array([[1.0], [2.0]]), "c": {"z": 6.0, "y": np.array([5.0])}}
+    assert observation_rule("CartPole-v1") is concat_sorted_keys
+    out = flatten_observation("SomeDictEnv-v0", obs)
+    assert out.dtype == np.float32
+    assert out.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # a, b, c.y, c.z
+
+
+def test_flatten_dict_keeps_batch_axes():
+    episode = {"b": np.ones((5, 2)), "a": np.zeros((5, 3, 2))}
+    out = flatten_observation(None, episode, batch_dims=1)
+    assert out.shape == (5, 8)
+    assert (out[:, :6] == 0).all() and (out[:, 6:] == 1).all()
+
+
+def test_kitchen_rule_slot_refuses_to_guess():
+    with pytest.raises(NotImplementedError, match="60-dim"):
+        flatten_observation("FrankaKitchen-v1", {"observation": np.zeros(59)})
