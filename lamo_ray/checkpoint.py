@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_model
 
 from lamo_ray.config import ConfigError, TrialConfig, validate_trial
 from lamo_ray.evaluate import PolicySpec
@@ -39,7 +39,6 @@ class LoadedCheckpoint:
     path: Path
     config: TrialConfig
     spec: PolicySpec
-    state_dict: dict[str, torch.Tensor]
     env_id: str
     refs: tuple[float | None, float | None]
     step: int
@@ -53,8 +52,7 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, spec: PolicyS
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     module = model.module if hasattr(model, "module") else model
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, str(directory / MODEL_FILE))
+    save_model(module, str(directory / MODEL_FILE))  # handles tied weights (GPT-2 wte / lm_head)
     if optimizer_state is not None:
         torch.save(optimizer_state, directory / OPTIM_FILE)
     (directory / CONFIG_FILE).write_text(yaml.safe_dump(spec.trial, sort_keys=False))
@@ -84,7 +82,6 @@ def load_checkpoint(directory: str | Path) -> LoadedCheckpoint:
         trial_raw = yaml.safe_load((directory / CONFIG_FILE).read_text())
         config = validate_trial(trial_raw, origin=str(directory / CONFIG_FILE))
         policy = json.loads((directory / POLICY_FILE).read_text())
-        state_dict = load_file(str(directory / MODEL_FILE))
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
     except Exception as err:  # noqa: BLE001 - corrupt files of any kind
@@ -94,7 +91,7 @@ def load_checkpoint(directory: str | Path) -> LoadedCheckpoint:
     spec = PolicySpec(trial=config.model_dump(), state_shape=tuple(policy["state_shape"]),
                       act_dim=int(policy["act_dim"]), discrete_actions=bool(policy["discrete_actions"]),
                       state_mean=mean, state_std=std)
-    return LoadedCheckpoint(path=directory, config=config, spec=spec, state_dict=state_dict,
+    return LoadedCheckpoint(path=directory, config=config, spec=spec,
                             env_id=policy["env_id"], refs=(policy["ref_min_score"], policy["ref_max_score"]),
                             step=int(policy["step"]), extra=policy.get("extra", {}))
 
@@ -107,14 +104,19 @@ def load_optimizer_state(directory: str | Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_weights_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], origin: str) -> None:
-    """Load weights strictly; a checkpoint from a different model config is a `CheckpointError`."""
+def load_weights_into(model: torch.nn.Module, directory: str | Path) -> None:
+    """Load a checkpoint's weights strictly into ``model`` (may be DDP-wrapped).
+
+    Raises:
+        CheckpointError: the weights are missing/corrupt or come from a different model config.
+    """
     module = model.module if hasattr(model, "module") else model
+    path = Path(directory) / MODEL_FILE
     try:
-        module.load_state_dict(state_dict, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0:3]
-        raise CheckpointError(f"{origin}: checkpoint does not match the model config: {' '.join(first)}") from None
+        load_model(module, str(path), strict=True)
+    except Exception as err:  # noqa: BLE001 - safetensors raises RuntimeError / SafetensorError
+        lines = " ".join(str(err).splitlines()[0:3])
+        raise CheckpointError(f"{directory}: checkpoint does not match the model config or is corrupt: {lines}") from None
 
 
 def resolve_checkpoint(ref: str) -> Path:

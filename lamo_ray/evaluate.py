@@ -75,9 +75,9 @@ def build_policy(spec: PolicySpec, load_weights: bool) -> torch.nn.Module:
                                language_loss=cfg.language.co_lambda > 0, load_weights=load_weights)
 
 
-@ray.remote
-class RolloutActor:
+class Rollout:
     """Runs episodes on ``num_envs`` environments in lock-step with one batched forward per step.
+    `RolloutActor` is this class as a Ray actor.
 
     Args:
         spec: the policy to rebuild (architecture only; weights arrive through `set_weights`).
@@ -85,14 +85,15 @@ class RolloutActor:
         num_envs: environments stepped together.
         threads: torch intra-op threads (match the CPUs this actor may use).
         max_episode_steps: episode cap (default: the env's own time limit).
+        model: use this module instead of building one from ``spec`` (tests).
     """
 
     def __init__(self, spec: PolicySpec, env_id: str, num_envs: int, threads: int = 1,
-                 max_episode_steps: int | None = None):
+                 max_episode_steps: int | None = None, model: torch.nn.Module | None = None):
         torch.set_num_threads(threads)
         self.spec = spec
         self.cfg = TrialConfig.model_validate(spec.trial)
-        self.model = build_policy(spec, load_weights=False).eval()
+        self.model = (model if model is not None else build_policy(spec, load_weights=False)).eval()
         self.env_id = env_id
         self.envs = [make_env(env_id, max_episode_steps=max_episode_steps) for _ in range(num_envs)]
 
@@ -191,6 +192,9 @@ class RolloutActor:
                 "timesteps": timesteps, "attention_mask": mask}
 
 
+RolloutActor = ray.remote(Rollout)
+
+
 class Evaluator:
     """A pool of `RolloutActor`s kept for a trial's lifetime; each call evaluates new weights.
 
@@ -283,13 +287,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lamo_ray.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+    from lamo_ray.checkpoint import CheckpointError, load_checkpoint, load_weights_into, resolve_checkpoint
 
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         path = resolve_checkpoint(args.checkpoint)
         ckpt = load_checkpoint(path)
+        model = build_policy(ckpt.spec, load_weights=False)
+        load_weights_into(model, path)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -307,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     evaluator = Evaluator(ckpt.spec, eval_cfg, ckpt.env_id, ckpt.refs,
                           cfg.seed if args.seed is None else args.seed)
-    summary, records = evaluator(ckpt.state_dict)
+    summary, records = evaluator(model.state_dict())
     evaluator.shutdown()
     if args.out:
         import pandas as pd

@@ -331,11 +331,11 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
 
     from lamo_ray.tracking import MLflowTrialFinalizer, check_tracking, resolve_tracking_uri, start_sweep_run
 
-    uri = resolve_tracking_uri(sweep.tracking.uri)
-    check_tracking(uri)
     checks = preflight(sweep, rows, generate=True)
     print(format_checks(checks), flush=True)
     _raise_failed(checks)
+    uri = resolve_tracking_uri(sweep.tracking.uri)
+    check_tracking(uri)
     run_name, exp_dir = _experiment_dir(sweep, resume)
     _init_ray(address)
     cluster_cpus = float(ray.cluster_resources().get("CPU", 0))

@@ -94,7 +94,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             loaded = load_checkpoint(d)
-            load_weights_into(model, loaded.state_dict, origin=str(d))
+            load_weights_into(model, d)
             optim_state = load_optimizer_state(d)
             start_step = loaded.step
         log.info("rank %d restored step %d from checkpoint", rank, start_step)

@@ -1,0 +1,70 @@
+"""Checkpoints round-trip without pickle, and a wrong or damaged checkpoint is a clear error."""
+
+import numpy as np
+import pytest
+import torch
+
+from lamo_ray.checkpoint import (CheckpointError, load_checkpoint, load_optimizer_state, load_weights_into,
+                                 resolve_checkpoint, save_checkpoint)
+from lamo_ray.config import validate_trial
+from lamo_ray.evaluate import PolicySpec, build_policy
+
+
+def make(n_embd=16):
+    cfg = validate_trial({"data": {"source": "x", "context_length": 3, "max_ep_len": 32},
+                          "model": {"pretrained": False, "n_layer": 1, "n_embd": n_embd, "n_head": 1}})
+    spec = PolicySpec(trial=cfg.model_dump(), state_shape=(4,), act_dim=2, discrete_actions=False,
+                      state_mean=np.arange(4, dtype=np.float32), state_std=np.ones(4, np.float32) * 2)
+    return cfg, spec
+
+
+def test_round_trip_restores_weights_config_and_normalisation(tmp_path):
+    cfg, spec = make()
+    torch.manual_seed(0)
+    model = build_policy(spec, load_weights=False)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    save_checkpoint(tmp_path, model, spec, "Reacher-v5", (-40.0, -5.0), step=7,
+                    optimizer_state={"optimizer": opt.state_dict()})
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt.step == 7 and ckpt.env_id == "Reacher-v5" and ckpt.refs == (-40.0, -5.0)
+    assert ckpt.config == cfg
+    np.testing.assert_array_equal(ckpt.spec.state_mean, spec.state_mean)
+    fresh = build_policy(ckpt.spec, load_weights=False)
+    load_weights_into(fresh, tmp_path)
+    for (k, a), (_, b) in zip(model.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert "optimizer" in load_optimizer_state(tmp_path)
+
+
+def test_checkpoint_from_other_model_config_is_rejected(tmp_path):
+    _, spec = make(n_embd=16)
+    save_checkpoint(tmp_path, build_policy(spec, load_weights=False), spec, "Reacher-v5", (None, None), step=1)
+    _, other = make(n_embd=32)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_weights_into(build_policy(other, load_weights=False), tmp_path)
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        resolve_checkpoint(str(tmp_path / "nope"))
+    with pytest.raises(CheckpointError, match="missing model.safetensors"):
+        load_checkpoint(tmp_path)
+    _, spec = make()
+    model = build_policy(spec, load_weights=False)
+    save_checkpoint(tmp_path, model, spec, "Reacher-v5", (None, None), step=1)
+    (tmp_path / "model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match=str(tmp_path)):
+        load_weights_into(model, tmp_path)
+    (tmp_path / "config.yaml").write_text("model: {lora: {rank: 0}}\n")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path)
+
+
+def test_optimizer_state_refuses_pickled_objects(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "optimizer.pt")
+    with pytest.raises(Exception):
+        load_optimizer_state(tmp_path)

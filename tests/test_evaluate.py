@@ -1,0 +1,106 @@
+"""Rollout evaluation: batching does not change results, RTG is decremented by reward / scale,
+windows are left-padded like training segments, scores are normalized with the right references."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lamo_ray.config import EvalConfig, validate_trial
+from lamo_ray.evaluate import PolicySpec, Rollout, build_policy, normalized_score, reference_scores, summarize
+
+ENV = "Reacher-v5"
+
+
+def trial(K=3, scale=10.0):
+    return validate_trial({
+        "data": {"source": "unused", "context_length": K, "rtg_scale": scale, "max_ep_len": 64},
+        "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1,
+                  "finetune": "full", "embedding": "linear"},
+    })
+
+
+def spec_for(cfg):
+    return PolicySpec(trial=cfg.model_dump(), state_shape=(10,), act_dim=2, discrete_actions=False,
+                      state_mean=np.zeros(10, np.float32), state_std=np.ones(10, np.float32))
+
+
+class SpyPolicy(torch.nn.Module):
+    """Deterministic policy that records its inputs: action = tanh of the last state's first 2 dims."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def predict_action(self, states, actions, returns_to_go, timesteps, attention_mask):
+        self.calls.append({k: v.clone() for k, v in dict(states=states, actions=actions, rtg=returns_to_go,
+                                                            timesteps=timesteps, mask=attention_mask).items()})
+        return torch.tanh(states[:, -1, :2])
+
+
+def test_rtg_decrements_by_reward_over_scale_and_windows_left_pad():
+    cfg = trial(K=3, scale=10.0)
+    spy = SpyPolicy()
+    rollout = Rollout(spec_for(cfg), ENV, num_envs=1, model=spy)
+    (rec,) = rollout.run([(-4.0, 123)])
+    assert rec["length"] == 50 and rec["seed"] == 123
+    first, second, fourth = spy.calls[0], spy.calls[1], spy.calls[3]
+    # step 0: one real token at the right, K-1 padded on the left
+    assert first["mask"][0].tolist() == [0.0, 0.0, 1.0]
+    assert first["rtg"][0, -1, 0].item() == pytest.approx(-0.4)
+    assert first["timesteps"][0].tolist() == [0, 0, 0]
+    # step 1: rtg_1 = rtg_0 - r_0 / scale, previous action in the window, current action slot zero
+    r0 = (first["rtg"][0, -1, 0] - second["rtg"][0, -1, 0]).item() * 10.0
+    assert second["mask"][0].tolist() == [0.0, 1.0, 1.0]
+    assert r0 < 0  # Reacher rewards are negative distances / control costs
+    assert torch.allclose(second["actions"][0, -2], torch.tanh(first["states"][0, -1, :2]))
+    assert torch.all(second["actions"][0, -1] == 0)
+    # step 3: the window slides (K = 3 most recent steps)
+    assert fourth["mask"][0].tolist() == [1.0, 1.0, 1.0]
+    assert fourth["timesteps"][0].tolist() == [1, 2, 3]
+    # the episode return equals the sum of the rewards the RTG sequence implies
+    rtgs = [c["rtg"][0, -1, 0].item() for c in spy.calls]
+    implied = (rtgs[0] - rtgs[-1]) * 10.0
+    assert rec["return"] < implied + 1e-3  # the last reward is not in the RTG sequence
+    assert math.isfinite(rec["return"])
+
+
+def test_batched_envs_give_the_same_episodes_as_one_env():
+    cfg = trial()
+    torch.manual_seed(0)
+    model = build_policy(spec_for(cfg), load_weights=False)
+    episodes = [(-4.0, s) for s in range(5)] + [(-8.0, s) for s in range(5)]
+    one = Rollout(spec_for(cfg), ENV, num_envs=1, model=model).run(episodes)
+    many = Rollout(spec_for(cfg), ENV, num_envs=4, model=model).run(episodes)
+    assert [r["seed"] for r in many] == [s for _, s in episodes]
+    np.testing.assert_allclose([r["return"] for r in many], [r["return"] for r in one], rtol=1e-4, atol=1e-4)
+
+
+def test_same_seed_same_return_different_seed_differs():
+    cfg = trial()
+    spy = SpyPolicy()
+    recs = Rollout(spec_for(cfg), ENV, num_envs=2, model=spy).run([(-4.0, 1), (-4.0, 1), (-4.0, 2)])
+    assert recs[0]["return"] == recs[1]["return"]
+    assert recs[0]["return"] != recs[2]["return"]
+
+
+def test_normalized_score_and_reference_precedence():
+    assert normalized_score(5.0, 0.0, 10.0) == pytest.approx(50.0)
+    assert math.isnan(normalized_score(5.0, None, 10.0))
+    ev = EvalConfig()
+    assert reference_scores(ev, "Hopper-v5", (None, None)) == (-20.272305, 3234.3)
+    assert reference_scores(ev, "Hopper-v5", (0.0, 1.0)) == (0.0, 1.0)
+    ev = EvalConfig(ref_min_score=-1.0, ref_max_score=1.0)
+    assert reference_scores(ev, "Hopper-v5", (0.0, 2.0)) == (-1.0, 1.0)
+    assert reference_scores(EvalConfig(), "Reacher-v5", (None, None)) == (None, None)
+
+
+def test_summarize_reports_best_target():
+    recs = [{"target_return": 1.0, "return": r, "length": 10} for r in (1.0, 3.0)] + \
+           [{"target_return": 2.0, "return": r, "length": 20} for r in (5.0, 7.0)]
+    s = summarize(recs, (0.0, 10.0))
+    assert s["eval/target_1/return_mean"] == 2.0 and s["eval/target_2/return_mean"] == 6.0
+    assert s["eval/target_2/normalized_score"] == pytest.approx(60.0)
+    assert s["normalized_score"] == pytest.approx(60.0) and s["return_mean"] == 6.0
+    assert s["eval/target_1/length_mean"] == 10.0

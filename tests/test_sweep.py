@@ -1,0 +1,97 @@
+"""Sweep driver pieces that need no training: preflight, resource plan, naming, CLI errors."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lamo_ray.config import expand_trials, load_sweep
+from lamo_ray.sweep import _experiment_dir, _param_space, check_resources, format_trial_table, preflight
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sweep_file(tmp_path, **over):
+    data = {"name": "s", "base": {"data": {"source": str(tmp_path / "missing.hdf5")},
+                                  "model": {"pretrained": False, "n_layer": 1, "n_embd": 8, "n_head": 1}}}
+    data.update(over)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run_cli(*args, cwd, env=None):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, "-m", "lamo_ray.sweep", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_resource_check_names_the_keys(tmp_path):
+    sweep = load_sweep(sweep_file(tmp_path, variants={"big": {"train": {"num_workers": 4}}}))
+    (check,) = check_resources(sweep, expand_trials(sweep), cluster_cpus=2)
+    assert not check.ok and "train.num_workers 4" in check.detail and "cluster has 2" in check.detail
+    (ok,) = check_resources(sweep, expand_trials(sweep), cluster_cpus=8)
+    assert ok.ok
+
+
+def test_missing_dataset_is_reported_with_its_path(tmp_path):
+    sweep = load_sweep(sweep_file(tmp_path))
+    checks = preflight(sweep, expand_trials(sweep), generate=False)
+    bad = [c for c in checks if not c.ok]
+    assert bad and "missing.hdf5" in bad[0].detail
+
+
+def test_existing_sweep_name_is_never_overwritten(tmp_path):
+    sweep = load_sweep(sweep_file(tmp_path, storage_path=str(tmp_path / "results")))
+    name, path = _experiment_dir(sweep, resume=False)
+    assert name == "s" and path == tmp_path / "results" / "s"
+    path.mkdir(parents=True)
+    name2, path2 = _experiment_dir(sweep, resume=False)
+    assert name2.startswith("s_") and path2 != path and not path2.exists()
+    assert _experiment_dir(sweep, resume=True) == ("s", path)
+
+
+def test_param_space_has_variants_seeds_and_domains(tmp_path):
+    path = sweep_file(tmp_path, seeds=[1, 2], variants={"a": {}, "b": {}})
+    raw = yaml.safe_load(path.read_text())
+    raw["base"]["train"] = {"lr": {"loguniform": [1e-5, 1e-3]}, "batch_size": {"grid": [32, 64]}}
+    path.write_text(yaml.safe_dump(raw))
+    space = _param_space(load_sweep(path))
+    assert space["variant"] == {"grid_search": ["a", "b"]} and space["seed"] == {"grid_search": [1, 2]}
+    assert space["train.batch_size"] == {"grid_search": [32, 64]}
+    assert 1e-5 <= space["train.lr"].sample() <= 1e-3
+
+
+def test_trial_table_lists_every_trial(tmp_path):
+    sweep = load_sweep(REPO / "sweeps" / "quickstart.yaml")
+    rows = expand_trials(sweep)
+    lines = format_trial_table(rows).splitlines()
+    assert len(lines) == 1 + len(rows) and "variant" in lines[0]
+
+
+def test_cli_bad_config_exits_2_naming_key(tmp_path):
+    path = sweep_file(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["base"]["train"] = {"lr": -1}
+    path.write_text(yaml.safe_dump(raw))
+    proc = run_cli(path, cwd=tmp_path)
+    assert proc.returncode == 2 and "train.lr" in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_cli_missing_dataset_fails_before_compute(tmp_path):
+    proc = run_cli(sweep_file(tmp_path), "--set", f"storage_path={tmp_path / 'r'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "missing.hdf5" in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "r").exists()
+
+
+def test_cli_dry_run_quickstart(tmp_path):
+    proc = run_cli(REPO / "sweeps" / "quickstart.yaml", "--dry-run", cwd=tmp_path,
+                   env={"MINARI_DATASETS_PATH": str(tmp_path / "minari")})
+    assert proc.returncode == 0, proc.stderr
+    assert "12 trials" in proc.stdout and "will be generated" in proc.stdout
+    assert not (tmp_path / "mlflow.db").exists()

@@ -1,0 +1,106 @@
+"""One short sweep end to end, as a user runs it: `python -m lamo_ray.sweep` in a subprocess
+(Ray Tune + ASHA -> Ray Train with DDP -> rollout actors -> MLflow), then the MLflow store is
+inspected and a logged checkpoint is re-evaluated with `python -m lamo_ray.evaluate`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+SWEEP = {
+    "name": "e2e",
+    "seeds": [0],
+    "base": {
+        "data": {"source": "test/reacher/tiny-v0", "sample_ratio": 1.0, "rtg_scale": 10,
+                 "context_length": 3, "max_ep_len": 64},
+        "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 32, "n_head": 1},
+        "train": {"steps": 20, "batch_size": 16, "lr": 1e-3, "warmup_steps": 5, "eval_every": 10,
+                  "log_every": 5, "cpus_per_worker": 0.49},
+        "eval": {"target_returns": [-4.0, -8.0], "episodes": 2, "num_actors": 1, "envs_per_actor": 2},
+    },
+    "scheduler": {"type": "asha", "grace_period": 10, "reduction_factor": 2},
+    "variants": {
+        "lamo": {"model": {"finetune": "lora", "embedding": "mlp"}},
+        "dt_ddp": {"model": {"finetune": "full", "embedding": "linear"},
+                   "train": {"num_workers": 2, "cpus_per_worker": 0.245}},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp / "minari"), MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
+               HF_HUB_OFFLINE="1", RAY_DEDUP_LOGS="0")
+    env.pop("RAY_ADDRESS", None)
+    collect = subprocess.run([sys.executable, "-m", "lamo_ray.collect", "reacher", "--dataset-id", "test/reacher/tiny-v0",
+                              "--episodes", "40", "--ref-episodes", "10"], env=env, cwd=tmp,
+                             capture_output=True, text=True, timeout=300)
+    assert collect.returncode == 0, collect.stderr[-3000:]
+    sweep_file = tmp / "e2e.yaml"
+    sweep_file.write_text(yaml.safe_dump(SWEEP))
+    proc = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(sweep_file), "--set", f"storage_path={tmp / 'ray'}"],
+                          env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
+    return tmp, env, proc
+
+
+def test_sweep_exits_zero_and_prints_summary(sweep_run):
+    _, _, proc = sweep_run
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
+    assert "normalized_score" in proc.stdout
+
+
+def test_mlflow_holds_parent_and_one_run_per_trial(sweep_run):
+    tmp, _, proc = sweep_run
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    exp = client.get_experiment_by_name("e2e")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("lamo_ray.role") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("lamo_ray.role") == "trial"]
+    assert len(parents) == 1 and len(trials) == 2
+    assert {r.data.tags["variant"] for r in trials} == {"lamo", "dt_ddp"}
+    for run in trials:
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.info.status == "FINISHED"
+        outcome = run.data.tags["lamo_ray.outcome"]
+        history = client.get_metric_history(run.info.run_id, "normalized_score")
+        steps = [m.step for m in history]
+        if outcome == "completed":
+            assert steps == [10, 20]
+        else:
+            assert outcome == "stopped_by_scheduler" and steps == [10]
+        assert all(-1000 < m.value < 1000 for m in history)
+        loss = client.get_metric_history(run.info.run_id, "train/action_loss")
+        assert len(loss) >= 2 and all(m.value > 0 for m in loss)
+        params = run.data.params
+        assert params["model.finetune"] == ("lora" if run.data.tags["variant"] == "lamo" else "full")
+        assert params["train.num_workers"] == ("2" if run.data.tags["variant"] == "dt_ddp" else "1")
+        top = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"checkpoint", "config.yaml", "eval"} <= top
+        ckpt = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+        assert {"model.safetensors", "config.yaml", "policy.json", "optimizer.pt"} <= ckpt
+        share = client.get_metric_history(run.info.run_id, "params/trainable_share")[0].value
+        assert (share < 0.6) if run.data.tags["variant"] == "lamo" else share > 0.99  # full: all but the unused token table
+
+
+def test_logged_checkpoint_reevaluates(sweep_run):
+    tmp, env, _ = sweep_run
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    exp = client.get_experiment_by_name("e2e")
+    run = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("variant") == "lamo")
+    out = tmp / "episodes.csv"
+    proc = subprocess.run([sys.executable, "-m", "lamo_ray.evaluate", "--checkpoint", f"runs:/{run.info.run_id}/checkpoint",
+                           "--episodes", "3", "--targets", "-4", "--out", str(out)],
+                          env=env, cwd=tmp, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert "normalized_score" in summary and "eval/target_-4/return_mean" in summary
+    assert len(out.read_text().strip().splitlines()) == 1 + 3
