@@ -102,7 +102,9 @@ class Rollout:
 
     def run(self, episodes: list[tuple[float, int]]) -> list[dict[str, Any]]:
         """Run ``episodes`` = [(target_return, env_seed), ...]; returns one record per episode:
-        ``{"target_return", "seed", "return", "length"}`` in the order given."""
+        ``{"target_return", "seed", "return", "length"}`` in the order given, plus
+        ``"tasks_completed": {subtask: bool}`` for multi-task envs that report subtasks
+        (FrankaKitchen's ``info["tasks_to_complete"]`` at reset / ``info["episode_task_completions"]``)."""
         K = self.cfg.data.context_length
         scale = self.cfg.data.rtg_scale
         max_t = self.cfg.data.max_ep_len
@@ -120,8 +122,9 @@ class Rollout:
                 slots[slot] = None
                 return
             idx, (target, seed) = pending.pop(0)
-            obs, _ = self.envs[slot].reset(seed=int(seed))
+            obs, info = self.envs[slot].reset(seed=int(seed))
             slots[slot] = {"idx": idx, "target": target, "seed": seed, "ret": 0.0, "t": 0,
+                           "tasks": info.get("tasks_to_complete"),
                            "states": [self._state(obs)], "actions": [], "rtg": [target / scale]}
 
         for s in range(n):
@@ -141,13 +144,16 @@ class Rollout:
                 action = actions[row]
                 if not spec.discrete_actions:
                     action = np.clip(action, env.action_space.low, env.action_space.high)
-                obs, reward, terminated, truncated, _ = env.step(action)
+                obs, reward, terminated, truncated, info = env.step(action)
                 slot["actions"].append(actions[row])
                 slot["ret"] += float(reward)
                 slot["t"] += 1
                 if terminated or truncated:
                     results[slot["idx"]] = {"target_return": slot["target"], "seed": slot["seed"],
                                             "return": slot["ret"], "length": slot["t"]}
+                    if slot["tasks"] is not None and "episode_task_completions" in info:
+                        done_tasks = set(info["episode_task_completions"])
+                        results[slot["idx"]]["tasks_completed"] = {t: t in done_tasks for t in sorted(slot["tasks"])}
                     start(i)
                 else:
                     slot["states"].append(self._state(obs))
@@ -214,11 +220,12 @@ class Evaluator:
         total = len(eval_cfg.target_returns) * eval_cfg.episodes
         num_actors = max(1, min(eval_cfg.num_actors, math.ceil(total / eval_cfg.envs_per_actor)))
         threads = torch_threads(eval_cfg.actor_cpus) if eval_cfg.actor_cpus > 0 else 1
-        self.actors = [
-            RolloutActor.options(num_cpus=eval_cfg.actor_cpus, max_restarts=1).remote(
-                spec, env_id, eval_cfg.envs_per_actor, threads, eval_cfg.max_episode_steps)
-            for _ in range(num_actors)
-        ]
+        self._actor_args = (spec, env_id, eval_cfg.envs_per_actor, threads, eval_cfg.max_episode_steps)
+        self.actors = [self._new_actor() for _ in range(num_actors)]
+        self.actor_restarts = 0
+
+    def _new_actor(self):
+        return RolloutActor.options(num_cpus=self.cfg.actor_cpus).remote(*self._actor_args)
 
     def episodes(self) -> list[tuple[float, int]]:
         """[(target_return, env_seed)] for every requested episode (same seeds for every target)."""
@@ -236,11 +243,23 @@ class Evaluator:
             RuntimeError: an evaluation returned fewer episodes than requested.
         """
         weights = ray.put({k: v.detach().cpu() for k, v in state_dict.items()})
-        ray.get([a.set_weights.remote(weights) for a in self.actors])
         episodes = self.episodes()
         chunks = [episodes[i::len(self.actors)] for i in range(len(self.actors))]
-        records = [r for part in ray.get([a.run.remote(c) for a, c in zip(self.actors, chunks) if c])
-                   for r in part]
+        # weights go first: an actor runs its tasks in submission order, so run() sees the new weights
+        pending = {i: (actor.set_weights.remote(weights), actor.run.remote(chunks[i]))
+                   for i, actor in enumerate(self.actors) if chunks[i]}
+        records: list[dict[str, Any]] = []
+        for i, (_, run_ref) in pending.items():
+            try:
+                part = ray.get(run_ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as err:
+                # a dead actor is replaced once and its episodes re-run with the same seeds
+                log.warning("rollout actor %d died during evaluation (%s); restarting it", i, type(err).__name__)
+                self.actor_restarts += 1
+                self.actors[i] = self._new_actor()
+                ray.get(self.actors[i].set_weights.remote(weights))
+                part = ray.get(self.actors[i].run.remote(chunks[i]))
+            records.extend(part)
         if len(records) != len(episodes) or any(r is None for r in records):
             raise RuntimeError(f"evaluation returned {len(records)} of {len(episodes)} episodes")
         return summarize(records, self.refs), records
@@ -252,7 +271,11 @@ class Evaluator:
 
 
 def summarize(records: list[dict[str, Any]], refs: tuple[float | None, float | None]) -> dict[str, float]:
-    """Per-target mean/std return, normalized score and length; best target's score (see Evaluator)."""
+    """Per-target mean/std return, normalized score and length; best target's score (see Evaluator).
+
+    Records with ``tasks_completed`` (kitchen) add ``eval/target_T/success/<subtask>``: the share
+    of that target's episodes completing the subtask.
+    """
     out: dict[str, float] = {}
     best_score, best_return = -math.inf, -math.inf
     for target in sorted({r["target_return"] for r in records}):
@@ -264,6 +287,9 @@ def summarize(records: list[dict[str, Any]], refs: tuple[float | None, float | N
         out[f"{key}/return_std"] = float(rets.std())
         out[f"{key}/normalized_score"] = score
         out[f"{key}/length_mean"] = float(lens.mean())
+        done = [r["tasks_completed"] for r in records if r["target_return"] == target and "tasks_completed" in r]
+        for task in sorted({t for d in done for t in d}):
+            out[f"{key}/success/{task}"] = float(np.mean([bool(d.get(task, False)) for d in done]))
         if float(rets.mean()) > best_return:
             best_return, best_score = float(rets.mean()), score
     out["return_mean"] = best_return

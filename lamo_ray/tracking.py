@@ -86,10 +86,19 @@ def get_or_create_experiment(uri: str, name: str) -> str:
 
 
 def start_sweep_run(uri: str, experiment: str, sweep_name: str, sweep_yaml: str,
-                    trial_rows: list[dict[str, Any]]) -> tuple[str, str]:
-    """Create the sweep's parent run; log the sweep YAML and trial table. Returns (experiment_id, run_id)."""
+                    trial_rows: list[dict[str, Any]], resume: bool = False) -> tuple[str, str]:
+    """Create the sweep's parent run; log the sweep YAML and trial table. Returns (experiment_id, run_id).
+
+    With ``resume``, the latest parent run of that name is reopened instead (no duplicate runs)."""
     client = MlflowClient(uri)
     exp_id = get_or_create_experiment(uri, experiment)
+    if resume:
+        existing = client.search_runs(
+            [exp_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep' and attributes.run_name = '{sweep_name}'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        if existing:
+            client.update_run(existing[0].info.run_id, status="RUNNING")
+            return exp_id, existing[0].info.run_id
     run = client.create_run(exp_id, run_name=sweep_name, tags={ROLE_TAG: "sweep"})
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "sweep.yaml").write_text(sweep_yaml)

@@ -93,5 +93,5 @@ def test_cli_dry_run_quickstart(tmp_path):
     proc = run_cli(REPO / "sweeps" / "quickstart.yaml", "--dry-run", cwd=tmp_path,
                    env={"MINARI_DATASETS_PATH": str(tmp_path / "minari")})
     assert proc.returncode == 0, proc.stderr
-    assert "12 trials" in proc.stdout and "will be generated" in proc.stdout
+    assert "8 trials" in proc.stdout and "will be generated" in proc.stdout
     assert not (tmp_path / "mlflow.db").exists()
