@@ -5,7 +5,7 @@ Layout::
     model.safetensors     model weights (safetensors)
     optimizer.pt          optimiser + LR-scheduler state (loaded with torch.load(weights_only=True))
     config.yaml           the resolved TrialConfig
-    policy.json           state_shape, act_dim, discrete_actions, env_id, ref scores,
+    policy.json           state_shape, act_dim, discrete_actions, env_id, env_kwargs, ref scores,
                           state_mean / state_std (the training data's normalisation), step
 """
 
@@ -40,6 +40,7 @@ class LoadedCheckpoint:
     config: TrialConfig
     spec: PolicySpec
     env_id: str
+    env_kwargs: dict[str, Any]
     refs: tuple[float | None, float | None]
     step: int
     extra: dict[str, Any]
@@ -47,7 +48,8 @@ class LoadedCheckpoint:
 
 def save_checkpoint(directory: str | Path, model: torch.nn.Module, spec: PolicySpec, env_id: str,
                     refs: tuple[float | None, float | None], step: int,
-                    optimizer_state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+                    optimizer_state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                    env_kwargs: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint into ``directory`` (created). ``model`` may be DDP-wrapped."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -58,7 +60,7 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, spec: PolicyS
     (directory / CONFIG_FILE).write_text(yaml.safe_dump(spec.trial, sort_keys=False))
     policy = {
         "state_shape": list(spec.state_shape), "act_dim": spec.act_dim,
-        "discrete_actions": spec.discrete_actions, "env_id": env_id,
+        "discrete_actions": spec.discrete_actions, "env_id": env_id, "env_kwargs": env_kwargs or {},
         "ref_min_score": refs[0], "ref_max_score": refs[1], "step": step,
         "state_mean": None if spec.state_mean is None else np.asarray(spec.state_mean).tolist(),
         "state_std": None if spec.state_std is None else np.asarray(spec.state_std).tolist(),
@@ -92,7 +94,7 @@ def load_checkpoint(directory: str | Path) -> LoadedCheckpoint:
                       act_dim=int(policy["act_dim"]), discrete_actions=bool(policy["discrete_actions"]),
                       state_mean=mean, state_std=std)
     return LoadedCheckpoint(path=directory, config=config, spec=spec,
-                            env_id=policy["env_id"], refs=(policy["ref_min_score"], policy["ref_max_score"]),
+                            env_id=policy["env_id"], env_kwargs=policy.get("env_kwargs", {}), refs=(policy["ref_min_score"], policy["ref_max_score"]),
                             step=int(policy["step"]), extra=policy.get("extra", {}))
 
 

@@ -1,14 +1,26 @@
 """Generate offline datasets locally, written to the Minari store.
 
-LaMo made its own Reacher2d data (REFERENCE.md "Evaluation": Reacher2d targets); with no
+Reacher: LaMo made its own Reacher2d data (REFERENCE.md "Evaluation": Reacher2d targets); with no
 network here we do the same on Gymnasium ``Reacher-v5`` (obs 10, action 2 in [-1, 1], 50-step
 episodes, reward = -distance - |a|^2): a scripted controller (no learning) mixed with Gaussian
 action noise at several levels, so that returns span near-random to the controller's own.
+
+Kitchen: D4RL's human kitchen demonstrations cannot be downloaded here, so `collect_kitchen`
+records the scripted demonstrator of `lamo_ray.kitchen` on FrankaKitchen-v1, as Minari datasets
+laid out like ``D4RL/kitchen/*-v2`` (dict observations, env spec with the task list) with
+D4RL's meanings: ``complete`` (the 4 target subtasks, in order, every episode), ``partial`` (a
+share of episodes do the target sequence, the rest other subtask sequences), ``mixed`` (subtasks
+done, never all 4 targets). Ours: rewards follow D4RL's evaluation env (each subtask counted once,
+returns 0..4), where Minari's D4RL re-recordings count solved subtasks at every step.
 
 Command line::
 
     python -m lamo_ray.collect reacher [--episodes N] [--dataset-id ID] [--seed S]
                                        [--noise-levels 0 0.1 0.3 0.6 1.0] [--force]
+    python -m lamo_ray.collect kitchen [--dataset complete|partial|mixed] [--episodes N]
+                                       [--dataset-id ID] [--seed S] [--noise-levels 0 0.03 0.06 0.1]
+                                       [--force]
+    python -m lamo_ray.collect kitchen --evaluate-demonstrator [--episodes 20] [--dataset D]
 
 The dataset goes to ``$MINARI_DATASETS_PATH`` (default ``~/.minari/datasets``) and loads with
 ``lamo_ray.data.load_dataset(ID)``. An existing id is never replaced without ``--force``.
@@ -30,7 +42,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from lamo_ray.envs import make_env
+from lamo_ray.envs import D4RL_REF_SCORES, KITCHEN_ENV_ID, KITCHEN_TASKS, make_env
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +168,29 @@ def _dataset_path(dataset_id: str) -> Path:
     return Path(get_dataset_path(dataset_id))
 
 
+def _writable_path(dataset_id: str, force: bool) -> Path:
+    """Folder of ``dataset_id``; raises FileExistsError if it exists and not ``force``."""
+    path = _dataset_path(dataset_id)
+    if path.exists() and not force:
+        raise FileExistsError(f"{dataset_id}: a Minari dataset already exists at {path}; "
+                              "pass --force (force=True) to replace it")
+    return path
+
+
+def _write_minari(dataset_id: str, path: Path, buffers: list, **kwargs):
+    """`minari.create_dataset_from_buffers` (author lamo_ray, gymnasium version recorded) after
+    removing an existing dataset at ``path`` (callers checked ``force``). Returns the dataset."""
+    import minari
+
+    if path.exists():
+        log.warning("%s: replacing the existing dataset at %s (force)", dataset_id, path)
+        shutil.rmtree(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*author_email.*")  # none to give
+        return minari.create_dataset_from_buffers(dataset_id, buffers, author="lamo_ray",
+                                                  requirements=[f"gymnasium=={gym.__version__}"], **kwargs)
+
+
 def collect_reacher(dataset_id: str = DEFAULT_REACHER_ID, episodes: int = DEFAULT_REACHER_EPISODES,
                     seed: int = 0, noise_levels: Sequence[float] = DEFAULT_NOISE_LEVELS,
                     ref_episodes: int = REF_EPISODES, force: bool = False,
@@ -178,13 +213,9 @@ def collect_reacher(dataset_id: str = DEFAULT_REACHER_ID, episodes: int = DEFAUL
         FileExistsError: ``dataset_id`` exists and ``force`` is false (checked before collecting).
         ValueError: malformed id, ``episodes`` or ``ref_episodes`` < 1, empty or negative noise levels.
     """
-    import minari
     from minari.data_collector import EpisodeBuffer
 
-    path = _dataset_path(dataset_id)
-    if path.exists() and not force:
-        raise FileExistsError(f"{dataset_id}: a Minari dataset already exists at {path}; "
-                              "pass --force (force=True) to replace it")
+    path = _writable_path(dataset_id, force)
     if episodes < 1 or ref_episodes < 1:
         raise ValueError(f"{dataset_id}: episodes and ref_episodes must be >= 1, got {episodes}, {ref_episodes}")
     if not noise_levels or min(noise_levels) < 0:
@@ -213,19 +244,13 @@ def collect_reacher(dataset_id: str = DEFAULT_REACHER_ID, episodes: int = DEFAUL
         log.info("%s: noise std %.2f -> mean return %.2f", dataset_id, level, value)
     log.info("%s: ref_min_score (random) %.2f, ref_max_score (controller) %.2f", dataset_id, ref_min, ref_max)
 
-    if path.exists():
-        log.warning("%s: replacing the existing dataset at %s (force)", dataset_id, path)
-        shutil.rmtree(path)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*author_email.*")  # none to give
-        dataset = minari.create_dataset_from_buffers(
-            dataset_id, buffers, env=REACHER_ENV_ID, eval_env=REACHER_ENV_ID,
-            algorithm_name="scripted DLS-Jacobian controller with Gaussian action noise",
-            author="lamo_ray", code_permalink="lamo_ray/collect.py (lamo_ray repository)",
-            ref_min_score=ref_min, ref_max_score=ref_max, num_episodes_average_score=ref_episodes,
-            description=(f"Reacher-v5, {episodes} episodes; episode i uses action-noise std "
-                         f"noise_levels[i % {len(levels)}] with noise_levels={levels}; seed {seed}."),
-            requirements=[f"gymnasium=={gym.__version__}"])
+    dataset = _write_minari(
+        dataset_id, path, buffers, env=REACHER_ENV_ID, eval_env=REACHER_ENV_ID,
+        algorithm_name="scripted DLS-Jacobian controller with Gaussian action noise",
+        code_permalink="lamo_ray/collect.py (lamo_ray repository)",
+        ref_min_score=ref_min, ref_max_score=ref_max, num_episodes_average_score=ref_episodes,
+        description=(f"Reacher-v5, {episodes} episodes; episode i uses action-noise std "
+                     f"noise_levels[i % {len(levels)}] with noise_levels={levels}; seed {seed}."))
     dataset.storage.update_metadata({"noise_levels": levels, "noise_level_mean_returns": list(level_returns.values()),
                                      "collection_seed": seed})
     seconds = time.perf_counter() - began
@@ -250,6 +275,193 @@ def ensure_reacher_dataset(dataset_id: str = DEFAULT_REACHER_ID, episodes: int =
     collect_reacher(dataset_id, episodes=episodes, seed=seed)
 
 
+# --------------------------------------------------------------------------- kitchen
+
+KITCHEN_DATASET_IDS: dict[str, str] = {name: f"lamo/kitchen/{name}-v0" for name in KITCHEN_TASKS}
+# D4RL has 19 / 601 / 621 episodes; ours default to sizes that collect in minutes here.
+DEFAULT_KITCHEN_EPISODES: dict[str, int] = {"complete": 100, "partial": 300, "mixed": 300}
+DEFAULT_KITCHEN_NOISE_LEVELS: tuple[float, ...] = (0.0, 0.03, 0.06, 0.1)
+KITCHEN_JITTER = 0.02                # m, waypoint offsets (lamo_ray.kitchen.KitchenDemonstrator)
+PARTIAL_TARGET_SHARE = 0.3           # partial: share of episodes attempting the target sequence
+MAX_ATTEMPTS_PER_EPISODE = 3         # complete: retries (new seed) of an episode that failed
+
+
+def _keeps(dataset: str, solved_all_targets: bool) -> bool:
+    """Whether an episode belongs in ``dataset`` (D4RL meanings): complete only solved ones,
+    mixed never solved ones, partial all."""
+    return {"complete": solved_all_targets, "partial": True, "mixed": not solved_all_targets}[dataset]
+
+
+def kitchen_sequences(dataset: str, episodes: int, rng: np.random.Generator) -> list[tuple[str, ...]]:
+    """The subtask sequence each episode of ``dataset`` attempts (D4RL's dataset meanings).
+
+    complete: the targets in D4RL's order; partial: the first ``PARTIAL_TARGET_SHARE`` of
+    episodes (rounded up) the targets in order, the rest "other" sequences; mixed: only other
+    sequences. An other sequence is 2-4 distinct subtasks of `lamo_ray.kitchen.SUBTASKS` in random
+    order that never contains all four targets.
+    """
+    from lamo_ray.kitchen import SUBTASKS
+
+    targets = KITCHEN_TASKS[dataset]
+    n_target = {"complete": episodes, "partial": int(np.ceil(PARTIAL_TARGET_SHARE * episodes)), "mixed": 0}[dataset]
+    sequences: list[tuple[str, ...]] = [targets] * n_target
+    while len(sequences) < episodes:
+        size = int(rng.integers(2, 5))
+        picked = tuple(str(t) for t in rng.permutation(SUBTASKS)[:size])
+        if not set(targets) <= set(picked):
+            sequences.append(picked)
+    return sequences
+
+
+@dataclass
+class KitchenCollectionReport:
+    """What `collect_kitchen` wrote.
+
+    Attributes:
+        path: the dataset's folder in the Minari store.
+        episodes, transitions: dataset size.
+        attempted: episodes run (complete drops failed ones and retries).
+        return_mean: mean episode return (subtasks completed, 0..4).
+        full_sequence_share: share of kept episodes completing all four targets.
+        seconds: wall time of the whole collection.
+    """
+
+    path: Path
+    episodes: int
+    transitions: int
+    attempted: int
+    return_mean: float
+    full_sequence_share: float
+    seconds: float
+
+    @property
+    def seconds_per_episode(self) -> float:
+        return self.seconds / max(self.attempted, 1)
+
+
+def collect_kitchen(dataset: str = "complete", dataset_id: str | None = None, episodes: int | None = None,
+                    seed: int = 0, noise_levels: Sequence[float] = DEFAULT_KITCHEN_NOISE_LEVELS,
+                    force: bool = False, progress: bool | None = None) -> KitchenCollectionReport:
+    """Record the scripted kitchen demonstrator as Minari dataset ``dataset_id``.
+
+    The env is FrankaKitchen-v1 with ``KITCHEN_TASKS[dataset]`` and D4RL's evaluation semantics
+    (`lamo_ray.envs.make_env`; 280 steps, an episode ends once all targets are done). Episode i
+    starts from a perturbed state (`lamo_ray.kitchen.perturb_start`), attempts
+    ``kitchen_sequences(...)[i]`` with waypoint jitter `KITCHEN_JITTER` and Gaussian action noise
+    ``noise_levels[i % L]``. complete keeps only episodes that finish all four targets (up to
+    `MAX_ATTEMPTS_PER_EPISODE` tries each); mixed drops any that did. References: D4RL's kitchen
+    scores 0 / 4. Everything derives from ``seed``.
+
+    Args:
+        dataset: "complete", "partial" or "mixed".
+        dataset_id: default ``KITCHEN_DATASET_IDS[dataset]`` (``lamo/kitchen/<dataset>-v0``).
+        episodes: default ``DEFAULT_KITCHEN_EPISODES[dataset]``.
+        progress: tqdm bar over episodes; None shows it only on a terminal.
+
+    Raises:
+        FileExistsError: ``dataset_id`` exists and ``force`` is false (checked before collecting).
+        ValueError: unknown dataset, malformed id, ``episodes`` < 1, bad noise levels, or no
+            episode kept.
+    """
+    from minari.data_collector import EpisodeBuffer
+
+    from lamo_ray.kitchen import run_demo_episode
+
+    if dataset not in KITCHEN_TASKS:
+        raise ValueError(f"unknown kitchen dataset {dataset!r}; known: {', '.join(KITCHEN_TASKS)}")
+    dataset_id = dataset_id or KITCHEN_DATASET_IDS[dataset]
+    episodes = DEFAULT_KITCHEN_EPISODES[dataset] if episodes is None else episodes
+    path = _writable_path(dataset_id, force)
+    if episodes < 1:
+        raise ValueError(f"{dataset_id}: episodes must be >= 1, got {episodes}")
+    if not noise_levels or min(noise_levels) < 0:
+        raise ValueError(f"{dataset_id}: noise levels must be a non-empty list of stds >= 0, got {noise_levels}")
+    began = time.perf_counter()
+    plan_rng, demo_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    targets = KITCHEN_TASKS[dataset]
+    env = make_env(KITCHEN_ENV_ID, tasks_to_complete=list(targets))
+    levels = [float(x) for x in noise_levels]
+    buffers, returns, full, attempted = [], [], 0, 0
+    for i, sequence in enumerate(tqdm(kitchen_sequences(dataset, episodes, plan_rng), desc=f"collecting {dataset_id}",
+                                      unit="ep", disable=None if progress is None else not progress)):
+        for attempt in range(MAX_ATTEMPTS_PER_EPISODE if dataset == "complete" else 1):
+            episode_seed = seed * 1_000_003 + i * MAX_ATTEMPTS_PER_EPISODE + attempt
+            attempted += 1
+            result = run_demo_episode(env, sequence, episode_seed, demo_rng, noise_std=levels[i % len(levels)],
+                                      jitter=KITCHEN_JITTER)
+            solved = len(result.completions) == len(targets)
+            if _keeps(dataset, solved):
+                buffers.append(EpisodeBuffer(id=len(buffers), seed=episode_seed, **result.buffer_fields()))
+                returns.append(float(result.rewards.sum()))
+                full += solved
+                break
+            log.info("%s: episode %d (%s) completed %s; %s", dataset_id, i, " > ".join(sequence),
+                     sorted(result.completions), "retrying" if dataset == "complete" else "dropped")
+    if not buffers:
+        raise ValueError(f"{dataset_id}: no episode kept out of {attempted}")
+
+    ref_min, ref_max = D4RL_REF_SCORES["kitchen"]
+    minari_dataset = _write_minari(
+        dataset_id, path, buffers, env=env, eval_env=env,
+        algorithm_name="scripted DLS-Jacobian end-effector controller (lamo_ray.kitchen) with action noise",
+        code_permalink="lamo_ray/kitchen.py, lamo_ray/collect.py (lamo_ray repository)",
+        ref_min_score=ref_min, ref_max_score=ref_max, num_episodes_average_score=len(buffers),
+        description=(f"FrankaKitchen-v1 '{dataset}' (D4RL meaning), scripted demonstrations, {len(buffers)} "
+                     f"episodes; targets {list(targets)}; action-noise std noise_levels[i % {len(levels)}] "
+                     f"with noise_levels={levels}; seed {seed}."))
+    minari_dataset.storage.update_metadata({
+        "kitchen_dataset": dataset, "target_subtasks": list(targets), "noise_levels": levels,
+        "collection_seed": seed, "episodes_attempted": attempted, "full_sequence_share": full / len(buffers)})
+    env.close()
+    seconds = time.perf_counter() - began
+    transitions = int(sum(len(b.rewards) for b in buffers))
+    log.info("%s: wrote %d episodes (%d attempted), %d transitions to %s in %.1f s", dataset_id, len(buffers),
+             attempted, transitions, path, seconds)
+    return KitchenCollectionReport(path, len(buffers), transitions, attempted, float(np.mean(returns)),
+                                   full / len(buffers), seconds)
+
+
+def ensure_kitchen_dataset(dataset_id: str, seed: int = 0) -> None:
+    """Collect the ``lamo/kitchen/<name>-vN`` dataset ``dataset_id`` with `collect_kitchen`
+    (default size) unless it is already in the Minari store. As `ensure_reacher_dataset`: call it
+    once, from the driver.
+
+    Raises:
+        ValueError: ``dataset_id`` names no kitchen dataset (complete, partial, mixed).
+    """
+    if (_dataset_path(dataset_id) / "data").exists():
+        return
+    name = dataset_id.split("/")[-1].split("-v")[0]
+    if name not in KITCHEN_TASKS:
+        raise ValueError(f"{dataset_id}: not a kitchen dataset id; use lamo/kitchen/<complete|partial|mixed>-vN")
+    log.info("generating %s (scripted kitchen demonstrations, seed %d); first use only", dataset_id, seed)
+    collect_kitchen(name, dataset_id, seed=seed)
+
+
+def _kitchen_main(args: argparse.Namespace) -> int:
+    if args.evaluate_demonstrator:
+        from lamo_ray.kitchen import evaluate_demonstrator
+
+        targets = KITCHEN_TASKS[args.dataset]
+        noise = args.noise_levels[0] if args.noise_levels else 0.0
+        report = evaluate_demonstrator(targets, args.episodes or 20, seed=args.seed, noise_std=noise)
+        print(f"demonstrator on {' > '.join(targets)}: {report.episodes} episodes from random initial states, "
+              f"action noise std {noise:g}")
+        for task, rate in report.success.items():
+            print(f"  {task}: {100 * rate:.0f}%")
+        print(f"  full sequence: {100 * report.sequence_success:.0f}% (mean {report.mean_steps:.0f} steps of 280); "
+              f"{report.seconds_per_episode:.2f} s per episode")
+        return 0
+    report = collect_kitchen(args.dataset, args.dataset_id, args.episodes, args.seed,
+                             args.noise_levels or DEFAULT_KITCHEN_NOISE_LEVELS, args.force)
+    dataset_id = args.dataset_id or KITCHEN_DATASET_IDS[args.dataset]
+    print(f"{dataset_id}: {report.episodes} episodes ({report.attempted} attempted), {report.transitions} transitions, "
+          f"{report.seconds:.1f} s ({report.seconds_per_episode:.2f} s per episode), at {report.path}")
+    print(f"  mean return {report.return_mean:.2f} of 4; all four targets in {100 * report.full_sequence_share:.0f}% "
+          "of episodes")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code (2 on a refused or invalid request)."""
     parser = argparse.ArgumentParser(prog="python -m lamo_ray.collect", description="Generate offline datasets.")
@@ -263,8 +475,27 @@ def main(argv: list[str] | None = None) -> int:
     reacher.add_argument("--ref-episodes", type=int, default=REF_EPISODES,
                          help="episodes for each of ref_min_score and ref_max_score")
     reacher.add_argument("--force", action="store_true", help="replace an existing dataset id")
+    kitchen = commands.add_parser("kitchen", help="scripted FrankaKitchen-v1 demonstrator -> Minari dataset")
+    kitchen.add_argument("--dataset", choices=list(KITCHEN_TASKS), default="complete",
+                         help="D4RL meaning of the dataset (and its target subtasks)")
+    kitchen.add_argument("--dataset-id", help="default lamo/kitchen/<dataset>-v0")
+    kitchen.add_argument("--episodes", type=int, help="default: complete 100, partial 300, mixed 300 "
+                         "(--evaluate-demonstrator: 20)")
+    kitchen.add_argument("--seed", type=int, default=0)
+    kitchen.add_argument("--noise-levels", type=float, nargs="+",
+                         help=f"Gaussian action-noise stds used in turn (default {list(DEFAULT_KITCHEN_NOISE_LEVELS)}; "
+                         "--evaluate-demonstrator: the first one, default 0)")
+    kitchen.add_argument("--force", action="store_true", help="replace an existing dataset id")
+    kitchen.add_argument("--evaluate-demonstrator", action="store_true",
+                         help="measure the demonstrator's success per subtask and per full sequence; write nothing")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "kitchen":
+        try:
+            return _kitchen_main(args)
+        except (FileExistsError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     try:
         report = collect_reacher(args.dataset_id, args.episodes, args.seed, args.noise_levels,
                                  args.ref_episodes, args.force)

@@ -166,6 +166,7 @@ class SweepConfig(_Strict):
     storage_path: str = Field("~/lamo_ray_results", description="Ray Tune results and checkpoints.")
     trial_cpus: float = Field(0.01, gt=0.0, description="CPU share of each trial's driver (it only waits on its workers).")
     max_concurrent_trials: int | None = Field(None, ge=1)
+    report_baseline: str = Field("dt", description="Variant the report's probability of improvement compares against.")
 
     @field_validator("seeds")
     @classmethod
@@ -323,8 +324,11 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
         sweep = SweepConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, SweepConfig, "", origin)) from None
-    for trial in expand_trials(sweep, origin=origin):
-        pass  # expand_trials validates each one
+    rows = expand_trials(sweep, origin=origin)  # validates every trial
+    max_steps = max(r["config"].train.steps for r in rows)
+    if sweep.scheduler.type == "asha" and sweep.scheduler.grace_period > max_steps:
+        raise ConfigError(f"{origin}: scheduler.grace_period ({sweep.scheduler.grace_period}) exceeds the longest "
+                          f"trial's train.steps ({max_steps}); ASHA could never compare trials")
     return sweep
 
 

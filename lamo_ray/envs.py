@@ -9,7 +9,12 @@ Three things every other module needs about an environment:
   score (REFERENCE.md "Evaluation"), looked up by environment *family* (see `env_family`).
 - `flatten_observation`: how an observation becomes the flat state vector the model sees.
   Vectors pass through as float32, images stay uint8, dict observations go through a
-  per-family rule from `OBSERVATION_RULES` (default: `concat_sorted_keys`).
+  per-family rule from `OBSERVATION_RULES` (default: `concat_sorted_keys`; FrankaKitchen:
+  `kitchen_d4rl_observation`, D4RL's 60-dim layout).
+
+Kitchen (REFERENCE.md "Kitchen"): `make_env("FrankaKitchen-v1")` gives D4RL's evaluation
+semantics (`KITCHEN_EVAL_KWARGS`: each subtask rewarded once, episode ends when all are done,
+280 steps) on the task list of `KITCHEN_TASKS` (default: D4RL's complete/partial targets).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -38,6 +43,32 @@ D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
 # "HalfCheetah-v5", "halfcheetah-medium-v2.hdf5", "mujoco/halfcheetah/expert-v0" -> "halfcheetah"
 # and "FrankaKitchen-v1", "D4RL/kitchen/partial-v2" -> "kitchen".
 ENV_FAMILIES: tuple[str, ...] = ("halfcheetah", "walker2d", "hopper", "kitchen", "reacher")
+
+# Kitchen target subtasks per D4RL dataset (D4RL kitchen_envs.py; Minari D4RL/kitchen/*-v2 use the
+# same lists): complete and partial share theirs, mixed swaps the slide cabinet for the bottom burner.
+KITCHEN_ENV_ID = "FrankaKitchen-v1"
+KITCHEN_TASKS: dict[str, tuple[str, ...]] = {
+    "complete": ("microwave", "kettle", "light switch", "slide cabinet"),
+    "partial": ("microwave", "kettle", "light switch", "slide cabinet"),
+    "mixed": ("microwave", "kettle", "bottom burner", "light switch"),
+}
+KITCHEN_MAX_EPISODE_STEPS = 280
+# D4RL's REMOVE_TASKS_WHEN_COMPLETE / TERMINATE_ON_TASK_COMPLETE: reward = subtasks completed, each
+# counted once, so returns are 0..4 (refs 0 / 4). Minari's D4RL/kitchen/*-v2 were *recorded* with
+# both False (reward = subtasks currently solved, every step); evaluation uses these values.
+KITCHEN_EVAL_KWARGS: dict[str, Any] = {"remove_task_when_completed": True, "terminate_on_tasks_completed": True}
+# qpos indices of each subtask's objects (D4RL and gymnasium_robotics kitchen_env share this table;
+# tests/test_kitchen.py checks it against gymnasium_robotics). The 30-dim D4RL goal puts each desired
+# goal at these indices, zeros elsewhere.
+KITCHEN_OBS_ELEMENT_INDICES: dict[str, tuple[int, ...]] = {
+    "bottom burner": (11, 12),
+    "top burner": (15, 16),
+    "light switch": (17, 18),
+    "slide cabinet": (19,),
+    "hinge cabinet": (20, 21),
+    "microwave": (22,),
+    "kettle": (23, 24, 25, 26, 27, 28, 29),
+}
 
 # Packages that register env ids when imported (gym.register_envs), by a substring of the id.
 _ENV_PACKAGES: dict[str, str] = {
@@ -83,13 +114,47 @@ def _register_env_package(env_id: str) -> str | None:
     return None
 
 
+def kitchen_env_kwargs(tasks: str | Sequence[str] | None = None, **overrides: Any) -> dict[str, Any]:
+    """FrankaKitchen-v1 kwargs with D4RL's evaluation semantics (`KITCHEN_EVAL_KWARGS`).
+
+    Args:
+        tasks: a `KITCHEN_TASKS` key ("complete", "partial", "mixed") or a list of subtask names;
+            default ``overrides["tasks_to_complete"]``, else the complete/partial targets.
+        **overrides: other env kwargs, e.g. a dataset's recorded ones. ``remove_task_when_completed``
+            and ``terminate_on_tasks_completed`` are still set to D4RL's evaluation values, and a
+            ``max_episode_steps`` entry is dropped (it is the time limit's, not the env's).
+
+    Raises:
+        ValueError: an unknown dataset name.
+    """
+    recorded = overrides.pop("tasks_to_complete", None)
+    overrides.pop("max_episode_steps", None)
+    tasks = tasks if tasks is not None else recorded or KITCHEN_TASKS["complete"]
+    if isinstance(tasks, str):
+        if tasks not in KITCHEN_TASKS:
+            raise ValueError(f"unknown kitchen dataset {tasks!r}; known: {', '.join(KITCHEN_TASKS)}")
+        tasks = KITCHEN_TASKS[tasks]
+    return {**overrides, "tasks_to_complete": list(tasks), **KITCHEN_EVAL_KWARGS}
+
+
+def evaluation_env_kwargs(env_id: str, data_env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """Kwargs to evaluate on ``env_id`` given the kwargs the training data were recorded with
+    (`TrajectoryDataset.env_kwargs`): kitchen keeps the data's task list with D4RL's evaluation
+    semantics (`kitchen_env_kwargs`); other envs use the recorded kwargs unchanged."""
+    if env_family(env_id) == "kitchen":
+        return kitchen_env_kwargs(**dict(data_env_kwargs or {}))
+    return dict(data_env_kwargs or {})
+
+
 def make_env(env_id: str, seed: int | None = None, max_episode_steps: int | None = None,
              **kwargs: Any) -> gym.Env:
     """Build the Gymnasium env ``env_id`` (e.g. ``"Reacher-v5"``, ``"FrankaKitchen-v1"``).
 
     Args:
         env_id: a registered Gymnasium id. FrankaKitchen ids import gymnasium-robotics and Atari
-            ids import ale-py first.
+            ids import ale-py first. FrankaKitchen gets `kitchen_env_kwargs(**kwargs)`: the given
+            ``tasks_to_complete`` (default D4RL's complete/partial targets) with D4RL's reward and
+            termination, 280 steps unless ``max_episode_steps`` says otherwise.
         seed: if given, the env is reset once with ``reset(seed=seed)`` and its action space
             seeded, so later ``reset()`` calls without a seed are reproducible. Callers still
             call ``reset()`` before stepping.
@@ -101,6 +166,9 @@ def make_env(env_id: str, seed: int | None = None, max_episode_steps: int | None
             the package to install when one is missing.
     """
     missing_package = _register_env_package(env_id)
+    if env_family(env_id) == "kitchen":
+        kwargs = kitchen_env_kwargs(**kwargs)
+        max_episode_steps = max_episode_steps or KITCHEN_MAX_EPISODE_STEPS
     try:
         env = gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
     except gym.error.UnregisteredEnv as err:
@@ -138,18 +206,42 @@ def concat_sorted_keys(obs: Mapping[str, Any], batch_dims: int = 0) -> np.ndarra
     return np.concatenate(parts, axis=-1)
 
 
-def _kitchen_d4rl_60(obs: Mapping[str, Any], batch_dims: int = 0) -> np.ndarray:
-    """Slot for FrankaKitchen-v1 -> D4RL's 60-dim state (REFERENCE.md "Kitchen"); not written yet."""
-    raise NotImplementedError(
-        "FrankaKitchen dict observations need the D4RL 60-dim rule (robot qpos 9 + object qpos 21 "
-        "+ goal 30, REFERENCE.md 'Kitchen'), which is not implemented yet; refusing to guess "
-        "with the default sorted-key rule")
+def kitchen_d4rl_observation(obs: Mapping[str, Any], batch_dims: int = 0) -> np.ndarray:
+    """FrankaKitchen-v1 dict observation -> D4RL kitchen's 60-dim state (REFERENCE.md "Kitchen").
+
+    ``[robot qpos (9), object qpos (21), goal (30)]`` = ``observation[0:9]``,
+    ``observation[18:39]`` and a 30-vector holding each ``desired_goal[task]`` at
+    `KITCHEN_OBS_ELEMENT_INDICES` [task], zeros elsewhere (D4RL ``KitchenBase._get_obs``).
+    Works on one observation or on ``batch_dims`` leading axes (a Minari episode stores each
+    key as an array over steps). Returns ``(*batch, 60)`` float32.
+
+    Raises:
+        ValueError: no ``observation`` key, ``observation`` is not 59-dim, or a desired goal names
+            an unknown subtask or has the wrong size.
+    """
+    if "observation" not in obs:
+        raise ValueError(f"FrankaKitchen dict observation has no 'observation' key (found {sorted(obs)}); "
+                         "D4RL's 60-dim layout needs 'observation' (59) and 'desired_goal'")
+    state = np.asarray(obs["observation"], dtype=np.float32)
+    if state.shape[-1] != 59:
+        raise ValueError(f"FrankaKitchen observation must be 59-dim for D4RL's 60-dim layout, got shape {state.shape}")
+    goal = np.zeros(state.shape[:-1] + (30,), dtype=np.float32)
+    for task, value in obs.get("desired_goal", {}).items():
+        if task not in KITCHEN_OBS_ELEMENT_INDICES:
+            raise ValueError(f"unknown kitchen subtask {task!r} in desired_goal; known: "
+                             f"{', '.join(KITCHEN_OBS_ELEMENT_INDICES)}")
+        index = list(KITCHEN_OBS_ELEMENT_INDICES[task])
+        value = np.asarray(value, dtype=np.float32)
+        if value.shape[-1] != len(index):
+            raise ValueError(f"desired_goal[{task!r}] must have {len(index)} values, got shape {value.shape}")
+        goal[..., index] = np.broadcast_to(value, state.shape[:-1] + (len(index),))
+    return np.concatenate([state[..., 0:9], state[..., 18:39], goal], axis=-1)
 
 
 # Dict-observation rules by env family (`env_family`). Families absent here use
 # `concat_sorted_keys`.
 OBSERVATION_RULES: dict[str, ObservationRule] = {
-    "kitchen": _kitchen_d4rl_60,
+    "kitchen": kitchen_d4rl_observation,
 }
 
 
@@ -172,7 +264,7 @@ def flatten_observation(env_id: str | None, obs: Any, *, batch_dims: int = 0) ->
         obs: one observation, or ``batch_dims`` leading axes of them (1 for an episode).
 
     Raises:
-        NotImplementedError: the env's family has a rule slot that is not written yet (kitchen).
+        ValueError: a dict observation its family's rule cannot map (e.g. a malformed kitchen one).
     """
     if isinstance(obs, Mapping):
         return observation_rule(env_id)(obs, batch_dims)

@@ -86,16 +86,19 @@ class Rollout:
         threads: torch intra-op threads (match the CPUs this actor may use).
         max_episode_steps: episode cap (default: the env's own time limit).
         model: use this module instead of building one from ``spec`` (tests).
+        env_kwargs: passed to `lamo_ray.envs.make_env` (e.g. kitchen's task list, from the data).
     """
 
     def __init__(self, spec: PolicySpec, env_id: str, num_envs: int, threads: int = 1,
-                 max_episode_steps: int | None = None, model: torch.nn.Module | None = None):
+                 max_episode_steps: int | None = None, model: torch.nn.Module | None = None,
+                 env_kwargs: dict[str, Any] | None = None):
         torch.set_num_threads(threads)
         self.spec = spec
         self.cfg = TrialConfig.model_validate(spec.trial)
         self.model = (model if model is not None else build_policy(spec, load_weights=False)).eval()
         self.env_id = env_id
-        self.envs = [make_env(env_id, max_episode_steps=max_episode_steps) for _ in range(num_envs)]
+        self.envs = [make_env(env_id, max_episode_steps=max_episode_steps, **(env_kwargs or {}))
+                     for _ in range(num_envs)]
 
     def set_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state_dict)
@@ -210,17 +213,19 @@ class Evaluator:
         env_id: resolved environment id.
         refs: (ref_min_score, ref_max_score) for the normalized score (None if unknown).
         seed: the trial seed; env seeds are ``seed + eval_cfg.seed_offset + episode``.
+        env_kwargs: env construction kwargs (`lamo_ray.envs.evaluation_env_kwargs` of the data).
     """
 
     def __init__(self, spec: PolicySpec, eval_cfg: EvalConfig, env_id: str,
-                 refs: tuple[float | None, float | None], seed: int):
+                 refs: tuple[float | None, float | None], seed: int, env_kwargs: dict[str, Any] | None = None):
         self.cfg = eval_cfg
         self.refs = refs
         self.seed = seed
         total = len(eval_cfg.target_returns) * eval_cfg.episodes
         num_actors = max(1, min(eval_cfg.num_actors, math.ceil(total / eval_cfg.envs_per_actor)))
         threads = torch_threads(eval_cfg.actor_cpus) if eval_cfg.actor_cpus > 0 else 1
-        self._actor_args = (spec, env_id, eval_cfg.envs_per_actor, threads, eval_cfg.max_episode_steps)
+        self._actor_args = (spec, env_id, eval_cfg.envs_per_actor, threads, eval_cfg.max_episode_steps, None,
+                            env_kwargs)
         self.actors = [self._new_actor() for _ in range(num_actors)]
         self.actor_restarts = 0
 
@@ -273,7 +278,8 @@ class Evaluator:
 def summarize(records: list[dict[str, Any]], refs: tuple[float | None, float | None]) -> dict[str, float]:
     """Per-target mean/std return, normalized score and length; best target's score (see Evaluator).
 
-    Records with ``tasks_completed`` (kitchen) add ``eval/target_T/success/<subtask>``: the share
+    Records with ``tasks_completed`` (kitchen) add ``eval/target_T/success/<subtask>`` (spaces as
+    underscores, e.g. ``success/light_switch``): the share
     of that target's episodes completing the subtask.
     """
     out: dict[str, float] = {}
@@ -289,7 +295,7 @@ def summarize(records: list[dict[str, Any]], refs: tuple[float | None, float | N
         out[f"{key}/length_mean"] = float(lens.mean())
         done = [r["tasks_completed"] for r in records if r["target_return"] == target and "tasks_completed" in r]
         for task in sorted({t for d in done for t in d}):
-            out[f"{key}/success/{task}"] = float(np.mean([bool(d.get(task, False)) for d in done]))
+            out[f"{key}/success/{task.replace(' ', '_')}"] = float(np.mean([bool(d.get(task, False)) for d in done]))
         if float(rets.mean()) > best_return:
             best_return, best_score = float(rets.mean()), score
     out["return_mean"] = best_return
@@ -338,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_cfg = EvalConfig.model_validate({**cfg.eval.model_dump(), **updates})
     ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     evaluator = Evaluator(ckpt.spec, eval_cfg, ckpt.env_id, ckpt.refs,
-                          cfg.seed if args.seed is None else args.seed)
+                          cfg.seed if args.seed is None else args.seed, env_kwargs=ckpt.env_kwargs)
     summary, records = evaluator(model.state_dict())
     evaluator.shutdown()
     if args.out:

@@ -3,7 +3,8 @@
 Reads top to bottom like the model it builds (REFERENCE.md "Model"):
 
 1. `build_backbone`: a Hugging Face causal LM (GPT-2 or a Llama-family model), pre-trained or
-   randomly initialised (the DT baseline), optionally cut to its first N blocks.
+   randomly initialised (the DT baseline), optionally cut to its first N blocks. Where a name's
+   config and weights come from (hub id, local dir, offline ``smollm2-135m``) is `lamo_ray.backbones`.
 2. `lora_target_modules`: which attention projections LoRA adapts.
 3. Token embeddings: `MLPEmbedding` (LaMo's ``--mlp_embedding``), `AtariEncoder` (image states).
 4. `DecisionTransformer`: (return-to-go, state, action) tokens -> trunk -> action from the state token.
@@ -20,7 +21,6 @@ that module for `NoPositionEmbedding`.
 from __future__ import annotations
 
 import logging
-import os
 
 import peft
 import torch
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
+from lamo_ray.backbones import BackboneUnavailableError, baseline_config, load_config, load_pretrained  # noqa: F401 - error re-exported
 from lamo_ray.config import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -36,34 +37,7 @@ logger = logging.getLogger(__name__)
 DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout")
 
 
-class BackboneUnavailableError(RuntimeError):
-    """The backbone's config or weights cannot be found locally nor downloaded."""
-
-
 # --------------------------------------------------------------------------- backbone
-
-
-def _unavailable(name: str, what: str, err: Exception) -> BackboneUnavailableError:
-    return BackboneUnavailableError(
-        f"backbone {name!r}: cannot load its {what} ({type(err).__name__}: {str(err).splitlines()[0]}). "
-        f"Get it with `huggingface-cli download {name}` (or `hf download {name}`) on a machine with network "
-        f"and point HF_HOME at that cache, or save it with `save_pretrained(dir)` and set model.backbone to the "
-        f"directory. Set HF_HUB_OFFLINE=1 to fail at once instead of retrying the network."
-    )
-
-
-def _local_then_hub(load, name: str, **kwargs):
-    """``load(name)`` from a local dir or the HF cache first; then from the hub (if the network allows).
-
-    Raises:
-        OSError: neither worked.
-    """
-    try:
-        return load(name, local_files_only=True, **kwargs)
-    except OSError:
-        if os.path.isdir(name):
-            raise
-    return load(name, **kwargs)
 
 
 def _set_depth(config: transformers.PretrainedConfig, n_layer: int) -> None:
@@ -101,48 +75,22 @@ def _set_vocab(config: transformers.PretrainedConfig, vocab_size: int) -> None:
             setattr(config, key, None)
 
 
-def _load_config(name: str) -> transformers.PretrainedConfig:
-    """``AutoConfig`` of a local dir or hub id, local files first.
-
-    Raises:
-        BackboneUnavailableError: neither local nor downloadable.
-    """
-    try:
-        return _local_then_hub(transformers.AutoConfig.from_pretrained, name)
-    except OSError as err:
-        raise _unavailable(name, "config", err) from err
-
-
-def _baseline_config(name: str) -> transformers.PretrainedConfig:
-    """Architecture config for a randomly initialised backbone named ``name``.
-
-    ``transformers.GPT2Config()`` defaults are exactly gpt2-small's config (12 layers, 12 heads,
-    768 hidden, 50257 tokens, dropout 0.1), so "gpt2" needs no download.
-
-    Raises:
-        BackboneUnavailableError: ``name`` is not "gpt2" and its config is neither local nor downloadable.
-    """
-    if name != "gpt2":
-        return _load_config(name)
-    try:
-        return transformers.AutoConfig.from_pretrained(name, local_files_only=True)
-    except OSError:
-        return transformers.GPT2Config()
-
-
 def build_backbone(cfg: ModelConfig, load_weights: bool = True,
                    vocab_size: int | None = None) -> transformers.PreTrainedModel:
-    """A causal LM with its LM head, from ``cfg.backbone`` (hub id or local directory).
+    """A causal LM with its LM head, from ``cfg.backbone``: a hub id, a local directory, or a named
+    offline backbone such as ``smollm2-135m`` (resolved by `lamo_ray.backbones`).
 
     - ``cfg.pretrained``: pre-trained weights (REFERENCE.md "Model": GPT-2 small), from a local
-      directory, the HF cache, or the hub. Never falls back to a random init. With
+      directory, a fetched offline backbone, the HF cache, or the hub. Never falls back to a random init. With
       ``load_weights=False`` the same architecture is built randomly initialised from the config
       alone (rollout actors that receive a state_dict).
     - not ``cfg.pretrained``: the DT baseline, randomly initialised; architecture from the name's
       config (``GPT2Config()`` for "gpt2" when nothing is cached) with ``cfg.n_layer / n_embd /
       n_head`` overrides. ``vocab_size`` replaces the vocabulary (1 when no language loss is needed).
     - ``cfg.n_layer`` with a pre-trained model keeps the first N blocks (GPT-2 ``transformer.h``,
-      Llama ``model.layers``).
+      Llama ``model.layers``), logged with the parameter count kept.
+    - Architectures: GPT-2 (learned ``wpe`` position table, fused ``c_attn``) and Llama-family
+      models (rotary positions, separate q/k/v projections, grouped-query attention kept as is).
     - ``cfg.dropout`` sets GPT-2's resid/embd/attn dropout (Llama: attention dropout).
 
     Returns a float32 model in train mode. Its position table, if any, is still in place
@@ -152,13 +100,13 @@ def build_backbone(cfg: ModelConfig, load_weights: bool = True,
         BackboneUnavailableError: config or weights not found locally and not downloadable.
         ValueError: ``vocab_size`` with a pre-trained backbone; hidden size not divisible by heads.
     """
-    name = os.path.expanduser(cfg.backbone)
+    name = cfg.backbone
     if cfg.pretrained:
         if vocab_size is not None:
             raise ValueError("vocab_size can only be set for a randomly initialised backbone (pretrained: false)")
-        config = _load_config(name)
+        config = load_config(name)
     else:
-        config = _baseline_config(name)
+        config = baseline_config(name)
         _set_width(config, cfg.n_embd, cfg.n_head)
         if vocab_size is not None:
             _set_vocab(config, vocab_size)
@@ -171,13 +119,12 @@ def build_backbone(cfg: ModelConfig, load_weights: bool = True,
         raise ValueError(f"model.n_layer {n_layer} > {full_depth} blocks of pre-trained {name!r}")
 
     if cfg.pretrained and load_weights:
-        try:
-            backbone = _local_then_hub(transformers.AutoModelForCausalLM.from_pretrained, name,
-                                       config=config, dtype=torch.float32)
-        except OSError as err:
-            raise _unavailable(name, "weights", err) from err
+        backbone = load_pretrained(name, config)
         if n_layer < full_depth:
+            total = sum(p.numel() for p in backbone.parameters())
             _keep_first_blocks(backbone, n_layer)
+            logger.info("backbone %s: kept the first %d of %d blocks, %d of %d parameters", name, n_layer,
+                        full_depth, sum(p.numel() for p in backbone.parameters()), total)
     else:
         _set_depth(config, n_layer)
         backbone = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -31,7 +31,7 @@ from lamo_ray.config import ConfigError, SweepConfig, TrialConfig, expand_trials
 log = logging.getLogger(__name__)
 
 # Datasets this project can generate on first use (the quick start's Reacher data).
-LOCAL_DATASET_PREFIXES = {"lamo/reacher/": "reacher"}
+LOCAL_DATASET_PREFIXES = {"lamo/reacher/": "reacher", "lamo/kitchen/": "kitchen"}
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
@@ -69,10 +69,10 @@ def check_datasets(configs: list[TrialConfig], generate: bool) -> tuple[list[Che
             loaded[source] = load_dataset(source)
         except DatasetError as err:
             if kind is not None and generate:
-                from lamo_ray.collect import ensure_reacher_dataset
+                from lamo_ray.collect import ensure_kitchen_dataset, ensure_reacher_dataset
 
                 print(f"dataset {source} not found: generating it now (python -m lamo_ray.collect {kind})", flush=True)
-                ensure_reacher_dataset(source)
+                {"reacher": ensure_reacher_dataset, "kitchen": ensure_kitchen_dataset}[kind](source)
                 loaded[source] = load_dataset(source)
             elif kind is not None:
                 checks.append(Check("dataset", source, True,
@@ -97,35 +97,20 @@ def check_datasets(configs: list[TrialConfig], generate: bool) -> tuple[list[Che
 
 
 def check_backbone(name: str, pretrained: bool) -> Check:
-    """Is the backbone's config (and, for pretrained, its weights) available without training?"""
-    from lamo_ray.model import BackboneUnavailableError, build_backbone
-    from lamo_ray.config import ModelConfig
+    """Is the backbone's config (and, for pretrained, its weights) available without training?
+    Resolution as in training (`lamo_ray.backbones.availability`): local dir, fetched offline
+    backbone, Hugging Face cache, hub."""
+    from lamo_ray.backbones import BackboneUnavailableError, availability
 
     label = f"{name} ({'pretrained' if pretrained else 'random init'})"
-    if Path(name).expanduser().is_dir():
-        return Check("backbone", label, True, f"local directory {Path(name).expanduser().resolve()}")
     try:
-        if pretrained:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(name, "config.json")
-            if isinstance(cached, str):
-                return Check("backbone", label, True, f"in the local Hugging Face cache ({Path(cached).parent})")
-            if os.environ.get("HF_HUB_OFFLINE") == "1":
-                raise BackboneUnavailableError(f"{name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1")
-            from transformers import AutoConfig
-
-            AutoConfig.from_pretrained(name)
-            return Check("backbone", label, True, "downloadable from the Hugging Face hub")
-        build_backbone(ModelConfig(backbone=name, pretrained=False, n_layer=1, n_embd=8, n_head=1),
-                       load_weights=False)
-        return Check("backbone", label, True, "architecture config available")
+        return Check("backbone", label, True, availability(name, pretrained))
     except BackboneUnavailableError as err:
         return Check("backbone", label, False, str(err))
     except Exception as err:  # noqa: BLE001 - hub/network errors of any kind
         return Check("backbone", label, False,
                      f"{name!r} is not available locally and could not be fetched ({type(err).__name__}); "
-                     f"get it with `huggingface-cli download {name}` where the network allows, "
+                     f"get it with `hf download {name}` where the network allows, "
                      "or set model.backbone to a local directory")
 
 
@@ -133,7 +118,7 @@ def check_environments(configs: list[TrialConfig], datasets: dict[str, Any]) -> 
     """Each (env, dataset) pair: the env exists and its flattened observation / action sizes match."""
     import numpy as np
 
-    from lamo_ray.envs import flatten_observation, make_env
+    from lamo_ray.envs import evaluation_env_kwargs, flatten_observation, make_env
 
     checks, seen = [], set()
     for c in configs:
@@ -149,7 +134,8 @@ def check_environments(configs: list[TrialConfig], datasets: dict[str, Any]) -> 
             continue
         seen.add(key)
         try:
-            env = make_env(env_id)
+            env = make_env(env_id, **evaluation_env_kwargs(env_id, ds.env_kwargs if ds is not None
+                                                            and env_id == ds.env_id else None))
             obs, _ = env.reset(seed=0)
             obs_shape = flatten_observation(env_id, obs).shape
             act = env.action_space
@@ -243,6 +229,14 @@ def format_checks(checks: list[Check]) -> str:
 # --------------------------------------------------------------------------- trials
 
 
+def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """`lamo_ray.train.train_loop_per_worker`, imported in the worker: the trial driver then never
+    imports torch / transformers / peft (~10 s per trial process on this machine)."""
+    from lamo_ray.train import train_loop_per_worker
+
+    train_loop_per_worker(loop_config)
+
+
 def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, str]) -> None:
     """Tune function trainable: resolve one trial's config, open its MLflow run, run a TorchTrainer.
 
@@ -254,7 +248,6 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from lamo_ray.tracking import find_trial_run, start_trial_run
-    from lamo_ray.train import train_loop_per_worker
 
     ctx = tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
@@ -265,7 +258,7 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
         run_id = start_trial_run(tracking["uri"], tracking["experiment_id"], tracking["parent_run_id"],
                                  trial_name, config["variant"], cfg, trial_id=trial_id)
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        _train_loop_per_worker,
         train_loop_config={"trial": cfg.model_dump(), "mlflow_uri": tracking["uri"], "mlflow_run_id": run_id},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                                resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
@@ -344,7 +337,7 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
     _raise_failed(resource_checks)
 
     experiment = sweep.tracking.experiment or sweep.name
-    exp_id, parent = start_sweep_run(uri, experiment, run_name, sweep_yaml, rows)
+    exp_id, parent = start_sweep_run(uri, experiment, run_name, sweep_yaml, rows, resume=resume)
     tracking = {"uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "run_name": run_name,
                 "train_storage": str(exp_dir.parent / f"{run_name}_train")}
     max_steps = max(r["config"].train.steps for r in rows)
@@ -377,6 +370,14 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
     from lamo_ray.tracking import finish_sweep_run
 
     finish_sweep_run(uri, parent, summary, time.time() - t0, num_errors=results.num_errors)
+    from lamo_ray.report import ReportError, generate_report
+
+    try:
+        report = generate_report(uri, experiment, exp_dir / "report", parent_run_id=parent,
+                                 baseline_variant=sweep.report_baseline)
+        print(f"report: {report} (also in MLflow, run {parent}, artifacts report/)", flush=True)
+    except ReportError as err:  # the sweep's results are safe in MLflow; say why there is no report
+        print(f"no report: {err}", file=sys.stderr, flush=True)
     return summary
 
 

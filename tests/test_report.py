@@ -1,0 +1,222 @@
+"""Sweep report: final scores by LaMo's protocol, aggregates, files, on a small MLflow store with known curves."""
+
+import time
+
+import pytest
+import yaml
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from lamo_ray.config import SweepConfig, expand_trials, load_sweep
+from lamo_ray.report import (CI_UNAVAILABLE, NO_CI, TrialResult, arm_stats, asha_rungs, bootstrap_library,
+                             final_score, generate_report, main, rung_of)
+from lamo_ray.tracking import OUTCOME_TAG, RunLogger, start_sweep_run, start_trial_run
+
+STEPS = 1000
+EVAL_STEPS = list(range(100, STEPS + 1, 100))
+REPS = 200
+# rliable's bootstrap needs arch 7.x, which does not import under pandas >= 3 (see lamo_ray.report)
+HAS_CI = bootstrap_library()[0] is not None
+
+SWEEP = {
+    "name": "rep",
+    "seeds": [0, 1, 2],
+    "base": {"data": {"source": "lamo/reacher/mixed-v0", "sample_ratio": {"grid": [0.01, 0.1]}},
+             "model": {"pretrained": False, "n_layer": 1, "n_embd": 8, "n_head": 1},
+             "train": {"steps": STEPS, "eval_every": 100},
+             "eval": {"target_returns": [10, 20]}},
+    "variants": {"lamo": {"model": {"finetune": "lora", "embedding": "mlp"}},
+                 "dt": {"model": {"finetune": "full", "embedding": "linear"}}},
+    "scheduler": {"type": "asha", "grace_period": 100, "reduction_factor": 2},
+}
+
+# (variant, sample ratio, seed) -> (outcome, {target: (score at step 900, score at step 1000)} or last step).
+# Every other evaluation scores 5, except step 800 (just outside the last 20%) which scores 1000.
+COMPLETED = {
+    ("lamo", 0.1, 0): {"10": (50, 60), "20": (70, 50)},   # means 55 / 60 -> 60 at target 20
+    ("lamo", 0.1, 1): {"10": (80, 90), "20": (10, 20)},   # 85 / 15 -> 85 at target 10
+    ("lamo", 0.1, 2): {"10": (40, 40), "20": (64, 66)},   # 40 / 65 -> 65 at target 20
+    ("dt", 0.1, 0): {"10": (20, 30), "20": (10, 10)},     # 25
+    ("dt", 0.1, 1): {"10": (30, 40), "20": (0, 0)},       # 35
+    ("dt", 0.1, 2): {"10": (44, 46), "20": (0, 0)},       # 45
+    ("lamo", 0.01, 0): {"10": (30, 32), "20": (20, 20)},  # 31
+    ("dt", 0.01, 0): {"10": (12, 14), "20": (0, 0)},      # 13
+}
+STOPPED = {("lamo", 0.01, 1): 200, ("dt", 0.01, 2): 100}  # stopped_at_step; they score 99 while they run
+FAILED = {("lamo", 0.01, 2): 300}
+RUNNING = {("dt", 0.01, 1): 500}
+
+
+def _log_evals(logger: RunLogger, scores: dict[str, dict[int, float]]) -> None:
+    """Log what lamo_ray.train logs per evaluation (per-target scores, ``normalized_score`` = the best
+    target's), in one batch to keep the test fast."""
+    ts = int(time.time() * 1000)
+    batch = []
+    for step in sorted(next(iter(scores.values()))):
+        metrics = {f"eval/target_{t}/normalized_score": s[step] for t, s in scores.items()}
+        metrics.update({f"eval/target_{t}/return_mean": s[step] / 10 for t, s in scores.items()})
+        metrics["normalized_score"] = max(s[step] for s in scores.values())
+        metrics["train/action_loss"] = 1.0 / step
+        batch += [Metric(k, v, ts, step) for k, v in metrics.items()]
+    logger.client.log_batch(logger.run_id, metrics=batch)
+
+
+def _scores(window: dict[str, tuple[float, float]]) -> dict[str, dict[int, float]]:
+    out = {}
+    for target, (s900, s1000) in window.items():
+        out[target] = {s: 5.0 for s in EVAL_STEPS}
+        out[target].update({800: 1000.0, 900: float(s900), 1000: float(s1000)})
+    return out
+
+
+def _flat(value: float, last: int) -> dict[str, dict[int, float]]:
+    return {t: {s: value for s in EVAL_STEPS if s <= last} for t in ("10", "20")}
+
+
+def build_store(tmp_path) -> tuple[str, str]:
+    """A sweep in sqlite MLflow laid out by lamo_ray.tracking, with the histories above. Returns (uri, parent id)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = SweepConfig.model_validate(SWEEP)
+    rows = expand_trials(cfg)
+    exp_id, parent = start_sweep_run(uri, "rep", "rep", yaml.safe_dump(cfg.model_dump(), sort_keys=False), rows)
+    client = MlflowClient(uri)
+    for i, row in enumerate(rows):
+        key = (row["variant"], row["config"].data.sample_ratio, row["seed"])
+        if not any(key in d for d in (COMPLETED, STOPPED, FAILED, RUNNING)):
+            continue
+        run_id = start_trial_run(uri, exp_id, parent, f"run_trial_{i:05d}", row["variant"], row["config"],
+                                 trial_id=f"t{i:05d}")
+        logger = RunLogger(uri, run_id)
+        if key in COMPLETED:
+            _log_evals(logger, _scores(COMPLETED[key]))
+            logger.set_tags({OUTCOME_TAG: "completed"})
+            logger.finish("FINISHED")
+        elif key in STOPPED:
+            _log_evals(logger, _flat(99.0, STOPPED[key]))
+            logger.set_tags({OUTCOME_TAG: "stopped_by_scheduler", "lamo_ray.stopped_at_step": STOPPED[key]})
+            logger.finish("FINISHED")
+        elif key in FAILED:
+            _log_evals(logger, _flat(7.0, FAILED[key]))
+            logger.set_tags({OUTCOME_TAG: "failed"})
+            logger.finish("FAILED")
+        else:
+            _log_evals(logger, _flat(8.0, RUNNING[key]))
+        if key == ("lamo", 0.1, 0):  # a restarted trial logs step 1000 again: the later value counts
+            later = int(time.time() * 1000) + 60_000
+            client.log_batch(run_id, metrics=[Metric("eval/target_20/normalized_score", 0.0, later - 1, 1000),
+                                              Metric("eval/target_20/normalized_score", 50.0, later, 1000)])
+    return uri, parent
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    uri, parent = build_store(tmp)
+    md = generate_report(uri, "rep", tmp / "out", reps=REPS)
+    return uri, parent, md
+
+
+def _table_rows(md_text: str, first_header: str) -> list[list[str]]:
+    lines = md_text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def test_final_score_is_the_last_20_percent_mean_at_the_best_target():
+    scores = {"10": {800: 1000.0, 900: 50.0, 1000: 60.0}, "20": {800: 0.0, 900: 70.0, 1000: 50.0}}
+    assert final_score(scores, 1000) == (60.0, "20")
+    assert final_score({"10": {100: 1.0}}, 1000) is None
+
+
+def test_asha_rungs_match_ray_milestones():
+    assert asha_rungs(100, 2, 1000) == [100, 200, 400, 800]
+    assert rung_of(200, [100, 200, 400, 800]) == 2 and rung_of(150, [100, 200]) == 1 and rung_of(50, [100]) is None
+
+
+def test_iqm_and_mean_of_a_known_set():
+    trials = [TrialResult(f"r{i}", f"t{i}", "lamo", (), i, 0.1, STEPS, "completed", STEPS, final_score=float(s))
+              for i, s in enumerate([0, 1, 2, 3, 4, 5, 6, 100])]
+    (stats,) = arm_stats(trials, reps=REPS)
+    assert stats.n == 8 and stats.mean == 15.125 and stats.iqm == 3.5   # IQM: mean of 2, 3, 4, 5
+    if HAS_CI:
+        assert stats.mean_ci[0] <= stats.mean <= stats.mean_ci[1] and stats.iqm_ci[0] <= 3.5 <= stats.iqm_ci[1]
+        assert arm_stats(trials, reps=REPS)[0].mean_ci == stats.mean_ci   # seeded bootstrap: same CIs again
+    else:
+        assert stats.mean_ci is None and stats.iqm_ci is None
+
+
+def test_table_values_by_protocol(report):
+    _, _, md = report
+    rows = {(r[0], r[1]): r for r in _table_rows(md.read_text(), "variant | sample ratio | n")}
+    # variant | ratio | n | mean | mean CI | IQM | IQM CI | not scored
+    assert rows[("lamo", "0.1")][2:4] == ["3", "70.00"] and rows[("lamo", "0.1")][5] == "70.00"
+    assert rows[("dt", "0.1")][2:4] == ["3", "35.00"]
+    assert rows[("lamo", "0.01")][2:5] == ["1", "31.00", NO_CI]          # stopped (99s) and failed not mixed in
+    assert rows[("lamo", "0.01")][7] == "1 failed, 1 stopped_by_scheduler"
+    assert rows[("dt", "0.01")][2:5] == ["1", "13.00", NO_CI]
+    assert rows[("dt", "0.01")][7] == "1 running, 1 stopped_by_scheduler"
+    if HAS_CI:
+        low, high = (float(v) for v in rows[("lamo", "0.1")][4].strip("[]").split(","))
+        assert 60 <= low <= 70 <= high <= 85
+    else:
+        assert rows[("lamo", "0.1")][4] == CI_UNAVAILABLE and "confidence intervals unavailable" in md.read_text()
+
+
+def test_trials_table_lists_stopped_failed_and_running(report):
+    _, _, md = report
+    trials = {(r[1], r[2], r[3]): r for r in _table_rows(md.read_text(), "trial")}
+    # trial | variant | ratio | seed | status | final score | best target | last eval score | run
+    assert trials[("lamo", "0.1", "0")][4:7] == ["completed", "60.00", "20"]
+    assert trials[("lamo", "0.1", "1")][5:7] == ["85.00", "10"]
+    assert trials[("lamo", "0.01", "1")][4:6] == ["stopped at step 200 (rung 2)", "-"]
+    assert trials[("dt", "0.01", "2")][4] == "stopped at step 100 (rung 1)"
+    assert trials[("lamo", "0.01", "2")][4:6] == ["failed", "-"]
+    assert trials[("dt", "0.01", "1")][4:6] == ["running (step 500 of 1000)", "-"]
+    text = md.read_text()
+    assert "1700 of 12000" in text.replace(",", "") and "(14%)" in text
+    assert "preliminary" in text and "failed" in text
+
+
+def test_probability_of_improvement(report):
+    _, _, md = report
+    poi = {(r[0], r[2]): r for r in _table_rows(md.read_text(), "variant | baseline")}
+    assert poi[("lamo", "0.1")][3] == "1.000"
+    assert poi[("lamo", "0.1")][4].startswith("[") if HAS_CI else poi[("lamo", "0.1")][4] == CI_UNAVAILABLE
+    assert poi[("lamo", "0.01")][3:] == ["1.000", NO_CI]
+    assert poi[("lamo", "all (average)")][3] == "1.000"
+
+
+def test_files_and_mlflow_artifacts(report):
+    uri, parent, md = report
+    out = md.parent
+    for name in ("report.md", "report.html", "score_vs_sample_ratio.png", "learning_curves.png", "asha.png",
+                 "final_scores.csv", "best_config.yaml"):
+        assert (out / name).stat().st_size > 0, name
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and 'src="' + "score" not in page
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(parent, "report")}
+    assert {"report/report.md", "report/report.html", "report/asha.png", "report/best_config.yaml"} <= logged
+
+
+def test_best_config_reruns_only_the_best_variant(report):
+    _, _, md = report
+    path = md.parent / "best_config.yaml"
+    sweep = load_sweep(path)
+    assert list(sweep.variants) == ["lamo"] and sweep.base["data"]["sample_ratio"] == 0.1
+    assert sweep.name == "rep-best" and sweep.seeds == [0, 1, 2] and sweep.variants["lamo"] == SWEEP["variants"]["lamo"]
+
+
+def test_missing_baseline_is_skipped_with_a_note_and_cli_writes_the_report(report, tmp_path):
+    uri, parent, _ = report
+    md = generate_report(uri, "rep", tmp_path / "out", parent_run_id=parent, baseline_variant="bc", reps=REPS,
+                         log_to_mlflow=False).read_text()
+    assert "no variant named 'bc'" in md and "Probability of improvement" not in md
+    assert main(["rep", "--tracking-uri", uri, "--out", str(tmp_path / "cli"), "--baseline", "lamo",
+                 "--reps", str(REPS)]) == 0
+    cli_md = (tmp_path / "cli" / "report.md").read_text()
+    assert "| dt | lamo | 0.1 | 0.000 |" in cli_md    # P(dt > lamo) at ratio 0.1: every dt seed scores lower
