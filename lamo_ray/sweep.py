@@ -153,6 +153,30 @@ def check_environments(configs: list[TrialConfig], datasets: dict[str, Any]) -> 
     return checks
 
 
+def check_corpora(configs: list[TrialConfig]) -> list[Check]:
+    """For trials with the language loss: the corpus can be read and the backbone's tokenizer loaded.
+    WikiText-103 is only checked for the `datasets` package (reading it needs the network)."""
+    from lamo_ray.language import WIKITEXT, CorpusError, load_tokenizer, read_corpus
+
+    checks = []
+    for corpus, backbone in sorted({(c.language.corpus, c.model.backbone) for c in configs if c.language.co_lambda > 0}):
+        label = f"{corpus} (tokenizer of {backbone})"
+        try:
+            if corpus == WIKITEXT:
+                import importlib.util
+
+                if importlib.util.find_spec("datasets") is None:
+                    raise CorpusError(f"language.corpus={corpus!r} needs `pip install datasets` and network access")
+                detail = "read through `datasets` at trial start (needs network or its cache)"
+            else:
+                detail = f"{len(read_corpus(corpus)):,} characters"
+            load_tokenizer(backbone)
+            checks.append(Check("corpus", label, True, detail))
+        except CorpusError as err:
+            checks.append(Check("corpus", label, False, str(err)))
+    return checks
+
+
 def trial_cpus(sweep: SweepConfig, cfg: TrialConfig) -> float:
     """Ray CPUs one trial holds: its driver, its DDP workers and its rollout actors."""
     return sweep.trial_cpus + cfg.train.num_workers * cfg.train.cpus_per_worker + cfg.eval.num_actors * cfg.eval.actor_cpus
@@ -183,6 +207,7 @@ def preflight(sweep: SweepConfig, rows: list[dict[str, Any]], generate: bool) ->
     for name, pretrained in sorted({(c.model.backbone, c.model.pretrained) for c in configs}):
         checks.append(check_backbone(name, pretrained))
     checks += check_environments(configs, datasets)
+    checks += check_corpora(configs)
     return checks
 
 

@@ -95,3 +95,14 @@ def test_cli_dry_run_quickstart(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "8 trials" in proc.stdout and "will be generated" in proc.stdout
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_missing_corpus_is_reported_before_compute(tmp_path):
+    from lamo_ray.sweep import check_corpora
+
+    path = sweep_file(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["base"]["language"] = {"co_lambda": 0.1, "corpus": str(tmp_path / "no_such_corpus")}
+    path.write_text(yaml.safe_dump(raw))
+    (check,) = check_corpora([r["config"] for r in expand_trials(load_sweep(path))])
+    assert not check.ok and "no_such_corpus" in check.detail
