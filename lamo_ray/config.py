@@ -100,6 +100,9 @@ class TrainConfig(_Strict):
     num_workers: int = Field(1, ge=1, description="Ray Train DDP workers.")
     cpus_per_worker: float = Field(1.0, gt=0.0)
     use_gpu: bool = False
+    max_failures: int = Field(2, ge=-1, description="Ray Train restarts of the worker group from the last "
+                              "checkpoint after a worker error (-1: unlimited). A NaN/inf loss fails the same way "
+                              "again after a restart, so such a trial ends FAILED after max_failures + 1 tries.")
 
     @model_validator(mode="after")
     def _batch_divides(self) -> "TrainConfig":

@@ -169,6 +169,10 @@ class TextBlockSampler:
         self.blocks = blocks
         self.rng = np.random.default_rng(seed)
 
+    def reseed(self, seed) -> None:
+        """Restart the random stream (see `SegmentSampler.reseed`)."""
+        self.rng = np.random.default_rng(seed)
+
     def sample(self, batch_size: int) -> torch.Tensor:
         idx = self.rng.integers(0, len(self.blocks), size=batch_size)
         return self.blocks[torch.as_tensor(idx)]

@@ -291,7 +291,7 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
             name=f"{tracking['run_name']}-{trial_id}",
             storage_path=tracking["train_storage"],
             callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=2),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )

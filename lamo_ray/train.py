@@ -108,9 +108,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if optim_state is not None:
         optimizer.load_state_dict(optim_state["optimizer"])
         scheduler.load_state_dict(optim_state["scheduler"])
-        sampler.rng = np.random.default_rng([cfg.seed, rank, start_step])
+        # a resumed run draws new batches, seeded by (seed, rank, step): reproducible, not a replay
+        sampler.reseed([cfg.seed, rank, start_step])
         if text is not None:
-            text.rng = np.random.default_rng([cfg.seed, rank, start_step, 1])
+            text.reseed([cfg.seed, rank, start_step, 1])
 
     # ---- rank-0 services: MLflow and rollout actors
     tracker = None

@@ -346,3 +346,21 @@ def test_cli_info_json_and_errors(tmp_path):
         failed = run_cli("info", source, "--json")
         assert failed.returncode == 2 and failed.stdout == ""
         assert failed.stderr.count("\n") == 1 and source in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_sampler_reseed_restarts_a_different_reproducible_stream():
+    from lamo_ray.data import SegmentSampler, Trajectory, TrajectoryDataset, state_stats
+
+    rng = np.random.default_rng(0)
+    trajs = [Trajectory(rng.standard_normal((30, 3)).astype(np.float32), rng.uniform(-1, 1, (30, 2)).astype(np.float32),
+                        rng.standard_normal(30).astype(np.float32), True) for _ in range(5)]
+    ds = TrajectoryDataset(trajs, (3,), 2, False, None, None, None, "mem")
+    mean, std = state_stats(ds)
+    a = SegmentSampler(ds, 4, 1.0, 100, mean, std, seed=0)
+    first = a.sample(8)["states"]
+    a.reseed([0, 0, 100])
+    resumed = a.sample(8)["states"]
+    b = SegmentSampler(ds, 4, 1.0, 100, mean, std, seed=0)
+    b.reseed([0, 0, 100])
+    assert not np.array_equal(first, resumed)
+    np.testing.assert_array_equal(resumed, b.sample(8)["states"])

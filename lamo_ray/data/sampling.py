@@ -56,6 +56,11 @@ class SegmentSampler:
         self._timesteps = np.minimum(np.concatenate([np.arange(n) for n in self._lengths]), max_ep_len - 1)
         self._action_pad = 0 if self.discrete_actions else CONTINUOUS_ACTION_PAD
 
+    def reseed(self, seed) -> None:
+        """Restart the random stream (``seed``: anything `numpy.random.default_rng` takes), e.g. on
+        restore from a checkpoint so a resumed run does not replay the batches of step 0."""
+        self._rng = np.random.default_rng(seed)
+
     def sample(self, batch_size: int) -> dict[str, np.ndarray]:
         """One batch of B = ``batch_size`` segments, each left-padded to K steps.
 
