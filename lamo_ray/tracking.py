@@ -70,6 +70,16 @@ def check_tracking(uri: str) -> None:
     Raises:
         TrackingError: naming the URI and the underlying error.
     """
+    if uri.startswith(("http://", "https://")):
+        # one quick probe instead of MLflow's minutes of retries with back-off
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as resp:
+                resp.read()
+        except (urllib.error.URLError, OSError) as err:
+            raise TrackingError(f"MLflow tracking server {uri!r} is unreachable: {err}") from None
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as err:  # noqa: BLE001 - any failure here means "cannot track"
@@ -233,7 +243,9 @@ class MLflowTrialFinalizer(Callback):
         if run_id:
             logger = RunLogger(self.uri, run_id)
             error = getattr(trial, "error_file", None)
-            logger.set_tags({OUTCOME_TAG: "failed", "lamo_ray.error_file": error or ""})
+            text = Path(error).read_text(errors="replace") if error and Path(error).is_file() else ""
+            logger.set_tags({OUTCOME_TAG: "failed", "lamo_ray.error_file": error or "",
+                             "lamo_ray.error": text[-1000:]})
             logger.finish("FAILED")
 
     def _lookup(self, trial_id: str) -> str | None:

@@ -127,6 +127,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if rank == 0:
         if loop_config.get("mlflow_run_id"):
             tracker = RunLogger(loop_config["mlflow_uri"], loop_config["mlflow_run_id"])
+            if start_step > 0:
+                tracker.log_metrics({"train/restored_from_step": start_step}, step=start_step)
             if start_step == 0:
                 tracker.log_metrics({"params/trainable": counts["trainable"], "params/total": counts["total"],
                                      "params/trainable_share": counts["trainable_share"],

@@ -106,3 +106,19 @@ def test_missing_corpus_is_reported_before_compute(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     (check,) = check_corpora([r["config"] for r in expand_trials(load_sweep(path))])
     assert not check.ok and "no_such_corpus" in check.detail
+
+
+def test_cli_unreachable_tracking_server_fails_before_compute(tmp_path):
+    minari = tmp_path / "minari"
+    env = {"MINARI_DATASETS_PATH": str(minari), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    proc_env = dict(os.environ, **env)
+    subprocess.run([sys.executable, "-m", "lamo_ray.collect", "reacher", "--dataset-id", "test/reacher/tiny-v0",
+                    "--episodes", "10", "--ref-episodes", "5"], env=proc_env, cwd=tmp_path, check=True,
+                   capture_output=True, timeout=120)
+    path = sweep_file(tmp_path, storage_path=str(tmp_path / "r"))
+    raw = yaml.safe_load(path.read_text())
+    raw["base"]["data"]["source"] = "test/reacher/tiny-v0"
+    path.write_text(yaml.safe_dump(raw))
+    proc = run_cli(path, cwd=tmp_path, env=env)
+    assert proc.returncode == 2 and "127.0.0.1:9" in proc.stderr and "unreachable" in proc.stderr
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,95 @@
+"""Faults survived on a real local Ray cluster: a Ray Train worker killed with SIGKILL mid-trial
+resumes from its checkpoint; a NaN loss fails only its own trial, marked FAILED in MLflow."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+BASE = {
+    "data": {"source": "test/reacher/tiny-v0", "rtg_scale": 10, "context_length": 3, "max_ep_len": 64},
+    "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 32, "n_head": 1,
+              "finetune": "full", "embedding": "linear"},
+    "train": {"steps": 600, "batch_size": 16, "lr": 1e-3, "warmup_steps": 5, "eval_every": 100, "log_every": 100,
+              "cpus_per_worker": 0.49},
+    "eval": {"target_returns": [-4.0], "episodes": 2, "num_actors": 1, "envs_per_actor": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("faults")
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp / "minari"), HF_HUB_OFFLINE="1")
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run([sys.executable, "-m", "lamo_ray.collect", "reacher", "--dataset-id", "test/reacher/tiny-v0",
+                    "--episodes", "20", "--ref-episodes", "5"], env=env, cwd=tmp, check=True, capture_output=True,
+                   timeout=300)
+    return tmp, env
+
+
+def start_sweep(tmp: Path, env: dict, name: str, sweep: dict) -> tuple[subprocess.Popen, str]:
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    uri = f"sqlite:///{tmp}/{name}.db"
+    proc = subprocess.Popen([sys.executable, "-m", "lamo_ray.sweep", str(path), "--set", f"storage_path={tmp / name}"],
+                            env=dict(env, MLFLOW_TRACKING_URI=uri), cwd=tmp, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    return proc, uri
+
+
+def trial_runs(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("lamo_ray.role") == "trial"]
+
+
+def test_killed_train_worker_resumes_from_checkpoint(workdir):
+    tmp, env = workdir
+    sweep = {"name": "kill", "base": BASE, "scheduler": {"type": "fifo"}}
+    proc, uri = start_sweep(tmp, env, "kill", sweep)
+    deadline = time.time() + 300
+    killed = False
+    while time.time() < deadline and proc.poll() is None:
+        if list((tmp / "kill").glob("kill_train/*/checkpoint_0000100")):
+            pids = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                os.kill(int(pid), signal.SIGKILL)
+            killed = bool(pids)
+            break
+        time.sleep(0.1)
+    out, _ = proc.communicate(timeout=600)
+    assert killed, out[-3000:]
+    assert proc.returncode == 0, out[-3000:]
+    client, runs = trial_runs(uri, "kill")
+    assert len(runs) == 1  # the restarted worker group logs into the same MLflow run
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.data.tags["lamo_ray.outcome"] == "completed"
+    restored = client.get_metric_history(run.info.run_id, "train/restored_from_step")
+    assert restored and restored[0].value >= 100
+    steps = sorted({m.step for m in client.get_metric_history(run.info.run_id, "normalized_score")})
+    assert steps == [100, 200, 300, 400, 500, 600]
+
+
+def test_nan_loss_fails_its_trial_and_the_sweep_goes_on(workdir):
+    tmp, env = workdir
+    base = yaml.safe_load(yaml.safe_dump(BASE))
+    base["train"].update({"steps": 40, "eval_every": 20, "log_every": 10, "max_failures": 0})
+    sweep = {"name": "nan", "base": base, "scheduler": {"type": "fifo"},
+             "variants": {"ok": {}, "diverges": {"train": {"lr": 1.0e30, "warmup_steps": 0, "grad_clip": 1.0e30}}}}
+    proc, uri = start_sweep(tmp, env, "nan", sweep)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]  # not every trial failed
+    _, runs = trial_runs(uri, "nan")
+    by_variant = {r.data.tags["variant"]: r for r in runs}
+    assert by_variant["ok"].info.status == "FINISHED"
+    assert by_variant["diverges"].info.status == "FAILED"
+    assert by_variant["diverges"].data.tags["lamo_ray.outcome"] == "failed"
+    assert "non-finite loss" in by_variant["diverges"].data.tags["lamo_ray.error"]
