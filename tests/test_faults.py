@@ -45,6 +45,20 @@ def start_sweep(tmp: Path, env: dict, name: str, sweep: dict) -> tuple[subproces
     return proc, uri
 
 
+def train_worker_pids(tag: str) -> list[int]:
+    """Ray Train worker processes of the cluster whose processes carry LAMO_RAY_TEST_TAG=tag (only ours,
+    never another Ray cluster's on the same machine)."""
+    pids = []
+    for pid in subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"LAMO_RAY_TEST_TAG={tag}".encode() in environ:
+            pids.append(int(pid))
+    return pids
+
+
 def trial_runs(uri: str, experiment: str):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
@@ -54,14 +68,16 @@ def trial_runs(uri: str, experiment: str):
 def test_killed_train_worker_resumes_from_checkpoint(workdir):
     tmp, env = workdir
     sweep = {"name": "kill", "base": BASE, "scheduler": {"type": "fifo"}}
-    proc, uri = start_sweep(tmp, env, "kill", sweep)
+    tag = f"kill-{os.getpid()}-{time.time()}"
+    proc, uri = start_sweep(tmp, dict(env, LAMO_RAY_TEST_TAG=tag), "kill", sweep)
     deadline = time.time() + 300
     killed = False
     while time.time() < deadline and proc.poll() is None:
-        if list((tmp / "kill").glob("kill_train/*/checkpoint_0000100")):
-            pids = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split()
+        # checkpoint 200 on disk means checkpoint 100 is registered: the restart must resume from >= 100
+        if list((tmp / "kill").glob("kill_train/*/checkpoint_0000200")):
+            pids = train_worker_pids(tag)
             for pid in pids:
-                os.kill(int(pid), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             killed = bool(pids)
             break
         time.sleep(0.1)
