@@ -206,7 +206,7 @@ def _evaluate_and_report(step, cfg, model, spec, env_id, env_kwargs, refs, evalu
             table = Path(tmp) / f"step_{step:07d}.parquet"
             pd.DataFrame(records).assign(step=step).to_parquet(table)
             tracker.log_artifact(table, "eval")
-            tracker.log_metrics(summary, step=step)
+            tracker.log_metrics({**summary, "train/time_s": train_time}, step=step)
         ckpt_dir = save_checkpoint(Path(tmp) / "checkpoint", model, spec, env_id, refs, step,
                                    optimizer_state={"optimizer": optimizer.state_dict(),
                                                     "scheduler": scheduler.state_dict()},
