@@ -25,7 +25,7 @@ import ray
 import torch
 
 from lamo_ray.config import EvalConfig, TrialConfig, torch_threads
-from lamo_ray.envs import D4RL_REF_SCORES, flatten_observation, make_env
+from lamo_ray.envs import d4rl_ref_scores, flatten_observation, make_env
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,7 @@ def reference_scores(eval_cfg: EvalConfig, env_id: str, dataset_refs: tuple[floa
         return eval_cfg.ref_min_score, eval_cfg.ref_max_score
     if dataset_refs[0] is not None and dataset_refs[1] is not None:
         return dataset_refs
-    family = env_id.split("-")[0].lower()
-    for key, refs in D4RL_REF_SCORES.items():
-        if key in family:
-            return refs
-    return None, None
+    return d4rl_ref_scores(env_id) or (None, None)
 
 
 def build_policy(spec: PolicySpec, load_weights: bool) -> torch.nn.Module:

@@ -347,7 +347,9 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from lamo_ray.tracking import MLflowTrialFinalizer, check_tracking, resolve_tracking_uri, start_sweep_run
+    from lamo_ray.report import ReportError, generate_report
+    from lamo_ray.tracking import (MLflowTrialFinalizer, check_tracking, finish_sweep_run, resolve_tracking_uri,
+                                   start_sweep_run)
 
     checks = preflight(sweep, rows, generate=True)
     print(format_checks(checks), flush=True)
@@ -392,11 +394,7 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
     t0 = time.time()
     results = tuner.fit()
     summary = finalizer.summary()
-    from lamo_ray.tracking import finish_sweep_run
-
     finish_sweep_run(uri, parent, summary, time.time() - t0, num_errors=results.num_errors)
-    from lamo_ray.report import ReportError, generate_report
-
     try:
         report = generate_report(uri, experiment, exp_dir / "report", parent_run_id=parent,
                                  baseline_variant=sweep.report_baseline)

@@ -129,7 +129,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             tracker = RunLogger(loop_config["mlflow_uri"], loop_config["mlflow_run_id"])
             if start_step > 0:
                 tracker.log_metrics({"train/restored_from_step": start_step}, step=start_step)
-            if start_step == 0:
+            else:
                 tracker.log_metrics({"params/trainable": counts["trainable"], "params/total": counts["total"],
                                      "params/trainable_share": counts["trainable_share"],
                                      "data/num_trajectories": len(dataset.trajectories),
