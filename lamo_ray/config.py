@@ -183,22 +183,36 @@ class SweepConfig(_Strict):
 
 
 def _format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str, origin: str) -> str:
-    lines = []
-    for e in err.errors():
-        loc = [str(p) for p in e["loc"]]
-        path = ".".join([prefix] + loc if prefix else loc)
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            parent = _submodel(model, loc[:-1])
-            known = list(parent.model_fields) if parent is not None else []
-            close = difflib.get_close_matches(loc[-1], known, n=1)
-            msg = f"unknown key '{loc[-1]}'" + (f" (did you mean '{close[0]}'?)" if close else "")
-            if known:
-                msg += f"; valid keys: {', '.join(known)}"
-        elif "input" in e and e["type"] not in ("missing",):
-            msg = f"{msg} (got {e['input']!r})"
-        lines.append(f"{origin}: {path}: {msg}")
-    return "\n".join(lines)
+    return "\n".join(_format_error(e, model, prefix, origin) for e in err.errors())
+
+
+def _format_error(e: dict[str, Any], model: type[BaseModel], prefix: str, origin: str) -> str:
+    """One pydantic error as ``origin: key.path: message`` (did-you-mean for unknown keys)."""
+    loc = [str(p) for p in e["loc"]]
+    path = ".".join([prefix] + loc if prefix else loc)
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        parent = _submodel(model, loc[:-1])
+        known = list(parent.model_fields) if parent is not None else []
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        msg = f"unknown key '{loc[-1]}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+        if known:
+            msg += f"; valid keys: {', '.join(known)}"
+    elif e["type"] == "value_error":  # our validators' messages already name the values
+        msg = msg.removeprefix("Value error, ")
+    elif "input" in e and e["type"] not in ("missing",):
+        msg = f"{msg} (got {e['input']!r})" + _domain_hint(e["input"])
+    return f"{origin}: {path}: {msg}"
+
+
+def _domain_hint(value: Any) -> str:
+    """For a one-key mapping where a value was expected: a did-you-mean for a misspelled search domain."""
+    if not (isinstance(value, dict) and len(value) == 1):
+        return ""
+    key = str(next(iter(value)))
+    close = difflib.get_close_matches(key, SEARCH_DOMAINS, n=1)
+    return (f"; '{key}' is not a search domain" + (f" (did you mean '{close[0]}'?)" if close else "")
+            + f"; domains: {', '.join(SEARCH_DOMAINS)}")
 
 
 def _submodel(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
@@ -296,7 +310,19 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"--set {text!r}: empty key")
-    return key, yaml.safe_load(value)
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: the value of {key} is not valid YAML: {_yaml_problem(err)}") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error as one line: where (line, column) and what."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}" + (f" ({context})" if context else "")
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
@@ -315,7 +341,11 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"{origin}: malformed YAML: {err}") from None
+        raise ConfigError(f"{origin}: malformed YAML: {_yaml_problem(err)}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{origin}: cannot read sweep file ({err})") from None
+    if raw is None:
+        raise ConfigError(f"{origin}: sweep file is empty; it needs at least name and base.data.source")
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(raw).__name__}")
     for text in overrides or []:
@@ -385,7 +415,29 @@ def resolve_trial(sweep: SweepConfig, variant: str, seed: int, params: dict[str,
     if leftover:
         raise ConfigError(f"{origin}: search domains not resolved at {', '.join(leftover)} "
                           "(domains belong in base, not in variants)")
-    return validate_trial(raw, prefix=f"variants.{variant}", origin=origin)
+    try:
+        return TrialConfig.model_validate(raw)
+    except ValidationError as err:
+        # name each bad key where the user wrote it: the variant if it sets that key, else base
+        set_by_variant = _leaf_paths(sweep.variants[variant])
+        lines = []
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"])
+            in_variant = any(p == loc or p.startswith(loc + ".") or loc.startswith(p + ".") for p in set_by_variant)
+            lines.append(_format_error(e, TrialConfig, f"variants.{variant}" if in_variant else "base", origin))
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _leaf_paths(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    """Dotted paths of the values a (possibly dotted-key) override mapping sets."""
+    out: set[str] = set()
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value and not _is_domain(value):
+            out |= _leaf_paths(value, path)
+        else:
+            out.add(path)
+    return out
 
 
 def asdict_flat(cfg: BaseModel, prefix: str = "") -> dict[str, Any]:
