@@ -46,7 +46,7 @@ def load_dataset(source: str) -> TrajectoryDataset:
         DatasetError: missing file, unreadable/corrupt HDF5, missing or inconsistent keys, no
             steps, unknown Minari id (the message says how to get it and lists local ids; for
             ``D4RL/kitchen/*`` it also names the local scripted alternative), observations the
-            env's rule cannot map; every message starts with the source.
+            env's rule cannot map, NaN or infinite values; every message starts with the source.
     """
     if source.lower().endswith(HDF5_SUFFIXES):
         ds = _load_d4rl_hdf5(source)
@@ -54,8 +54,19 @@ def load_dataset(source: str) -> TrajectoryDataset:
         ds = _load_minari(source)
     if not ds.trajectories:
         raise DatasetError(f"{source}: dataset has no steps")
+    _check_finite(ds)
     log.info("loaded %s: %d trajectories, %d transitions", source, len(ds.trajectories), ds.num_transitions)
     return ds
+
+
+def _check_finite(ds: TrajectoryDataset) -> None:
+    """NaN / inf in observations, actions or rewards would silently turn the training loss into NaN."""
+    for i, t in enumerate(ds.trajectories):
+        for key, array in (("observations", t.observations), ("actions", t.actions), ("rewards", t.rewards)):
+            if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+                step = int(np.argwhere(~np.isfinite(array))[0][0])
+                raise DatasetError(f"{ds.source}: {key} hold NaN or infinite values (first in trajectory {i}, "
+                                   f"step {step}); clean the data before training on it")
 
 
 # --------------------------------------------------------------------------- D4RL HDF5
@@ -175,15 +186,37 @@ def _spec_of(metadata: dict[str, Any], key: str) -> dict[str, Any] | None:
 
 
 def _load_minari(source: str) -> TrajectoryDataset:
-    import gymnasium as gym
     import minari
 
     try:
         dataset = minari.load_dataset(source, download=False)
     except FileNotFoundError:
         raise DatasetError(_missing_minari_message(source)) from None
-    except (ValueError, OSError, KeyError) as err:
-        raise DatasetError(f"{source}: cannot load Minari dataset ({err})") from None
+    except Exception as err:  # noqa: BLE001 - a damaged store fails in many ways (JSON, HDF5, metadata)
+        raise DatasetError(f"{source}: cannot load Minari dataset ({_minari_path(source)}): "
+                           f"{type(err).__name__}: {err}") from None
+    try:
+        return _read_minari(source, dataset)
+    except DatasetError:
+        raise
+    except Exception as err:  # noqa: BLE001 - corrupt episode data (h5py OSError, KeyError, ...)
+        raise DatasetError(f"{source}: cannot read the Minari dataset's episodes ({_minari_path(source)}), "
+                           f"the files may be damaged: {type(err).__name__}: {err}") from None
+
+
+def _minari_path(source: str) -> str:
+    """Where the local store keeps ``source`` (for messages)."""
+    try:
+        import minari
+
+        return str(Path(minari.storage.get_dataset_path()) / source)
+    except Exception:  # noqa: BLE001
+        return source
+
+
+def _read_minari(source: str, dataset: Any) -> TrajectoryDataset:
+    import gymnasium as gym
+
     metadata = dataset.storage.metadata
     spec = _spec_of(metadata, "env_spec") or _spec_of(metadata, "eval_env_spec") or {}
     env_id = spec.get("id")
