@@ -192,7 +192,8 @@ def check_resources(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus
             checks.append(Check("resources", f"variant {row['variant']}", False,
                                 f"a trial needs {need:g} CPUs (trial_cpus {sweep.trial_cpus:g} + train.num_workers "
                                 f"{cfg.train.num_workers} x train.cpus_per_worker {cfg.train.cpus_per_worker:g} + "
-                                f"eval.num_actors x eval.actor_cpus) but the cluster has {cluster_cpus:g}"))
+                                f"eval.num_actors x eval.actor_cpus) but the cluster has {cluster_cpus:g}; lower "
+                                f"train.num_workers or train.cpus_per_worker, or use a bigger cluster (--address)"))
             break
     if not checks:
         most = max(trial_cpus(sweep, r["config"]) for r in rows)
@@ -200,10 +201,40 @@ def check_resources(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus
     return checks
 
 
+def local_cpus() -> float:
+    """CPUs a local Ray started here would have (Ray's own count, which honours cgroup limits)."""
+    try:
+        from ray._private.utils import get_num_cpus
+
+        return float(get_num_cpus(override_docker_cpu_warning=True))
+    except Exception:  # noqa: BLE001 - private API; fall back to the CPUs this process may use
+        return float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def check_storage(sweep: SweepConfig) -> Check:
+    """``storage_path`` exists as a writable folder or can be created (checked without writing)."""
+    path = Path(sweep.storage_path).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == path and not path.is_dir():
+        return Check("storage", str(path), False, f"storage_path={sweep.storage_path!r} exists but is not a folder")
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return Check("storage", str(path), False,
+                     f"storage_path={sweep.storage_path!r} cannot be written ({existing} is not a writable folder); "
+                     "set storage_path to a folder you can write")
+    return Check("storage", str(path), True, "writable" if path.exists() else f"will be created in {existing}")
+
+
 def preflight(sweep: SweepConfig, rows: list[dict[str, Any]], generate: bool) -> list[Check]:
-    """Dataset, backbone and environment checks (resources are checked once Ray is up)."""
+    """Storage, dataset, backbone and environment checks (resources are checked against the cluster
+    Ray connects to; `main` checks them against this machine first when it starts Ray itself)."""
     configs = [r["config"] for r in rows]
+    storage = check_storage(sweep)
+    if not storage.ok:  # before datasets: nothing is generated for a sweep that cannot store results
+        return [storage]
     checks, datasets = check_datasets(configs, generate)
+    checks.insert(0, storage)
     for name, pretrained in sorted({(c.model.backbone, c.model.pretrained) for c in configs}):
         checks.append(check_backbone(name, pretrained))
     checks += check_environments(configs, datasets)
@@ -441,14 +472,21 @@ def main(argv: list[str] | None = None) -> int:
           f"({len(sweep.variants)} variants x {len(rows) // (len(sweep.variants) * len(sweep.seeds))} grid points "
           f"x {len(sweep.seeds)} seeds{f' x {sweep.num_samples} samples' if sweep.num_samples > 1 else ''})")
     print(format_trial_table(rows), flush=True)
+    local = not (args.address or os.environ.get("RAY_ADDRESS"))
     if args.dry_run:
-        checks = preflight(sweep, rows, generate=False) + check_resources(sweep, rows, float(os.cpu_count() or 1))
+        checks = preflight(sweep, rows, generate=False)
+        checks += check_resources(sweep, rows, local_cpus()) if local else \
+            [Check("resources", "CPUs", True, "checked against the cluster once Ray connects")]
         print("checks:")
         print(format_checks(checks))
         bad = [c for c in checks if not c.ok]
         print(f"dry run: config valid, {len(rows)} trials; {len(bad)} input(s) unavailable")
-        return 0
+        if bad:
+            print("error: " + "\n".join(f"{c.kind} {c.name}: {c.detail}" for c in bad), file=sys.stderr)
+        return 2 if bad else 0
     try:
+        if local:  # the local Ray gets this machine's CPUs: a trial that cannot fit fails before anything starts
+            _raise_failed(check_resources(sweep, rows, local_cpus()))
         summary = run_sweep(sweep, sweep_yaml, rows, address=args.address, resume=args.resume)
     except PreflightError as err:
         print(f"error: {err}", file=sys.stderr)
