@@ -82,20 +82,32 @@ def load_checkpoint(directory: str | Path) -> LoadedCheckpoint:
             raise CheckpointError(f"{directory}: not a lamo_ray checkpoint (missing {name})")
     try:
         trial_raw = yaml.safe_load((directory / CONFIG_FILE).read_text())
+        if not isinstance(trial_raw, dict):
+            raise CheckpointError(f"{directory / CONFIG_FILE}: expected a trial config mapping, "
+                                  f"got {type(trial_raw).__name__}")
         config = validate_trial(trial_raw, origin=str(directory / CONFIG_FILE))
         policy = json.loads((directory / POLICY_FILE).read_text())
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
+    except CheckpointError:
+        raise
     except Exception as err:  # noqa: BLE001 - corrupt files of any kind
         raise CheckpointError(f"{directory}: unreadable checkpoint: {err}") from None
-    mean = None if policy["state_mean"] is None else np.asarray(policy["state_mean"], dtype=np.float32)
-    std = None if policy["state_std"] is None else np.asarray(policy["state_std"], dtype=np.float32)
-    spec = PolicySpec(trial=config.model_dump(), state_shape=tuple(policy["state_shape"]),
-                      act_dim=int(policy["act_dim"]), discrete_actions=bool(policy["discrete_actions"]),
-                      state_mean=mean, state_std=std)
-    return LoadedCheckpoint(path=directory, config=config, spec=spec,
-                            env_id=policy["env_id"], env_kwargs=policy.get("env_kwargs", {}), refs=(policy["ref_min_score"], policy["ref_max_score"]),
-                            step=int(policy["step"]), extra=policy.get("extra", {}))
+    try:
+        mean = None if policy["state_mean"] is None else np.asarray(policy["state_mean"], dtype=np.float32)
+        std = None if policy["state_std"] is None else np.asarray(policy["state_std"], dtype=np.float32)
+        spec = PolicySpec(trial=config.model_dump(), state_shape=tuple(int(d) for d in policy["state_shape"]),
+                          act_dim=int(policy["act_dim"]), discrete_actions=bool(policy["discrete_actions"]),
+                          state_mean=mean, state_std=std)
+        return LoadedCheckpoint(path=directory, config=config, spec=spec, env_id=str(policy["env_id"]),
+                                env_kwargs=dict(policy.get("env_kwargs") or {}),
+                                refs=(policy["ref_min_score"], policy["ref_max_score"]),
+                                step=int(policy["step"]), extra=policy.get("extra", {}))
+    except KeyError as err:
+        raise CheckpointError(f"{directory / POLICY_FILE}: missing key {err} (not written by this "
+                              "version's save_checkpoint, or damaged)") from None
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{directory / POLICY_FILE}: malformed value: {err}") from None
 
 
 def load_optimizer_state(directory: str | Path) -> dict[str, Any] | None:
@@ -117,8 +129,11 @@ def load_weights_into(model: torch.nn.Module, directory: str | Path) -> None:
     try:
         load_model(module, str(path), strict=True)
     except Exception as err:  # noqa: BLE001 - safetensors raises RuntimeError / SafetensorError
-        lines = " ".join(str(err).splitlines()[0:3])
-        raise CheckpointError(f"{directory}: checkpoint does not match the model config or is corrupt: {lines}") from None
+        detail = " ".join(str(err).split())  # torch lists every mismatch on tab-indented lines
+        if len(detail) > 400:
+            detail = detail[:400] + " ..."
+        raise CheckpointError(f"{directory}: checkpoint does not match the model config or is corrupt: {MODEL_FILE} "
+                              f"does not fit the model {CONFIG_FILE} describes ({detail})") from None
 
 
 def resolve_checkpoint(ref: str) -> Path:
@@ -131,6 +146,12 @@ def resolve_checkpoint(ref: str) -> Path:
     if "://" in ref or ref.startswith("runs:/"):
         import mlflow
 
+        uri = mlflow.get_tracking_uri()
+        if ref.startswith(("runs:/", "models:/")) and uri.startswith("sqlite:///"):
+            db = Path(uri[len("sqlite:///"):])
+            if not db.is_file():  # MLflow would create an empty store here and then not find the run
+                raise CheckpointError(f"{ref}: the MLflow tracking store {uri} does not exist; set "
+                                      "MLFLOW_TRACKING_URI to the sweep's store (e.g. sqlite:///$PWD/mlflow.db)")
         try:
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
         except Exception as err:  # noqa: BLE001

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import ray
 import torch
+from pydantic import ValidationError
 
 from lamo_ray.config import EvalConfig, TrialConfig, torch_threads
 from lamo_ray.envs import d4rl_ref_scores, flatten_observation, make_env
@@ -299,6 +300,26 @@ def summarize(records: list[dict[str, Any]], refs: tuple[float | None, float | N
     return out
 
 
+def check_policy_env(spec: PolicySpec, env_id: str, env_kwargs: dict[str, Any] | None = None) -> None:
+    """The env can be made and its flattened observation / action sizes are the policy's (before any actor).
+
+    Raises:
+        ValueError: the env cannot be made or its sizes differ; the message names env and sizes.
+    """
+    try:
+        env = make_env(env_id, **(env_kwargs or {}))
+        obs, _ = env.reset(seed=0)
+        obs_shape = tuple(flatten_observation(env_id, obs).shape)
+        act = env.action_space
+        act_dim = int(act.n) if hasattr(act, "n") else int(np.prod(act.shape))
+        env.close()
+    except Exception as err:  # noqa: BLE001 - unknown id, missing package, bad kwargs
+        raise ValueError(f"env_id {env_id!r} cannot be made: {err}") from None
+    if obs_shape != tuple(spec.state_shape) or act_dim != spec.act_dim:
+        raise ValueError(f"env_id {env_id!r} has observation {obs_shape} / action {act_dim} but the policy was "
+                         f"trained on {tuple(spec.state_shape)} / {spec.act_dim}")
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -328,16 +349,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     cfg = ckpt.config
-    updates: dict[str, Any] = {}
-    if args.episodes:
-        updates["episodes"] = args.episodes
-    if args.targets:
-        updates["target_returns"] = args.targets
-    if args.num_actors:
-        updates["num_actors"] = args.num_actors
-    if args.envs_per_actor:
-        updates["envs_per_actor"] = args.envs_per_actor
-    eval_cfg = EvalConfig.model_validate({**cfg.eval.model_dump(), **updates})
+    flags = {"episodes": "--episodes", "target_returns": "--targets", "num_actors": "--num-actors",
+             "envs_per_actor": "--envs-per-actor"}
+    updates: dict[str, Any] = {key: getattr(args, "targets" if key == "target_returns" else key)
+                               for key in flags}
+    updates = {k: v for k, v in updates.items() if v is not None}
+    try:
+        eval_cfg = EvalConfig.model_validate({**cfg.eval.model_dump(), **updates})
+    except ValidationError as err:
+        e = err.errors()[0]
+        key = str(e["loc"][0]) if e["loc"] else ""
+        print(f"error: {flags.get(key, key)}: {e['msg']} (got {e.get('input')!r})", file=sys.stderr)
+        return 2
+    try:
+        check_policy_env(ckpt.spec, ckpt.env_id, ckpt.env_kwargs)
+    except ValueError as err:
+        print(f"error: {path}: {err}", file=sys.stderr)
+        return 2
     ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     evaluator = Evaluator(ckpt.spec, eval_cfg, ckpt.env_id, ckpt.refs,
                           cfg.seed if args.seed is None else args.seed, env_kwargs=ckpt.env_kwargs)
