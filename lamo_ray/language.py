@@ -138,7 +138,7 @@ def corpus_token_ids(text: str, tokenizer) -> np.ndarray:
         key.update(backend.to_str().encode())
         path = lamo_home() / "token_cache" / f"{key.hexdigest()[:32]}.npy"
         if path.is_file():
-            return np.load(path)
+            return np.load(path, allow_pickle=False)
     ids = np.asarray(tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"],
                      dtype=np.int32)
     if path is not None:
