@@ -4,7 +4,8 @@ Layout in MLflow (replaces the LaMo reference code's wandb logging):
 
 - experiment = sweep name (or ``tracking.experiment``)
 - parent run ``<sweep>`` tagged ``lamo_ray.role=sweep``: the sweep YAML and the trial table
-- child run per trial (tag ``mlflow.parentRunId``) with the resolved config as params, metric
+- child run per trial (tags ``mlflow.parentRunId``, ``ray.trial_id``, ``ray.node_id`` of its rank-0
+  Train worker) with the resolved config as params, metric
   curves over training steps (``step`` = optimiser step), and artifacts: ``config.yaml``,
   ``eval/step_XXXXXXX.parquet`` (per-episode evaluation results), ``checkpoint/`` (latest).
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ROLE_TAG = "lamo_ray.role"
 TRIAL_ID_TAG = "ray.trial_id"
+NODE_ID_TAG = "ray.node_id"  # Ray node of the trial's rank-0 Train worker (latest attempt)
 OUTCOME_TAG = "lamo_ray.outcome"
 
 

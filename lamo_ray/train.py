@@ -35,7 +35,7 @@ from lamo_ray.data import SegmentSampler, load_dataset, state_stats, subsample
 from lamo_ray.envs import evaluation_env_kwargs
 from lamo_ray.evaluate import Evaluator, PolicySpec, reference_scores
 from lamo_ray.model import DecisionTransformer, action_loss
-from lamo_ray.tracking import RunLogger
+from lamo_ray.tracking import NODE_ID_TAG, RunLogger
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if rank == 0:
         if loop_config.get("mlflow_run_id"):
             tracker = RunLogger(loop_config["mlflow_uri"], loop_config["mlflow_run_id"])
+            # which Ray node trained this trial (set again by a restarted worker group, maybe elsewhere)
+            tracker.set_tags({NODE_ID_TAG: ray.get_runtime_context().get_node_id()})
             if start_step > 0:
                 tracker.log_metrics({"train/restored_from_step": start_step}, step=start_step)
             else:

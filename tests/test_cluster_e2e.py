@@ -1,0 +1,481 @@
+"""A real 2-node Ray cluster, a real MLflow server and their real web UIs, end to end.
+
+What runs (once per module, shared by every test here):
+
+- a Ray cluster started with the CLI as a user starts one: ``ray start --head`` plus a second node
+  ``ray start --address=...`` on this machine, 1 CPU each, token auth on (``RAY_AUTH_MODE=token``
+  with a fresh token in ``RAY_AUTH_TOKEN``: ``~/.ray/auth_token`` is never read or written),
+  non-default ports and its own temp dir, so it clashes with no other cluster on the machine;
+- ``mlflow server`` on a free loopback port with a sqlite store and proxied artifacts in a tmp dir;
+- a tiny scripted Kitchen dataset (``python -m lamo_ray.collect kitchen``) in a tmp Minari store;
+- ONE sweep submitted with ``ray job submit --working-dir <repo>`` (2 trials: LaMo-style and DT on
+  FrankaKitchen-v1), ``MLFLOW_TRACKING_URI`` / ``MINARI_DATASETS_PATH`` passed in
+  ``--runtime-env-json``.
+
+Then: the job SUCCEEDED; MLflow (queried over HTTP) holds the sweep's parent run and one FINISHED
+child run per trial with metrics; the trials' ``ray.node_id`` tags (set by the rank-0 Train worker)
+are the two node ids of the cluster, i.e. the trials really ran on both nodes; headless Chromium
+finds the trial runs in the MLflow UI and the submitted job in the Ray dashboard (after typing the
+cluster's token into the dashboard's token dialog). Screenshots go to ``$LAMO_TEST_ARTIFACTS``
+(default ``<repo>/test-artifacts/``, gitignored). Last, a node is removed mid-sweep (issue 6).
+
+Why the nodes are 127.0.0.2 and 127.0.0.3 and not ``--node-ip-address=127.0.0.1``: Ray 2.60
+rewrites 127.0.0.1 / localhost to the machine's routable address (``resolve_ip_for_localhost``),
+so the cluster would talk over the external interface. Other loopback addresses are kept as given:
+both nodes stay on loopback and have distinct IPs, like two hosts. The dashboard (and the job API)
+listens on 127.0.0.1.
+
+Why trials ask for 0.99 CPU for the Tune trial driver and 0.01 for its Train worker (1 CPU in all,
+one trial per 1-CPU node): Ray places placement groups best-fit, so with the usual 0.01 driver /
+0.99 worker split both drivers land on one node, both workers then need the other node and the
+trials run one after the other on the same node. With 0.99 / 0.01 each node can hold only one
+0.99 driver and has exactly 0.01 left, so the two Train workers are on different nodes whatever
+the placement order. (Ray does not cap a process at its CPU share: the worker still trains with
+one thread.)
+
+Teardown never runs ``ray stop``: it stops every Ray process of the user on the machine (other
+tests' and other people's clusters too). Instead every process of this cluster carries the env
+tag ``LAMO_RAY_TEST_TAG=<unique>`` (inherited from ``ray start`` by raylets, workers and job
+drivers) and teardown terminates exactly those, SIGTERM then SIGKILL.
+
+The browser: Debian's ``chromium`` at /usr/bin/chromium driven by Playwright (``pip install -e
+'.[test]'``; never ``playwright install``). When either is missing the browser test FAILS with the
+command to install it (``.ci/run`` installs chromium), it does not skip: a silently skipped UI test
+would look green while testing nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RAY = str(BIN / "ray")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DATASET_ID = "test/kitchen/tiny-v0"
+SWEEP_NAME = "cluster_e2e"
+JOB_TIMEOUT_S = 480
+
+# Tiny Kitchen sweep: 2 trials (LaMo-style, DT), 1 CPU each, 60 steps, one evaluation of one
+# 280-step FrankaKitchen-v1 episode.
+SWEEP = {
+    "name": SWEEP_NAME,
+    "seeds": [0],
+    "trial_cpus": 0.99,
+    "base": {
+        "data": {"source": DATASET_ID, "sample_ratio": 1.0, "rtg_scale": 1, "context_length": 10, "max_ep_len": 300},
+        "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 32, "n_head": 1},
+        "train": {"steps": 60, "batch_size": 16, "lr": 1e-3, "warmup_steps": 10, "eval_every": 60, "log_every": 20,
+                  "cpus_per_worker": 0.01},
+        "eval": {"target_returns": [4], "episodes": 1, "num_actors": 1, "envs_per_actor": 1},
+    },
+    "scheduler": {"type": "fifo"},
+    "variants": {
+        "lamo": {"model": {"finetune": "lora", "embedding": "mlp"}},
+        "dt": {"model": {"finetune": "full", "embedding": "linear"}},
+    },
+}
+# Never uploaded with the working dir (Ray also honours .gitignore; this is belt and braces for
+# CI's .venv inside the clone).
+EXCLUDES = [".venv", ".git", "test-artifacts", "*.db", "mlartifacts", "mlruns", ".hypothesis", ".pytest_cache",
+            "__pycache__"]
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tagged_pids(var: str, value: str) -> list[int]:
+    """Processes whose environment holds ``var=value`` (this cluster's, never another one's)."""
+    needle = f"{var}={value}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if needle in environ:
+            pids.append(int(entry))
+    return pids
+
+
+def kill_tagged(var: str, value: str, grace_s: float = 10.0, sig: int = signal.SIGTERM) -> list[int]:
+    """Send ``sig`` to the tagged processes, SIGKILL whatever is left after ``grace_s``."""
+    pids = tagged_pids(var, value)
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + grace_s
+    while time.time() < deadline and tagged_pids(var, value):
+        time.sleep(0.5)
+    for pid in tagged_pids(var, value):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids
+
+
+def http_json(url: str, token: str | None = None, timeout: float = 10.0):
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+@dataclass
+class RayCluster:
+    """A 2-node Ray cluster started with ``ray start``; every process carries LAMO_RAY_TEST_TAG."""
+
+    tag: str
+    root: Path
+    token: str
+    env: dict[str, str]
+    gcs_address: str = ""
+    dashboard: str = ""
+    nodes: dict[str, str] = field(default_factory=dict)  # node label ("head", "b") -> node id
+
+    def ray(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([RAY, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"ray {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
+                                 f"{proc.stderr[-3000:]}")
+        return proc
+
+    def start_node(self, label: str, ip: str, head: bool = False) -> str:
+        """Start one node; returns its node id."""
+        args = ["start", f"--node-ip-address={ip}", "--num-cpus=1", f"--temp-dir={self.root / label}",
+                "--object-store-memory=200000000", "--disable-usage-stats",
+                f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"]
+        if head:
+            gcs_port, dash_port = free_port(), free_port()
+            self.gcs_address = f"{ip}:{gcs_port}"
+            self.dashboard = f"http://127.0.0.1:{dash_port}"
+            args += ["--head", f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
+                     f"--ray-client-server-port={free_port()}"]
+        else:
+            args += [f"--address={self.gcs_address}"]
+        before = set(self.alive_nodes())
+        env = dict(self.env, LAMO_RAY_TEST_NODE=f"{self.tag}-{label}")
+        proc = subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, f"ray {' '.join(args)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            new = {n: i for n, i in self.alive_nodes().items() if n not in before and i == ip}
+            if new:
+                self.nodes[label] = next(iter(new))
+                return self.nodes[label]
+            time.sleep(1)
+        raise AssertionError(f"node {label} ({ip}) did not register: {self.alive_nodes()}")
+
+    def list_nodes(self) -> list[dict]:
+        if not self.dashboard:
+            return []
+        try:
+            out = self.ray("list", "nodes", "--address", self.dashboard, "--format", "json", timeout=60)
+        except AssertionError:
+            return []
+        return json.loads(out.stdout)
+
+    def alive_nodes(self) -> dict[str, str]:
+        """node id -> node IP of the ALIVE nodes (``ray list nodes``)."""
+        return {n["node_id"]: n["node_ip"] for n in self.list_nodes() if n["state"] == "ALIVE"}
+
+    def stop(self) -> None:
+        kill_tagged("LAMO_RAY_TEST_TAG", self.tag)
+        deadline = time.time() + 10
+        while tagged_pids("LAMO_RAY_TEST_TAG", self.tag) and time.time() < deadline:
+            time.sleep(0.5)  # SIGKILLed processes take a moment to go
+        left = tagged_pids("LAMO_RAY_TEST_TAG", self.tag)
+        assert not left, f"processes of the test cluster still running: {left}"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Module scope (not session): the two nodes are torn down as soon as this module is done
+    instead of idling through the rest of the suite on a 2-core machine."""
+    tag = f"cluster-e2e-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    # short root: Ray's unix socket paths must stay under 107 characters
+    root = Path(tempfile.mkdtemp(prefix="lrc-", dir="/tmp"))
+    token = uuid.uuid4().hex + uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, LAMO_RAY_TEST_TAG=tag,
+               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    c = RayCluster(tag=tag, root=root, token=token, env=env)
+    try:
+        c.start_node("head", "127.0.0.2", head=True)
+        c.start_node("b", "127.0.0.3")
+        yield c
+    finally:
+        try:
+            c.stop()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- MLflow server, data
+
+
+@dataclass
+class MlflowServer:
+    uri: str
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, f"mlflow server exited {proc.returncode}:\n{(root / 'server.log').read_text()[-3000:]}"
+            assert time.time() < deadline, f"mlflow server not up:\n{(root / 'server.log').read_text()[-3000:]}"
+            time.sleep(0.5)
+        yield MlflowServer(uri, root)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def minari_store(tmp_path_factory):
+    store = tmp_path_factory.mktemp("minari")
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(store))
+    proc = subprocess.run([sys.executable, "-m", "lamo_ray.collect", "kitchen", "--dataset", "complete",
+                           "--dataset-id", DATASET_ID, "--episodes", "3"],
+                          env=env, cwd=store, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return store
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass
+class Job:
+    submission_id: str
+    status: dict
+    logs: str
+    experiment: str
+    wall_s: float
+
+
+def submit_sweep(cluster: RayCluster, mlflow_uri: str, store: Path, sweep: dict, workdir: Path,
+                 submission_id: str) -> None:
+    sweep_file = workdir / f"{sweep['name']}.yaml"
+    sweep = dict(sweep, storage_path=str(workdir / "ray_results"))
+    sweep_file.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": mlflow_uri, "MINARI_DATASETS_PATH": str(store),
+                                "HF_HUB_OFFLINE": "1"},
+                   "excludes": EXCLUDES}
+    cluster.ray("job", "submit", "--address", cluster.dashboard, "--submission-id", submission_id, "--no-wait",
+                "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env),
+                "--", "python", "-m", "lamo_ray.sweep", str(sweep_file), timeout=180)
+
+
+def wait_for_job(cluster: RayCluster, submission_id: str, timeout_s: float = JOB_TIMEOUT_S,
+                 on_poll=None) -> dict:
+    deadline = time.time() + timeout_s
+    while True:
+        status = http_json(f"{cluster.dashboard}/api/jobs/{submission_id}", cluster.token)
+        if status["status"] in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return status
+        if on_poll is not None:
+            on_poll()
+        if time.time() > deadline:
+            cluster.ray("job", "stop", "--address", cluster.dashboard, submission_id, check=False)
+            return status
+        time.sleep(2)
+
+
+def job_logs(cluster: RayCluster, submission_id: str) -> str:
+    return cluster.ray("job", "logs", "--address", cluster.dashboard, submission_id, check=False).stdout
+
+
+@pytest.fixture(scope="module")
+def sweep_job(cluster, mlflow_server, minari_store, tmp_path_factory) -> Job:
+    workdir = tmp_path_factory.mktemp("job")
+    submission_id = f"lamo-cluster-e2e-{uuid.uuid4().hex[:8]}"
+    t0 = time.time()
+    submit_sweep(cluster, mlflow_server.uri, minari_store, SWEEP, workdir, submission_id)
+    status = wait_for_job(cluster, submission_id)
+    wall = time.time() - t0
+    print(f"job {submission_id}: {status['status']} after {wall:.0f} s")
+    return Job(submission_id, status, job_logs(cluster, submission_id), SWEEP_NAME, wall)
+
+
+def sweep_runs(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r} at {uri}"
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("lamo_ray.role") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("lamo_ray.role") == "trial"]
+    return client, exp, parents, trials
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_cluster_has_two_nodes_with_token_auth(cluster):
+    alive = cluster.alive_nodes()
+    assert sorted(alive.values()) == ["127.0.0.2", "127.0.0.3"], alive
+    assert set(alive) == set(cluster.nodes.values())
+    # the job API refuses requests without the token
+    with pytest.raises(urllib.error.HTTPError) as err:
+        http_json(f"{cluster.dashboard}/api/jobs/")
+    assert err.value.code == 401
+
+
+def test_job_succeeds(sweep_job):
+    assert sweep_job.status["status"] == "SUCCEEDED", (sweep_job.status, sweep_job.logs[-8000:])
+    assert "normalized_score" in sweep_job.logs  # the sweep's summary table
+
+
+def test_mlflow_holds_the_sweep_and_trials_ran_on_both_nodes(sweep_job, cluster, mlflow_server):
+    assert sweep_job.status["status"] == "SUCCEEDED", sweep_job.logs[-8000:]
+    client, _, parents, trials = sweep_runs(mlflow_server.uri, sweep_job.experiment)
+    assert len(parents) == 1 and len(trials) == 2, ([r.info.run_name for r in parents + trials])
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics.get("sweep/trials_completed") == 2
+    assert {r.data.tags["variant"] for r in trials} == {"lamo", "dt"}
+    for run in trials:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.status == "FINISHED" and run.data.tags["lamo_ray.outcome"] == "completed"
+        score = client.get_metric_history(run.info.run_id, "normalized_score")
+        assert [m.step for m in score] == [60]
+        assert 0.0 <= score[0].value <= 100.0  # Kitchen: subtasks completed of 4, x100 / 4
+        assert len(client.get_metric_history(run.info.run_id, "train/action_loss")) >= 3
+        assert {"checkpoint", "config.yaml", "eval"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    node_tags = {r.data.tags.get("ray.node_id") for r in trials}
+    print(f"trial nodes: {node_tags}; cluster nodes: {cluster.nodes}")
+    assert node_tags == set(cluster.nodes.values()), (node_tags, cluster.nodes)
+
+
+# --------------------------------------------------------------------------- browser
+
+
+def artifacts_dir() -> Path:
+    path = Path(os.environ.get("LAMO_TEST_ARTIFACTS", REPO / "test-artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def browser_page(tmp_path):
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (`apt-get install -y chromium`, as .ci/run "
+                    "does); this test must not pass without a browser")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: `pip install -e '.[test]'` (never `playwright install`: "
+                    "it drives /usr/bin/chromium)")
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(str(tmp_path / "chromium-profile"), executable_path=CHROMIUM,
+                                                   args=CHROMIUM_FLAGS, headless=True,
+                                                   viewport={"width": 1440, "height": 900})
+        try:
+            yield ctx.new_page()
+        finally:
+            ctx.close()
+
+
+def test_browser_shows_trials_in_mlflow_and_job_in_ray_dashboard(sweep_job, cluster, mlflow_server, browser_page):
+    page = browser_page
+    shots = artifacts_dir()
+    _, exp, parents, trials = sweep_runs(mlflow_server.uri, sweep_job.experiment)
+    parent = parents[0]
+    trial_names = sorted(r.info.run_name for r in trials)
+    assert len(trial_names) == 2
+
+    # MLflow UI: experiments list -> "Model training" view (MLflow 3 opens experiments in its GenAI
+    # view) -> the sweep's experiment -> expand the sweep's parent run -> its trial runs
+    page.goto(f"{mlflow_server.uri}/#/experiments")
+    page.get_by_text("Model training", exact=True).first.click()
+    page.get_by_role("link", name=sweep_job.experiment, exact=True).first.click()
+    page.wait_for_url(f"**/experiments/{exp.experiment_id}/runs**")
+    close_assistant = page.get_by_role("button", name="Close")
+    if close_assistant.count() == 1:  # the "MLflow Assistant" side panel, only in the way of the screenshot
+        close_assistant.click()
+    parent_cell = page.locator("[role=gridcell][col-id='attributes.`Run Name`']").filter(
+        has=page.get_by_role("link", name=parent.info.run_name, exact=True))
+    parent_cell.locator("button").first.click()  # the +/- expander of the parent's child runs
+    for name in trial_names:
+        page.get_by_role("link", name=name, exact=True).wait_for(timeout=30_000)
+    page.screenshot(path=str(shots / "mlflow_runs.png"), full_page=True)
+    # a trial's run page shows which Ray node it ran on
+    first = min(trials, key=lambda r: r.info.run_name)
+    page.get_by_role("link", name=first.info.run_name, exact=True).click()
+    page.get_by_text(first.data.tags["ray.node_id"]).first.wait_for(timeout=30_000)
+    page.screenshot(path=str(shots / "mlflow_trial_run.png"), full_page=True)
+
+    # Ray dashboard: token dialog (auth is on), then the Jobs page lists the submitted job
+    page.goto(f"{cluster.dashboard}/#/jobs")
+    token_box = page.get_by_role("textbox", name="Authentication Token")
+    token_box.wait_for(timeout=30_000)
+    token_box.fill(cluster.token)
+    page.get_by_role("button", name="Submit").click()
+    row = page.get_by_role("row").filter(has_text=sweep_job.submission_id)
+    row.first.wait_for(timeout=30_000)
+    assert "SUCCEEDED" in row.first.inner_text()
+    page.screenshot(path=str(shots / "ray_dashboard_jobs.png"), full_page=True)
+
+    # Cluster page: both nodes
+    page.goto(f"{cluster.dashboard}/#/cluster")
+    for ip in ("127.0.0.2", "127.0.0.3"):
+        page.get_by_text(ip).first.wait_for(timeout=30_000)
+    page.screenshot(path=str(shots / "ray_dashboard_cluster.png"), full_page=True)
+    print(f"screenshots in {shots}")
