@@ -41,10 +41,15 @@ class PreflightError(RuntimeError):
 
 @dataclass
 class Check:
+    """One preflight check. ``obtainable``: a failed check whose input is merely not on this
+    machine yet (a hub dataset or backbone not downloaded; ``detail`` says how to get it), as
+    opposed to a broken input (corrupt file, wrong sizes, bad path). ``--dry-run`` exits 0 when
+    only obtainable inputs are missing, so paper-scale configs can be validated anywhere."""
     kind: str
     name: str
     ok: bool
     detail: str
+    obtainable: bool = False
 
 
 # --------------------------------------------------------------------------- preflight
@@ -60,7 +65,7 @@ def _local_collector(source: str) -> str | None:
 def check_datasets(configs: list[TrialConfig], generate: bool) -> tuple[list[Check], dict[str, Any]]:
     """Load every dataset once (generating lamo/reacher data when ``generate``); check each
     (source, sample_ratio, seed) keeps at least one trajectory. Returns checks and loaded datasets."""
-    from lamo_ray.data import DatasetError, load_dataset, subsample
+    from lamo_ray.data import DatasetError, DatasetNotDownloadedError, load_dataset, subsample
 
     checks, loaded = [], {}
     for source in sorted({c.data.source for c in configs}):
@@ -79,7 +84,8 @@ def check_datasets(configs: list[TrialConfig], generate: bool) -> tuple[list[Che
                                     f"missing; will be generated on first run (python -m lamo_ray.collect {kind})"))
                 continue
             else:
-                checks.append(Check("dataset", source, False, str(err)))
+                checks.append(Check("dataset", source, False, str(err),
+                                    obtainable=isinstance(err, DatasetNotDownloadedError)))
                 continue
         ds = loaded[source]
         checks.append(Check("dataset", source, True,
@@ -106,12 +112,12 @@ def check_backbone(name: str, pretrained: bool) -> Check:
     try:
         return Check("backbone", label, True, availability(name, pretrained))
     except BackboneUnavailableError as err:
-        return Check("backbone", label, False, str(err))
+        return Check("backbone", label, False, str(err), obtainable=True)
     except Exception as err:  # noqa: BLE001 - hub/network errors of any kind
         return Check("backbone", label, False,
                      f"{name!r} is not available locally and could not be fetched ({type(err).__name__}); "
                      f"get it with `hf download {name}` where the network allows, "
-                     "or set model.backbone to a local directory")
+                     "or set model.backbone to a local directory", obtainable=True)
 
 
 def check_environments(configs: list[TrialConfig], datasets: dict[str, Any]) -> list[Check]:
@@ -161,19 +167,26 @@ def check_corpora(configs: list[TrialConfig]) -> list[Check]:
     checks = []
     for corpus, backbone in sorted({(c.language.corpus, c.model.backbone) for c in configs if c.language.co_lambda > 0}):
         label = f"{corpus} (tokenizer of {backbone})"
-        try:
-            if corpus == WIKITEXT:
-                import importlib.util
+        if corpus == WIKITEXT:
+            import importlib.util
 
-                if importlib.util.find_spec("datasets") is None:
-                    raise CorpusError(f"language.corpus={corpus!r} needs `pip install datasets` and network access")
-                detail = "read through `datasets` at trial start (needs network or its cache)"
-            else:
+            if importlib.util.find_spec("datasets") is None:
+                checks.append(Check("corpus", label, False, f"language.corpus={corpus!r} needs "
+                                    "`pip install datasets` and network access (or its cache)", obtainable=True))
+                continue
+            detail = "read through `datasets` at trial start (needs network or its cache)"
+        else:
+            try:
                 detail = f"{len(read_corpus(corpus)):,} characters"
+            except CorpusError as err:  # a local path that is missing or empty: a broken input
+                checks.append(Check("corpus", label, False, str(err)))
+                continue
+        try:
             load_tokenizer(backbone)
-            checks.append(Check("corpus", label, True, detail))
-        except CorpusError as err:
-            checks.append(Check("corpus", label, False, str(err)))
+        except Exception as err:  # noqa: BLE001 - the tokenizer is fetched like the backbone
+            checks.append(Check("corpus", label, False, str(err), obtainable=True))
+            continue
+        checks.append(Check("corpus", label, True, detail))
     return checks
 
 
@@ -479,11 +492,13 @@ def main(argv: list[str] | None = None) -> int:
             [Check("resources", "CPUs", True, "checked against the cluster once Ray connects")]
         print("checks:")
         print(format_checks(checks))
-        bad = [c for c in checks if not c.ok]
-        print(f"dry run: config valid, {len(rows)} trials; {len(bad)} input(s) unavailable")
-        if bad:
-            print("error: " + "\n".join(f"{c.kind} {c.name}: {c.detail}" for c in bad), file=sys.stderr)
-        return 2 if bad else 0
+        missing = [c for c in checks if not c.ok]
+        broken = [c for c in missing if not c.obtainable]
+        print(f"dry run: config valid, {len(rows)} trials; {len(missing)} input(s) unavailable"
+              + (f" ({len(missing) - len(broken)} to download or fetch, as listed)" if missing else ""))
+        if broken:  # a broken input fails the dry run; a not-yet-downloaded one only fails a real run
+            print("error: " + "\n".join(f"{c.kind} {c.name}: {c.detail}" for c in broken), file=sys.stderr)
+        return 2 if broken else 0
     try:
         if local:  # the local Ray gets this machine's CPUs: a trial that cannot fit fails before anything starts
             _raise_failed(check_resources(sweep, rows, local_cpus()))

@@ -7,6 +7,7 @@ from lamo_ray.data.loading import dataset_info, load_dataset
 from lamo_ray.data.sampling import SegmentSampler
 from lamo_ray.data.trajectories import (
     DatasetError,
+    DatasetNotDownloadedError,
     Trajectory,
     TrajectoryDataset,
     returns_to_go,
@@ -16,6 +17,7 @@ from lamo_ray.data.trajectories import (
 
 __all__ = [
     "DatasetError",
+    "DatasetNotDownloadedError",
     "SegmentSampler",
     "Trajectory",
     "TrajectoryDataset",

@@ -16,7 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from lamo_ray.data.trajectories import DatasetError, Trajectory, TrajectoryDataset, subsample
+from lamo_ray.data.trajectories import DatasetError, DatasetNotDownloadedError, Trajectory, TrajectoryDataset, subsample
 from lamo_ray.envs import d4rl_ref_scores, flatten_observation
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ def _load_minari(source: str) -> TrajectoryDataset:
     try:
         dataset = minari.load_dataset(source, download=False)
     except FileNotFoundError:
-        raise DatasetError(_missing_minari_message(source)) from None
+        raise DatasetNotDownloadedError(_missing_minari_message(source)) from None
     except Exception as err:  # noqa: BLE001 - a damaged store fails in many ways (JSON, HDF5, metadata)
         raise DatasetError(f"{source}: cannot load Minari dataset ({_minari_path(source)}): "
                            f"{type(err).__name__}: {err}") from None

@@ -19,6 +19,11 @@ class DatasetError(ValueError):
     """A dataset source cannot be loaded or used; the message names the source."""
 
 
+class DatasetNotDownloadedError(DatasetError):
+    """A Minari dataset id that is not in the local store (it may exist remotely); the message
+    says how to download it or what to use instead."""
+
+
 @dataclass
 class Trajectory:
     """One episode of logged experience (T steps).
