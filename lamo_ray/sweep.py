@@ -393,7 +393,7 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
 
     from lamo_ray.report import ReportError, generate_report
     from lamo_ray.tracking import (MLflowTrialFinalizer, check_tracking, finish_sweep_run, resolve_tracking_uri,
-                                   start_sweep_run)
+                                   start_sweep_run, trial_outcomes)
 
     checks = preflight(sweep, rows, generate=True)
     print(format_checks(checks), flush=True)
@@ -424,6 +424,9 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
     run_config = tune.RunConfig(name=run_name, storage_path=str(exp_dir.parent), callbacks=[finalizer],
                                 verbose=1)
     if resume:
+        # Tune restores its own RunConfig (with the MLflowTrialFinalizer it was given) from tuner.pkl;
+        # finished trials stay finished, unfinished and errored ones restart, and run_trial finds
+        # their MLflow runs by trial id and their Train checkpoints by run name (no duplicates).
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
@@ -437,7 +440,16 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
         )
     t0 = time.time()
     results = tuner.fit()
-    summary = finalizer.summary()
+    # from MLflow, not the finalizer's memory: after --resume it also holds the trials finished
+    # before the driver stopped; trials that never opened an MLflow run come from Tune's results
+    summary = trial_outcomes(uri, exp_id, parent)
+    seen = {row["trial"] for row in summary}
+    for result in results:
+        trial_id = (result.metrics or {}).get("trial_id")
+        if trial_id not in seen and result.error is not None:
+            summary.append({"trial": trial_id, "variant": (result.config or {}).get("variant"),
+                            "seed": (result.config or {}).get("seed"), "outcome": "failed", "step": None,
+                            "normalized_score": None, "mlflow_run_id": None})
     finish_sweep_run(uri, parent, summary, time.time() - t0, num_errors=results.num_errors)
     try:
         report = generate_report(uri, experiment, exp_dir / "report", parent_run_id=parent,

@@ -209,22 +209,12 @@ class MLflowTrialFinalizer(Callback):
 
     def __init__(self, uri: str):
         self.uri = uri
-        self._summary: dict[str, dict[str, Any]] = {}
-
-    def _row(self, trial, outcome: str) -> dict[str, Any]:
-        result = trial.last_result or {}
-        cfg = trial.config or {}
-        return {"trial": trial.trial_id, "variant": cfg.get("variant"), "seed": cfg.get("seed"),
-                "outcome": outcome, "step": result.get("step"),
-                "normalized_score": result.get("normalized_score"),
-                "mlflow_run_id": result.get("mlflow_run_id")}
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         result = trial.last_result or {}
         run_id = result.get("mlflow_run_id")
         finished = result.get("step") is not None and result.get("step") >= result.get("steps_total", float("inf"))
         outcome = "completed" if finished else "stopped_by_scheduler"
-        self._summary[trial.trial_id] = self._row(trial, outcome)
         if not run_id:
             return
         logger = RunLogger(self.uri, run_id)
@@ -238,7 +228,6 @@ class MLflowTrialFinalizer(Callback):
         logger.finish("FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._summary[trial.trial_id] = self._row(trial, "failed")
         run_id = (trial.last_result or {}).get("mlflow_run_id")
         if run_id is None:
             run_id = self._lookup(trial.trial_id)
@@ -256,8 +245,31 @@ class MLflowTrialFinalizer(Callback):
             filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}'", max_results=1)
         return runs[0].info.run_id if runs else None
 
-    def summary(self) -> list[dict[str, Any]]:
-        return list(self._summary.values())
+
+def trial_outcomes(uri: str, experiment_id: str, parent_run_id: str) -> list[dict[str, Any]]:
+    """One row per trial run under the sweep's parent run, read back from MLflow, so a resumed
+    sweep (``--resume``) also lists the trials finished before the driver stopped.
+
+    Row keys: ``trial`` (Ray trial id), ``variant``, ``seed``, ``outcome`` (``completed``,
+    ``stopped_by_scheduler``, ``failed``, or ``unfinished`` when no outcome was tagged), ``step``
+    (last evaluated training step), ``normalized_score`` (the latest evaluation's), ``mlflow_run_id``.
+    """
+    client = MlflowClient(uri)
+    runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                              order_by=["attributes.start_time ASC"])
+    rows = []
+    for run in runs:
+        tags = run.data.tags
+        if tags.get(ROLE_TAG) != "trial":
+            continue
+        history = client.get_metric_history(run.info.run_id, "normalized_score")
+        last = max(history, key=lambda m: (m.step, m.timestamp)) if history else None
+        seed = tags.get("seed")
+        rows.append({"trial": tags.get(TRIAL_ID_TAG), "variant": tags.get("variant"),
+                     "seed": int(seed) if seed is not None and seed.lstrip("-").isdigit() else seed,
+                     "outcome": tags.get(OUTCOME_TAG, "unfinished"), "step": last.step if last else None,
+                     "normalized_score": last.value if last else None, "mlflow_run_id": run.info.run_id})
+    return rows
 
 
 def finish_sweep_run(uri: str, run_id: str, summary: list[dict[str, Any]], wall_s: float, num_errors: int) -> None:

@@ -1,5 +1,7 @@
 """Faults survived on a real local Ray cluster: a Ray Train worker killed with SIGKILL mid-trial
-resumes from its checkpoint; a NaN loss fails only its own trial, marked FAILED in MLflow."""
+resumes from its checkpoint; a sweep driver killed with SIGKILL mid-sweep continues with
+``--resume`` (finished trials not re-run, the unfinished one from its checkpoint, no duplicate
+MLflow runs); a NaN loss fails only its own trial, marked FAILED in MLflow."""
 
 import os
 import signal
@@ -109,3 +111,81 @@ def test_nan_loss_fails_its_trial_and_the_sweep_goes_on(workdir):
     assert by_variant["diverges"].info.status == "FAILED"
     assert by_variant["diverges"].data.tags["lamo_ray.outcome"] == "failed"
     assert "non-finite loss" in by_variant["diverges"].data.tags["lamo_ray.error"]
+
+
+def tagged_pids(tag: str) -> list[int]:
+    """Every process (driver, Ray services, workers) whose environment carries LAMO_RAY_TEST_TAG=tag."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if f"LAMO_RAY_TEST_TAG={tag}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_killed_driver_resumes_with_resume_flag(workdir):
+    """Issue 6: SIGKILL the sweep driver while trial 2 of 2 is mid-way; `--resume` finishes the
+    sweep: trial 1 is not re-run, trial 2 continues from its last checkpoint, each trial keeps
+    one MLflow run, and the parent run is reused."""
+    tmp, env = workdir
+    base = yaml.safe_load(yaml.safe_dump(BASE))
+    base["train"].update({"steps": 400})
+    sweep = {"name": "driver", "seeds": [0, 1], "base": base, "scheduler": {"type": "fifo"},
+             "max_concurrent_trials": 1}
+    tag = f"driver-{os.getpid()}-{time.time()}"
+    env = dict(env, LAMO_RAY_TEST_TAG=tag)
+    proc, uri = start_sweep(tmp, env, "driver", sweep)
+    deadline = time.time() + 400
+    killed = False
+    while time.time() < deadline and proc.poll() is None:
+        # the second trial's Train run has checkpoint 200: step 100 is registered, so it must resume from >= 100
+        if len(list((tmp / "driver").glob("driver_train/*/checkpoint_0000200"))) == 1 and \
+                len(list((tmp / "driver").glob("driver_train/*/checkpoint_0000400"))) == 1:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.1)
+    out, _ = proc.communicate(timeout=60)
+    assert killed, out[-3000:]
+    # what the dead driver's local Ray left behind (a user would `ray stop`): nothing of ours may run on
+    end = time.time() + 60
+    while tagged_pids(tag) and time.time() < end:
+        time.sleep(1)
+    leftover = tagged_pids(tag)
+    for pid in leftover:
+        os.kill(pid, signal.SIGKILL)
+
+    client, runs = trial_runs(uri, "driver")
+    done_before = {r.data.tags["seed"]: r for r in runs if r.data.tags.get("lamo_ray.outcome") == "completed"}
+    assert len(done_before) == 1, [r.data.tags for r in runs]
+    (done_seed, done_run), = done_before.items()
+    done_history = len(client.get_metric_history(done_run.info.run_id, "normalized_score"))
+
+    path = tmp / "driver.yaml"
+    resumed = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(path), "--resume",
+                              "--set", f"storage_path={tmp / 'driver'}"],
+                             env=dict(env, MLFLOW_TRACKING_URI=uri), cwd=tmp, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
+    assert not list((tmp / "driver").glob("driver_2*")), "--resume started a new, timestamped sweep"
+    client, runs = trial_runs(uri, "driver")
+    assert len(runs) == 2, [r.data.tags for r in runs]          # no duplicate trial runs
+    parents = [r for r in client.search_runs([runs[0].info.experiment_id])
+               if r.data.tags.get("lamo_ray.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.data.tags["lamo_ray.outcome"] == "completed", run.data.tags
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "normalized_score"))
+        assert steps[-1] == 400
+    # the finished trial was not re-run: no new evaluations logged into it
+    assert len(client.get_metric_history(done_run.info.run_id, "normalized_score")) == done_history
+    (other,) = [r for r in runs if r.data.tags["seed"] != done_seed]
+    restored = client.get_metric_history(other.info.run_id, "train/restored_from_step")
+    assert restored and restored[0].value >= 100
+    # the driver's summary lists both trials, including the one finished before the kill
+    summary = resumed.stdout[resumed.stdout.rindex("trial "):]
+    assert summary.count("completed") == 2, summary

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from lamo_ray.config import SweepConfig, expand_trials, load_sweep
 from lamo_ray.report import (CI_UNAVAILABLE, NO_CI, TrialResult, arm_stats, asha_rungs, bootstrap_library,
                              final_score, generate_report, main, rung_of)
-from lamo_ray.tracking import OUTCOME_TAG, RunLogger, start_sweep_run, start_trial_run
+from lamo_ray.tracking import OUTCOME_TAG, RunLogger, start_sweep_run, start_trial_run, trial_outcomes
 
 STEPS = 1000
 EVAL_STEPS = list(range(100, STEPS + 1, 100))
@@ -220,3 +220,22 @@ def test_missing_baseline_is_skipped_with_a_note_and_cli_writes_the_report(repor
                  "--reps", str(REPS)]) == 0
     cli_md = (tmp_path / "cli" / "report.md").read_text()
     assert "| dt | lamo | 0.1 | 0.000 |" in cli_md    # P(dt > lamo) at ratio 0.1: every dt seed scores lower
+
+
+def test_trial_outcomes_read_back_every_trial_run(report):
+    """The sweep's closing summary comes from MLflow (so a --resume run lists trials finished
+    before the driver stopped): one row per trial run, its outcome tag, last evaluated step and score."""
+    uri, parent, _ = report
+    exp_id = MlflowClient(uri).get_run(parent).info.experiment_id
+    rows = trial_outcomes(uri, exp_id, parent)
+    expected = len(COMPLETED) + len(STOPPED) + len(FAILED) + len(RUNNING)
+    assert len(rows) == expected and len({r["mlflow_run_id"] for r in rows}) == expected
+    by_key = {(r["variant"], r["seed"], r["outcome"]): r for r in rows}
+    counts = {o: sum(r["outcome"] == o for r in rows) for o in ("completed", "stopped_by_scheduler", "failed",
+                                                                 "unfinished")}
+    assert counts == {"completed": len(COMPLETED), "stopped_by_scheduler": len(STOPPED), "failed": len(FAILED),
+                      "unfinished": len(RUNNING)}
+    assert by_key[("lamo", 1, "stopped_by_scheduler")]["step"] == 200
+    assert by_key[("lamo", 1, "stopped_by_scheduler")]["normalized_score"] == 99.0
+    assert by_key[("dt", 1, "unfinished")]["step"] == 500
+    assert all(r["trial"].startswith("t") for r in rows)
