@@ -328,7 +328,8 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
                                  trial_name, config["variant"], cfg, trial_id=trial_id)
     trainer = TorchTrainer(
         _train_loop_per_worker,
-        train_loop_config={"trial": cfg.model_dump(), "mlflow_uri": tracking["uri"], "mlflow_run_id": run_id},
+        train_loop_config={"trial": cfg.model_dump(), "mlflow_uri": tracking["uri"], "mlflow_run_id": run_id,
+                           "mlflow_outbox": tracking.get("outbox")},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                                resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
         run_config=ray.train.RunConfig(
@@ -411,6 +412,7 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
     exp_id, parent = start_sweep_run(uri, experiment, run_name, sweep_yaml, rows, resume=resume)
     tracking = {"uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "run_name": run_name,
                 "train_storage": str(exp_dir.parent / f"{run_name}_train")}
+    tracking["outbox"] = str(Path(tracking["train_storage"]) / "mlflow_outbox")  # MLflow writes made in an outage
     max_steps = max(r["config"].train.steps for r in rows)
     if sweep.scheduler.type == "asha":
         scheduler = ASHAScheduler(time_attr="step", max_t=max_steps, grace_period=sweep.scheduler.grace_period,
@@ -420,7 +422,7 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
     need = max(trial_cpus(sweep, r["config"]) for r in rows)
     trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=sweep, tracking=tracking),
                                     {"cpu": sweep.trial_cpus})
-    finalizer = MLflowTrialFinalizer(uri)
+    finalizer = MLflowTrialFinalizer(uri, outbox_dir=tracking["outbox"])
     run_config = tune.RunConfig(name=run_name, storage_path=str(exp_dir.parent), callbacks=[finalizer],
                                 verbose=1)
     if resume:
@@ -442,7 +444,7 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
     results = tuner.fit()
     # from MLflow, not the finalizer's memory: after --resume it also holds the trials finished
     # before the driver stopped; trials that never opened an MLflow run come from Tune's results
-    summary = trial_outcomes(uri, exp_id, parent)
+    summary = trial_outcomes(uri, exp_id, parent, outbox_dir=tracking["outbox"])
     seen = {row["trial"] for row in summary}
     for result in results:
         trial_id = (result.metrics or {}).get("trial_id")
@@ -450,7 +452,8 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
             summary.append({"trial": trial_id, "variant": (result.config or {}).get("variant"),
                             "seed": (result.config or {}).get("seed"), "outcome": "failed", "step": None,
                             "normalized_score": None, "mlflow_run_id": None})
-    finish_sweep_run(uri, parent, summary, time.time() - t0, num_errors=results.num_errors)
+    finish_sweep_run(uri, parent, summary, time.time() - t0, num_errors=results.num_errors,
+                     outbox_dir=tracking["outbox"])
     try:
         report = generate_report(uri, experiment, exp_dir / "report", parent_run_id=parent,
                                  baseline_variant=sweep.report_baseline)

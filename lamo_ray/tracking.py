@@ -15,19 +15,41 @@ processes can log to a run without global MLflow state.
 The tracking URI is ``tracking.uri`` from the sweep, else ``$MLFLOW_TRACKING_URI``, else
 ``sqlite:///<cwd>/mlflow.db`` (MLflow 3's default store), made absolute because Ray Tune moves
 trial processes into their own working directories.
+
+Tracking outages (`RunLogger`, `MLflowTrialFinalizer`, `finish_sweep_run`): a write the tracking
+store cannot take (connection refused or reset, timeout, 5xx, database unavailable) never fails
+the trial or the sweep. It is appended to an outbox (`Outbox`: one fsync'd JSON-lines file per run,
+by default ``<storage_path>/<sweep>_train/mlflow_outbox/``) with its original timestamps, and the
+next successful write to that run first sends the outbox in order. What is still there at the end
+is sent with ``python -m lamo_ray.tracking replay DIR [--tracking-uri URI]`` (idempotent: a
+persisted offset marks what was sent). Each write waits at most `HTTP_BUDGET` (MLflow's HTTP
+retries shortened for these writes only); while the server is known to be down, writes go straight
+to the outbox and the server is probed every `PROBE_INTERVAL_S` seconds. One warning per outage.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import fcntl
+import json
 import logging
 import os
+import shutil
+import sys
 import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import requests
 import yaml
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
@@ -142,41 +164,308 @@ def start_trial_run(uri: str, experiment_id: str, parent_run_id: str | None, tri
     return run.info.run_id
 
 
+# --------------------------------------------------------------------------- tracking outages
+
+#: MLflow's HTTP settings for `RunLogger` writes (MLflow reads them from the environment at each
+#: request; its defaults retry 7 times with back-off, ~4 min per call on a dead server). A refused
+#: connection now fails in well under a second and a hung server after 2 x 10 s; the outbox is the
+#: retry. Variables the user has set themselves win.
+HTTP_BUDGET = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+#: While a tracking server is down, writes go straight to the outbox; every this many seconds the
+#: next write probes ``<uri>/health`` (2 s timeout) and, if it answers, sends the outbox and itself.
+PROBE_INTERVAL_S = 30.0
+DEFAULT_OUTBOX = Path.home() / ".cache" / "lamo_ray" / "mlflow_outbox"
+_TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
+_down_until: dict[str, float] = {}  # tracking URI -> monotonic time of the next probe (this process)
+
+
+def is_outage(err: BaseException) -> bool:
+    """Is ``err`` the tracking store being unreachable or overloaded (retry later), rather than a
+    rejected write (bad value, deleted run: retrying would fail the same way)?
+
+    MLflow turns refused/reset connections, timeouts and exhausted 5xx retries into an
+    `MlflowException` with ``INTERNAL_ERROR``, and a database it cannot reach into
+    ``TEMPORARILY_UNAVAILABLE``; artifact uploads raise `requests` errors."""
+    if isinstance(err, MlflowException):
+        return err.error_code in _TRANSIENT_CODES
+    if isinstance(err, requests.HTTPError) and err.response is not None:
+        return err.response.status_code >= 500 or err.response.status_code in (408, 429)
+    return isinstance(err, (requests.RequestException, ConnectionError, TimeoutError))
+
+
+@contextlib.contextmanager
+def _http_budget() -> Iterator[None]:
+    """`HTTP_BUDGET` for the MLflow calls inside (variables already set are left alone)."""
+    added = [k for k in HTTP_BUDGET if k not in os.environ]
+    os.environ.update({k: HTTP_BUDGET[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # same file system (Ray checkpoints next to the outbox): no copy
+    except OSError:
+        shutil.copy2(src, dst)
+        with open(dst, "rb+") as f:
+            os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Outbox:
+    """MLflow writes that could not be made, kept on disk in call order until they are sent.
+
+    ``<dir>/<run_id>.jsonl``: one JSON record per call (``kind`` = metrics / params / tags /
+    artifact / status, ``uri``, ``run_id``, ``timestamp`` in ms of the original call, and
+    ``step`` + ``values``, ``values``, ``path`` + ``artifact_path`` + ``is_dir``, or ``status``),
+    each appended with fsync. ``<run_id>.jsonl.sent`` holds the byte offset already sent, updated
+    after every record, so a send that stops half-way (or a replay run twice) never sends a record
+    twice; the files go once everything is sent. Artifacts are copied (hard-linked when possible)
+    to ``artifacts/`` because the caller's file may be temporary. Records the store rejects for
+    good (not an outage) move to ``<run_id>.rejected.jsonl`` with the error instead of blocking
+    the queue. All changes hold an flock on ``<dir>/.lock``, so the Train worker, the sweep
+    driver and ``replay`` can share a directory.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    def file(self, run_id: str) -> Path:
+        return self.directory / f"{run_id}.jsonl"
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.directory.glob("*.jsonl") if not p.name.endswith(".rejected.jsonl"))
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write ``record`` durably at the end of its run's file (artifacts are copied first)."""
+        with self._locked():
+            if record["kind"] == "artifact" and Path(record["path"]).is_absolute():
+                src = Path(record["path"])
+                rel = Path("artifacts") / uuid.uuid4().hex / src.name
+                (self.directory / rel).parent.mkdir(parents=True)
+                if record["is_dir"]:
+                    shutil.copytree(src, self.directory / rel, copy_function=_link_or_copy)
+                else:
+                    _link_or_copy(str(src), str(self.directory / rel))
+                record = {**record, "path": str(rel)}
+            path = self.file(record["run_id"])
+            new = not path.exists()
+            torn = False  # a writer that died mid-line left no newline: start a new line
+            if not new and path.stat().st_size:
+                with open(path, "rb") as f:
+                    f.seek(-1, os.SEEK_END)
+                    torn = f.read(1) != b"\n"
+            with open(path, "ab") as f:
+                f.write((b"\n" if torn else b"") + json.dumps(record).encode() + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            if new:
+                _fsync_dir(self.directory)
+
+    def pending(self) -> dict[str, int]:
+        """Unsent records per run id."""
+        counts = {}
+        for path in self.files():
+            with open(path, "rb") as f:
+                f.seek(self._offset(path))
+                n = sum(1 for line in f if line.strip())
+            if n:
+                counts[path.stem] = n
+        return counts
+
+    @staticmethod
+    def _offset(path: Path) -> int:
+        try:
+            return int(Path(f"{path}.sent").read_text())
+        except (OSError, ValueError):
+            return 0
+
+    @staticmethod
+    def _save_offset(path: Path, offset: int) -> None:
+        tmp = Path(f"{path}.sent.tmp")
+        with open(tmp, "w") as f:
+            f.write(str(offset))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, f"{path}.sent")
+
+    def flush(self, run_id: str, send: Callable[[dict[str, Any]], None]) -> int:
+        """Send the run's records in order with ``send``; returns how many were sent.
+
+        Raises:
+            Exception: the first outage error `send` raised (`is_outage`); the records from that
+                one on stay in the outbox.
+        """
+        path = self.file(run_id)
+        if not path.exists():
+            return 0
+        sent = 0
+        with self._locked():
+            if not path.exists():
+                return 0
+            offset = self._offset(path)
+            with open(path, "rb") as f:
+                f.seek(offset)
+                for line in f:
+                    if line.strip():
+                        try:
+                            record = json.loads(line)
+                            send(record)
+                        except Exception as err:  # noqa: BLE001 - sorted into outage / rejected
+                            if is_outage(err):
+                                raise
+                            self._reject(line, err)
+                        else:
+                            sent += 1
+                            if record["kind"] == "artifact" and not Path(record["path"]).is_absolute():
+                                shutil.rmtree((self.directory / record["path"]).parent, ignore_errors=True)
+                    offset += len(line)
+                    self._save_offset(path, offset)
+            path.unlink()
+            Path(f"{path}.sent").unlink(missing_ok=True)
+            _fsync_dir(self.directory)
+        return sent
+
+    def _reject(self, line: bytes, err: Exception) -> None:
+        try:
+            record: Any = json.loads(line)
+        except ValueError:
+            record, run_id = line.decode(errors="replace"), "unreadable"
+        else:
+            run_id = record.get("run_id", "unreadable")
+        log.warning("MLflow rejected an outbox record for run %s (kept in %s): %s", run_id,
+                    self.directory / f"{run_id}.rejected.jsonl", err)
+        with open(self.directory / f"{run_id}.rejected.jsonl", "a") as f:
+            f.write(json.dumps({"record": record, "error": f"{type(err).__name__}: {err}"}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def send_record(client: MlflowClient, record: dict[str, Any], base: Path) -> None:
+    """Make the MLflow call an outbox record stands for (artifact paths are relative to ``base``)."""
+    run_id, kind = record["run_id"], record["kind"]
+    if kind == "metrics":
+        client.log_batch(run_id, metrics=[Metric(k, v, record["timestamp"], record["step"])
+                                          for k, v in record["values"].items()])
+    elif kind == "params":
+        client.log_batch(run_id, params=[Param(k, v) for k, v in record["values"].items()])
+    elif kind == "tags":
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in record["values"].items()])
+    elif kind == "artifact":
+        log_fn = client.log_artifacts if record["is_dir"] else client.log_artifact
+        log_fn(run_id, str(base / record["path"]), record["artifact_path"])
+    elif kind == "status":
+        client.set_terminated(run_id, record["status"], end_time=record["timestamp"])
+    else:
+        raise ValueError(f"unknown outbox record kind {kind!r}")
+
+
+def _reachable(uri: str) -> bool:
+    """False while ``uri`` is known to be down and not due for a probe (or the probe fails)."""
+    due = _down_until.get(uri)
+    if due is None:
+        return True
+    if time.monotonic() < due:
+        return False
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=2) as resp:
+                resp.read()
+        except OSError:
+            _down_until[uri] = time.monotonic() + PROBE_INTERVAL_S
+            return False
+    return True  # try the real write; it marks the server down again if it fails
+
+
 class RunLogger:
-    """Log metrics and artifacts to one existing run (used by the rank-0 Ray Train worker).
+    """Log metrics, params, tags, artifacts and the final status to one existing run (used by the
+    rank-0 Ray Train worker, the sweep driver's finalizer and `finish_sweep_run`).
+
+    A tracking outage never raises: the write goes to the `Outbox` in ``outbox_dir`` and is sent
+    before the next write that gets through (see the module docstring). A write the store rejects
+    outright (e.g. the run was deleted) still raises.
 
     Args:
         uri: tracking URI.
-        run_id: the trial's MLflow run.
+        run_id: the run to write to.
+        outbox_dir: the outbox directory (default `DEFAULT_OUTBOX`).
     """
 
-    def __init__(self, uri: str, run_id: str):
+    def __init__(self, uri: str, run_id: str, outbox_dir: str | Path | None = None):
         self.client = MlflowClient(uri)
+        self.uri = uri
         self.run_id = run_id
+        self.outbox = Outbox(outbox_dir or DEFAULT_OUTBOX)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Log numeric metrics at training ``step`` (non-numeric values are skipped)."""
-        import time
+        values = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if values:
+            self._write({"kind": "metrics", "step": int(step), "values": values})
 
-        ts = int(time.time() * 1000)
-        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
-
-    def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(self.run_id, str(directory), artifact_path)
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._write({"kind": "params", "values": {k: str(v)[:6000] for k, v in params.items()}})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
+        self._write({"kind": "tags", "values": {k: str(v) for k, v in tags.items()}})
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._write({"kind": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path,
+                     "is_dir": False})
+
+    def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
+        self._write({"kind": "artifact", "path": str(Path(directory).resolve()), "artifact_path": artifact_path,
+                     "is_dir": True})
 
     def finish(self, status: str = "FINISHED") -> None:
         """Mark the run terminated: FINISHED, FAILED or KILLED."""
-        self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
+        self._write({"kind": "status", "status": RunStatus.to_string(RunStatus.from_string(status))})
+
+    def _send(self, record: dict[str, Any]) -> None:
+        send_record(self.client, record, self.outbox.directory)
+
+    def _write(self, fields: dict[str, Any]) -> None:
+        record = {**fields, "uri": self.uri, "run_id": self.run_id, "timestamp": int(time.time() * 1000)}
+        if _reachable(self.uri):
+            try:
+                with _http_budget():
+                    flushed = self.outbox.flush(self.run_id, self._send)
+                    self._send(record)
+            except Exception as err:
+                if not is_outage(err):
+                    raise
+                if self.uri not in _down_until:
+                    log.warning("MLflow tracking at %s is unreachable (%s); training continues and what cannot be "
+                                "logged waits in %s, sent when the server is back (or: python -m lamo_ray.tracking "
+                                "replay %s)", self.uri, str(err)[:300], self.outbox.directory, self.outbox.directory)
+                _down_until[self.uri] = time.monotonic() + PROBE_INTERVAL_S
+            else:
+                if _down_until.pop(self.uri, None) is not None or flushed:
+                    log.warning("MLflow tracking at %s is reachable again; sent %d queued record(s) of run %s",
+                                self.uri, flushed, self.run_id)
+                return
+        self.outbox.append(record)
 
 
 def trial_runs(uri: str, experiment: str) -> list[mlflow.entities.Run]:
@@ -204,11 +493,17 @@ class MLflowTrialFinalizer(Callback):
     On completion (ran all steps, or stopped by the scheduler) it logs the trial's latest checkpoint
     as the ``checkpoint/`` artifact, tags ``lamo_ray.outcome`` = ``completed`` or
     ``stopped_by_scheduler`` (with ``lamo_ray.stopped_at_step``) and marks the run FINISHED;
-    on error it tags ``failed`` with the error and marks the run FAILED.
+    on error it tags ``failed`` with the error and marks the run FAILED. Through `RunLogger`:
+    during a tracking outage these writes wait in the outbox ``outbox_dir``.
     """
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, outbox_dir: str | Path | None = None):
         self.uri = uri
+        self.outbox_dir = outbox_dir
+
+    def _logger(self, run_id: str) -> RunLogger:
+        # getattr: a finalizer unpickled from an older sweep's tuner.pkl (--resume) has no outbox_dir
+        return RunLogger(self.uri, run_id, getattr(self, "outbox_dir", None))
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         result = trial.last_result or {}
@@ -217,7 +512,7 @@ class MLflowTrialFinalizer(Callback):
         outcome = "completed" if finished else "stopped_by_scheduler"
         if not run_id:
             return
-        logger = RunLogger(self.uri, run_id)
+        logger = self._logger(run_id)
         ckpt = result.get(CHECKPOINT_PATH_KEY)
         if ckpt and Path(ckpt).is_dir():
             logger.log_artifacts(ckpt, "checkpoint")
@@ -232,7 +527,7 @@ class MLflowTrialFinalizer(Callback):
         if run_id is None:
             run_id = self._lookup(trial.trial_id)
         if run_id:
-            logger = RunLogger(self.uri, run_id)
+            logger = self._logger(run_id)
             error = getattr(trial, "error_file", None)
             text = Path(error).read_text(errors="replace") if error and Path(error).is_file() else ""
             logger.set_tags({OUTCOME_TAG: "failed", "lamo_ray.error_file": error or "",
@@ -240,20 +535,46 @@ class MLflowTrialFinalizer(Callback):
             logger.finish("FAILED")
 
     def _lookup(self, trial_id: str) -> str | None:
-        runs = MlflowClient(self.uri).search_runs(
-            [e.experiment_id for e in MlflowClient(self.uri).search_experiments()],
-            filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}'", max_results=1)
+        try:
+            with _http_budget():
+                runs = MlflowClient(self.uri).search_runs(
+                    [e.experiment_id for e in MlflowClient(self.uri).search_experiments()],
+                    filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}'", max_results=1)
+        except Exception as err:
+            if not is_outage(err):
+                raise
+            log.warning("MLflow tracking at %s is unreachable: the run of failed trial %s cannot be found and "
+                        "stays RUNNING (%s)", self.uri, trial_id, str(err)[:300])
+            return None
         return runs[0].info.run_id if runs else None
 
 
-def trial_outcomes(uri: str, experiment_id: str, parent_run_id: str) -> list[dict[str, Any]]:
+def trial_outcomes(uri: str, experiment_id: str, parent_run_id: str,
+                   outbox_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """One row per trial run under the sweep's parent run, read back from MLflow, so a resumed
     sweep (``--resume``) also lists the trials finished before the driver stopped.
 
     Row keys: ``trial`` (Ray trial id), ``variant``, ``seed``, ``outcome`` (``completed``,
     ``stopped_by_scheduler``, ``failed``, or ``unfinished`` when no outcome was tagged), ``step``
     (last evaluated training step), ``normalized_score`` (the latest evaluation's), ``mlflow_run_id``.
+
+    Raises:
+        TrackingError: the tracking store is unreachable; the message says how to recover what
+            waits in ``outbox_dir``.
     """
+    try:
+        return _trial_outcomes(uri, experiment_id, parent_run_id)
+    except Exception as err:
+        if not is_outage(err):
+            raise
+        outbox = outbox_dir or DEFAULT_OUTBOX
+        raise TrackingError(f"MLflow tracking store {uri!r} is unreachable at the end of the sweep "
+                            f"({str(err)[:300]}); the trials' results that could not be logged wait in {outbox}: "
+                            f"once it is back, run `python -m lamo_ray.tracking replay {outbox}` and then "
+                            "`python -m lamo_ray.report SWEEP_NAME` for the report") from None
+
+
+def _trial_outcomes(uri: str, experiment_id: str, parent_run_id: str) -> list[dict[str, Any]]:
     client = MlflowClient(uri)
     runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
                               order_by=["attributes.start_time ASC"])
@@ -272,9 +593,11 @@ def trial_outcomes(uri: str, experiment_id: str, parent_run_id: str) -> list[dic
     return rows
 
 
-def finish_sweep_run(uri: str, run_id: str, summary: list[dict[str, Any]], wall_s: float, num_errors: int) -> None:
-    """Log the per-trial outcome table and wall time on the sweep's parent run and close it."""
-    logger = RunLogger(uri, run_id)
+def finish_sweep_run(uri: str, run_id: str, summary: list[dict[str, Any]], wall_s: float, num_errors: int,
+                     outbox_dir: str | Path | None = None) -> None:
+    """Log the per-trial outcome table and wall time on the sweep's parent run and close it.
+    Warns with the replay command when records are still waiting in the outbox."""
+    logger = RunLogger(uri, run_id, outbox_dir)
     counts: dict[str, int] = {}
     for row in summary:
         counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
@@ -284,3 +607,62 @@ def finish_sweep_run(uri: str, run_id: str, summary: list[dict[str, Any]], wall_
         path.write_text(yaml.safe_dump(summary, sort_keys=False))
         logger.log_artifact(path)
     logger.finish("FAILED" if summary and num_errors == len(summary) else "FINISHED")
+    pending = logger.outbox.pending()
+    if pending:
+        log.warning("MLflow outbox %s still holds %d record(s) of %d run(s) that could not be logged; send them "
+                    "with `python -m lamo_ray.tracking replay %s` once %s is reachable", logger.outbox.directory,
+                    sum(pending.values()), len(pending), logger.outbox.directory, uri)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def replay(path: str | Path, tracking_uri: str | None = None) -> tuple[int, dict[str, int]]:
+    """Send what an outbox (a directory, or one ``<run_id>.jsonl`` in it) holds, in order, to each
+    record's tracking URI (or ``tracking_uri``). Returns (records sent, records left per run id)."""
+    path = Path(path)
+    one_file = path.is_file()
+    outbox = Outbox(path.parent if one_file else path)
+    files = [path] if one_file else outbox.files()
+    clients: dict[str, MlflowClient] = {}
+
+    def send(record: dict[str, Any]) -> None:
+        uri = tracking_uri or record["uri"]
+        send_record(clients.setdefault(uri, MlflowClient(uri)), record, outbox.directory)
+
+    sent = 0
+    for file in files:
+        try:
+            with _http_budget():
+                sent += outbox.flush(file.stem, send)
+        except Exception as err:
+            if not is_outage(err):
+                raise
+            print(f"{file.stem}: tracking store unreachable, stopped ({str(err)[:200]})", file=sys.stderr)
+    left = outbox.pending()
+    return sent, {k: v for k, v in left.items() if not one_file or k == path.stem}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lamo_ray.tracking",
+                                description="Tracking utilities: send MLflow writes kept in an outbox during an outage.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("replay", help="send an outbox's records to MLflow (idempotent: sent records are not resent)")
+    r.add_argument("outbox", help="outbox directory (e.g. <storage_path>/<sweep>_train/mlflow_outbox) or one .jsonl file")
+    r.add_argument("--tracking-uri", help="send here instead of each record's own tracking URI")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not Path(args.outbox).exists():
+        print(f"error: no outbox at {args.outbox}", file=sys.stderr)
+        return 2
+    sent, left = replay(args.outbox, args.tracking_uri)
+    print(f"replayed {sent} record(s); {sum(left.values())} left" + (f" ({len(left)} run(s))" if left else ""))
+    rejected = sorted(Path(args.outbox if Path(args.outbox).is_dir() else Path(args.outbox).parent)
+                      .glob("*.rejected.jsonl"))
+    if rejected:
+        print("rejected by MLflow (kept for inspection): " + ", ".join(str(f) for f in rejected))
+    return 1 if left else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -56,7 +56,8 @@ def _batch_to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker entry point.
 
-    ``loop_config``: ``{"trial": TrialConfig dict, "mlflow_uri": str | None, "mlflow_run_id": str | None}``.
+    ``loop_config``: ``{"trial": TrialConfig dict, "mlflow_uri": str | None, "mlflow_run_id": str | None,
+    "mlflow_outbox": outbox directory for MLflow writes made during a tracking outage (optional)}``.
 
     Raises:
         NonFiniteLossError: NaN/inf loss (the trial fails; Tune marks it ERROR, MLflow FAILED).
@@ -126,7 +127,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     refs = reference_scores(cfg.eval, env_id, (dataset.ref_min_score, dataset.ref_max_score))
     if rank == 0:
         if loop_config.get("mlflow_run_id"):
-            tracker = RunLogger(loop_config["mlflow_uri"], loop_config["mlflow_run_id"])
+            tracker = RunLogger(loop_config["mlflow_uri"], loop_config["mlflow_run_id"],
+                                outbox_dir=loop_config.get("mlflow_outbox"))
             # which Ray node trained this trial (set again by a restarted worker group, maybe elsewhere)
             tracker.set_tags({NODE_ID_TAG: ray.get_runtime_context().get_node_id()})
             if start_step > 0:
