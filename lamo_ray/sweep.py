@@ -354,7 +354,25 @@ def _param_space(sweep: SweepConfig) -> dict[str, Any]:
     return space
 
 
+def _free_port(preferred: int) -> int:
+    """``preferred`` if nothing listens on it on 127.0.0.1, else a free port the OS picks."""
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _init_ray(address: str | None) -> None:
+    """Connect to ``address`` / $RAY_ADDRESS, or start a local Ray bound to 127.0.0.1.
+
+    A local Ray also pins its workers to its own dashboard (RAY_API_SERVER_ADDRESS): Ray Train's
+    placement-group cleaner looks the cluster up through the state API, and with another Ray
+    instance on the machine (a `ray start` cluster, another sweep) that lookup is ambiguous and
+    finished trials' CPUs were never released (seen here: the next trials waited forever)."""
     import ray
 
     env_vars = {HEALTH_CHECK_ENV: os.environ.get(HEALTH_CHECK_ENV, "0.2")}
@@ -363,8 +381,11 @@ def _init_ray(address: str | None) -> None:
     if address:
         ctx = ray.init(address=address, runtime_env={"env_vars": env_vars})
     else:
-        # Train V2 needs the dashboard process (FACTS.md); bind it to loopback only.
-        ctx = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", runtime_env={"env_vars": env_vars})
+        # Train V2 needs the dashboard process (FACTS.md); bind it and the node to loopback only.
+        port = _free_port(8265)
+        env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        ctx = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                       _node_ip_address="127.0.0.1", runtime_env={"env_vars": env_vars})
     print(f"Ray dashboard: http://{ctx.dashboard_url}" if ctx.dashboard_url else "Ray dashboard: not running", flush=True)
 
 
