@@ -6,11 +6,17 @@ Three things every other module needs about an environment:
   (gymnasium-robotics for FrankaKitchen, ale-py for Atari) and failing with a message that
   names the id.
 - `D4RL_REF_SCORES` / `d4rl_ref_scores`: the random / expert returns behind the D4RL normalized
-  score (REFERENCE.md "Evaluation"), looked up by environment *family* (see `env_family`).
+  score (REFERENCE.md "Evaluation"), and for Atari games the random / human returns behind the
+  human-normalised score (`ATARI_REF_SCORES`, REFERENCE.md "Model", Atari), looked up by
+  environment *family* (see `env_family`).
 - `flatten_observation`: how an observation becomes the flat state vector the model sees.
   Vectors pass through as float32, images stay uint8, dict observations go through a
   per-family rule from `OBSERVATION_RULES` (default: `concat_sorted_keys`; FrankaKitchen:
   `kitchen_d4rl_observation`, D4RL's 60-dim layout).
+
+Atari (`lamo_ray.atari`): ``make_env("ALE/Breakout-v5")`` (or ``"BreakoutNoFrameskip-v4"``) gives the
+DT-preprocessed env: (4, 84, 84) uint8 observations, frame skip 4, up to 30 no-op starts, no sticky
+actions, discrete actions.
 
 Kitchen (REFERENCE.md "Kitchen"): `make_env("FrankaKitchen-v1")` gives D4RL's evaluation
 semantics (`KITCHEN_EVAL_KWARGS`: each subtask rewarded once, episode ends when all are done,
@@ -28,6 +34,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from lamo_ray.atari import REF_SCORES as ATARI_REF_SCORES
+from lamo_ray.atari import is_atari_id, make_atari_env
+
 log = logging.getLogger(__name__)
 
 # REFERENCE.md "Evaluation": D4RL random (min) and expert (max) returns; kitchen scores one point
@@ -42,7 +51,7 @@ D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
 # Families known by name. Matched as a case-insensitive substring, longest first, so that
 # "HalfCheetah-v5", "halfcheetah-medium-v2.hdf5", "mujoco/halfcheetah/expert-v0" -> "halfcheetah"
 # and "FrankaKitchen-v1", "D4RL/kitchen/partial-v2" -> "kitchen".
-ENV_FAMILIES: tuple[str, ...] = ("halfcheetah", "walker2d", "hopper", "kitchen", "reacher")
+ENV_FAMILIES: tuple[str, ...] = ("halfcheetah", "walker2d", "hopper", "kitchen", "reacher", *ATARI_REF_SCORES)
 
 # Kitchen target subtasks per D4RL dataset (D4RL kitchen_envs.py; Minari D4RL/kitchen/*-v2 use the
 # same lists): complete and partial share theirs, mixed swaps the slide cabinet for the bottom burner.
@@ -91,12 +100,15 @@ def env_family(name: str) -> str | None:
 
 
 def d4rl_ref_scores(name: str) -> tuple[float, float] | None:
-    """``(ref_min_score, ref_max_score)`` from `D4RL_REF_SCORES` for the family in ``name``.
+    """``(ref_min_score, ref_max_score)`` for the family in ``name``: `D4RL_REF_SCORES`, or for an
+    Atari game `ATARI_REF_SCORES` (random, human).
 
-    Returns None when ``name`` names no family with D4RL references (e.g. Reacher).
+    Returns None when ``name`` names no family with references (e.g. Reacher).
     """
     family = env_family(name)
-    return D4RL_REF_SCORES.get(family) if family is not None else None
+    if family is None:
+        return None
+    return D4RL_REF_SCORES.get(family) or ATARI_REF_SCORES.get(family)
 
 
 def _register_env_package(env_id: str) -> str | None:
@@ -152,7 +164,8 @@ def make_env(env_id: str, seed: int | None = None, max_episode_steps: int | None
 
     Args:
         env_id: a registered Gymnasium id. FrankaKitchen ids import gymnasium-robotics and Atari
-            ids import ale-py first. FrankaKitchen gets `kitchen_env_kwargs(**kwargs)`: the given
+            ids import ale-py first. Atari ids (``ALE/<Game>-v5``, ``<Game>NoFrameskip-v4``) get DT's
+            preprocessing (`lamo_ray.atari.make_atari_env`; ``max_episode_steps`` counts agent steps). FrankaKitchen gets `kitchen_env_kwargs(**kwargs)`: the given
             ``tasks_to_complete`` (default D4RL's complete/partial targets) with D4RL's reward and
             termination, 280 steps unless ``max_episode_steps`` says otherwise.
         seed: if given, the env is reset once with ``reset(seed=seed)`` and its action space
@@ -170,7 +183,10 @@ def make_env(env_id: str, seed: int | None = None, max_episode_steps: int | None
         kwargs = kitchen_env_kwargs(**kwargs)
         max_episode_steps = max_episode_steps or KITCHEN_MAX_EPISODE_STEPS
     try:
-        env = gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
+        if is_atari_id(env_id):
+            env = make_atari_env(env_id, max_episode_steps=max_episode_steps, **kwargs)
+        else:
+            env = gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
     except gym.error.UnregisteredEnv as err:
         hint = f"; install the '{missing_package}' package" if missing_package else ""
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3)

@@ -6,7 +6,8 @@ Reads top to bottom like the model it builds (REFERENCE.md "Model"):
    randomly initialised (the DT baseline), optionally cut to its first N blocks. Where a name's
    config and weights come from (hub id, local dir, offline ``smollm2-135m``) is `lamo_ray.backbones`.
 2. `lora_target_modules`: which attention projections LoRA adapts.
-3. Token embeddings: `MLPEmbedding` (LaMo's ``--mlp_embedding``), `AtariEncoder` (image states).
+3. Token embeddings: `MLPEmbedding` (LaMo's ``--mlp_embedding``), `AtariEncoder` (image states),
+   `ActionEmbedding` (discrete actions).
 4. `DecisionTransformer`: (return-to-go, state, action) tokens -> trunk -> action from the state token.
 5. `action_loss`: masked MSE or cross-entropy.
 
@@ -223,16 +224,19 @@ class MLPEmbedding(nn.Module):
 
 
 class AtariEncoder(nn.Module):
-    """DT / LaMo Atari state encoder: (B, K, C, H, W) uint8 or float in [0, 255] -> (B, K, h).
+    """LaMo's Atari state encoder: (B, K, C, H, W) uint8 or float in [0, 255] -> (B, K, h).
 
     Conv(32, 8, stride 4) -> ReLU -> Conv(64, 4, 2) -> ReLU -> Conv(64, 3, 1) -> ReLU -> flatten ->
-    Linear(h) -> Tanh, on pixels / 255 (REFERENCE.md "Model", Atari).
+    Linear(h), on pixels / 255 (REFERENCE.md "Model", Atari; LaMo ``experiment-atari/model.py``
+    ``cnn(...)`` with no output activation, where the original DT ended with Tanh). With
+    ``kind="mlp"`` (LaMo's ``--mlp_embedding``) a residual MLP block follows (`MLPEmbedding` (h, h)).
+    Frames are converted to float a batch at a time, here.
 
     Raises:
         ValueError: frames smaller than the 36 x 36 the three convolutions need.
     """
 
-    def __init__(self, state_shape: tuple[int, int, int], hidden_size: int):
+    def __init__(self, state_shape: tuple[int, int, int], hidden_size: int, kind: str = "linear"):
         super().__init__()
         channels, height, width = state_shape
         out_h, out_w = self._conv_out(height), self._conv_out(width)
@@ -244,7 +248,8 @@ class AtariEncoder(nn.Module):
             nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
             nn.Flatten(),
         )
-        self.fc = nn.Sequential(nn.Linear(64 * out_h * out_w, hidden_size), nn.Tanh())
+        self.fc = nn.Linear(64 * out_h * out_w, hidden_size)
+        self.mlp = MLPEmbedding(hidden_size, hidden_size) if kind == "mlp" else nn.Identity()
 
     @staticmethod
     def _conv_out(size: int) -> int:
@@ -254,8 +259,22 @@ class AtariEncoder(nn.Module):
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         b, k = states.shape[:2]
-        frames = states.reshape(b * k, *states.shape[2:]).to(self.fc[0].weight.dtype) / 255.0  # (B*K, C, H, W)
-        return self.fc(self.conv(frames)).reshape(b, k, -1)
+        frames = states.reshape(b * k, *states.shape[2:]).to(self.fc.weight.dtype) / 255.0  # (B*K, C, H, W)
+        return self.mlp(self.fc(self.conv(frames))).reshape(b, k, -1)
+
+
+class ActionEmbedding(nn.Module):
+    """Discrete actions (..., ) long -> (..., h), LaMo Atari: nn.Embedding for "linear"; for "mlp"
+    (``ResidualEmbedBlock``) Embedding -> GELU -> Linear(h, h) plus a residual from the Embedding."""
+
+    def __init__(self, act_dim: int, hidden_size: int, kind: str):
+        super().__init__()
+        self.embedding = nn.Embedding(act_dim, hidden_size)
+        self.fc = nn.Linear(hidden_size, hidden_size) if kind == "mlp" else None
+
+    def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        hidden = self.embedding(actions)
+        return hidden if self.fc is None else hidden + self.fc(F.gelu(hidden))
 
 
 def _token_embedding(in_dim: int, hidden_size: int, kind: str) -> nn.Module:
@@ -264,12 +283,13 @@ def _token_embedding(in_dim: int, hidden_size: int, kind: str) -> nn.Module:
 
 
 def _action_head(hidden_size: int, act_dim: int, kind: str, discrete: bool) -> nn.Module:
-    """(..., h) -> (..., A). "mlp": Linear -> GELU -> Linear, no tanh (LaMo); "linear": Linear + Tanh
-    (DT), or plain Linear logits for discrete actions."""
+    """(..., h) -> (..., A). Continuous: "mlp": Linear -> GELU -> Linear, no tanh (LaMo); "linear":
+    Linear + Tanh (DT). Discrete (LaMo Atari ``predict_action``, whatever the embedding): Linear + Tanh,
+    so the logits lie in [-1, 1]."""
+    if discrete:
+        return nn.Sequential(nn.Linear(hidden_size, act_dim), nn.Tanh())
     if kind == "mlp":
         return nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, act_dim))
-    if discrete:
-        return nn.Linear(hidden_size, act_dim)
     return nn.Sequential(nn.Linear(hidden_size, act_dim), nn.Tanh())
 
 
@@ -285,12 +305,13 @@ class DecisionTransformer(nn.Module):
 
     Args:
         cfg: backbone, embeddings, fine-tuning mode, LoRA.
-        state_shape: (S,) vector states, or (C, H, W) images (`AtariEncoder`, whatever ``cfg.embedding``;
-            the return-to-go embedding still follows ``cfg.embedding``; DT Atari used Linear + Tanh).
+        state_shape: (S,) vector states, or (C, H, W) images: LaMo's Atari variant (`AtariEncoder`,
+            plus a residual MLP block for ``cfg.embedding == "mlp"``; the timestep embedding is added
+            to every token *before* the embedding LayerNorm, as LaMo's Atari code (and DT) do).
         act_dim: action dimension A, or number of discrete actions.
         max_ep_len: size of the timestep embedding table (timesteps must be < max_ep_len).
-        discrete_actions: integer actions embedded by nn.Embedding + Tanh (DT Atari, whatever
-            ``cfg.embedding``); the head gives logits.
+        discrete_actions: integer actions embedded by `ActionEmbedding` (LaMo Atari); the head
+            (Linear + Tanh, LaMo Atari) gives logits for cross-entropy.
         language_loss: keep the token embedding / LM head usable and, for "full", trainable (`lm_loss`).
         load_weights: passed to `build_backbone` (False: same architecture, random init).
 
@@ -326,12 +347,14 @@ class DecisionTransformer(nn.Module):
         h = self.hidden_size = backbone.config.hidden_size
 
         self.embed_return = _token_embedding(1, h, cfg.embedding)
+        # LaMo's Atari code adds the timestep embedding before the LayerNorm; its D4RL code after
+        self.timestep_before_ln = len(state_shape) == 3
         if len(state_shape) == 3:
-            self.embed_state = AtariEncoder(self.state_shape, h)
+            self.embed_state = AtariEncoder(self.state_shape, h, cfg.embedding)
         else:
             self.embed_state = _token_embedding(state_shape[0], h, cfg.embedding)
         if discrete_actions:
-            self.embed_action = nn.Sequential(nn.Embedding(act_dim, h), nn.Tanh())
+            self.embed_action = ActionEmbedding(act_dim, h, cfg.embedding)
         else:
             self.embed_action = _token_embedding(act_dim, h, cfg.embedding)
         self.embed_timestep = nn.Embedding(max_ep_len, h)
@@ -398,9 +421,11 @@ class DecisionTransformer(nn.Module):
         tokens = torch.stack(
             (self.embed_return(returns_to_go), self.embed_state(states), self.embed_action(actions)), dim=2
         ).reshape(b, 3 * k, self.hidden_size)  # (B, 3K, h): R_1, s_1, a_1, R_2, ...
-        # LaMo order: LayerNorm on the stacked tokens, then add the timestep embedding
-        # (REFERENCE.md "Model"; the original DT, HF and CORL add it before the LayerNorm).
-        tokens = self.embed_ln(tokens) + self.embed_timestep(timesteps).repeat_interleave(3, dim=1)
+        time = self.embed_timestep(timesteps).repeat_interleave(3, dim=1)
+        if self.timestep_before_ln:  # LaMo Atari (and the original DT, HF, CORL): add, then LayerNorm
+            tokens = self.embed_ln(tokens + time)
+        else:  # LaMo D4RL (REFERENCE.md "Model"): LayerNorm on the stacked tokens, then add
+            tokens = self.embed_ln(tokens) + time
         token_mask = attention_mask.repeat_interleave(3, dim=1).long()  # (B, 3K)
         hidden = self.trunk(inputs_embeds=tokens, attention_mask=token_mask, use_cache=False).last_hidden_state
         state_out = hidden.reshape(b, k, 3, self.hidden_size)[:, :, 1]  # (B, K, h): outputs at the state tokens

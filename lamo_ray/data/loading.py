@@ -1,7 +1,9 @@
 """Load trajectories from a D4RL-format HDF5 file or a local Minari dataset.
 
 `load_dataset(source)` picks the reader from the source: a path ending ``.hdf5``/``.h5`` is a
-D4RL file (read with h5py: FACTS.md, the ``d4rl`` package cannot be imported here), anything
+D4RL file (read with h5py: FACTS.md, the ``d4rl`` package cannot be imported here), a
+``d4rl-atari/<game>-<kind>-vI`` id or a folder with ``observation.gz`` is a DQN-replay Atari
+checkpoint in the d4rl-atari layout (`lamo_ray.data.dqn_replay`), anything
 else is a Minari dataset id looked up in the local store (``$MINARI_DATASETS_PATH``, default
 ``~/.minari/datasets``). Nothing is downloaded.
 """
@@ -16,6 +18,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from lamo_ray.data.dqn_replay import is_dqn_replay_source, load_dqn_replay
+from lamo_ray.data.frames import compact_stacks
 from lamo_ray.data.trajectories import DatasetError, DatasetNotDownloadedError, Trajectory, TrajectoryDataset, subsample
 from lamo_ray.envs import d4rl_ref_scores, flatten_observation
 
@@ -26,7 +30,8 @@ D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
 
 def load_dataset(source: str) -> TrajectoryDataset:
-    """All trajectories of ``source``: a D4RL-format HDF5 path or a Minari dataset id.
+    """All trajectories of ``source``: a D4RL-format HDF5 path, a DQN-replay checkpoint in the
+    d4rl-atari layout (`lamo_ray.data.dqn_replay.load_dqn_replay`) or a Minari dataset id.
 
     HDF5 (D4RL): keys ``observations (N, *obs)``, ``actions (N, A)``, ``rewards (N,)``,
     ``terminals (N,)``, ``timeouts (N,)``. A trajectory ends at a step with a terminal or a
@@ -37,7 +42,9 @@ def load_dataset(source: str) -> TrajectoryDataset:
     an ``env_id`` attribute, else None.
 
     Minari: ``minari.load_dataset(id, download=False)``. Episodes store T+1 observations (the
-    last is the observation after the final step); it is dropped. Dict observations are
+    last is the observation after the final step); it is dropped. Stacked uint8 frames
+    ``(T, S, H, W)`` (Atari) stay uint8 and are held as a view over each frame stored once
+    (`lamo_ray.data.frames.compact_stacks`). Dict observations are
     flattened with `envs.flatten_observation` for the dataset's env (FrankaKitchen: D4RL's
     60-dim layout, whether D4RL/kitchen/*-v2 or lamo/kitchen/*). Reference scores come
     from the dataset metadata; ``env_id`` from its env spec, else its eval env spec.
@@ -50,6 +57,8 @@ def load_dataset(source: str) -> TrajectoryDataset:
     """
     if source.lower().endswith(HDF5_SUFFIXES):
         ds = _load_d4rl_hdf5(source)
+    elif is_dqn_replay_source(source):
+        ds = load_dqn_replay(source)
     else:
         ds = _load_minari(source)
     if not ds.trajectories:
@@ -231,9 +240,12 @@ def _read_minari(source: str, dataset: Any) -> TrajectoryDataset:
     trajectories = []
     for episode in dataset.iterate_episodes():
         try:
-            obs = flatten_observation(env_id, episode.observations, batch_dims=1)[:-1]
+            obs = flatten_observation(env_id, episode.observations, batch_dims=1)
         except ValueError as err:
             raise DatasetError(f"{source}: {err}") from None
+        if obs.dtype == np.uint8 and obs.ndim == 4:  # stacked frames (Atari): keep each frame once
+            obs = compact_stacks(obs)
+        obs = obs[:-1]
         actions = np.asarray(episode.actions)
         actions = actions.astype(np.int64).reshape(-1) if discrete else actions.astype(np.float32)
         trajectories.append(Trajectory(obs, actions, np.asarray(episode.rewards, dtype=np.float32),

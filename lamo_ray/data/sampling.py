@@ -3,7 +3,9 @@
 Follows DT's ``get_batch`` (decision-transformer ``gym/experiment.py``, kept by LaMo; REFERENCE.md
 "Data"): trajectories drawn with probability proportional to their length, a start drawn
 uniformly within the chosen trajectory, up to K steps from there, left-padded to K.
-Ours: vectorised with index arithmetic on arrays concatenated once, and seeded.
+Ours: vectorised with index arithmetic on arrays concatenated once, and seeded. Image
+observations (uint8, e.g. Atari's stacked frames) are never concatenated nor converted: each
+batch copies its own segments as uint8 and the model turns them into floats.
 """
 
 from __future__ import annotations
@@ -46,15 +48,29 @@ class SegmentSampler:
         self._lengths = ds.lengths                                          # (N,)
         self._starts = np.concatenate([[0], np.cumsum(self._lengths)[:-1]])  # (N,) offset in arrays below
         self._probs = self._lengths / self._lengths.sum()                   # length-weighted, as DT
-        states = np.concatenate([t.observations for t in trajectories])     # (total, *obs_shape)
-        self.images = states.dtype == np.uint8
-        if not self.images:
-            states = ((states - state_mean) / state_std).astype(np.float32)
-        self._states = states
+        self.images = trajectories[0].observations.dtype == np.uint8
+        if self.images:
+            # images stay per trajectory, uint8, as loaded (views over frames stored once): a batch
+            # copies only its own segments (`_gather_images`); no dataset-sized copy, no floats
+            self._observations = [t.observations for t in trajectories]
+            self._states = None
+        else:
+            states = np.concatenate([t.observations for t in trajectories])  # (total, *obs_shape)
+            self._states = ((states - state_mean) / state_std).astype(np.float32)
         self._actions = np.concatenate([t.actions for t in trajectories])   # (total, A) or (total,)
         self._rtg = np.concatenate([returns_to_go(t.rewards) for t in trajectories]) / np.float32(rtg_scale)
         self._timesteps = np.minimum(np.concatenate([np.arange(n) for n in self._lengths]), max_ep_len - 1)
         self._action_pad = 0 if self.discrete_actions else CONTINUOUS_ACTION_PAD
+
+    def _gather_images(self, traj: np.ndarray, start: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(B, K, *obs_shape) uint8: segment b = steps start[b] .. start[b] + valid[b] - 1 of trajectory
+        traj[b], right-aligned, zeros on the left padding."""
+        k = self.context_length
+        first = self._observations[0]
+        out = np.zeros((len(traj), k) + first.shape[1:], dtype=np.uint8)
+        for b, (i, s, n) in enumerate(zip(traj, start, valid)):
+            out[b, k - n:] = self._observations[i][s:s + n]
+        return out
 
     def reseed(self, seed) -> None:
         """Restart the random stream (``seed``: anything `numpy.random.default_rng` takes), e.g. on
@@ -86,7 +102,7 @@ class SegmentSampler:
             return out
 
         return {
-            "states": gather(self._states, 0),
+            "states": self._gather_images(traj, start, valid) if self.images else gather(self._states, 0),
             "actions": gather(self._actions, self._action_pad),
             "returns_to_go": gather(self._rtg, 0)[..., None],
             "timesteps": gather(self._timesteps, 0).astype(np.int64),

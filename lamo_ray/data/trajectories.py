@@ -122,8 +122,13 @@ def state_stats(ds: TrajectoryDataset) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of the observations over all transitions of ``ds``.
 
     Returns ``(mean, std)``, each ``obs_shape`` float32, std plus 1e-6 as in LaMo/DT
-    (REFERENCE.md "Data": statistics of the down-sampled training data).
+    (REFERENCE.md "Data": statistics of the down-sampled training data). Images (uint8
+    observations with at least 2 axes) are not normalised (the CNN encoder divides by 255): they
+    get mean 0 and std 1 without touching the frames, so no float copy of the dataset is made.
     """
+    first = ds.trajectories[0].observations
+    if first.dtype == np.uint8 and first.ndim >= 3:
+        return np.zeros(ds.obs_shape, dtype=np.float32), np.ones(ds.obs_shape, dtype=np.float32)
     states = np.concatenate([t.observations for t in ds.trajectories], axis=0).astype(np.float64)
     return states.mean(axis=0).astype(np.float32), (states.std(axis=0) + 1e-6).astype(np.float32)
 
