@@ -13,6 +13,11 @@ share of episodes do the target sequence, the rest other subtask sequences), ``m
 done, never all 4 targets). Ours: rewards follow D4RL's evaluation env (each subtask counted once,
 returns 0..4), where Minari's D4RL re-recordings count solved subtasks at every step.
 
+Atari: no DQN-replay download here, so `collect_atari` plays each game with a behaviour policy
+scripted from emulator RAM (`lamo_ray.atari`: Breakout and Pong paddles follow the ball; Qbert
+sticky random moves) mixed with epsilon-random actions at several levels, on the DT-preprocessed
+env, as ``lamo/atari/<game>-v0`` with uint8 frames gzip-compressed in the HDF5 file.
+
 Command line::
 
     python -m lamo_ray.collect reacher [--episodes N] [--dataset-id ID] [--seed S]
@@ -21,6 +26,9 @@ Command line::
                                        [--dataset-id ID] [--seed S] [--noise-levels 0 0.03 0.06 0.1]
                                        [--force]
     python -m lamo_ray.collect kitchen --evaluate-demonstrator [--episodes 20] [--dataset D]
+    python -m lamo_ray.collect atari [--game Breakout|Pong|Qbert] [--episodes N] [--dataset-id ID]
+                                     [--seed S] [--epsilons 0.02 0.1 0.25 0.5 1] [--max-episode-steps 4096]
+                                     [--force]
 
 The dataset goes to ``$MINARI_DATASETS_PATH`` (default ``~/.minari/datasets``) and loads with
 ``lamo_ray.data.load_dataset(ID)``. An existing id is never replaced without ``--force``.
@@ -438,6 +446,175 @@ def ensure_kitchen_dataset(dataset_id: str, seed: int = 0) -> None:
     collect_kitchen(name, dataset_id, seed=seed)
 
 
+# --------------------------------------------------------------------------- atari
+
+DEFAULT_ATARI_EPISODES = 60
+# epsilon (probability of a uniformly random action) per episode, used in turn; 1.0 is random play
+DEFAULT_ATARI_EPSILONS: tuple[float, ...] = (0.02, 0.1, 0.25, 0.5, 1.0)
+# LaMo's Atari evaluation stops at max_timestep (4096 for Breakout); episodes are truncated there too
+DEFAULT_ATARI_MAX_EPISODE_STEPS = 4096
+HDF5_GZIP_LEVEL = 4
+
+
+@dataclass
+class AtariCollectionReport:
+    """What `collect_atari` wrote.
+
+    Attributes:
+        path: the dataset's folder in the Minari store.
+        epsilon_returns: mean episode return per epsilon level.
+        episodes, transitions: dataset size.
+        raw_bytes: the observations as stacked uint8 arrays; stored_bytes: the dataset folder on disk.
+        seconds: wall time of the whole collection.
+    """
+
+    path: Path
+    epsilon_returns: dict[float, float]
+    episodes: int
+    transitions: int
+    raw_bytes: int
+    stored_bytes: int
+    seconds: float
+
+
+def _gzip_observations(hdf5_path: Path, level: int = HDF5_GZIP_LEVEL) -> None:
+    """Rewrite a Minari HDF5 file with each episode's ``observations`` gzip-compressed.
+
+    Minari's HDF5 writer has no compression option, but its reader (h5py) decompresses
+    transparently. Stacked Atari frames repeat 3 of every 4 frames within gzip's 32 KB window, so
+    they shrink ~50x (measured). Groups, attributes and the other datasets are copied unchanged.
+    """
+    import h5py
+
+    tmp = hdf5_path.with_name(hdf5_path.name + ".tmp")
+    with h5py.File(hdf5_path, "r") as src, h5py.File(tmp, "w", track_order=True) as dst:
+        dst.attrs.update(src.attrs)
+        for name, group in src.items():
+            out = dst.create_group(name, track_order=True)
+            out.attrs.update(group.attrs)
+            for key, item in group.items():
+                if key == "observations" and isinstance(item, h5py.Dataset) and item.dtype == np.uint8:
+                    data = item[()]
+                    out.create_dataset(key, data=data, compression="gzip", compression_opts=level,
+                                       chunks=(min(len(data), 32),) + data.shape[1:])
+                else:
+                    src.copy(item, out, name=key)
+    tmp.replace(hdf5_path)
+
+
+def collect_atari(game: str = "Breakout", dataset_id: str | None = None, episodes: int = DEFAULT_ATARI_EPISODES,
+                  seed: int = 0, epsilons: Sequence[float] = DEFAULT_ATARI_EPSILONS,
+                  max_episode_steps: int | None = DEFAULT_ATARI_MAX_EPISODE_STEPS, force: bool = False,
+                  progress: bool | None = None) -> AtariCollectionReport:
+    """Record the game's scripted behaviour policy (`lamo_ray.atari.ram_policy`) mixed with
+    epsilon-random actions as Minari dataset ``dataset_id`` (default ``lamo/atari/<game>-v0``).
+
+    Env: `lamo_ray.envs.make_env` of ``ALE/<Game>-v5`` (DT preprocessing: (4, 84, 84) uint8,
+    frame skip 4, up to 30 no-op starts, no sticky actions), truncated at ``max_episode_steps``
+    agent steps. Episode i takes a uniformly random action with probability
+    ``epsilons[i % L]`` at each step, else the policy's. Reference scores are REFERENCE.md's Atari
+    random / human returns, so scores are human-normalised. Observations are stored as uint8 and
+    gzip-compressed in the HDF5 file (`_gzip_observations`); while collecting, each frame is held
+    once in memory (`lamo_ray.data.frames`). Everything derives from ``seed``.
+
+    Raises:
+        FileExistsError: ``dataset_id`` exists and ``force`` is false (checked before collecting).
+        ValueError: unknown game, malformed id, ``episodes`` < 1, epsilons outside [0, 1] or empty.
+    """
+    from minari.data_collector import EpisodeBuffer
+
+    from lamo_ray.atari import FRAME_STACK, OBSERVATION_SHAPE, EpsilonMix, ram_policy, run_ram_episode
+    from lamo_ray.atari import game as atari_game
+    from lamo_ray.data.frames import frames_from_stacks, stacked_view
+
+    spec = atari_game(game)
+    dataset_id = dataset_id or spec.dataset_id
+    path = _writable_path(dataset_id, force)
+    if episodes < 1:
+        raise ValueError(f"{dataset_id}: episodes must be >= 1, got {episodes}")
+    if not epsilons or min(epsilons) < 0 or max(epsilons) > 1:
+        raise ValueError(f"{dataset_id}: epsilons must be a non-empty list in [0, 1], got {epsilons}")
+    began = time.perf_counter()
+    seed_rng, policy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    reset_seeds = seed_rng.choice(2**31 - 1, size=episodes, replace=False)
+    env = make_env(spec.env_id, max_episode_steps=max_episode_steps)
+    levels = [float(x) for x in epsilons]
+    episodes_data, returns = [], []
+    for i in tqdm(range(episodes), desc=f"collecting {dataset_id}", unit="ep",
+                  disable=None if progress is None else not progress):
+        policy = EpsilonMix(ram_policy(spec.name, policy_rng), levels[i % len(levels)], spec.n_actions, policy_rng)
+        episode = run_ram_episode(env, policy, int(reset_seeds[i]))
+        frames = frames_from_stacks(episode.pop("observations"))
+        if frames is None:  # FrameStackObservation always overlaps consecutive stacks
+            raise RuntimeError(f"{dataset_id}: episode {i}: stacked observations do not share frames")
+        episodes_data.append((frames, episode))
+        returns.append(float(episode["rewards"].sum()))
+    level_returns = {level: float(np.mean(returns[j::len(levels)])) for j, level in enumerate(levels)
+                     if returns[j::len(levels)]}
+    for level, value in level_returns.items():
+        log.info("%s: epsilon %.2f -> mean return %.1f", dataset_id, level, value)
+
+    buffers = [EpisodeBuffer(id=i, seed=int(reset_seeds[i]), observations=stacked_view(frames, FRAME_STACK), **ep)
+               for i, (frames, ep) in enumerate(episodes_data)]
+    ref_min, ref_max = spec.refs
+    dataset = _write_minari(
+        dataset_id, path, buffers, env=env, eval_env=env,
+        algorithm_name=f"scripted {spec.name} policy ({spec.policy}) mixed with epsilon-random actions",
+        code_permalink="lamo_ray/atari.py, lamo_ray/collect.py (lamo_ray repository)",
+        ref_min_score=ref_min, ref_max_score=ref_max, num_episodes_average_score=episodes,
+        description=(f"{spec.env_id} with DT preprocessing ((4, 84, 84) uint8 stacked frames, frame skip 4, up to 30 "
+                     f"no-op starts, no sticky actions), {episodes} episodes truncated at {max_episode_steps} steps; "
+                     f"episode i acts randomly with probability epsilons[i % {len(levels)}], epsilons={levels}; "
+                     f"seed {seed}. Reference scores: REFERENCE.md random / human."))
+    dataset.storage.update_metadata({"epsilons": levels, "epsilon_mean_returns": list(level_returns.values()),
+                                     "behaviour_policy": spec.policy, "collection_seed": seed,
+                                     "max_episode_steps_collected": max_episode_steps})
+    env.close()
+    del buffers, episodes_data
+    _gzip_observations(path / "data" / "main_data.hdf5")
+    stored = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    dataset.storage.update_metadata({"dataset_size": round(stored / 1e6, 1)})
+    seconds = time.perf_counter() - began
+    transitions = int(dataset.total_steps)
+    raw = transitions * int(np.prod(OBSERVATION_SHAPE))
+    log.info("%s: wrote %d episodes, %d transitions to %s in %.1f s (%.1f MB on disk, %.0f MB as raw stacks)",
+             dataset_id, episodes, transitions, path, seconds, stored / 1e6, raw / 1e6)
+    return AtariCollectionReport(path, level_returns, episodes, transitions, raw, stored, seconds)
+
+
+def ensure_atari_dataset(dataset_id: str, seed: int = 0) -> None:
+    """Collect the ``lamo/atari/<game>-vN`` dataset ``dataset_id`` with `collect_atari` (default
+    size) unless it is already in the Minari store. As `ensure_reacher_dataset`: call it once, from
+    the driver.
+
+    Raises:
+        ValueError: ``dataset_id`` names no known game.
+    """
+    if (_dataset_path(dataset_id) / "data").exists():
+        return
+    from lamo_ray.atari import GAMES
+
+    name = dataset_id.split("/")[-1].split("-v")[0]
+    if name not in GAMES:
+        raise ValueError(f"{dataset_id}: not an Atari dataset id; use lamo/atari/<{'|'.join(GAMES)}>-vN")
+    log.info("generating %s (scripted %s policy + epsilon-random actions, seed %d); first use only",
+             dataset_id, GAMES[name].name, seed)
+    collect_atari(GAMES[name].name, dataset_id, seed=seed)
+
+
+def _atari_main(args: argparse.Namespace) -> int:
+    from lamo_ray.atari import game
+
+    report = collect_atari(args.game, args.dataset_id, args.episodes, args.seed, args.epsilons,
+                           args.max_episode_steps or None, args.force)
+    print(f"{args.dataset_id or game(args.game).dataset_id}: {report.episodes} episodes, {report.transitions} transitions, {report.seconds:.1f} s, "
+          f"{report.stored_bytes / 1e6:.1f} MB on disk ({report.raw_bytes / 1e6:.0f} MB as raw uint8 stacks), "
+          f"at {report.path}")
+    for level, value in report.epsilon_returns.items():
+        print(f"  epsilon {level:g}: mean return {value:.1f}")
+    return 0
+
+
 def _kitchen_main(args: argparse.Namespace) -> int:
     if args.evaluate_demonstrator:
         from lamo_ray.kitchen import evaluate_demonstrator
@@ -488,8 +665,27 @@ def main(argv: list[str] | None = None) -> int:
     kitchen.add_argument("--force", action="store_true", help="replace an existing dataset id")
     kitchen.add_argument("--evaluate-demonstrator", action="store_true",
                          help="measure the demonstrator's success per subtask and per full sequence; write nothing")
+    from lamo_ray.atari import GAMES
+
+    atari = commands.add_parser("atari", help="RAM-scripted Atari policy + epsilon-random actions -> Minari dataset")
+    atari.add_argument("--game", type=str.lower, choices=list(GAMES), default="breakout",
+                       help="Breakout, Pong or Qbert (case-insensitive)")
+    atari.add_argument("--dataset-id", help="default lamo/atari/<game>-v0")
+    atari.add_argument("--episodes", type=int, default=DEFAULT_ATARI_EPISODES)
+    atari.add_argument("--seed", type=int, default=0)
+    atari.add_argument("--epsilons", type=float, nargs="+", default=list(DEFAULT_ATARI_EPSILONS),
+                       help="probability of a random action, used in turn by episode index (1 = random play)")
+    atari.add_argument("--max-episode-steps", type=int, default=DEFAULT_ATARI_MAX_EPISODE_STEPS,
+                       help="truncate episodes after this many agent steps (0: the ALE's own 27,000)")
+    atari.add_argument("--force", action="store_true", help="replace an existing dataset id")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "atari":
+        try:
+            return _atari_main(args)
+        except (FileExistsError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if args.command == "kitchen":
         try:
             return _kitchen_main(args)

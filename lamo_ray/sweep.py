@@ -31,7 +31,7 @@ from lamo_ray.config import ConfigError, SweepConfig, TrialConfig, expand_trials
 log = logging.getLogger(__name__)
 
 # Datasets this project can generate on first use (the quick start's Reacher data).
-LOCAL_DATASET_PREFIXES = {"lamo/reacher/": "reacher", "lamo/kitchen/": "kitchen"}
+LOCAL_DATASET_PREFIXES = {"lamo/reacher/": "reacher", "lamo/kitchen/": "kitchen", "lamo/atari/": "atari"}
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
@@ -74,10 +74,11 @@ def check_datasets(configs: list[TrialConfig], generate: bool) -> tuple[list[Che
             loaded[source] = load_dataset(source)
         except DatasetError as err:
             if kind is not None and generate:
-                from lamo_ray.collect import ensure_kitchen_dataset, ensure_reacher_dataset
+                from lamo_ray.collect import ensure_atari_dataset, ensure_kitchen_dataset, ensure_reacher_dataset
 
                 print(f"dataset {source} not found: generating it now (python -m lamo_ray.collect {kind})", flush=True)
-                {"reacher": ensure_reacher_dataset, "kitchen": ensure_kitchen_dataset}[kind](source)
+                {"reacher": ensure_reacher_dataset, "kitchen": ensure_kitchen_dataset,
+                 "atari": ensure_atari_dataset}[kind](source)
                 loaded[source] = load_dataset(source)
             elif kind is not None:
                 checks.append(Check("dataset", source, True,
