@@ -142,9 +142,11 @@ def test_killed_driver_resumes_with_resume_flag(workdir):
     deadline = time.time() + 400
     killed = False
     while time.time() < deadline and proc.poll() is None:
-        # the second trial's Train run has checkpoint 200: step 100 is registered, so it must resume from >= 100
-        if len(list((tmp / "driver").glob("driver_train/*/checkpoint_0000200"))) == 1 and \
-                len(list((tmp / "driver").glob("driver_train/*/checkpoint_0000400"))) == 1:
+        # trial 1 has its final checkpoint and trial 2 has checkpoint 200 (so step 100 is registered:
+        # it must resume from >= 100)
+        runs = [{c.name for c in d.glob("checkpoint_*")} for d in (tmp / "driver").glob("driver_train/*/")]
+        if len(runs) == 2 and sorted("checkpoint_0000400" in r for r in runs) == [False, True] and \
+                any("checkpoint_0000200" in r and "checkpoint_0000400" not in r for r in runs):
             os.kill(proc.pid, signal.SIGKILL)
             killed = True
             break
