@@ -158,6 +158,10 @@ class Rollout:
                 else:
                     slot["states"].append(self._state(obs))
                     slot["rtg"].append(slot["rtg"][-1] - float(reward) / scale)
+                    # only the last K steps are ever read: keep no more (an Atari observation is
+                    # 28 KB, and whole-episode histories of 10 envs grew an actor to 6 GB here)
+                    for key in ("states", "actions", "rtg"):
+                        del slot[key][:-K]
         return results  # type: ignore[return-value]
 
     def _state(self, obs) -> np.ndarray:
@@ -181,7 +185,7 @@ class Rollout:
         mask = torch.zeros((B, K), dtype=torch.float32)
         for row, i in enumerate(active):
             slot = slots[i]
-            T = len(slot["states"])
+            T = slot["t"] + 1  # states seen so far (the history lists hold at most the last K)
             L = min(T, K)
             s = torch.as_tensor(np.stack(slot["states"][-L:]), dtype=torch.float32)
             if mean is not None:
