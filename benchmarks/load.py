@@ -76,6 +76,29 @@ def proc_stats(pids: list[int]) -> dict[str, float]:
     return {"processes": alive, "idle_workers": idle, "fds": fds, "busy_fds": busy_fds, "rss_mb": rss_kb / 1024}
 
 
+def per_process(pids: list[int]) -> dict[str, tuple[int, int, float]]:
+    """Process name -> (count, open fds, RSS MB), names from the command line (``ray::X``, raylet, gcs_server, ...)."""
+    out: dict[str, list[float]] = {}
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            status = Path(f"/proc/{pid}/status").read_text()
+            nfd = len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue
+        first = argv[0].decode(errors="replace")
+        name = first.split()[0] if first.startswith("ray::") else Path(first).name
+        if name.startswith("python") and len(argv) > 1:  # python -m ray... / script: name it by its module or file
+            rest = [a.decode(errors="replace") for a in argv[1:4] if a]
+            name = " ".join(Path(a).name for a in rest[:2])
+        rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0) / 1024
+        row = out.setdefault(name, [0, 0, 0.0])
+        row[0] += 1
+        row[1] += nfd
+        row[2] += rss
+    return {k: (int(v[0]), int(v[1]), v[2]) for k, v in out.items()}
+
+
 def state_counts(env: dict[str, str], dashboard: str) -> dict[str, int]:
     """ALIVE actors (by class) and placement groups not REMOVED, from Ray's state API."""
     def listing(kind: str) -> list[dict]:
@@ -153,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.time()
         start = sample("start")
+        start_procs = per_process(tagged_pids(tag))
         path = root / "load.yaml"
         path.write_text(yaml.safe_dump(sweep_yaml(args.trials)))
         with open(root / "sweep.log", "w") as log:
@@ -165,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep_s = time.time() - t0
         time.sleep(args.settle)
         end = sample("end")
+        end_procs = per_process(tagged_pids(tag))
 
         # the sweep's closing table: "<trial>  <variant>  <seed>  <outcome>  <step>  <score>"
         summary = [line.split() for line in (root / "sweep.log").read_text().splitlines()]
@@ -187,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in leaks.items():
             print(f"  {name}: {value}")
         print(f"  actors alive at the end: {end['actor_classes'] or 'none'}")
+        print("per process, start -> end (count / fds / RSS MB):")
+        for name in sorted(set(start_procs) | set(end_procs)):
+            a, b = start_procs.get(name, (0, 0, 0.0)), end_procs.get(name, (0, 0, 0.0))
+            if a != b:
+                print(f"  {name[:60]:60s} {a[0]}/{a[1]}/{a[2]:.0f} -> {b[0]}/{b[1]}/{b[2]:.0f}")
         leaked = (leaks["actors still alive"] > 0 or leaks["placement groups not removed"] > 0
                   or leaks["non-idle processes above start"] > 0
                   or leaks["fds of non-idle processes above start"] > 0
