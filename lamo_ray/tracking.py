@@ -595,8 +595,9 @@ def _trial_outcomes(uri: str, experiment_id: str, parent_run_id: str) -> list[di
 
 def finish_sweep_run(uri: str, run_id: str, summary: list[dict[str, Any]], wall_s: float, num_errors: int,
                      outbox_dir: str | Path | None = None) -> None:
-    """Log the per-trial outcome table and wall time on the sweep's parent run and close it.
-    Warns with the replay command when records are still waiting in the outbox."""
+    """Log the per-trial outcome table and wall time on the sweep's parent run and close it. If the
+    tracking server is up, also send what other runs left in the outbox (e.g. a trial that failed
+    during an outage and wrote nothing after it); warn with the replay command if anything is left."""
     logger = RunLogger(uri, run_id, outbox_dir)
     counts: dict[str, int] = {}
     for row in summary:
@@ -607,6 +608,8 @@ def finish_sweep_run(uri: str, run_id: str, summary: list[dict[str, Any]], wall_
         path.write_text(yaml.safe_dump(summary, sort_keys=False))
         logger.log_artifact(path)
     logger.finish("FAILED" if summary and num_errors == len(summary) else "FINISHED")
+    if _reachable(uri):
+        replay(logger.outbox.directory)
     pending = logger.outbox.pending()
     if pending:
         log.warning("MLflow outbox %s still holds %d record(s) of %d run(s) that could not be logged; send them "
@@ -638,7 +641,8 @@ def replay(path: str | Path, tracking_uri: str | None = None) -> tuple[int, dict
         except Exception as err:
             if not is_outage(err):
                 raise
-            print(f"{file.stem}: tracking store unreachable, stopped ({str(err)[:200]})", file=sys.stderr)
+            log.warning("outbox %s: tracking store unreachable, %s stays (%s)", outbox.directory, file.name,
+                        str(err)[:300])
     left = outbox.pending()
     return sent, {k: v for k, v in left.items() if not one_file or k == path.stem}
 

@@ -27,8 +27,9 @@ from lamo_ray.tracking import (OUTCOME_TAG, MLflowTrialFinalizer, Outbox, RunLog
                                trial_outcomes)
 
 BIN = Path(sys.executable).parent
-# a refused connection with the budget's single retry and no back-off: well under this
-DEAD_SERVER_BOUND_S = 3.0
+# a write to a dead server (refused connection; one retry without back-off) took 0.12 s here, against
+# 247 s with MLflow's own retries; the bound leaves room for a machine loaded by other sweeps
+DEAD_SERVER_BOUND_S = 10.0
 
 
 def free_port() -> int:
@@ -53,7 +54,7 @@ class Server:
                  "--backend-store-uri", f"sqlite:///{self.root}/db", "--artifacts-destination",
                  str(self.root / "artifacts"), "--workers", "1"],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 120
+        deadline = time.time() + 300  # slow when the machine is loaded
         while True:
             try:
                 with urllib.request.urlopen(self.uri + "/health", timeout=2) as resp:
@@ -125,7 +126,7 @@ def outbox_records(outbox: Path, run_id: str) -> list[dict]:
 
 
 def test_short_outage_is_flushed_by_the_next_write(server, tmp_path, caplog):
-    run_id = new_run(server.uri)
+    run_id, quiet_run, parent = new_run(server.uri), new_run(server.uri), new_run(server.uri, "sweep")
     outbox = tmp_path / "outbox"
     logger = RunLogger(server.uri, run_id, outbox_dir=outbox)
     windows: dict[int, tuple[int, int]] = {}
@@ -144,6 +145,7 @@ def test_short_outage_is_flushed_by_the_next_write(server, tmp_path, caplog):
     logger.set_tags({"phase": "outage"})
     durations.append(time.monotonic() - t0)
     table.unlink()  # the caller's file was temporary: the outbox must hold its own copy
+    RunLogger(server.uri, quiet_run, outbox_dir=outbox).log_metrics({"loss": 7.0}, step=7)  # never writes again
     assert max(durations) < DEAD_SERVER_BOUND_S, durations
     assert [r["kind"] for r in outbox_records(outbox, run_id)] == ["metrics"] * 3 + ["artifact", "params", "tags"]
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
@@ -165,6 +167,13 @@ def test_short_outage_is_flushed_by_the_next_write(server, tmp_path, caplog):
     local = MlflowClient(server.uri).download_artifacts(run_id, "eval/step_0000005.parquet", str(tmp_path))
     assert Path(local).read_bytes() == b"eval table at step 5"
     assert sum("reachable again" in r.getMessage() for r in caplog.records) == 1
+
+    # the run that wrote nothing after the outage is sent when the sweep closes
+    assert Outbox(outbox).pending() == {quiet_run: 1}
+    finish_sweep_run(server.uri, parent, [], wall_s=3.0, num_errors=0, outbox_dir=outbox)
+    assert Outbox(outbox).pending() == {} and not list(outbox.glob("*.jsonl"))
+    assert [m.value for m in MlflowClient(server.uri).get_metric_history(quiet_run, "loss")] == [7.0]
+    assert MlflowClient(server.uri).get_run(parent).info.status == "FINISHED"
 
 
 def test_outage_until_the_end_is_recovered_by_replay(server, tmp_path, caplog, monkeypatch):
@@ -212,7 +221,7 @@ def test_outage_until_the_end_is_recovered_by_replay(server, tmp_path, caplog, m
 
     server.start()
     cmd = [sys.executable, "-m", "lamo_ray.tracking", "replay", str(outbox)]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "replayed 8 record(s); 0 left" in first.stdout
     assert not list(outbox.glob("*.jsonl")) and not list((outbox / "artifacts").iterdir())
@@ -231,7 +240,7 @@ def test_outage_until_the_end_is_recovered_by_replay(server, tmp_path, caplog, m
     table = client.download_artifacts(parent, "trial_outcomes.yaml", str(tmp_path / "dl"))
     assert yaml.safe_load(Path(table).read_text()) == summary
 
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "replayed 0 record(s); 0 left" in second.stdout
     assert_history(uri, run_id, windows)
@@ -241,6 +250,7 @@ def test_hung_server_blocks_a_write_only_for_the_http_budget(server, tmp_path, m
     """SIGSTOP: connections are accepted but never answered, so each attempt waits for the timeout
     (10 s in `HTTP_BUDGET`, 2 s here to keep the test short): 2 attempts, then the outbox."""
     monkeypatch.setitem(tracking.HTTP_BUDGET, "MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    monkeypatch.setattr(tracking, "PROBE_INTERVAL_S", 5.0)
     run_id = new_run(server.uri)
     outbox = tmp_path / "outbox"
     logger = RunLogger(server.uri, run_id, outbox_dir=outbox)
@@ -249,11 +259,11 @@ def test_hung_server_blocks_a_write_only_for_the_http_budget(server, tmp_path, m
     server.signal(signal.SIGSTOP)
     try:
         blocked = timed_log(logger, 2, 2.0, windows)
-        assert 2 <= blocked < 2 * 2 + 2, blocked
+        assert 2 <= blocked < 12, blocked  # 2 attempts x 2 s (20 s with the default budget)
         assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ  # the budget is scoped to our calls
-        # known down: the next write does not wait again (until the next probe, 2 s at most)
+        # known down: the next write does not wait again (until the next probe, which waits 2 s)
         quick = timed_log(logger, 3, 3.0, windows)
-        assert quick < 0.5, quick
+        assert quick < 1.5, quick
         assert len(outbox_records(outbox, run_id)) == 2
     finally:
         server.signal(signal.SIGCONT)
