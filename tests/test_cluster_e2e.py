@@ -75,7 +75,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DATASET_ID = "test/kitchen/tiny-v0"
 SWEEP_NAME = "cluster_e2e"
-JOB_TIMEOUT_S = 480
+JOB_TIMEOUT_S = 900  # ~1-2 min alone on 2 cores; generous for a loaded machine
 
 # Tiny Kitchen sweep: 2 trials (LaMo-style, DT), 1 CPU each, 60 steps, one evaluation of one
 # 280-step FrankaKitchen-v1 episode.
@@ -234,6 +234,8 @@ def cluster():
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, LAMO_RAY_TEST_TAG=tag,
                PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     c = RayCluster(tag=tag, root=root, token=token, env=env)
+    # a SIGTERM (e.g. from `timeout`) ends pytest like Ctrl-C, so this teardown still runs
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         c.start_node("head", "127.0.0.2", head=True)
         c.start_node("b", "127.0.0.3")
@@ -243,6 +245,11 @@ def cluster():
             c.stop()
         finally:
             shutil.rmtree(root, ignore_errors=True)
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 # --------------------------------------------------------------------------- MLflow server, data
@@ -259,6 +266,8 @@ def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    # no GenAI job runner: it starts 7 huey consumer processes that tracking does not use
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     log = open(root / "server.log", "w")
     proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                              "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
@@ -279,12 +288,15 @@ def mlflow_server(tmp_path_factory):
             time.sleep(0.5)
         yield MlflowServer(uri, root)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):  # the whole process group, only ours
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                pass
         log.close()
 
 
@@ -316,8 +328,12 @@ def submit_sweep(cluster: RayCluster, mlflow_uri: str, store: Path, sweep: dict,
     sweep_file = workdir / f"{sweep['name']}.yaml"
     sweep = dict(sweep, storage_path=str(workdir / "ray_results"))
     sweep_file.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    # RAY_ADDRESS for every worker of the job: Ray Train's PlacementGroupCleaner calls the state API
+    # without an address, which then scans the machine for gcs_server processes and raises "Found
+    # multiple active Ray instances" when another cluster runs on the machine (seen here); the
+    # cleaner then never removes a dead trial's placement group and a restarted trial waits forever.
     runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": mlflow_uri, "MINARI_DATASETS_PATH": str(store),
-                                "HF_HUB_OFFLINE": "1"},
+                                "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": cluster.gcs_address},
                    "excludes": EXCLUDES}
     cluster.ray("job", "submit", "--address", cluster.dashboard, "--submission-id", submission_id, "--no-wait",
                 "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env),
@@ -340,7 +356,10 @@ def wait_for_job(cluster: RayCluster, submission_id: str, timeout_s: float = JOB
 
 
 def job_logs(cluster: RayCluster, submission_id: str) -> str:
-    return cluster.ray("job", "logs", "--address", cluster.dashboard, submission_id, check=False).stdout
+    """The job's driver log, also saved as ``<artifacts>/<submission_id>.log``."""
+    logs = cluster.ray("job", "logs", "--address", cluster.dashboard, submission_id, check=False).stdout
+    (artifacts_dir() / f"{submission_id}.log").write_text(logs)
+    return logs
 
 
 @pytest.fixture(scope="module")
@@ -479,3 +498,93 @@ def test_browser_shows_trials_in_mlflow_and_job_in_ray_dashboard(sweep_job, clus
         page.get_by_text(ip).first.wait_for(timeout=30_000)
     page.screenshot(path=str(shots / "ray_dashboard_cluster.png"), full_page=True)
     print(f"screenshots in {shots}")
+
+
+# --------------------------------------------------------------------------- node loss (issue 6)
+
+# 3 trials of 1 CPU (2 run at once, one per node); evaluations cut to 50 env steps so checkpoints
+# (every 40 steps) come quickly.
+NODE_LOSS_SWEEP = {
+    "name": "cluster_node_loss",
+    "seeds": [0, 1, 2],
+    "trial_cpus": 0.99,
+    "base": {
+        "data": {"source": DATASET_ID, "sample_ratio": 1.0, "rtg_scale": 1, "context_length": 10, "max_ep_len": 300},
+        "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 32, "n_head": 1,
+                  "finetune": "full", "embedding": "linear"},
+        "train": {"steps": 160, "batch_size": 16, "lr": 1e-3, "warmup_steps": 10, "eval_every": 40, "log_every": 20,
+                  "cpus_per_worker": 0.01},
+        "eval": {"target_returns": [4], "episodes": 1, "num_actors": 1, "envs_per_actor": 1,
+                 "max_episode_steps": 50},
+    },
+    "scheduler": {"type": "fifo"},
+    "variants": {"dt": {}},
+    "report_baseline": "dt",
+}
+
+
+def test_node_removed_mid_sweep_the_sweep_completes(sweep_job, cluster, mlflow_server, minari_store,
+                                                     tmp_path_factory):
+    """Kill every process of the second node (SIGKILL: a crashed machine) while a trial trains on
+    it, after its first checkpoint; the job must still succeed and every trial be terminated and
+    reported in MLflow. Runs after the main job (it depends on it) since it leaves one node."""
+    workdir = tmp_path_factory.mktemp("node_loss")
+    submission_id = f"lamo-node-loss-{uuid.uuid4().hex[:8]}"
+    node_b = cluster.nodes["b"]
+    client = MlflowClient(mlflow_server.uri)
+    killed: dict = {}
+
+    def kill_node_b_once_a_trial_trains_there() -> None:
+        if killed:
+            return
+        exp = client.get_experiment_by_name(NODE_LOSS_SWEEP["name"])
+        if exp is None:
+            return
+        for run in client.search_runs([exp.experiment_id], filter_string="tags.`lamo_ray.role` = 'trial'"):
+            if run.data.tags.get("ray.node_id") == node_b and run.data.metrics.get("normalized_score") is not None:
+                killed["runs"] = {r.info.run_id: r.data.tags.get("ray.node_id") for r in client.search_runs(
+                    [exp.experiment_id], filter_string="tags.`lamo_ray.role` = 'trial'")}
+                killed["run_on_b"] = run.info.run_id
+                killed["pids"] = kill_tagged("LAMO_RAY_TEST_NODE", f"{cluster.tag}-b", grace_s=5, sig=signal.SIGKILL)
+                killed["at"] = time.time()
+                print(f"killed node b ({len(killed['pids'])} processes) while {run.info.run_name} trained there")
+                return
+
+    t0 = time.time()
+    submit_sweep(cluster, mlflow_server.uri, minari_store, NODE_LOSS_SWEEP, workdir, submission_id)
+    status = wait_for_job(cluster, submission_id, on_poll=kill_node_b_once_a_trial_trains_there)
+    logs = job_logs(cluster, submission_id)
+    print(f"node-loss job {submission_id}: {status['status']} after {time.time() - t0:.0f} s")
+    assert killed, f"no trial ever trained on node b before the job ended:\n{logs[-5000:]}"
+    assert status["status"] == "SUCCEEDED", (status, logs[-8000:])
+
+    nodes = {n["node_id"]: n["state"] for n in cluster.list_nodes()}
+    assert nodes[node_b] == "DEAD" and nodes[cluster.nodes["head"]] == "ALIVE", nodes
+
+    _, _, parents, trials = sweep_runs(mlflow_server.uri, NODE_LOSS_SWEEP["name"])
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(trials) == 3, (parents[0].data.metrics, logs[-8000:])
+    outcomes = {r.info.run_id: (r.info.status, r.data.tags.get("lamo_ray.outcome"), r.data.tags.get("ray.node_id"))
+                for r in trials}
+    print("trial outcomes (status, outcome, node):", outcomes, "node b:", node_b)
+    counted = sum(v for k, v in parents[0].data.metrics.items() if k.startswith("sweep/trials_"))
+    assert counted == 3, parents[0].data.metrics
+    head = cluster.nodes["head"]
+    for run in trials:
+        rid, tags = run.info.run_id, run.data.tags
+        restored = client.get_metric_history(rid, "train/restored_from_step")
+        print(f"  {run.info.run_name}: {run.info.status} {tags.get('lamo_ray.outcome')} on "
+              f"{'head' if tags.get('ray.node_id') == head else 'b'}; restored from "
+              f"{[m.value for m in restored]}; error: {tags.get('lamo_ray.error', '')[-400:]!r}")
+        assert run.info.status in ("FINISHED", "FAILED"), outcomes
+        if run.info.status == "FAILED":
+            # only a trial that was running when the node went can fail, and it says why
+            assert tags["lamo_ray.outcome"] == "failed" and tags.get("lamo_ray.error"), outcomes
+            assert rid in killed["runs"], outcomes
+        else:
+            assert tags["lamo_ray.outcome"] == "completed", outcomes
+            assert max(m.step for m in client.get_metric_history(rid, "normalized_score")) == 160
+        if rid not in killed["runs"]:  # started after the node went: ran and completed on the head node
+            assert run.info.status == "FINISHED" and tags["ray.node_id"] == head, outcomes
+        if rid == killed["run_on_b"]:  # the node loss hit this trial: it failed, or re-ran on the head node
+            assert run.info.status == "FAILED" or restored or tags["ray.node_id"] == head, outcomes
