@@ -380,8 +380,6 @@ def _init_ray(address: str | None) -> None:
     os.environ.setdefault(HEALTH_CHECK_ENV, env_vars[HEALTH_CHECK_ENV])
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        if not address.startswith("ray://"):  # the same cleaner lookup, on a cluster: name it explicitly
-            env_vars["RAY_ADDRESS"] = address
         ctx = ray.init(address=address, runtime_env={"env_vars": env_vars})
     else:
         # Train V2 needs the dashboard process (FACTS.md); bind it and the node to loopback only.
