@@ -212,19 +212,7 @@ def run_ram_episode(env: gym.Env, policy: RamPolicy, seed: int) -> dict[str, np.
     Returns Minari episode arrays: observations ``(T+1, 4, 84, 84)`` uint8, actions ``(T,)`` int64,
     rewards ``(T,)`` float32, terminations / truncations ``(T,)`` bool.
     """
-    obs, _ = env.reset(seed=seed)
+    from lamo_ray.collect import run_episode  # collect imports this module
+
     ale = env.unwrapped.ale
-    observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
-    done = False
-    while not done:
-        action = policy(ale.getRAM())
-        obs, reward, terminated, truncated, _ = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(reward)
-        terminations.append(terminated)
-        truncations.append(truncated)
-        done = terminated or truncated
-    return {"observations": np.stack(observations), "actions": np.array(actions, dtype=np.int64),
-            "rewards": np.array(rewards, dtype=np.float32), "terminations": np.array(terminations),
-            "truncations": np.array(truncations)}
+    return run_episode(env, lambda obs: policy(ale.getRAM()), seed, action_dtype=np.int64, reward_dtype=np.float32)

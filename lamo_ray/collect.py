@@ -114,11 +114,13 @@ def uniform_random(env: gym.Env, rng: np.random.Generator) -> Policy:
     return lambda obs: rng.uniform(low, high).astype(np.float32)
 
 
-def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, np.ndarray]:
+def run_episode(env: gym.Env, policy: Policy, seed: int, action_dtype: type = np.float32,
+                reward_dtype: type | None = None) -> dict[str, np.ndarray]:
     """One episode from ``env.reset(seed=seed)`` until terminated or truncated.
 
-    Returns Minari episode arrays: observations ``(T+1, obs_dim)`` (the last one after the final
-    step), actions ``(T, A)`` float32, rewards ``(T,)``, terminations/truncations ``(T,)`` bool.
+    Returns Minari episode arrays: observations ``(T+1, *obs_shape)`` (the last one after the final
+    step), actions ``(T, A)`` (or ``(T,)`` for discrete actions) of ``action_dtype``, rewards ``(T,)``
+    (``reward_dtype``, default numpy's), terminations/truncations ``(T,)`` bool.
     """
     obs, _ = env.reset(seed=seed)
     observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
@@ -132,8 +134,8 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, np.ndarray
         terminations.append(terminated)
         truncations.append(truncated)
         done = terminated or truncated
-    return {"observations": np.array(observations), "actions": np.array(actions, dtype=np.float32),
-            "rewards": np.array(rewards), "terminations": np.array(terminations),
+    return {"observations": np.array(observations), "actions": np.array(actions, dtype=action_dtype),
+            "rewards": np.array(rewards, dtype=reward_dtype), "terminations": np.array(terminations),
             "truncations": np.array(truncations)}
 
 
