@@ -1,28 +1,47 @@
 """Benchmarks (not tests): throughput ratios measured side by side in one run.
 
-    python benchmarks/run.py [--rounds 5] [--quick] [--json OUT]
+    python benchmarks/run.py [--only B1 B2 ...] [--rounds 3] [--quick] [--json OUT] [--skip-gpt2]
 
-Measured now (ids as in the performance issue):
-  B1-tiny  training samples/s of our DT (full fine-tune, linear embeddings) vs
-           `transformers.DecisionTransformerModel` at the same shapes (tiny: 128 hidden, 3 layers,
-           1 head; batch 64, K=20, Kitchen dims state 60 / act 9, AdamW, clip 0.25).
-  B2-tiny  LoRA vs full fine-tuning samples/s of our model at the tiny shape.
-  B8       segment-sampler samples/s vs the training step's samples/s (same batch, K).
+Ids as in the performance issue (README "Performance" has the latest table):
+  B1  training samples/s of our DT (full fine-tune, linear embeddings) vs
+      `transformers.DecisionTransformerModel` at the same shapes (batch 64, K=20, Kitchen dims state 60 /
+      act 9, AdamW, clip 0.25): tiny (128 hidden, 3 layers, 1 head) and GPT-2-small (768, 12, 12).
+  B2  LoRA (rank 16, alpha 32, dropout 0.1, on c_attn) vs full fine-tuning samples/s of our model.
+  B3  training FLOP/s achieved / fp32 matmul FLOP/s of the same threads (same run). A step's FLOPs are
+      counted by `torch.utils.flop_counter.FlopCounterMode` over one forward+backward (matmuls,
+      batched matmuls and attention; elementwise ops and the optimiser are not counted).
+  B4  evaluation env-steps/s on FrankaKitchen-v1: our `Evaluator` (Ray rollout actors x vectorised envs,
+      one batched forward per lock-step) vs a LaMo-style loop (one env, one full-context batch-1
+      forward per step, as LaMo's ``evaluate_episode_rtg``), same model; and ours / the machine's
+      ceiling: min(env-only steps/s x cores, batched-forward env-steps/s of the model on all cores).
+  B5  ASHA vs FIFO trial-steps and wall time (benchmarks/asha.py, runs sweeps: minutes).
+  B6  DDP 2 workers x 1 thread vs 1 worker x 1 thread (benchmarks/ddp.py, through Ray Train).
+  B7  per-trial overhead of a sweep (benchmarks/overhead.py, runs a sweep).
+  B8  segment-sampler samples/s vs the training step's samples/s (same batch, K).
 
-A and B alternate round by round; the table shows medians. Absolute numbers on a shared machine
-are noise: compare ratios. Threads: torch uses ``--threads`` (default 2) for every candidate.
+A and B alternate round by round; the table shows medians. Absolute numbers on a shared machine are
+noise: compare ratios. torch uses ``--threads`` (default 2) in this process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ modules (asha, ddp, overhead)
+
+TINY = {"hidden": 128, "layers": 3, "heads": 1}
+GPT2_SMALL = {"hidden": 768, "layers": 12, "heads": 12}
+KITCHEN_DIMS = {"B": 64, "K": 20, "S": 60, "A": 9}
 
 
 def _batch(B, K, S, A):
@@ -32,16 +51,26 @@ def _batch(B, K, S, A):
             "attention_mask": torch.ones(B, K)}
 
 
-def ours_step_fn(finetune: str, hidden: int, layers: int, heads: int, B: int, K: int, S: int, A: int):
-    """A closure running one training step of our DecisionTransformer; returns samples per call."""
+def our_model(finetune: str, hidden: int, layers: int, heads: int, S: int, A: int, max_ep_len: int = 1000):
+    """Our `DecisionTransformer` (random-init GPT-2 architecture, linear embeddings) at a shape."""
     from lamo_ray.config import ModelConfig
-    from lamo_ray.model import DecisionTransformer, action_loss
+    from lamo_ray.model import DecisionTransformer
 
     cfg = ModelConfig(backbone="gpt2", pretrained=False, n_layer=layers, n_embd=hidden, n_head=heads,
                       embedding="linear", finetune=finetune)
-    model = DecisionTransformer(cfg, (S,), A, 1000).train()
+    return DecisionTransformer(cfg, (S,), A, max_ep_len)
+
+
+def ours_step_fn(finetune: str, hidden: int, layers: int, heads: int, B: int, K: int, S: int, A: int):
+    """A closure running one training step as `lamo_ray.train` does (its optimiser, loss and clip);
+    returns the samples per call. ``.model`` and ``.batch`` are attached for FLOP counting."""
+    from lamo_ray.config import TrainConfig
+    from lamo_ray.model import action_loss
+    from lamo_ray.train import make_optimizer
+
+    model = our_model(finetune, hidden, layers, heads, S, A).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-5, eps=1e-6)
+    opt = make_optimizer(params, TrainConfig())
     b = _batch(B, K, S, A)
 
     def step():
@@ -53,11 +82,17 @@ def ours_step_fn(finetune: str, hidden: int, layers: int, heads: int, B: int, K:
         opt.step()
         return B
 
+    def fwd_bwd():
+        preds = model(b["states"], b["actions"], b["returns_to_go"], b["timesteps"], b["attention_mask"])
+        action_loss(preds, b["actions"], b["attention_mask"], discrete=False).backward()
+
+    step.fwd_bwd = fwd_bwd
     return step
 
 
 def hf_step_fn(hidden: int, layers: int, heads: int, B: int, K: int, S: int, A: int):
-    """One training step of `transformers.DecisionTransformerModel` at the same shapes."""
+    """One training step of `transformers.DecisionTransformerModel` at the same shapes (its defaults:
+    ReLU MLP, dropout 0.1), with torch's default AdamW as in HF's and LaMo's examples."""
     from transformers import DecisionTransformerConfig, DecisionTransformerModel
 
     cfg = DecisionTransformerConfig(state_dim=S, act_dim=A, hidden_size=hidden, n_layer=layers, n_head=heads,
@@ -82,7 +117,7 @@ def hf_step_fn(hidden: int, layers: int, heads: int, B: int, K: int, S: int, A: 
 
 
 def sampler_fn(B: int, K: int, S: int, A: int):
-    """Segment sampling from a synthetic 1M-transition dataset (1000 trajectories of 1000 steps)."""
+    """Segment sampling from a synthetic 200k-transition dataset (200 trajectories of 1000 steps)."""
     from lamo_ray.data import SegmentSampler, Trajectory, TrajectoryDataset, state_stats
 
     rng = np.random.default_rng(0)
@@ -101,49 +136,260 @@ def sampler_fn(B: int, K: int, S: int, A: int):
 
 
 def rate(fn, seconds: float, warmup: int = 2) -> float:
-    """Samples/s of ``fn`` over at least ``seconds`` of wall time (after ``warmup`` calls)."""
+    """Units/s of ``fn`` (it returns the units it did) over at least ``seconds`` of wall time, and at
+    least one call, after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    while True:
         n += fn()
+        if time.perf_counter() - t0 >= seconds:
+            break
     return n / (time.perf_counter() - t0)
 
 
-def compare(name: str, a, b, rounds: int, seconds: float) -> dict:
+def compare(name: str, a, b, rounds: int, seconds: float, warmup: int = 2, **extra) -> dict:
     """Alternate A and B for ``rounds`` rounds; median rates and the ratio of medians."""
     ra, rb = [], []
     for _ in range(rounds):
-        ra.append(rate(a, seconds))
-        rb.append(rate(b, seconds))
+        ra.append(rate(a, seconds, warmup))
+        rb.append(rate(b, seconds, warmup))
+        warmup = 0  # warm in the first round only
     ma, mb = statistics.median(ra), statistics.median(rb)
-    return {"id": name, "a_per_s": ma, "b_per_s": mb, "ratio": ma / mb}
+    return {"id": name, "a_per_s": ma, "b_per_s": mb, "ratio": ma / mb, **extra}
+
+
+# --------------------------------------------------------------------------- B3: FLOP/s
+
+
+def step_flops(step) -> int:
+    """FLOPs of one forward+backward of the step's model (`FlopCounterMode`: matmul-class ops only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step.fwd_bwd()
+    return int(counter.get_total_flops())
+
+
+def matmul_flops_per_s(seconds: float, n: int = 2048) -> float:
+    """fp32 ``n x n @ n x n`` FLOP/s on this process's torch threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return rate(lambda: (a @ b, 2 * n ** 3)[1], seconds, warmup=2)
+
+
+# --------------------------------------------------------------------------- B4: evaluation
+
+
+def _kitchen_spec(model, K: int):
+    from lamo_ray.config import TrialConfig
+    from lamo_ray.envs import KITCHEN_ENV_ID
+    from lamo_ray.evaluate import PolicySpec
+
+    m = model.backbone.config
+    trial = TrialConfig.model_validate({
+        "data": {"source": "lamo/kitchen/complete-v0", "context_length": K, "rtg_scale": 1, "max_ep_len": 1000},
+        "model": {"backbone": "gpt2", "pretrained": False, "n_layer": m.num_hidden_layers, "n_embd": m.hidden_size,
+                  "n_head": m.num_attention_heads, "embedding": "linear", "finetune": "full"},
+    })
+    spec = PolicySpec(trial=trial.model_dump(), state_shape=(60,), act_dim=9, discrete_actions=False,
+                      state_mean=np.zeros(60, np.float32), state_std=np.ones(60, np.float32))
+    return spec, KITCHEN_ENV_ID
+
+
+def lamo_loop_env_steps(model, K: int, episode_steps: int, episodes: int, seed: int = 0) -> float:
+    """Env-steps/s of LaMo's sequential evaluation: one env; every step one batch-1 forward over the
+    full (left-padded) K-step context (LaMo ``evaluate_episodes.evaluate_episode_rtg`` /
+    ``DecisionTransformer.get_action``)."""
+    from lamo_ray.envs import KITCHEN_ENV_ID, flatten_observation, make_env
+
+    env = make_env(KITCHEN_ENV_ID, max_episode_steps=episode_steps)
+    model.eval()
+    steps, t0 = 0, time.perf_counter()
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        states = [flatten_observation(KITCHEN_ENV_ID, obs)]
+        actions, rtg = [], [4.0]
+        done = False
+        while not done:
+            T = len(states)
+            L = min(T, K)
+            s = torch.zeros(1, K, 60)
+            s[0, K - L:] = torch.as_tensor(np.stack(states[-L:]))
+            a = torch.zeros(1, K, 9)
+            if L > 1:
+                a[0, K - L:K - 1] = torch.as_tensor(np.stack(actions[-(L - 1):]))
+            r = torch.zeros(1, K, 1)
+            r[0, K - L:, 0] = torch.as_tensor(rtg[-L:])
+            ts = torch.zeros(1, K, dtype=torch.long)
+            ts[0, K - L:] = torch.arange(T - L, T)
+            mask = torch.zeros(1, K)
+            mask[0, K - L:] = 1
+            with torch.no_grad():
+                act = model.predict_action(s, a, r, ts, mask)[0].numpy()
+            obs, reward, term, trunc, _ = env.step(np.clip(act, -1, 1))
+            steps += 1
+            done = term or trunc
+            states.append(flatten_observation(KITCHEN_ENV_ID, obs))
+            actions.append(act)
+            rtg.append(rtg[-1] - float(reward))
+    return steps / (time.perf_counter() - t0)
+
+
+def env_only_steps(seconds: float) -> float:
+    """FrankaKitchen-v1 env-steps/s of one process with zero actions (as `lamo_ray.envs.make_env` builds it)."""
+    from lamo_ray.envs import KITCHEN_ENV_ID, make_env
+
+    env = make_env(KITCHEN_ENV_ID)
+    env.reset(seed=0)
+    zero = np.zeros(9, np.float32)
+
+    def fn():
+        for _ in range(50):
+            _, _, term, trunc, _ = env.step(zero)
+            if term or trunc:
+                env.reset()
+        return 50
+
+    return rate(fn, seconds, warmup=1)
+
+
+def batched_forward_env_steps(model, K: int, batch: int, seconds: float) -> float:
+    """Env-steps/s the model alone sustains at full context: batch / (one batched forward's time)."""
+    b = _batch(batch, K, 60, 9)
+    model.eval()
+
+    def fn():
+        with torch.no_grad():
+            model.predict_action(**b)
+        return batch
+
+    return rate(fn, seconds, warmup=2)
+
+
+def run_b4(shape_name: str, shape: dict, quick: bool, threads: int, rounds: int) -> list[dict]:
+    """B4 at one model shape: ours (Ray actors) vs the LaMo loop, and ours vs the machine's ceiling."""
+    import ray
+
+    from lamo_ray.config import EvalConfig
+    from lamo_ray.evaluate import Evaluator
+
+    K = 20
+    cores = int(ray.available_resources().get("CPU", os.cpu_count() or 1))
+    tiny = shape is TINY
+    episode_steps = (20 if quick else 280) if tiny else 40
+    per_target = (2 if quick else 10) if tiny else 4
+    envs_per_actor = per_target if tiny else per_target
+    model = our_model("full", shape["hidden"], shape["layers"], shape["heads"], 60, 9).eval()
+    spec, env_id = _kitchen_spec(model, K)
+    eval_cfg = EvalConfig(target_returns=[4, 3], episodes=per_target, num_actors=cores, envs_per_actor=envs_per_actor,
+                          actor_cpus=1, max_episode_steps=episode_steps)
+    evaluator = Evaluator(spec, eval_cfg, env_id, (0.0, 4.0), seed=0)
+    weights = model.state_dict()
+    evaluator(weights)  # actors are built once per trial and kept: warm them
+    total_steps = 2 * per_target * episode_steps
+    lamo_episodes = 1 if not tiny else (1 if quick else 4)
+    ours, lamo = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        _, records = evaluator(weights)
+        ours.append(sum(r["length"] for r in records) / (time.perf_counter() - t0))
+        assert sum(r["length"] for r in records) == total_steps
+        lamo.append(lamo_loop_env_steps(model, K, episode_steps, lamo_episodes))
+    evaluator.shutdown()
+    seconds = 0.5 if quick else 3.0
+    env_ceiling = env_only_steps(seconds) * cores
+    torch.set_num_threads(threads)
+    model_ceiling = batched_forward_env_steps(model, K, 2 * per_target, seconds)
+    ceiling = min(env_ceiling, model_ceiling)
+    bound = "env" if env_ceiling <= model_ceiling else "model"
+    mo, ml = statistics.median(ours), statistics.median(lamo)
+    note = (f"{2 * per_target} episodes x {episode_steps} steps, {cores} actors x {envs_per_actor} envs; ceiling "
+            f"{bound}-bound (env {env_ceiling:.0f}, model {model_ceiling:.0f} env-steps/s)")
+    return [{"id": f"B4-{shape_name} ours/LaMo-loop env-steps/s", "a_per_s": mo, "b_per_s": ml, "ratio": mo / ml,
+             "note": note},
+            {"id": f"B4-{shape_name} ours/ceiling env-steps/s", "a_per_s": mo, "b_per_s": ceiling,
+             "ratio": mo / ceiling, "note": note}]
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run_model_benchmarks(shape_name: str, shape: dict, dims: dict, rounds: int, seconds: float,
+                         matmul_peak: float, with_b8: bool) -> list[dict]:
+    """B1, B2, B3 (and B8) at one shape."""
+    B, K, S, A = dims["B"], dims["K"], dims["S"], dims["A"]
+    h, L, H = shape["hidden"], shape["layers"], shape["heads"]
+    warm = 2 if shape is not GPT2_SMALL else 1
+    ours_full = ours_step_fn("full", h, L, H, B, K, S, A)
+    ours_lora = ours_step_fn("lora", h, L, H, B, K, S, A)
+    rows = [compare(f"B1-{shape_name} ours/HF DT samples/s", ours_full, hf_step_fn(h, L, H, B, K, S, A), rounds,
+                    seconds, warm),
+            compare(f"B2-{shape_name} LoRA/full samples/s", ours_lora, ours_full, rounds, seconds, warm)]
+    flops = step_flops(ours_full)
+    full_rate = rows[0]["a_per_s"]  # samples/s
+    achieved = flops * full_rate / B
+    rows.append({"id": f"B3-{shape_name} train FLOP/s / matmul peak", "a_per_s": achieved, "b_per_s": matmul_peak,
+                 "ratio": achieved / matmul_peak,
+                 "note": f"{flops / 1e9:.2f} GFLOP per fwd+bwd (FlopCounterMode), full fine-tune"})
+    lora_flops = step_flops(ours_lora)
+    lora_achieved = lora_flops * rows[1]["a_per_s"] / B
+    rows.append({"id": f"B3-{shape_name} LoRA FLOP/s / matmul peak", "a_per_s": lora_achieved,
+                 "b_per_s": matmul_peak, "ratio": lora_achieved / matmul_peak,
+                 "note": f"{lora_flops / 1e9:.2f} GFLOP per fwd+bwd"})
+    if with_b8:
+        rows.append(compare("B8 sampler/train-step samples/s", sampler_fn(B, K, S, A), ours_full, rounds, seconds))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--seconds", type=float, default=2.0, help="wall time per measurement")
+    p.add_argument("--only", nargs="+", default=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"],
+                   help="benchmark ids to run (B1-B3 always run together)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=3.0, help="wall time per measurement (tiny shapes)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="tiny shapes and 1 round (smoke test)")
+    p.add_argument("--skip-gpt2", action="store_true", help="skip the GPT-2-small shape (~10 s a training step here)")
+    p.add_argument("--quick", action="store_true", help="tiny shapes, 1 round, short sweeps (smoke test)")
+    p.add_argument("--workdir", default=None, help="where B5-B7 put their sweeps (default: a temp dir)")
     p.add_argument("--json", help="also write the rows as JSON here")
     args = p.parse_args(argv)
+    only = {x.upper() for x in args.only}
     torch.set_num_threads(args.threads)
-    B, K, S, A = (8, 4, 60, 9) if args.quick else (64, 20, 60, 9)
-    hidden, layers, heads = (32, 1, 1) if args.quick else (128, 3, 1)
-    rounds, seconds = (1, 0.2) if args.quick else (args.rounds, args.seconds)
-    ours_full = ours_step_fn("full", hidden, layers, heads, B, K, S, A)
-    rows = [
-        compare("B1-tiny ours/HF DT samples/s", ours_full, hf_step_fn(hidden, layers, heads, B, K, S, A), rounds, seconds),
-        compare("B2-tiny LoRA/full samples/s", ours_step_fn("lora", hidden, layers, heads, B, K, S, A), ours_full,
-                rounds, seconds),
-        compare("B8 sampler/train-step samples/s", sampler_fn(B, K, S, A), ours_full, rounds, seconds),
-    ]
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {B}, K={K}, state {S}, act {A}, "
-          f"{rounds} rounds x {seconds:g} s, medians")
-    print(f"{'benchmark':36s} {'A /s':>12s} {'B /s':>12s} {'A/B':>7s}")
+    quick = args.quick
+    dims = {"B": 8, "K": 4, "S": 60, "A": 9} if quick else KITCHEN_DIMS
+    tiny = {"hidden": 32, "layers": 1, "heads": 1} if quick else TINY
+    rounds, seconds = (1, 0.2) if quick else (args.rounds, args.seconds)
+    rows: list[dict] = []
+    if only & {"B1", "B2", "B3", "B8"}:
+        peak = matmul_flops_per_s(0.5 if quick else 3.0, 256 if quick else 2048)
+        rows += run_model_benchmarks("tiny", tiny, dims, rounds, seconds, peak, with_b8="B8" in only)
+        if not (quick or args.skip_gpt2):
+            rows += run_model_benchmarks("gpt2", GPT2_SMALL, dims, rounds, 0.0, peak, with_b8=False)
+    if "B4" in only:
+        import ray
+
+        ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+        try:
+            rows += run_b4("tiny", tiny, quick, args.threads, rounds)
+            if not (quick or args.skip_gpt2):
+                rows += run_b4("gpt2", GPT2_SMALL, quick, args.threads, max(1, rounds - 1))
+        finally:
+            ray.shutdown()
+    import tempfile
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lamo-bench-"))
+    for bid, module, fn in (("B5", "asha", "run_b5"), ("B6", "ddp", "run_b6"), ("B7", "overhead", "run_b7")):
+        if bid in only and Path(__file__).with_name(f"{module}.py").exists():
+            mod = __import__(module)
+            rows += getattr(mod, fn)(quick=quick, workdir=workdir / bid)
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"{args.threads} threads; batch {dims['B']}, K={dims['K']}, state {dims['S']}, act {dims['A']}; "
+          f"{rounds} rounds, medians")
+    print(f"{'benchmark':44s} {'A':>12s} {'B':>12s} {'A/B':>7s}  note")
     for r in rows:
-        print(f"{r['id']:36s} {r['a_per_s']:12.1f} {r['b_per_s']:12.1f} {r['ratio']:7.2f}")
+        print(f"{r['id']:44s} {r.get('a_per_s', r.get('a', float('nan'))):12.4g} "
+              f"{r.get('b_per_s', r.get('b', float('nan'))):12.4g} {r['ratio']:7.2f}  {r.get('note', '')}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -359,3 +359,66 @@ def test_action_loss_ignores_padded_positions():
     torch.testing.assert_close(action_loss(logits2, labels2, mask, discrete=True), loss)
     with pytest.raises(ValueError):
         action_loss(logits, labels, mask, discrete=False)
+
+
+# --------------------------------------------------------------------------- speed-ups that must not change the model
+
+
+def test_fast_dropout_has_dropout_semantics():
+    from lamo_ray.model import FastDropout
+
+    drop = FastDropout(0.1).train()
+    x = torch.ones(1000, 1000, requires_grad=True)
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.002  # 1e6 draws: std of the rate ~3e-4
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.9))
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)  # the gradient flows through exactly the kept elements
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # reproducible from torch's seed
+    torch.manual_seed(1)
+    assert not torch.equal(drop(x), y)
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(FastDropout(0.0).train()(x), x)
+
+
+def test_every_dropout_is_fast_dropout_including_lora(gpt2_dir):
+    from lamo_ray.model import FastDropout
+
+    model = DecisionTransformer(tiny_cfg(gpt2_dir, pretrained=True, finetune="lora", dropout=0.2), (S,), A,
+                                MAX_EP_LEN)
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(type(m) is FastDropout for m in drops)
+    assert {m.p for m in drops} == {0.2, 0.1}  # model.dropout and LoRA's default dropout
+
+
+def test_gpt2_gelu_runs_fused_with_the_same_values(gpt2_dir):
+    model = DecisionTransformer(tiny_cfg(gpt2_dir, pretrained=True), (S,), A, MAX_EP_LEN).eval()
+    mlp = model.trunk.h[0].mlp
+    assert model.trunk.config.activation_function == "gelu_pytorch_tanh"
+    x = torch.randn(4096) * 4
+    assert torch.allclose(mlp.act(x), transformers.activations.NewGELUActivation()(x), atol=1e-6)
+
+
+def test_fused_adamw_matches_default_adamw():
+    from lamo_ray.config import TrainConfig
+    from lamo_ray.train import make_optimizer
+
+    torch.manual_seed(0)
+    a = torch.nn.Linear(16, 8)
+    b = torch.nn.Linear(16, 8)
+    b.load_state_dict(a.state_dict())
+    cfg = TrainConfig(lr=1e-2)
+    fused = make_optimizer(list(a.parameters()), cfg)
+    ref = torch.optim.AdamW(b.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
+    assert fused.defaults["fused"]
+    for step in range(5):
+        x = torch.randn(32, 16, generator=torch.Generator().manual_seed(step))
+        for m, opt in ((a, fused), (b, ref)):
+            opt.zero_grad()
+            m(x).pow(2).mean().backward()
+            opt.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6)
