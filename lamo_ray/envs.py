@@ -48,6 +48,11 @@ D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
     "kitchen": (0.0, 4.0),
 }
 
+# MuJoCo locomotion (REFERENCE.md; issue 8): the Gymnasium env each family evaluates on. D4RL's -v2
+# files were recorded on mujoco-py Hopper-v3 / Walker2d-v3 / HalfCheetah-v3, whose observation and
+# action sizes the v5 envs keep (Hopper 11/3, Walker2d 17/6, HalfCheetah 17/6).
+MUJOCO_ENV_IDS: dict[str, str] = {"hopper": "Hopper-v5", "walker2d": "Walker2d-v5", "halfcheetah": "HalfCheetah-v5"}
+
 # Families known by name. Matched as a case-insensitive substring, longest first, so that
 # "HalfCheetah-v5", "halfcheetah-medium-v2.hdf5", "mujoco/halfcheetah/expert-v0" -> "halfcheetah"
 # and "FrankaKitchen-v1", "D4RL/kitchen/partial-v2" -> "kitchen".
