@@ -31,7 +31,8 @@ from lamo_ray.config import ConfigError, SweepConfig, TrialConfig, expand_trials
 log = logging.getLogger(__name__)
 
 # Datasets this project can generate on first use (the quick start's Reacher data).
-LOCAL_DATASET_PREFIXES = {"lamo/reacher/": "reacher", "lamo/kitchen/": "kitchen", "lamo/atari/": "atari"}
+LOCAL_DATASET_PREFIXES = {"lamo/reacher/": "reacher", "lamo/kitchen/": "kitchen", "lamo/atari/": "atari",
+                          "lamo/mujoco/": "mujoco"}
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
@@ -74,11 +75,12 @@ def check_datasets(configs: list[TrialConfig], generate: bool) -> tuple[list[Che
             loaded[source] = load_dataset(source)
         except DatasetError as err:
             if kind is not None and generate:
-                from lamo_ray.collect import ensure_atari_dataset, ensure_kitchen_dataset, ensure_reacher_dataset
+                from lamo_ray.collect import (ensure_atari_dataset, ensure_kitchen_dataset, ensure_mujoco_dataset,
+                                              ensure_reacher_dataset)
 
                 print(f"dataset {source} not found: generating it now (python -m lamo_ray.collect {kind})", flush=True)
                 {"reacher": ensure_reacher_dataset, "kitchen": ensure_kitchen_dataset,
-                 "atari": ensure_atari_dataset}[kind](source)
+                 "atari": ensure_atari_dataset, "mujoco": ensure_mujoco_dataset}[kind](source)
                 loaded[source] = load_dataset(source)
             elif kind is not None:
                 checks.append(Check("dataset", source, True,
@@ -317,8 +319,9 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from lamo_ray.tracking import find_trial_run, start_trial_run
+    from lamo_ray.tracking import find_trial_run, log_trial_timing, start_trial_run
 
+    started = time.time()
     ctx = tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
     params = {k: v for k, v in config.items() if k not in ("variant", "seed")}
@@ -341,7 +344,15 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )
+    fit_started = time.time()
     trainer.fit()
+    import psutil
+
+    log_trial_timing(tracking["uri"], run_id, {"time/trial_process_age_s": started - psutil.Process().create_time(),
+                                               "time/trial_driver_setup_s": fit_started - started,
+                                               "time/trial_fit_s": time.time() - fit_started,
+                                               "time/trial_wall_s": time.time() - started},
+                     outbox_dir=tracking.get("outbox"))
 
 
 def _param_space(sweep: SweepConfig) -> dict[str, Any]:

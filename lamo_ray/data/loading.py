@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +22,33 @@ import numpy as np
 from lamo_ray.data.dqn_replay import is_dqn_replay_source, load_dqn_replay
 from lamo_ray.data.frames import compact_stacks
 from lamo_ray.data.trajectories import DatasetError, DatasetNotDownloadedError, Trajectory, TrajectoryDataset, subsample
-from lamo_ray.envs import d4rl_ref_scores, flatten_observation
+from lamo_ray.envs import MUJOCO_ENV_IDS, d4rl_ref_scores, env_family, flatten_observation
 
 log = logging.getLogger(__name__)
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+# D4RL's gym-MuJoCo v2 files (d4rl/infos.py): dataset hopper-medium-replay-v2 is served as
+# hopper_medium_replay-v2.hdf5 from this folder.
+D4RL_MUJOCO_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/{env}_{kind}-v2.hdf5"
+_D4RL_MUJOCO_NAME = re.compile(r"^(hopper|walker2d|halfcheetah)[-_]"
+                               r"(random|medium|expert|medium[-_]replay|medium[-_]expert|full[-_]replay)-v2\.hdf5$")
+
+
+def d4rl_mujoco_url(file_name: str) -> str | None:
+    """Download URL of a D4RL gym-MuJoCo v2 file named like the dataset (``hopper-medium-v2.hdf5``)
+    or like D4RL's own download (``hopper_medium-v2.hdf5``), any case; None for other names."""
+    match = _D4RL_MUJOCO_NAME.match(file_name.lower())
+    if match is None:
+        return None
+    return D4RL_MUJOCO_URL.format(env=match.group(1), kind=match.group(2).replace("-", "_"))
 
 
 def load_dataset(source: str) -> TrajectoryDataset:
     """All trajectories of ``source``: a D4RL-format HDF5 path, a DQN-replay checkpoint in the
     d4rl-atari layout (`lamo_ray.data.dqn_replay.load_dqn_replay`) or a Minari dataset id.
 
-    HDF5 (D4RL): keys ``observations (N, *obs)``, ``actions (N, A)``, ``rewards (N,)``,
+    HDF5 (D4RL): a leading ``~`` is expanded. Keys ``observations (N, *obs)``, ``actions (N, A)``, ``rewards (N,)``,
     ``terminals (N,)``, ``timeouts (N,)``. A trajectory ends at a step with a terminal or a
     time-out, as in D4RL/DT's ``download_d4rl_datasets.py``; a trailing piece with neither is
     kept (ours; DT drops it). Reference scores come from the file's attributes
@@ -50,6 +65,9 @@ def load_dataset(source: str) -> TrajectoryDataset:
     from the dataset metadata; ``env_id`` from its env spec, else its eval env spec.
 
     Raises:
+        DatasetNotDownloadedError: a missing HDF5 file named like a D4RL gym-MuJoCo v2 dataset
+            (``hopper-medium-v2.hdf5``); the message gives D4RL's URL and the local alternative
+            (``python -m lamo_ray.collect mujoco``). Also a Minari id not in the local store.
         DatasetError: missing file, unreadable/corrupt HDF5, missing or inconsistent keys, no
             steps, unknown Minari id (the message says how to get it and lists local ids; for
             ``D4RL/kitchen/*`` it also names the local scripted alternative), observations the
@@ -105,8 +123,16 @@ def _as_float(value: Any) -> float | None:
 
 
 def _load_d4rl_hdf5(source: str) -> TrajectoryDataset:
-    path = Path(source)
+    path = Path(source).expanduser()
     if not path.is_file():
+        url = d4rl_mujoco_url(path.name)
+        if url is not None and not path.exists():
+            family = env_family(path.name)
+            raise DatasetNotDownloadedError(
+                f"{source}: D4RL file not downloaded; get it with `mkdir -p {path.parent} && wget -O {path} {url}` "
+                f"where the network allows. Offline, the local alternative is D4RL's recipe run here: "
+                f"`python -m lamo_ray.collect mujoco --env {family}` makes lamo/mujoco/{family}/"
+                "{medium,medium-replay,expert}-v0 (set data.source to one of them)")
         raise DatasetError(f"{source}: file not found")
     try:
         with h5py.File(path, "r") as f:
@@ -172,6 +198,11 @@ def _missing_minari_message(source: str) -> str:
                     f"scripted demonstrations with the same layout and task list: "
                     f"{local_id}, made by `python -m lamo_ray.collect kitchen --dataset {kitchen}`; "
                     f"use it by setting data.source: {local_id}")
+    elif _minari_mujoco_name(source) is not None:
+        family = _minari_mujoco_name(source)
+        message += (f". Offline, the local alternative is SAC data made here with D4RL's recipe "
+                    f"(its own ref scores): lamo/mujoco/{family}/{{medium,medium-replay,expert}}-v0, made by "
+                    f"`python -m lamo_ray.collect mujoco --env {family}`; use it by setting data.source")
     else:
         message += (", or generate local data with `python -m lamo_ray.collect` "
                     "(e.g. `python -m lamo_ray.collect reacher`)")
@@ -185,6 +216,15 @@ def _d4rl_kitchen_name(source: str) -> str | None:
     if len(parts) == 3 and parts[0] == "d4rl" and parts[1] == "kitchen":
         name = parts[2].split("-v")[0]
         return name if name in ("complete", "partial", "mixed") else None
+    return None
+
+
+def _minari_mujoco_name(source: str) -> str | None:
+    """The env family of a Minari MuJoCo locomotion id such as ``mujoco/hopper/medium-v0``
+    (hopper, walker2d, halfcheetah), else None."""
+    parts = source.lower().split("/")
+    if len(parts) == 3 and parts[0] == "mujoco" and parts[1] in MUJOCO_ENV_IDS:
+        return parts[1]
     return None
 
 
