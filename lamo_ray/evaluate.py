@@ -62,12 +62,14 @@ def reference_scores(eval_cfg: EvalConfig, env_id: str, dataset_refs: tuple[floa
     return d4rl_ref_scores(env_id) or (None, None)
 
 
-def build_policy(spec: PolicySpec, load_weights: bool) -> torch.nn.Module:
-    """The trial's `DecisionTransformer` (weights loaded only when ``load_weights``)."""
-    from lamo_ray.model import DecisionTransformer
+def build_policy(spec: PolicySpec, load_weights: bool, rollout: bool = False) -> torch.nn.Module:
+    """The trial's `DecisionTransformer` (weights loaded only when ``load_weights``). With ``rollout``
+    the architecture that `DecisionTransformer.rollout_state_dict` fits (LoRA merged: no peft)."""
+    from lamo_ray.model import DecisionTransformer, rollout_model_config
 
     cfg = TrialConfig.model_validate(spec.trial)
-    return DecisionTransformer(cfg.model, spec.state_shape, spec.act_dim, cfg.data.max_ep_len,
+    model_cfg = rollout_model_config(cfg.model) if rollout else cfg.model
+    return DecisionTransformer(model_cfg, spec.state_shape, spec.act_dim, cfg.data.max_ep_len,
                                discrete_actions=spec.discrete_actions,
                                language_loss=cfg.language.co_lambda > 0, load_weights=load_weights)
 
@@ -92,12 +94,13 @@ class Rollout:
         torch.set_num_threads(threads)
         self.spec = spec
         self.cfg = TrialConfig.model_validate(spec.trial)
-        self.model = (model if model is not None else build_policy(spec, load_weights=False)).eval()
+        self.model = (model if model is not None else build_policy(spec, load_weights=False, rollout=True)).eval()
         self.env_id = env_id
         self.envs = [make_env(env_id, max_episode_steps=max_episode_steps, **(env_kwargs or {}))
                      for _ in range(num_envs)]
 
     def set_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load `DecisionTransformer.rollout_state_dict` weights (LoRA merged)."""
         self.model.load_state_dict(state_dict)
 
     def run(self, episodes: list[tuple[float, int]]) -> list[dict[str, Any]]:
@@ -238,8 +241,9 @@ class Evaluator:
         base = self.seed + self.cfg.seed_offset
         return [(float(t), base + e) for t in self.cfg.target_returns for e in range(self.cfg.episodes)]
 
-    def __call__(self, state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        """Evaluate weights; returns (summary metrics, per-episode records).
+    def __call__(self, policy: torch.nn.Module | dict[str, torch.Tensor]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Evaluate a policy: a `DecisionTransformer` (its `rollout_state_dict` is sent: LoRA merged), or
+        such a state dict already made; returns (summary metrics, per-episode records).
 
         Summary keys per target ``T``: ``eval/target_T/return_mean``, ``.../return_std``,
         ``.../normalized_score``, ``.../length_mean``; and ``normalized_score`` / ``return_mean``
@@ -248,7 +252,8 @@ class Evaluator:
         Raises:
             RuntimeError: an evaluation returned fewer episodes than requested.
         """
-        weights = ray.put({k: v.detach().cpu() for k, v in state_dict.items()})
+        state = policy.rollout_state_dict() if isinstance(policy, torch.nn.Module) else policy
+        weights = ray.put({k: v.detach().cpu() for k, v in state.items()})
         episodes = self.episodes()
         chunks = [episodes[i::len(self.actors)] for i in range(len(self.actors))]
         # weights go first: an actor runs its tasks in submission order, so run() sees the new weights
@@ -373,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     evaluator = Evaluator(ckpt.spec, eval_cfg, ckpt.env_id, ckpt.refs,
                           cfg.seed if args.seed is None else args.seed, env_kwargs=ckpt.env_kwargs)
-    summary, records = evaluator(model.state_dict())
+    summary, records = evaluator(model)
     evaluator.shutdown()
     if args.out:
         import pandas as pd

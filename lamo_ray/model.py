@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 
-import peft
 import torch
 import torch.nn.functional as F
 import transformers
@@ -417,6 +416,8 @@ class DecisionTransformer(nn.Module):
         """Apply ``cfg.finetune``; returns the backbone, wrapped in a peft model for "lora"."""
         if cfg.finetune == "lora":
             targets, fan_in_fan_out = lora_target_modules(backbone)
+            import peft  # here, not at module level: ~2.5 s of imports that DT workers and rollout actors skip
+
             lora = peft.LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                                    target_modules=targets, fan_in_fan_out=fan_in_fan_out, bias="lora_only")
             return peft.get_peft_model(backbone, lora)  # freezes every non-LoRA backbone weight
@@ -430,8 +431,30 @@ class DecisionTransformer(nn.Module):
     @property
     def trunk(self) -> nn.Module:
         """The backbone without its LM head (GPT-2 ``transformer``, Llama ``model``), LoRA inside."""
-        lm = self.backbone.get_base_model() if isinstance(self.backbone, peft.PeftModel) else self.backbone
-        return lm.base_model
+        return self._lm().base_model
+
+    def _lm(self) -> nn.Module:
+        """The causal LM itself (inside the peft wrapper for "lora")."""
+        return self.backbone.get_base_model() if self.uses_lora else self.backbone
+
+    @property
+    def uses_lora(self) -> bool:
+        """The backbone is a peft LoRA model."""
+        return hasattr(self.backbone, "peft_config")
+
+    def rollout_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights for inference (rollout actors): LoRA merged into the frozen weights, W + (alpha / r) B A
+        (peft ``merge_and_unload`` on a copy; this model is unchanged), so the state dict is that of the
+        same architecture with ``finetune: full`` (`rollout_model_config`): rollout actors then build no
+        peft model (no peft import, no LoRA branch per forward). Other modes: ``state_dict()``.
+        Tensors are detached CPU copies."""
+        if not self.uses_lora:
+            return {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
+        import copy
+
+        twin = copy.deepcopy(self)
+        twin.backbone = twin.backbone.merge_and_unload()
+        return {k: v.detach().cpu() for k, v in twin.state_dict().items()}
 
     def _check_inputs(self, states, actions, returns_to_go, timesteps, attention_mask) -> None:
         b, k = timesteps.shape
@@ -502,6 +525,12 @@ class DecisionTransformer(nn.Module):
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"trainable": trainable, "total": total, "trainable_share": trainable / total}
+
+
+def rollout_model_config(cfg: ModelConfig) -> ModelConfig:
+    """The config of the model `DecisionTransformer.rollout_state_dict` fits: "lora" becomes "full"
+    (same architecture, LoRA merged); other modes unchanged."""
+    return cfg.model_copy(update={"finetune": "full"}) if cfg.finetune == "lora" else cfg
 
 
 # --------------------------------------------------------------------------- loss

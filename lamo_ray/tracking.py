@@ -478,6 +478,13 @@ def trial_runs(uri: str, experiment: str) -> list[mlflow.entities.Run]:
                               max_results=10_000)
 
 
+def log_trial_timing(uri: str, run_id: str, seconds: dict[str, float], outbox_dir: str | Path | None = None) -> None:
+    """Log a trial driver's wall-clock phases (``time/trial_*_s``, seconds) to the trial's run at
+    step 0 (read by benchmarks/overhead.py B7, beside the workers' ``time/setup/*`` and
+    ``train/time_s`` / ``eval/time_s``)."""
+    RunLogger(uri, run_id, outbox_dir=outbox_dir).log_metrics(seconds, step=0)
+
+
 def find_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
     """The existing run of a Tune trial under this sweep run (a restarted or resumed trial reuses it)."""
     runs = MlflowClient(uri).search_runs(

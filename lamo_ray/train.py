@@ -57,6 +57,26 @@ def make_optimizer(params: list[torch.nn.Parameter], train_cfg) -> torch.optim.A
                              fused=True)
 
 
+class _SetupClock:
+    """Wall-clock phases of a worker's setup, logged to MLflow as ``time/setup/<phase>_s`` (the
+    per-trial overhead of benchmarks/overhead.py B7): ``process_start`` (worker process creation
+    to the training function: Ray actor start and imports), then each `lap`."""
+
+    def __init__(self, entered: float):
+        import psutil
+
+        self.times = {"process_start": max(0.0, entered - psutil.Process().create_time())}
+        self.last = entered
+
+    def lap(self, phase: str) -> None:
+        now = time.time()
+        self.times[phase] = now - self.last
+        self.last = now
+
+    def metrics(self) -> dict[str, float]:
+        return {f"time/setup/{k}_s": v for k, v in self.times.items()}
+
+
 def _batch_to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
 
@@ -70,6 +90,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     Raises:
         NonFiniteLossError: NaN/inf loss (the trial fails; Tune marks it ERROR, MLflow FAILED).
     """
+    entered = time.time()
     cfg = TrialConfig.model_validate(loop_config["trial"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -78,12 +99,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
 
     # ---- data: whole-trajectory sample ratio, normalisation from the kept data (REFERENCE "Data")
+    setup = _SetupClock(entered)
     dataset = subsample(load_dataset(cfg.data.source), cfg.data.sample_ratio, cfg.seed)
     mean, std = state_stats(dataset)
     image_obs = len(dataset.obs_shape) > 1
     sampler = SegmentSampler(dataset, cfg.data.context_length, cfg.data.rtg_scale, cfg.data.max_ep_len,
                              mean, std, seed=cfg.seed * 1000 + rank)
     local_batch = cfg.train.batch_size // world
+    setup.lap("data")
 
     # ---- model
     model = DecisionTransformer(cfg.model, tuple(dataset.obs_shape), dataset.act_dim, cfg.data.max_ep_len,
@@ -96,6 +119,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
         text = text_sampler(cfg.language.corpus, cfg.model.backbone, cfg.language.block_size,
                             seed=cfg.seed * 1000 + rank)
+
+    setup.lap("model")
 
     # ---- restore
     start_step = 0
@@ -146,6 +171,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                      "data/num_trajectories": len(dataset.trajectories),
                                      "data/num_transitions": dataset.num_transitions}, step=0)
         evaluator = Evaluator(spec, cfg.eval, env_id, refs, cfg.seed, env_kwargs=env_kwargs)
+    setup.lap("services")
+    if tracker is not None:
+        tracker.log_metrics(setup.metrics(), step=start_step)
+    log.info("rank %d setup: %s", rank, ", ".join(f"{k.split('/')[-1]} {v:.1f}" for k, v in setup.metrics().items()))
 
     model.train()
     window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()
@@ -208,7 +237,7 @@ def _evaluate_and_report(step, cfg, model, spec, env_id, env_kwargs, refs, evalu
     module = model.module if hasattr(model, "module") else model
     module.eval()
     t0 = time.perf_counter()
-    summary, records = evaluator(module.state_dict())
+    summary, records = evaluator(module)
     module.train()
     summary["eval/time_s"] = time.perf_counter() - t0
     metrics.update(summary)

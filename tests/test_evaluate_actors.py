@@ -16,21 +16,28 @@ def local_ray():
     ray.shutdown()
 
 
-def setup():
+def setup(finetune: str = "full"):
     cfg = validate_trial({"data": {"source": "unused", "context_length": 3, "rtg_scale": 10.0, "max_ep_len": 64},
                           "model": {"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1,
-                                    "finetune": "full", "embedding": "linear"}})
+                                    "finetune": finetune, "embedding": "linear"}})
     spec = PolicySpec(trial=cfg.model_dump(), state_shape=(10,), act_dim=2, discrete_actions=False,
                       state_mean=np.zeros(10, np.float32), state_std=np.ones(10, np.float32))
     torch.manual_seed(0)
-    return spec, build_policy(spec, load_weights=False)
+    model = build_policy(spec, load_weights=False)
+    with torch.no_grad():  # LoRA B starts at zero: make the adapters matter
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    return spec, model
 
 
-def test_actors_return_every_episode_and_match_a_local_rollout(local_ray):
-    spec, model = setup()
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_actors_return_every_episode_and_match_a_local_rollout(local_ray, finetune):
+    """Actors get LoRA merged into the weights (no peft model there); episodes match the LoRA model's own."""
+    spec, model = setup(finetune)
     ev = EvalConfig(target_returns=[-4.0, -8.0], episodes=3, num_actors=2, envs_per_actor=2)
     evaluator = Evaluator(spec, ev, "Reacher-v5", (-40.0, -5.0), seed=0)
-    summary, records = evaluator(model.state_dict())
+    summary, records = evaluator(model)
     evaluator.shutdown()
     assert len(records) == 6
     assert sorted((r["target_return"], r["seed"]) for r in records) == sorted(evaluator.episodes())

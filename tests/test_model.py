@@ -422,3 +422,25 @@ def test_fused_adamw_matches_default_adamw():
             opt.step()
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.allclose(pa, pb, atol=1e-6)
+
+
+def test_rollout_state_dict_merges_lora_exactly_and_leaves_the_model_alone(gpt2_dir):
+    from lamo_ray.model import rollout_model_config
+
+    torch.manual_seed(0)
+    cfg = tiny_cfg(gpt2_dir, pretrained=True, finetune="lora")
+    model = DecisionTransformer(cfg, (S,), A, MAX_EP_LEN).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    weights = model.rollout_state_dict()
+    plain = DecisionTransformer(rollout_model_config(cfg), (S,), A, MAX_EP_LEN, load_weights=False).eval()
+    assert not plain.uses_lora and not any("lora" in k for k in weights)
+    plain.load_state_dict(weights)  # strict: exactly the plain architecture's keys
+    inputs = batch()
+    assert torch.allclose(plain(*inputs), model(*inputs), atol=1e-5)
+    with model.backbone.disable_adapter():
+        assert not torch.allclose(plain(*inputs), model(*inputs), atol=1e-3)  # the adapters change the output
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
