@@ -618,7 +618,7 @@ def ensure_atari_dataset(dataset_id: str, seed: int = 0) -> None:
 
 MUJOCO_KINDS: tuple[str, ...] = ("medium", "medium-replay", "expert")
 DEFAULT_MUJOCO_TIMESTEPS = 100_000       # CLI default SAC budget (D4RL trained for up to 1M+ steps)
-LOCAL_MUJOCO_TIMESTEPS = 20_000          # ensure_mujoco_dataset: what a local sweep generates on first use
+LOCAL_MUJOCO_TIMESTEPS = 30_000          # ensure_mujoco_dataset: what a local sweep generates on first use
 DEFAULT_MUJOCO_EPISODES = 100            # medium / expert rollouts each (D4RL: 1M transitions each)
 LOCAL_MUJOCO_EPISODES = 50
 DEFAULT_MUJOCO_SNAPSHOTS = 20            # intermediate SAC snapshots kept (every timesteps // 20 steps)
@@ -700,6 +700,7 @@ def _snapshot_callback(every: int, total: int, evaluate: Callable[[], float], ba
                 value = evaluate()
                 self.snapshots.append((self.num_timesteps, copy.deepcopy(self.model.actor.state_dict()), value))
                 bar.set_postfix(step=self.num_timesteps, eval_return=f"{value:.0f}")
+                log.info("SAC snapshot at step %d of %d: mean return %.1f", self.num_timesteps, total, value)
             return True
 
     return SnapshotCallback()
@@ -824,8 +825,6 @@ def collect_mujoco(env: str = "Hopper", timesteps: int = DEFAULT_MUJOCO_TIMESTEP
         snapshots = callback.snapshots
         target = MEDIUM_FRACTION * final_return
         medium_step, medium_actor, medium_return = min(snapshots, key=lambda s: abs(s[2] - target))
-        for step, _, value in snapshots:
-            log.info("%s: SAC snapshot at step %d: mean return %.1f", env_id, step, value)
         log.info("%s: final policy (step %d) %.1f; medium = snapshot at step %d (%.1f, target %.1f)",
                  env_id, timesteps, final_return, medium_step, medium_return, target)
 
