@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,6 +233,7 @@ class Evaluator:
                             env_kwargs)
         self.actors = [self._new_actor() for _ in range(num_actors)]
         self.actor_restarts = 0
+        self._ready = False
 
     def _new_actor(self):
         return RolloutActor.options(num_cpus=self.cfg.actor_cpus).remote(*self._actor_args)
@@ -245,6 +247,9 @@ class Evaluator:
         """Evaluate a policy: a `DecisionTransformer` (its `rollout_state_dict` is sent: LoRA merged), or
         such a state dict already made; returns (summary metrics, per-episode records).
 
+        The first call also returns ``eval/actor_startup_s``: seconds it waited for the actors to
+        come up (created at construction, so this overlaps the training before it).
+
         Summary keys per target ``T``: ``eval/target_T/return_mean``, ``.../return_std``,
         ``.../normalized_score``, ``.../length_mean``; and ``normalized_score`` / ``return_mean``
         of the best target (LaMo reports the best target).
@@ -252,6 +257,11 @@ class Evaluator:
         Raises:
             RuntimeError: an evaluation returned fewer episodes than requested.
         """
+        startup = None
+        if not self._ready:  # the first call waits for the actors' processes (imports, env construction)
+            t0 = time.perf_counter()
+            ray.get([a.__ray_ready__.remote() for a in self.actors])
+            startup, self._ready = time.perf_counter() - t0, True
         state = policy.rollout_state_dict() if isinstance(policy, torch.nn.Module) else policy
         weights = ray.put({k: v.detach().cpu() for k, v in state.items()})
         episodes = self.episodes()
@@ -273,7 +283,10 @@ class Evaluator:
             records.extend(part)
         if len(records) != len(episodes) or any(r is None for r in records):
             raise RuntimeError(f"evaluation returned {len(records)} of {len(episodes)} episodes")
-        return summarize(records, self.refs), records
+        summary = summarize(records, self.refs)
+        if startup is not None:
+            summary["eval/actor_startup_s"] = startup
+        return summary, records
 
     def shutdown(self) -> None:
         for a in self.actors:

@@ -242,14 +242,18 @@ def check_storage(sweep: SweepConfig) -> Check:
     return Check("storage", str(path), True, "writable" if path.exists() else f"will be created in {existing}")
 
 
-def preflight(sweep: SweepConfig, rows: list[dict[str, Any]], generate: bool) -> list[Check]:
+def preflight(sweep: SweepConfig, rows: list[dict[str, Any]], generate: bool,
+              loaded: dict[str, Any] | None = None) -> list[Check]:
     """Storage, dataset, backbone and environment checks (resources are checked against the cluster
-    Ray connects to; `main` checks them against this machine first when it starts Ray itself)."""
+    Ray connects to; `main` checks them against this machine first when it starts Ray itself).
+    ``loaded``, if given, receives the datasets loaded on the way ({source: TrajectoryDataset})."""
     configs = [r["config"] for r in rows]
     storage = check_storage(sweep)
     if not storage.ok:  # before datasets: nothing is generated for a sweep that cannot store results
         return [storage]
     checks, datasets = check_datasets(configs, generate)
+    if loaded is not None:
+        loaded.update(datasets)
     checks.insert(0, storage)
     for name, pretrained in sorted({(c.model.backbone, c.model.pretrained) for c in configs}):
         checks.append(check_backbone(name, pretrained))
@@ -309,10 +313,14 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     train_loop_per_worker(loop_config)
 
 
-def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, str]) -> None:
+def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, str],
+              dataset_refs: dict[str, Any] | None = None) -> None:
     """Tune function trainable: resolve one trial's config, open its MLflow run, run a TorchTrainer.
 
     ``config`` holds ``variant``, ``seed`` and one entry per search-domain key path.
+    ``dataset_refs``: {source: ObjectRef of its loaded `TrajectoryDataset`} put in Ray's object store
+    once by the sweep driver; the workers read it from there (zero-copy arrays on the same node)
+    instead of each loading the files again.
     """
     import ray.train
     from ray import tune
@@ -333,7 +341,8 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"trial": cfg.model_dump(), "mlflow_uri": tracking["uri"], "mlflow_run_id": run_id,
-                           "mlflow_outbox": tracking.get("outbox")},
+                           "mlflow_outbox": tracking.get("outbox"),
+                           "dataset_ref": (dataset_refs or {}).get(cfg.data.source)},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                                resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
         run_config=ray.train.RunConfig(
@@ -429,7 +438,8 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
     from lamo_ray.tracking import (MLflowTrialFinalizer, check_tracking, finish_sweep_run, resolve_tracking_uri,
                                    start_sweep_run, trial_outcomes)
 
-    checks = preflight(sweep, rows, generate=True)
+    loaded: dict[str, Any] = {}
+    checks = preflight(sweep, rows, generate=True, loaded=loaded)
     print(format_checks(checks), flush=True)
     _raise_failed(checks)
     uri = resolve_tracking_uri(sweep.tracking.uri)
@@ -453,7 +463,10 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
     else:
         scheduler = FIFOScheduler()
     need = max(trial_cpus(sweep, r["config"]) for r in rows)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=sweep, tracking=tracking),
+    # vector datasets go to the object store once (image datasets stay lazily read from their files)
+    dataset_refs = {source: ray.put(ds) for source, ds in loaded.items() if len(ds.obs_shape) == 1}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=sweep, tracking=tracking,
+                                                         dataset_refs=dataset_refs),
                                     {"cpu": sweep.trial_cpus})
     finalizer = MLflowTrialFinalizer(uri, outbox_dir=tracking["outbox"])
     run_config = tune.RunConfig(name=run_name, storage_path=str(exp_dir.parent), callbacks=[finalizer],

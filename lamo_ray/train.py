@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import ray.train
 import ray.train.torch
 import torch
@@ -35,7 +34,6 @@ from lamo_ray.data import SegmentSampler, load_dataset, state_stats, subsample
 from lamo_ray.envs import evaluation_env_kwargs
 from lamo_ray.evaluate import Evaluator, PolicySpec, reference_scores
 from lamo_ray.model import DecisionTransformer, action_loss
-from lamo_ray.tracking import NODE_ID_TAG, RunLogger
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +83,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker entry point.
 
     ``loop_config``: ``{"trial": TrialConfig dict, "mlflow_uri": str | None, "mlflow_run_id": str | None,
-    "mlflow_outbox": outbox directory for MLflow writes made during a tracking outage (optional)}``.
+    "mlflow_outbox": outbox directory for MLflow writes made during a tracking outage (optional),
+    "dataset_ref": ObjectRef of the loaded dataset (optional; default: load ``data.source``)}``.
 
     Raises:
         NonFiniteLossError: NaN/inf loss (the trial fails; Tune marks it ERROR, MLflow FAILED).
@@ -100,7 +99,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     # ---- data: whole-trajectory sample ratio, normalisation from the kept data (REFERENCE "Data")
     setup = _SetupClock(entered)
-    dataset = subsample(load_dataset(cfg.data.source), cfg.data.sample_ratio, cfg.seed)
+    ref = loop_config.get("dataset_ref")  # put in the object store by the sweep driver, else read the files
+    dataset = subsample(ray.get(ref) if ref is not None else load_dataset(cfg.data.source), cfg.data.sample_ratio,
+                        cfg.seed)
     mean, std = state_stats(dataset)
     image_obs = len(dataset.obs_shape) > 1
     sampler = SegmentSampler(dataset, cfg.data.context_length, cfg.data.rtg_scale, cfg.data.max_ep_len,
@@ -159,6 +160,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     refs = reference_scores(cfg.eval, env_id, (dataset.ref_min_score, dataset.ref_max_score))
     if rank == 0:
         if loop_config.get("mlflow_run_id"):
+            from lamo_ray.tracking import NODE_ID_TAG, RunLogger  # rank 0 only: mlflow is ~1 s of imports
+
             tracker = RunLogger(loop_config["mlflow_uri"], loop_config["mlflow_run_id"],
                                 outbox_dir=loop_config.get("mlflow_outbox"))
             # which Ray node trained this trial (set again by a restarted worker group, maybe elsewhere)
@@ -243,6 +246,8 @@ def _evaluate_and_report(step, cfg, model, spec, env_id, env_kwargs, refs, evalu
     metrics.update(summary)
     with tempfile.TemporaryDirectory() as tmp:
         if tracker is not None:
+            import pandas as pd
+
             table = Path(tmp) / f"step_{step:07d}.parquet"
             pd.DataFrame(records).assign(step=step).to_parquet(table)
             tracker.log_artifact(table, "eval")
