@@ -108,18 +108,33 @@ class Rollout:
         """Run ``episodes`` = [(target_return, env_seed), ...]; returns one record per episode:
         ``{"target_return", "seed", "return", "length"}`` in the order given, plus
         ``"tasks_completed": {subtask: bool}`` for multi-task envs that report subtasks
-        (FrankaKitchen's ``info["tasks_to_complete"]`` at reset / ``info["episode_task_completions"]``)."""
+        (FrankaKitchen's ``info["tasks_to_complete"]`` at reset / ``info["episode_task_completions"]``).
+
+        Each env slot keeps its last K steps in rolling arrays (left-padded, as the training
+        segments; the current step's action entry zero, as DT), so a lock-step builds the model's
+        batch with one indexing per input instead of per-env Python work."""
         K = self.cfg.data.context_length
         scale = self.cfg.data.rtg_scale
         max_t = self.cfg.data.max_ep_len
         spec = self.spec
-        mean = None if spec.state_mean is None else torch.as_tensor(spec.state_mean, dtype=torch.float32)
-        std = None if spec.state_std is None else torch.as_tensor(spec.state_std, dtype=torch.float32)
+        image = len(spec.state_shape) > 1
+        mean = None if spec.state_mean is None else np.asarray(spec.state_mean, dtype=np.float32)
+        std = None if spec.state_std is None else np.asarray(spec.state_std, dtype=np.float32)
         n = len(self.envs)
+        # rolling windows, one row per env slot: position K-1 is the current step
+        states = np.zeros((n, K) + tuple(spec.state_shape), dtype=np.uint8 if image else np.float32)
+        actions = np.zeros((n, K) if spec.discrete_actions else (n, K, spec.act_dim),
+                           dtype=np.int64 if spec.discrete_actions else np.float32)
+        rtg = np.zeros((n, K, 1), dtype=np.float32)
+        timesteps = np.zeros((n, K), dtype=np.int64)
+        mask = np.zeros((n, K), dtype=np.float32)
         pending = list(enumerate(episodes))
         results: list[dict[str, Any] | None] = [None] * len(episodes)
-        # per-slot history, grown each step; slot = None when idle
-        slots: list[dict[str, Any] | None] = [None] * n
+        slots: list[dict[str, Any] | None] = [None] * n  # per-slot episode bookkeeping; None when idle
+
+        def state_row(obs) -> np.ndarray:
+            s = self._state(obs)
+            return s if mean is None else (s - mean) / std
 
         def start(slot: int) -> None:
             if not pending:
@@ -128,28 +143,31 @@ class Rollout:
             idx, (target, seed) = pending.pop(0)
             obs, info = self.envs[slot].reset(seed=int(seed))
             slots[slot] = {"idx": idx, "target": target, "seed": seed, "ret": 0.0, "t": 0,
-                           "tasks": info.get("tasks_to_complete"),
-                           "states": [self._state(obs)], "actions": [], "rtg": [target / scale]}
+                           "tasks": info.get("tasks_to_complete")}
+            for buf in (states, actions, rtg, timesteps, mask):
+                buf[slot] = 0
+            states[slot, K - 1] = state_row(obs)
+            rtg[slot, K - 1, 0] = target / scale
+            mask[slot, K - 1] = 1.0
 
         for s in range(n):
             start(s)
         while any(slot is not None for slot in slots):
-            active = [i for i, slot in enumerate(slots) if slot is not None]
-            batch = self._window(active, slots, K, max_t, mean, std)
+            active = np.array([i for i, slot in enumerate(slots) if slot is not None])
             with torch.no_grad():
-                pred = self.model.predict_action(**batch)  # (B, A)
-            if spec.discrete_actions:
-                actions = pred.argmax(-1).numpy()
-            else:
-                actions = pred.numpy().astype(np.float32)
+                pred = self.model.predict_action(
+                    states=torch.from_numpy(states[active]), actions=torch.from_numpy(actions[active]),
+                    returns_to_go=torch.from_numpy(rtg[active]), timesteps=torch.from_numpy(timesteps[active]),
+                    attention_mask=torch.from_numpy(mask[active]))  # (B, A)
+            chosen = pred.argmax(-1).numpy() if spec.discrete_actions else pred.numpy().astype(np.float32)
+            going = []
             for row, i in enumerate(active):
                 slot = slots[i]
                 env = self.envs[i]
-                action = actions[row]
+                action = chosen[row]
                 if not spec.discrete_actions:
                     action = np.clip(action, env.action_space.low, env.action_space.high)
                 obs, reward, terminated, truncated, info = env.step(action)
-                slot["actions"].append(actions[row])
                 slot["ret"] += float(reward)
                 slot["t"] += 1
                 if terminated or truncated:
@@ -159,51 +177,23 @@ class Rollout:
                         done_tasks = set(info["episode_task_completions"])
                         results[slot["idx"]]["tasks_completed"] = {t: t in done_tasks for t in sorted(slot["tasks"])}
                     start(i)
-                else:
-                    slot["states"].append(self._state(obs))
-                    slot["rtg"].append(slot["rtg"][-1] - float(reward) / scale)
-                    # only the last K steps are ever read: keep no more (an Atari observation is
-                    # 28 KB, and whole-episode histories of 10 envs grew an actor to 6 GB here)
-                    for key in ("states", "actions", "rtg"):
-                        del slot[key][:-K]
+                    continue
+                actions[i, K - 1] = chosen[row]  # the model's (unclipped) action, as the history before
+                going.append((i, state_row(obs), rtg[i, K - 1, 0] - float(reward) / scale, slot["t"]))
+            if going:
+                rows = np.array([g[0] for g in going])
+                for buf in (states, actions, rtg, timesteps, mask):  # drop the oldest step, open step K-1
+                    buf[rows, :-1] = buf[rows, 1:]
+                actions[rows, K - 1] = 0
+                mask[rows, K - 1] = 1.0
+                for i, s, r, t in going:
+                    states[i, K - 1] = s
+                    rtg[i, K - 1, 0] = r
+                    timesteps[i, K - 1] = min(t, max_t - 1)
         return results  # type: ignore[return-value]
 
     def _state(self, obs) -> np.ndarray:
         return flatten_observation(self.env_id, obs)
-
-    def _window(self, active, slots, K, max_t, mean, std) -> dict[str, torch.Tensor]:
-        """Last K steps of each active history, left-padded to K (as the training segments).
-
-        Returns tensors: states (B,K,*S), actions (B,K,A) or (B,K), returns_to_go (B,K,1),
-        timesteps (B,K), attention_mask (B,K). The current step's action slot is zero (DT).
-        """
-        spec = self.spec
-        B = len(active)
-        states = torch.zeros((B, K) + tuple(spec.state_shape), dtype=torch.float32)
-        if spec.discrete_actions:
-            actions = torch.zeros((B, K), dtype=torch.long)
-        else:
-            actions = torch.zeros((B, K, spec.act_dim), dtype=torch.float32)
-        rtg = torch.zeros((B, K, 1), dtype=torch.float32)
-        timesteps = torch.zeros((B, K), dtype=torch.long)
-        mask = torch.zeros((B, K), dtype=torch.float32)
-        for row, i in enumerate(active):
-            slot = slots[i]
-            T = slot["t"] + 1  # states seen so far (the history lists hold at most the last K)
-            L = min(T, K)
-            s = torch.as_tensor(np.stack(slot["states"][-L:]), dtype=torch.float32)
-            if mean is not None:
-                s = (s - mean) / std
-            states[row, K - L:] = s
-            past = slot["actions"][-(L - 1):] if L > 1 else []
-            if past:
-                actions[row, K - L:K - 1] = torch.as_tensor(np.stack(past))
-            rtg[row, K - L:, 0] = torch.as_tensor(slot["rtg"][-L:], dtype=torch.float32)
-            t0 = T - L
-            timesteps[row, K - L:] = torch.clamp(torch.arange(t0, T), max=max_t - 1)
-            mask[row, K - L:] = 1.0
-        return {"states": states, "actions": actions, "returns_to_go": rtg,
-                "timesteps": timesteps, "attention_mask": mask}
 
 
 RolloutActor = ray.remote(Rollout)

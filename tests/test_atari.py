@@ -270,6 +270,9 @@ def test_lamo_atari_variant_shapes(embedding):
 def test_a_few_steps_reduce_the_cross_entropy():
     torch.manual_seed(0)
     model = atari_model("mlp", "lora")
+    for module in model.modules():  # without dropout noise: 30 steps on 8 segments then overfit for any seed
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
     g = torch.Generator().manual_seed(0)
     states = torch.randint(0, 256, (8, 4, 4, 84, 84), dtype=torch.uint8, generator=g)  # uint8 in, floats inside
     actions = torch.randint(0, 4, (8, 4), generator=g)
@@ -283,7 +286,7 @@ def test_a_few_steps_reduce_the_cross_entropy():
         optimizer.step()
         losses.append(loss.item())
     assert losses[0] == pytest.approx(np.log(4), abs=0.3)
-    assert losses[-1] < 0.6 * losses[0]                     # measured: 1.49 -> 0.49
+    assert losses[-1] < 0.6 * losses[0]
 
 
 # --------------------------------------------------------------------------- DQN replay (d4rl-atari layout)
