@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweeprun import read_trials, run_sweep_cli  # noqa: E402
+from sweeprun import load_run, read_trials, run_sweep_cli  # noqa: E402
 
 GRID_FILE = Path(__file__).with_name("asha_grid.yaml")
 EXPERIMENT = "bench_asha"  # name: in asha_grid.yaml
@@ -87,33 +87,46 @@ def run_b5(quick: bool, workdir) -> list[dict]:
     """Run the grid with ASHA, then with FIFO; return two rows (trial-steps, wall time), ratio ASHA/FIFO.
 
     Row keys: ``id``, ``a`` (ASHA), ``b`` (FIFO), ``ratio`` (a / b), ``target`` (<= 0.4), ``same_best``
-    (bool), ``note``; the trial-steps row also carries ``asha`` and ``fifo`` summaries
-    (`summarise`: per-trial outcomes, steps and scores) and the two commands.
+    (bool), ``note``; the trial-steps row also carries ``asha_best_fifo_rank`` (rank of ASHA's pick
+    among FIFO's final scores, 1 = same best) and ``best_gap`` (FIFO best score minus FIFO's score of
+    ASHA's pick), the ``asha`` and ``fifo`` summaries (`summarise`: per-trial outcomes, steps and
+    scores) and the two commands.
     """
     size = QUICK if quick else FULL
     workdir = Path(workdir or tempfile.mkdtemp(prefix="lamo-b5-")).resolve()
-    runs, summaries = {}, {}
     for sched in ("asha", "fifo"):
-        runs[sched] = run_sweep_cli(GRID_FILE, overrides(size, sched), workdir / sched)
-        summaries[sched] = summarise(read_trials(runs[sched]["uri"], EXPERIMENT), size["steps"], sched == "asha")
+        run_sweep_cli(GRID_FILE, overrides(size, sched), workdir / sched)
+    return rows_from_workdir(workdir, quick)
+
+
+def rows_from_workdir(workdir, quick: bool) -> list[dict]:
+    """B5's rows from the two finished sweeps in ``workdir`` (``asha/`` and ``fifo/``), read from MLflow."""
+    size = QUICK if quick else FULL
+    workdir = Path(workdir)
+    runs = {s: load_run(workdir / s) for s in ("asha", "fifo")}
+    summaries = {s: summarise(read_trials(runs[s]["uri"], EXPERIMENT), size["steps"], s == "asha") for s in runs}
     a, f = summaries["asha"], summaries["fifo"]
     same = a["best"] is not None and a["best"] == f["best"]
     common = set(a["final"]) & set(f["final"])
     max_diff = max((abs(a["final"][k] - f["final"][k]) for k in common), default=float("nan"))
-    note = (f"best {a['best']} ({a['best_score']:.1f}) ASHA vs {f['best']} ({f['best_score']:.1f}) FIFO; "
-            f"{a['n_trials']} trials x {size['steps']} steps; ASHA stopped {a['n_stopped']}, completed "
-            f"{a['n_completed']}; completed trials' final scores vs FIFO: max |diff| {max_diff:.3g}")
+    ranked = sorted(f["final"], key=lambda k: -f["final"][k])
+    rank = ranked.index(a["best"]) + 1 if a["best"] in f["final"] else None
+    gap = f["best_score"] - f["final"][a["best"]] if rank else float("nan")
+    note = (f"best {a['best']} ({a['best_score']:.2f}) ASHA vs {f['best']} ({f['best_score']:.2f}) FIFO "
+            f"(ASHA's pick is FIFO's #{rank} of {len(ranked)}, {gap:.2f} below); {a['n_trials']} trials x "
+            f"{size['steps']} steps; ASHA stopped {a['n_stopped']}, completed {a['n_completed']}; "
+            f"completed trials' final scores vs FIFO: max |diff| {max_diff:.3g}")
     cmds = {k: " ".join(v["cmd"]) for k, v in runs.items()}
-    rows = [
+    cli = {k: v["cli_wall_s"] for k, v in runs.items()}
+    return [
         {"id": "B5 ASHA/FIFO trial-steps", "a": a["trial_steps"], "b": f["trial_steps"],
-         "ratio": a["trial_steps"] / f["trial_steps"], "target": "<= 0.4", "same_best": same, "note": note,
-         "asha": a, "fifo": f, "commands": cmds},
+         "ratio": a["trial_steps"] / f["trial_steps"], "target": "<= 0.4", "same_best": same,
+         "asha_best_fifo_rank": rank, "best_gap": gap, "note": note, "asha": a, "fifo": f, "commands": cmds},
         {"id": "B5 ASHA/FIFO wall s (Tune fit)", "a": a["wall_s"], "b": f["wall_s"], "ratio": a["wall_s"] / f["wall_s"],
          "target": "<= 0.4", "same_best": same,
-         "note": f"whole CLI incl. Ray start + report: {runs['asha']['cli_wall_s']:.0f} s vs "
-                 f"{runs['fifo']['cli_wall_s']:.0f} s ({runs['asha']['cli_wall_s'] / runs['fifo']['cli_wall_s']:.2f}x)"},
+         "note": f"whole CLI incl. Ray start + report: {cli['asha']:.0f} s vs {cli['fifo']:.0f} s "
+                 f"({cli['asha'] / cli['fifo']:.2f}x); ASHA ran first, then FIFO"},
     ]
-    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,8 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="2 trials x 40 steps (smoke test)")
     p.add_argument("--workdir", default=None, help="where the two sweeps go (default: a temp dir)")
     p.add_argument("--json", help="also write the rows as JSON here")
+    p.add_argument("--from-workdir", action="store_true",
+                   help="do not run: rebuild the rows from the finished sweeps in --workdir")
     args = p.parse_args(argv)
-    rows = run_b5(args.quick, args.workdir)
+    if args.from_workdir and not args.workdir:
+        p.error("--from-workdir needs --workdir")
+    rows = rows_from_workdir(args.workdir, args.quick) if args.from_workdir else run_b5(args.quick, args.workdir)
     for r in rows:
         print(f"{r['id']:34s} ASHA {r['a']:10.4g}  FIFO {r['b']:10.4g}  ratio {r['ratio']:.3f}  "
               f"same best: {r['same_best']}  {r['note']}")

@@ -9,9 +9,10 @@ goes through `lamo_ray.sweep.run_trial` -> Ray Train ``TorchTrainer`` -> our
 `lamo_ray.train.train_loop_per_worker` (``prepare_model`` DDP, gradient all-reduce over gloo).
 ``train.num_workers`` is a grid [2, 1], ``train.cpus_per_worker`` 0.99 (so each worker runs 1 torch
 thread, `lamo_ray.config.torch_threads`), ``train.batch_size`` 64 global (2 x 32 vs 1 x 64), one
-trial at a time (``max_concurrent_trials: 1``); each seed is a round, and Tune runs the trials in
-the order (seed 0, 2 workers), (seed 0, 1 worker), (seed 1, 2 workers), ... so A and B alternate
-(the order actually run, from the MLflow start times, is in the row).
+trial at a time (``max_concurrent_trials: 1``); each round is a variant (``r0``, ``r1``, ...,
+identical, seed 0), and Tune runs the trials in the order (r0, 2 workers), (r0, 1 worker),
+(r1, 2 workers), ... so A and B alternate (the order actually run, from the MLflow start times, is
+in the row; with seeds as rounds Tune ran all 2-worker trials first).
 Full size: Kitchen dims, B1's tiny shape (state 60, act 9, K = 20, 128 hidden, 3 layers), 160 steps
 in intervals of 40. Quick: Reacher data, a 1-layer 32-wide model, 30 steps in intervals of 10.
 
@@ -62,7 +63,8 @@ def run_b6(quick: bool, workdir, rounds: int | None = None) -> list[dict]:
     """
     rounds = rounds or (1 if quick else 3)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="lamo-b6-")).resolve()
-    over = (QUICK_OVERRIDES if quick else []) + [f"seeds=[{', '.join(str(i) for i in range(rounds))}]"]
+    over = (QUICK_OVERRIDES if quick else []) + [
+        "variants={" + ", ".join(f"r{i}: {{}}" for i in range(rounds)) + "}", "report_baseline=r0"]
     run = run_sweep_cli(GRID_FILE, over, workdir)
     result = read_trials(run["uri"], EXPERIMENT)
     by_workers: dict[int, list[float]] = {1: [], 2: []}

@@ -12,6 +12,7 @@ inherited (run the benchmark under ``nice -n 19`` on a shared machine).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -62,7 +63,14 @@ def run_sweep_cli(sweep_file: str | Path, overrides: list[str], workdir: str | P
     wall = time.perf_counter() - t0
     if rc != 0:
         raise SweepRunError(f"sweep exited {rc}: {' '.join(cmd)}\n{_tail(log_path)}")
-    return {"uri": uri, "workdir": str(workdir), "log": str(log_path), "cli_wall_s": wall, "cmd": cmd}
+    info = {"uri": uri, "workdir": str(workdir), "log": str(log_path), "cli_wall_s": wall, "cmd": cmd}
+    (workdir / "run.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def load_run(workdir: str | Path) -> dict[str, Any]:
+    """What `run_sweep_cli` returned for a finished run in ``workdir`` (from its ``run.json``)."""
+    return json.loads((Path(workdir) / "run.json").read_text())
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
