@@ -26,6 +26,7 @@ noise: compare ratios. torch uses ``--threads`` (default 2) in this process.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -381,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lamo-bench-"))
     for bid, module, fn in (("B5", "asha", "run_b5"), ("B6", "ddp", "run_b6"), ("B7", "overhead", "run_b7")):
         if bid in only and Path(__file__).with_name(f"{module}.py").exists():
-            mod = __import__(module)
+            mod = importlib.import_module(module)
             rows += getattr(mod, fn)(quick=quick, workdir=workdir / bid)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{args.threads} threads; batch {dims['B']}, K={dims['K']}, state {dims['S']}, act {dims['A']}; "
