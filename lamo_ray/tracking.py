@@ -498,10 +498,19 @@ class MLflowTrialFinalizer(Callback):
     """Tune callback in the sweep driver: closes each trial's MLflow run when Tune is done with it.
 
     On completion (ran all steps, or stopped by the scheduler) it logs the trial's latest checkpoint
-    as the ``checkpoint/`` artifact, tags ``lamo_ray.outcome`` = ``completed`` or
-    ``stopped_by_scheduler`` (with ``lamo_ray.stopped_at_step``) and marks the run FINISHED;
-    on error it tags ``failed`` with the error and marks the run FAILED. Through `RunLogger`:
-    during a tracking outage these writes wait in the outbox ``outbox_dir``.
+    that Tune received as the ``checkpoint/`` artifact (its step in ``lamo_ray.checkpoint_step``),
+    tags ``lamo_ray.outcome`` = ``completed`` or ``stopped_by_scheduler`` (with
+    ``lamo_ray.stopped_at_step``) and marks the run FINISHED; on error it tags ``failed`` with the
+    error and marks the run FAILED. Through `RunLogger`: during a tracking outage these writes wait
+    in the outbox ``outbox_dir``.
+
+    Train workers report asynchronously: a worker keeps training while Tune decides, so a trial
+    that ASHA stops at a rung may already have evaluated (and logged to MLflow) at the next
+    evaluation step, or even finished, before the stop reaches it (seen with 10-step evaluation
+    intervals). The outcome and ``stopped_at_step`` therefore count the last evaluation the run
+    logged, not only the last result Tune saw; ``lamo_ray.checkpoint_step`` then says which of
+    those evaluations the checkpoint artifact is from. A worker that logs after this callback ran
+    (it is stopped right after) can still add one evaluation past ``stopped_at_step``.
     """
 
     def __init__(self, uri: str, outbox_dir: str | Path | None = None):
@@ -515,19 +524,35 @@ class MLflowTrialFinalizer(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         result = trial.last_result or {}
         run_id = result.get("mlflow_run_id")
-        finished = result.get("step") is not None and result.get("step") >= result.get("steps_total", float("inf"))
-        outcome = "completed" if finished else "stopped_by_scheduler"
         if not run_id:
             return
+        steps = [s for s in (result.get("step"), self._last_logged_eval_step(run_id)) if s is not None]
+        last_step = max(steps) if steps else None
+        finished = last_step is not None and last_step >= result.get("steps_total", float("inf"))
+        outcome = "completed" if finished else "stopped_by_scheduler"
         logger = self._logger(run_id)
+        tags: dict[str, Any] = {OUTCOME_TAG: outcome}
         ckpt = result.get(CHECKPOINT_PATH_KEY)
         if ckpt and Path(ckpt).is_dir():
             logger.log_artifacts(ckpt, "checkpoint")
-        tags = {OUTCOME_TAG: outcome}
+            tags["lamo_ray.checkpoint_step"] = result.get("step")
         if not finished:
-            tags["lamo_ray.stopped_at_step"] = result.get("step")
+            tags["lamo_ray.stopped_at_step"] = last_step
         logger.set_tags(tags)
         logger.finish("FINISHED")
+
+    def _last_logged_eval_step(self, run_id: str) -> int | None:
+        """The highest step at which the run logged ``normalized_score``; None if none or MLflow is down."""
+        if not _reachable(self.uri):
+            return None
+        try:
+            with _http_budget():
+                history = MlflowClient(self.uri).get_metric_history(run_id, "normalized_score")
+        except Exception as err:
+            if not is_outage(err):
+                raise
+            return None
+        return max((m.step for m in history), default=None)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         run_id = (trial.last_result or {}).get("mlflow_run_id")
