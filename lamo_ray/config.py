@@ -397,6 +397,13 @@ def expand_trials(sweep: SweepConfig, origin: str = "sweep") -> list[dict[str, A
     return rows
 
 
+def resolve_tune_config(sweep: SweepConfig, config: dict[str, Any]) -> TrialConfig:
+    """The `TrialConfig` of a Tune trial's ``config`` (``variant``, ``seed`` and one entry per
+    search-domain key path, as `lamo_ray.sweep` builds the param space). Raises as `resolve_trial`."""
+    params = {k: v for k, v in config.items() if k not in ("variant", "seed")}
+    return resolve_trial(sweep, config["variant"], config["seed"], params)
+
+
 def resolve_trial(sweep: SweepConfig, variant: str, seed: int, params: dict[str, Any],
                   origin: str = "sweep") -> TrialConfig:
     """Base config + variant overrides + sampled params + seed, validated.

@@ -26,7 +26,8 @@ from typing import Any
 
 import yaml
 
-from lamo_ray.config import ConfigError, SweepConfig, TrialConfig, expand_trials, find_domains, load_sweep, resolve_trial
+from lamo_ray.config import (ConfigError, SweepConfig, TrialConfig, expand_trials, find_domains, load_sweep,
+                             resolve_tune_config)
 
 log = logging.getLogger(__name__)
 
@@ -332,8 +333,7 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     started = time.time()
     ctx = tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
-    params = {k: v for k, v in config.items() if k not in ("variant", "seed")}
-    cfg = resolve_trial(sweep, config["variant"], config["seed"], params)
+    cfg = resolve_tune_config(sweep, config)
     run_id = find_trial_run(tracking["uri"], tracking["experiment_id"], tracking["parent_run_id"], trial_id)
     if run_id is None:
         run_id = start_trial_run(tracking["uri"], tracking["experiment_id"], tracking["parent_run_id"],
@@ -468,7 +468,8 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
     trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=sweep, tracking=tracking,
                                                          dataset_refs=dataset_refs),
                                     {"cpu": sweep.trial_cpus})
-    finalizer = MLflowTrialFinalizer(uri, outbox_dir=tracking["outbox"])
+    finalizer = MLflowTrialFinalizer(uri, outbox_dir=tracking["outbox"], experiment_id=exp_id, parent_run_id=parent,
+                                     sweep=sweep)
     run_config = tune.RunConfig(name=run_name, storage_path=str(exp_dir.parent), callbacks=[finalizer],
                                 verbose=1)
     if resume:

@@ -54,7 +54,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
-from lamo_ray.config import TrialConfig, asdict_flat
+from lamo_ray.config import TrialConfig, asdict_flat, resolve_tune_config
 
 log = logging.getLogger(__name__)
 
@@ -501,8 +501,11 @@ class MLflowTrialFinalizer(Callback):
     that Tune received as the ``checkpoint/`` artifact (its step in ``lamo_ray.checkpoint_step``),
     tags ``lamo_ray.outcome`` = ``completed`` or ``stopped_by_scheduler`` (with
     ``lamo_ray.stopped_at_step``) and marks the run FINISHED; on error it tags ``failed`` with the
-    error and marks the run FAILED. Through `RunLogger`: during a tracking outage these writes wait
-    in the outbox ``outbox_dir``.
+    error and marks the run FAILED; a trial that failed before its run was created (seen when Tune
+    started it on a node as that node was lost) gets a run created here (with ``experiment_id``,
+    ``parent_run_id`` and ``sweep``, the `SweepConfig`), so MLflow and the sweep's outcome table
+    list every trial Tune ran. Through `RunLogger`: during a tracking outage these writes wait in
+    the outbox ``outbox_dir``.
 
     Train workers report asynchronously: a worker keeps training while Tune decides, so a trial
     that ASHA stops at a rung may already have evaluated (and logged to MLflow) at the next
@@ -513,9 +516,14 @@ class MLflowTrialFinalizer(Callback):
     (it is stopped right after) can still add one evaluation past ``stopped_at_step``.
     """
 
-    def __init__(self, uri: str, outbox_dir: str | Path | None = None):
+    def __init__(self, uri: str, outbox_dir: str | Path | None = None, experiment_id: str | None = None,
+                 parent_run_id: str | None = None, sweep: Any = None):
         self.uri = uri
         self.outbox_dir = outbox_dir
+        # for a trial that fails before `run_trial` created its run (e.g. started on a node as it was lost)
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.sweep = sweep
 
     def _logger(self, run_id: str) -> RunLogger:
         # getattr: a finalizer unpickled from an older sweep's tuner.pkl (--resume) has no outbox_dir
@@ -558,6 +566,8 @@ class MLflowTrialFinalizer(Callback):
         run_id = (trial.last_result or {}).get("mlflow_run_id")
         if run_id is None:
             run_id = self._lookup(trial.trial_id)
+        if run_id is None:
+            run_id = self._create_run(trial)
         if run_id:
             logger = self._logger(run_id)
             error = getattr(trial, "error_file", None)
@@ -565,6 +575,23 @@ class MLflowTrialFinalizer(Callback):
             logger.set_tags({OUTCOME_TAG: "failed", "lamo_ray.error_file": error or "",
                              "lamo_ray.error": text[-1000:]})
             logger.finish("FAILED")
+
+    def _create_run(self, trial) -> str | None:
+        """A run for a failed trial that has none; None without the sweep's ids or while MLflow is down."""
+        sweep = getattr(self, "sweep", None)  # a finalizer unpickled from an older sweep has no sweep
+        if sweep is None or not getattr(self, "experiment_id", None) or not _reachable(self.uri):
+            return None
+        try:
+            cfg = resolve_tune_config(sweep, trial.config)
+            with _http_budget():
+                return start_trial_run(self.uri, self.experiment_id, self.parent_run_id, str(trial),
+                                       trial.config["variant"], cfg, trial_id=trial.trial_id)
+        except Exception as err:
+            if not is_outage(err):
+                raise
+            log.warning("MLflow tracking at %s is unreachable: failed trial %s gets no run (%s)", self.uri,
+                        trial.trial_id, str(err)[:300])
+            return None
 
     def _lookup(self, trial_id: str) -> str | None:
         try:

@@ -30,7 +30,9 @@ Ray Train on the head node: seen resuming from its step-40 checkpoint and comple
 (``train/restored_from_step`` 40, ``ray.node_id`` now the head), while the other trial, whose driver
 was on the lost node, FAILED. (Before RAY_ADDRESS was passed, see `submit_sweep`, the retry waited
 forever for the 0.01 CPU held by the dead trial's placement group.) The test accepts either for
-the hit trial. Trials started after the loss run on the head node.
+the hit trial. Trials started after the loss run on the head node; one that Tune started on the
+dying node before the GCS marked it dead (seen once) errors before `run_trial` creates its MLflow
+run, and the sweep's finalizer then creates a FAILED run for it, so MLflow lists all 3 trials.
 
 Why the nodes are 127.0.0.2 and 127.0.0.3 and not ``--node-ip-address=127.0.0.1``: Ray 2.60
 rewrites 127.0.0.1 / localhost to the machine's routable address (``resolve_ip_for_localhost``),
@@ -581,15 +583,9 @@ def test_node_removed_mid_sweep_the_sweep_completes(sweep_job, cluster, mlflow_s
 
     _, _, parents, trials = sweep_runs(mlflow_server.uri, NODE_LOSS_SWEEP["name"])
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    if len(trials) == 2 and counts.get("ERROR", 0) == 2:
-        # Known gap (seen once): when the trial on the lost node dies, Tune can start the next trial
-        # on that node before the GCS marks it dead; that trial errors before `run_trial` creates
-        # its MLflow run, so MLflow (and the sweep's outcome table, read from MLflow) never shows it.
-        # The Tune table above still counts it. Reported; fix belongs in the sweep's finalizer.
-        print(f"GAP: a trial failed before it had an MLflow run: {final}")
-        expected_runs = 2
-    else:
-        expected_runs = 3
+    # every trial Tune ran has a run: one that errored before `run_trial` created its run (seen once:
+    # Tune started it on node b before the GCS marked b dead) gets a FAILED run from the finalizer
+    expected_runs = 3
     assert len(trials) == expected_runs, (final, parents[0].data.metrics, logs[-8000:])
     outcomes = {r.info.run_id: (r.info.status, r.data.tags.get("lamo_ray.outcome"), r.data.tags.get("ray.node_id"))
                 for r in trials}
@@ -605,13 +601,14 @@ def test_node_removed_mid_sweep_the_sweep_completes(sweep_job, cluster, mlflow_s
               f"{[m.value for m in restored]}; error: {tags.get('lamo_ray.error', '')[-400:]!r}")
         assert run.info.status in ("FINISHED", "FAILED"), outcomes
         if run.info.status == "FAILED":
-            # only a trial that was running when the node went can fail, and it says why
+            # only a trial that was running when the node went, or one Tune started on the dying node
+            # (its run made by the finalizer: no worker ever tagged a node), can fail, and it says why
             assert tags["lamo_ray.outcome"] == "failed" and tags.get("lamo_ray.error"), outcomes
-            assert rid in killed["runs"], outcomes
+            assert rid in killed["runs"] or "ray.node_id" not in tags, outcomes
         else:
             assert tags["lamo_ray.outcome"] == "completed", outcomes
             assert max(m.step for m in client.get_metric_history(rid, "normalized_score")) == 160
-        if rid not in killed["runs"]:  # started after the node went: ran and completed on the head node
+        if rid not in killed["runs"] and "ray.node_id" in tags:  # started after the node went: ran on the head
             assert run.info.status == "FINISHED" and tags["ray.node_id"] == head, outcomes
         if rid == killed["run_on_b"]:  # the node loss hit this trial: it failed, or re-ran on the head node
             assert run.info.status == "FAILED" or restored or tags["ray.node_id"] == head, outcomes

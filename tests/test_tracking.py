@@ -9,7 +9,8 @@ from mlflow.tracking import MlflowClient
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from lamo_ray.config import SweepConfig, expand_trials
-from lamo_ray.tracking import OUTCOME_TAG, MLflowTrialFinalizer, RunLogger, start_sweep_run, start_trial_run
+from lamo_ray.tracking import (OUTCOME_TAG, MLflowTrialFinalizer, RunLogger, start_sweep_run, start_trial_run,
+                               trial_outcomes)
 
 SWEEP = {"name": "fin", "seeds": [0],
          "base": {"data": {"source": "lamo/reacher/mixed-v0"},
@@ -56,3 +57,37 @@ def test_outcome_counts_what_the_workers_logged(tmp_path, evals, tune_step, step
     assert tags["lamo_ray.checkpoint_step"] == str(tune_step)
     local = MlflowClient(uri).download_artifacts(run_id, "checkpoint/policy.json", str(tmp_path / "dl"))
     assert yaml.safe_load(open(local))["step"] == tune_step
+
+
+class _Trial(SimpleNamespace):
+    def __str__(self):  # Tune's trial name
+        return f"run_trial_{self.trial_id}"
+
+
+def test_a_trial_that_failed_before_its_run_existed_gets_a_failed_run(tmp_path):
+    """Seen in the node-loss test: Tune starts a trial on a node as it dies, the trial errors before
+    `run_trial` creates its MLflow run; the sweep's outcome table (read from MLflow) must still list it."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep = SweepConfig.model_validate({**SWEEP, "base": {**SWEEP["base"], "train": {"lr": {"grid": [1e-4, 1e-3]}}}})
+    rows = expand_trials(sweep)
+    exp_id, parent = start_sweep_run(uri, "fin", "fin", yaml.safe_dump(sweep.model_dump()), rows)
+    error = tmp_path / "error.txt"
+    error.write_text("ray.exceptions.NodeDiedError: the node running this trial died")
+    trial = _Trial(trial_id="t7", last_result={}, error_file=str(error),
+                   config={"variant": "dt", "seed": 0, "train.lr": 1e-3})
+
+    # without the sweep's ids (a finalizer from an older sweep's tuner.pkl) nothing is created, nothing raised
+    MLflowTrialFinalizer(uri).on_trial_error(0, [], trial)
+    assert trial_outcomes(uri, exp_id, parent) == []
+
+    MLflowTrialFinalizer(uri, experiment_id=exp_id, parent_run_id=parent, sweep=sweep).on_trial_error(0, [], trial)
+    [row] = trial_outcomes(uri, exp_id, parent)
+    assert row["trial"] == "t7" and row["variant"] == "dt" and row["seed"] == 0 and row["outcome"] == "failed"
+    run = MlflowClient(uri).get_run(row["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.info.run_name == "run_trial_t7"
+    assert run.data.params["train.lr"] == "0.001" and run.data.params["variant"] == "dt"
+    assert "NodeDiedError" in run.data.tags["lamo_ray.error"]
+
+    # the same trial erroring again (Tune retry) reuses its run
+    MLflowTrialFinalizer(uri, experiment_id=exp_id, parent_run_id=parent, sweep=sweep).on_trial_error(0, [], trial)
+    assert len(trial_outcomes(uri, exp_id, parent)) == 1
