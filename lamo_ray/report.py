@@ -52,16 +52,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from lamo_ray.config import ConfigError, SweepConfig, expand_trials, find_domains, set_path
-from lamo_ray.tracking import OUTCOME_TAG, ROLE_TAG, resolve_tracking_uri
+from lamo_ray.tracking import OUTCOME_TAG, ROLE_TAG, SCORE_METRIC, STOPPED_AT_TAG, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
 FINAL_WINDOW = 0.2            # REFERENCE.md "Evaluation": the last 20k of 100k steps
-SCORE_METRIC = "normalized_score"   # best target at each evaluation (lamo_ray.evaluate.summarize)
 TARGET_SCORE = re.compile(r"^eval/target_(?P<target>.+)/normalized_score$")
 RATIO_PARAM = "data.sample_ratio"
 STEPS_PARAM = "train.steps"
-STOPPED_AT_TAG = "lamo_ray.stopped_at_step"
 COMPLETED, STOPPED, FAILED, RUNNING, UNFINISHED = "completed", "stopped_by_scheduler", "failed", "running", "unfinished"
 NO_CI = "single seed: no CI"
 

@@ -62,6 +62,9 @@ ROLE_TAG = "lamo_ray.role"
 TRIAL_ID_TAG = "ray.trial_id"
 NODE_ID_TAG = "ray.node_id"  # Ray node of the trial's rank-0 Train worker (latest attempt)
 OUTCOME_TAG = "lamo_ray.outcome"
+STOPPED_AT_TAG = "lamo_ray.stopped_at_step"    # last evaluated step of a trial the scheduler stopped
+CHECKPOINT_STEP_TAG = "lamo_ray.checkpoint_step"  # step of the run's ``checkpoint/`` artifact
+SCORE_METRIC = "normalized_score"   # best target at each evaluation (lamo_ray.evaluate.summarize)
 
 
 class TrackingError(RuntimeError):
@@ -534,18 +537,21 @@ class MLflowTrialFinalizer(Callback):
         run_id = result.get("mlflow_run_id")
         if not run_id:
             return
-        steps = [s for s in (result.get("step"), self._last_logged_eval_step(run_id)) if s is not None]
-        last_step = max(steps) if steps else None
-        finished = last_step is not None and last_step >= result.get("steps_total", float("inf"))
+        steps_total = result.get("steps_total", float("inf"))
+        last_step = result.get("step")
+        if last_step is None or last_step < steps_total:  # the workers may have got further than Tune saw
+            last_step = max((s for s in (last_step, self._last_logged_eval_step(run_id)) if s is not None),
+                            default=None)
+        finished = last_step is not None and last_step >= steps_total
         outcome = "completed" if finished else "stopped_by_scheduler"
         logger = self._logger(run_id)
         tags: dict[str, Any] = {OUTCOME_TAG: outcome}
         ckpt = result.get(CHECKPOINT_PATH_KEY)
         if ckpt and Path(ckpt).is_dir():
             logger.log_artifacts(ckpt, "checkpoint")
-            tags["lamo_ray.checkpoint_step"] = result.get("step")
+            tags[CHECKPOINT_STEP_TAG] = result.get("step")
         if not finished:
-            tags["lamo_ray.stopped_at_step"] = last_step
+            tags[STOPPED_AT_TAG] = last_step
         logger.set_tags(tags)
         logger.finish("FINISHED")
 
@@ -555,12 +561,12 @@ class MLflowTrialFinalizer(Callback):
             return None
         try:
             with _http_budget():
-                history = MlflowClient(self.uri).get_metric_history(run_id, "normalized_score")
+                last = _last_evaluation(MlflowClient(self.uri), run_id)
         except Exception as err:
             if not is_outage(err):
                 raise
             return None
-        return max((m.step for m in history), default=None)
+        return last.step if last else None
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         run_id = (trial.last_result or {}).get("mlflow_run_id")
@@ -633,6 +639,11 @@ def trial_outcomes(uri: str, experiment_id: str, parent_run_id: str,
                             "`python -m lamo_ray.report SWEEP_NAME` for the report") from None
 
 
+def _last_evaluation(client: MlflowClient, run_id: str) -> Metric | None:
+    """The run's latest ``normalized_score`` (highest step, then newest), or None before any evaluation."""
+    return max(client.get_metric_history(run_id, SCORE_METRIC), key=lambda m: (m.step, m.timestamp), default=None)
+
+
 def _trial_outcomes(uri: str, experiment_id: str, parent_run_id: str) -> list[dict[str, Any]]:
     client = MlflowClient(uri)
     runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
@@ -642,8 +653,7 @@ def _trial_outcomes(uri: str, experiment_id: str, parent_run_id: str) -> list[di
         tags = run.data.tags
         if tags.get(ROLE_TAG) != "trial":
             continue
-        history = client.get_metric_history(run.info.run_id, "normalized_score")
-        last = max(history, key=lambda m: (m.step, m.timestamp)) if history else None
+        last = _last_evaluation(client, run.info.run_id)
         seed = tags.get("seed")
         rows.append({"trial": tags.get(TRIAL_ID_TAG), "variant": tags.get("variant"),
                      "seed": int(seed) if seed is not None and seed.lstrip("-").isdigit() else seed,

@@ -1,6 +1,7 @@
 """`MLflowTrialFinalizer`: the outcome it records agrees with what the trial's workers logged, also when
 a Train worker got past the scheduler's decision before the stop reached it (asynchronous reports)."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -56,7 +57,7 @@ def test_outcome_counts_what_the_workers_logged(tmp_path, evals, tune_step, step
     # the artifact is the checkpoint Tune received, and the tag says which step that is
     assert tags["lamo_ray.checkpoint_step"] == str(tune_step)
     local = MlflowClient(uri).download_artifacts(run_id, "checkpoint/policy.json", str(tmp_path / "dl"))
-    assert yaml.safe_load(open(local))["step"] == tune_step
+    assert yaml.safe_load(Path(local).read_text())["step"] == tune_step
 
 
 class _Trial(SimpleNamespace):
