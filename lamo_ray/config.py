@@ -100,15 +100,29 @@ class TrainConfig(_Strict):
     num_workers: int = Field(1, ge=1, description="Ray Train DDP workers.")
     cpus_per_worker: float = Field(1.0, gt=0.0)
     use_gpu: bool = False
-    max_failures: int = Field(2, ge=-1, description="Ray Train restarts of the worker group from the last "
-                              "checkpoint after a worker error (-1: unlimited). A NaN/inf loss fails the same way "
-                              "again after a restart, so such a trial ends FAILED after max_failures + 1 tries.")
+    max_failures: int = Field(2, ge=-1, description="Restarts from the last checkpoint after an error (-1: "
+                              "unlimited): of the Ray Train worker group, or of the Tune trial when it trains in its "
+                              "own process. A NaN/inf loss fails the same way again after a restart, so such a trial "
+                              "ends FAILED after max_failures + 1 tries.")
+    launcher: Literal["auto", "ray_train", "in_trial"] = Field(
+        "auto", description="'ray_train': a Ray Train TorchTrainer (controller + worker group) per trial; 'in_trial': "
+        "the training loop runs in the Tune trial's own process (1 worker only; no Train controller or worker "
+        "processes to start, and with Tune's actor reuse no new process per trial); 'auto': in_trial for 1 worker, "
+        "ray_train for DDP.")
 
     @model_validator(mode="after")
     def _batch_divides(self) -> "TrainConfig":
         if self.batch_size % self.num_workers:
             raise ValueError(f"train.batch_size ({self.batch_size}) must be divisible by train.num_workers ({self.num_workers})")
+        if self.launcher == "in_trial" and self.num_workers != 1:
+            raise ValueError(f"train.launcher 'in_trial' trains in the Tune trial's own process, so it needs "
+                             f"train.num_workers 1 (got {self.num_workers}); use 'ray_train' or 'auto' for DDP")
         return self
+
+    @property
+    def in_trial(self) -> bool:
+        """True when the loop runs inside the Tune trial process instead of a Ray Train worker group."""
+        return self.launcher == "in_trial" or (self.launcher == "auto" and self.num_workers == 1)
 
 
 class EvalConfig(_Strict):

@@ -1,6 +1,8 @@
 """Sweeps: Ray Tune schedules trials (variants x grid x seeds) with ASHA; each trial is a Tune
 function trainable that runs a Ray Train `TorchTrainer` (the supported Ray 2.60 pattern) and
-reports through ``TuneReportCallback``; MLflow records the sweep and every trial.
+reports through ``TuneReportCallback``, or, for a 1-worker trial (``train.launcher``), runs the
+training loop in its own process and reports with ``ray.tune.report``; MLflow records the sweep
+and every trial.
 
     python -m lamo_ray.sweep SWEEP.yaml [--set key.path=value ...] [--dry-run] [--resume]
 
@@ -199,6 +201,35 @@ def trial_cpus(sweep: SweepConfig, cfg: TrialConfig) -> float:
     return sweep.trial_cpus + cfg.train.num_workers * cfg.train.cpus_per_worker + cfg.eval.num_actors * cfg.eval.actor_cpus
 
 
+class TrialResources:
+    """Tune resource request of one trial (``tune.with_resources``), from its resolved config.
+
+    A Ray Train trial's function only waits on its `TorchTrainer`: ``trial_cpus``; the worker group
+    reserves its own CPUs. An 'in_trial' trial trains in its own process: ``trial_cpus +
+    cpus_per_worker`` (and a GPU with ``use_gpu``), plus one bundle per rollout actor that reserves
+    CPUs (``eval.actor_cpus``), which Tune's placement group holds for the actors the trial starts."""
+
+    def __init__(self, sweep: SweepConfig):
+        self.sweep = sweep
+
+    def __call__(self, config: dict[str, Any]):
+        from ray.tune import PlacementGroupFactory
+
+        cfg = resolve_tune_config(self.sweep, config)
+        if not cfg.train.in_trial:
+            return PlacementGroupFactory([{"CPU": self.sweep.trial_cpus}])
+        head = {"CPU": self.sweep.trial_cpus + cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})}
+        actors = [{"CPU": cfg.eval.actor_cpus}] * cfg.eval.num_actors if cfg.eval.actor_cpus > 0 else []
+        return PlacementGroupFactory([head, *actors])
+
+
+def tune_max_failures(configs: list[TrialConfig]) -> int:
+    """Tune-level restarts of a failed trial: the largest ``train.max_failures`` of the 'in_trial'
+    trials (-1 if any is unlimited), which have no Train worker group to restart; 0 if none."""
+    values = [c.train.max_failures for c in configs if c.train.in_trial]
+    return -1 if -1 in values else max(values, default=0)
+
+
 def check_resources(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus: float) -> list[Check]:
     """Every trial must fit the cluster, or Tune would wait for it forever."""
     checks = []
@@ -323,10 +354,7 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     once by the sweep driver; the workers read it from there (zero-copy arrays on the same node)
     instead of each loading the files again.
     """
-    import ray.train
     from ray import tune
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from lamo_ray.tracking import find_trial_run, log_trial_timing, start_trial_run
 
@@ -338,23 +366,15 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     if run_id is None:
         run_id = start_trial_run(tracking["uri"], tracking["experiment_id"], tracking["parent_run_id"],
                                  trial_name, config["variant"], cfg, trial_id=trial_id)
-    trainer = TorchTrainer(
-        _train_loop_per_worker,
-        train_loop_config={"trial": cfg.model_dump(), "mlflow_uri": tracking["uri"], "mlflow_run_id": run_id,
-                           "mlflow_outbox": tracking.get("outbox"),
-                           "dataset_ref": (dataset_refs or {}).get(cfg.data.source)},
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-                                               resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
-        run_config=ray.train.RunConfig(
-            name=f"{tracking['run_name']}-{trial_id}",
-            storage_path=tracking["train_storage"],
-            callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        ),
-    )
+    loop_config = {"trial": cfg.model_dump(), "mlflow_uri": tracking["uri"], "mlflow_run_id": run_id,
+                   "mlflow_outbox": tracking.get("outbox"), "dataset_ref": (dataset_refs or {}).get(cfg.data.source)}
     fit_started = time.time()
-    trainer.fit()
+    if cfg.train.in_trial:
+        from lamo_ray.train import TuneTrialSession, train_loop_per_worker
+
+        train_loop_per_worker(loop_config, TuneTrialSession(cfg.train.use_gpu, started))
+    else:
+        _fit_torch_trainer(cfg, loop_config, f"{tracking['run_name']}-{trial_id}", tracking["train_storage"])
     import psutil
 
     log_trial_timing(tracking["uri"], run_id, {"time/trial_process_age_s": started - psutil.Process().create_time(),
@@ -362,6 +382,28 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
                                                "time/trial_fit_s": time.time() - fit_started,
                                                "time/trial_wall_s": time.time() - started},
                      outbox_dir=tracking.get("outbox"))
+
+
+def _fit_torch_trainer(cfg: TrialConfig, loop_config: dict[str, Any], name: str, storage_path: str) -> None:
+    """One trial's Ray Train `TorchTrainer`: ``train.num_workers`` DDP workers, restarts from its
+    checkpoints (kept in ``storage_path/name``, found again by name after ``--resume``)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    TorchTrainer(
+        _train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+                                               resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    ).fit()
 
 
 def _param_space(sweep: SweepConfig) -> dict[str, Any]:
@@ -467,11 +509,15 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
     dataset_refs = {source: ray.put(ds) for source, ds in loaded.items() if len(ds.obs_shape) == 1}
     trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=sweep, tracking=tracking,
                                                          dataset_refs=dataset_refs),
-                                    {"cpu": sweep.trial_cpus})
+                                    TrialResources(sweep))
     finalizer = MLflowTrialFinalizer(uri, outbox_dir=tracking["outbox"], experiment_id=exp_id, parent_run_id=parent,
                                      sweep=sweep)
+    # 'in_trial' trials: Tune restarts a failed one from its last checkpoint and keeps 2 checkpoints
+    # (Ray Train does both for its own trials)
     run_config = tune.RunConfig(name=run_name, storage_path=str(exp_dir.parent), callbacks=[finalizer],
-                                verbose=1)
+                                failure_config=tune.FailureConfig(
+                                    max_failures=tune_max_failures([r["config"] for r in rows])),
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1)
     if resume:
         # Tune restores its own RunConfig (with the MLflowTrialFinalizer it was given) from tuner.pkl;
         # finished trials stay finished, unfinished and errored ones restart, and run_trial finds
@@ -484,7 +530,10 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
             tune_config=tune.TuneConfig(metric=sweep.scheduler.metric, mode=sweep.scheduler.mode, scheduler=scheduler,
                                         num_samples=sweep.num_samples,
                                         max_concurrent_trials=sweep.max_concurrent_trials
-                                        or max(1, int(cluster_cpus // need))),
+                                        or max(1, int(cluster_cpus // need)),
+                                        # an ended trial's process (torch, the model code imported) trains
+                                        # the next 'in_trial' trial with the same resource request
+                                        reuse_actors=True),
             run_config=run_config,
         )
     t0 = time.time()

@@ -546,7 +546,8 @@ class MLflowTrialFinalizer(Callback):
         outcome = "completed" if finished else "stopped_by_scheduler"
         logger = self._logger(run_id)
         tags: dict[str, Any] = {OUTCOME_TAG: outcome}
-        ckpt = result.get(CHECKPOINT_PATH_KEY)
+        # a Ray Train trial's checkpoint path comes in its result; an 'in_trial' trial's is Tune's own
+        ckpt = result.get(CHECKPOINT_PATH_KEY) or getattr(getattr(trial, "checkpoint", None), "path", None)
         if ckpt and Path(ckpt).is_dir():
             logger.log_artifacts(ckpt, "checkpoint")
             tags[CHECKPOINT_STEP_TAG] = result.get("step")

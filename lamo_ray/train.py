@@ -1,4 +1,6 @@
-"""Training: the per-worker loop that Ray Train's `TorchTrainer` runs with DDP.
+"""Training: the per-worker loop that Ray Train's `TorchTrainer` runs with DDP, or that a Tune trial
+runs in its own process (``train.launcher`` 'in_trial', the default for 1 worker: no Train
+controller or worker processes to start per trial).
 
 One step (REFERENCE.md "Optimiser", "Loss"): sample a batch of K-step segments (length-weighted
 trajectories, left-padded), predict actions from the state tokens, masked action MSE (or
@@ -7,11 +9,12 @@ gradients at ``grad_clip``, AdamW(eps 1e-6) with linear warm-up then constant LR
 
 Every ``eval_every`` steps (and at the last step) rank 0 evaluates with rollout actors
 (`lamo_ray.evaluate.Evaluator`), writes a checkpoint and every worker calls ``ray.train.report``
-(a barrier), which Tune sees through ``TuneReportCallback``. Training metrics go to the trial's
-MLflow run every ``log_every`` steps.
+(a barrier), which Tune sees through ``TuneReportCallback`` (in a Tune trial: ``ray.tune.report``).
+Training metrics go to the trial's MLflow run every ``log_every`` steps.
 
-Restores from ``ray.train.get_checkpoint()`` (model, optimiser, scheduler, step), so a restarted
-worker group continues where the last checkpoint left off.
+Restores from the session's checkpoint (model, optimiser, scheduler, step), so a restarted worker
+group, or a Tune trial restarted after a failure or ``--resume``, continues where the last
+checkpoint left off.
 """
 
 from __future__ import annotations
@@ -57,13 +60,12 @@ def make_optimizer(params: list[torch.nn.Parameter], train_cfg) -> torch.optim.A
 
 class _SetupClock:
     """Wall-clock phases of a worker's setup, logged to MLflow as ``time/setup/<phase>_s`` (the
-    per-trial overhead of benchmarks/overhead.py B7): ``process_start`` (worker process creation
-    to the training function: Ray actor start and imports), then each `lap`."""
+    per-trial overhead of benchmarks/overhead.py B7): ``process_start`` (from ``since``, the worker
+    process's creation or the Tune trial's start, to the training function: Ray actor start and
+    imports), then each `lap`."""
 
-    def __init__(self, entered: float):
-        import psutil
-
-        self.times = {"process_start": max(0.0, entered - psutil.Process().create_time())}
+    def __init__(self, entered: float, since: float):
+        self.times = {"process_start": max(0.0, entered - since)}
         self.last = entered
 
     def lap(self, phase: str) -> None:
@@ -79,26 +81,89 @@ def _batch_to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[
     return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train worker entry point.
+class TrainSession:
+    """Ray Train's session (a `TorchTrainer` worker): rank, device, checkpoint, DDP, report."""
+
+    def __init__(self):
+        import psutil
+
+        ctx = ray.train.get_context()
+        self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+        self.started = psutil.Process().create_time()  # the worker process was started for this trial
+
+    @property
+    def device(self) -> torch.device:
+        return ray.train.torch.get_device()
+
+    def get_checkpoint(self):
+        return ray.train.get_checkpoint()
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return ray.train.torch.prepare_model(model)
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None, step: int = 0) -> None:
+        """``ray.train.report`` (a barrier across the workers); the checkpoint as ``checkpoint_<step>``."""
+        ray.train.report(metrics, checkpoint=None if checkpoint_dir is None else
+                         ray.train.Checkpoint.from_directory(str(checkpoint_dir)),
+                         checkpoint_dir_name=f"checkpoint_{step:07d}")
+
+
+class TuneTrialSession:
+    """A Tune function trial training in its own process (``train.launcher`` 'in_trial'): rank 0 of 1,
+    checkpoints and metrics through ``ray.tune.report``; Tune restores ``ray.tune.get_checkpoint()``
+    after a failure (``FailureConfig``) or ``--resume``.
+
+    Raises:
+        RuntimeError: ``use_gpu`` without a CUDA device visible to the trial.
+    """
+
+    rank, world_size = 0, 1
+
+    def __init__(self, use_gpu: bool, started: float):
+        if use_gpu and not torch.cuda.is_available():
+            raise RuntimeError("train.use_gpu is true but the Tune trial sees no CUDA device "
+                               f"(CUDA_VISIBLE_DEVICES={ray.get_gpu_ids()})")
+        self.device = torch.device("cuda" if use_gpu else "cpu")
+        self.started = started
+
+    def get_checkpoint(self):
+        from ray import tune
+
+        return tune.get_checkpoint()
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None, step: int = 0) -> None:
+        """``ray.tune.report``; Tune copies ``checkpoint_dir`` into the trial's storage."""
+        from ray import tune
+
+        tune.report(metrics, checkpoint=None if checkpoint_dir is None else
+                    tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+
+def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | TuneTrialSession | None = None
+                          ) -> None:
+    """Ray Train worker entry point, and the loop of an 'in_trial' Tune trial (``session``).
 
     ``loop_config``: ``{"trial": TrialConfig dict, "mlflow_uri": str | None, "mlflow_run_id": str | None,
     "mlflow_outbox": outbox directory for MLflow writes made during a tracking outage (optional),
     "dataset_ref": ObjectRef of the loaded dataset (optional; default: load ``data.source``)}``.
+    ``session``: default `TrainSession` (inside a Ray Train worker).
 
     Raises:
         NonFiniteLossError: NaN/inf loss (the trial fails; Tune marks it ERROR, MLflow FAILED).
     """
     entered = time.time()
     cfg = TrialConfig.model_validate(loop_config["trial"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    session = session or TrainSession()
+    rank, world = session.rank, session.world_size
     torch.set_num_threads(torch_threads(cfg.train.cpus_per_worker))
     torch.manual_seed(cfg.seed * 1000 + rank)
-    device = ray.train.torch.get_device()
+    device = session.device
 
     # ---- data: whole-trajectory sample ratio, normalisation from the kept data (REFERENCE "Data")
-    setup = _SetupClock(entered)
+    setup = _SetupClock(entered, session.started)
     ref = loop_config.get("dataset_ref")  # put in the object store by the sweep driver, else read the files
     dataset = subsample(ray.get(ref) if ref is not None else load_dataset(cfg.data.source), cfg.data.sample_ratio,
                         cfg.seed)
@@ -125,7 +190,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     # ---- restore
     start_step = 0
-    ckpt = ray.train.get_checkpoint()
+    ckpt = session.get_checkpoint()
     optim_state = None
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -135,7 +200,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             start_step = loaded.step
         log.info("rank %d restored step %d from checkpoint", rank, start_step)
 
-    model = ray.train.torch.prepare_model(model)
+    model = session.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.train.warmup_steps))
@@ -179,63 +244,65 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         tracker.log_metrics(setup.metrics(), step=start_step)
     log.info("rank %d setup: %s", rank, ", ".join(f"{k.split('/')[-1]} {v:.1f}" for k, v in setup.metrics().items()))
 
-    model.train()
-    window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()
-    train_time = 0.0
-    for step in range(start_step + 1, cfg.train.steps + 1):
-        t0 = time.perf_counter()
-        batch = _batch_to_torch(sampler.sample(local_batch), device)
-        preds = model(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"],
-                      batch["attention_mask"])
-        loss = action_loss(preds, batch["actions"], batch["attention_mask"], dataset.discrete_actions)
-        lm = None
-        if text is not None:
-            module = model.module if hasattr(model, "module") else model
-            lm = module.lm_loss(text.sample(cfg.language.batch_size).to(device))
-            total = loss + cfg.language.co_lambda * lm
-        else:
-            total = loss
-        if not torch.isfinite(total):
-            raise NonFiniteLossError(f"non-finite loss at step {step}: action loss {loss.item()}, "
-                                     f"lm loss {None if lm is None else lm.item()}")
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        train_time += time.perf_counter() - t0
-        window_loss += loss.item()
-        window_lm += 0.0 if lm is None else lm.item()
-        window_n += 1
-
-        if tracker is not None and (step % cfg.train.log_every == 0 or step == cfg.train.steps):
-            elapsed = time.perf_counter() - window_t0
-            metrics = {"train/action_loss": window_loss / window_n, "train/lr": scheduler.get_last_lr()[0],
-                       "train/samples_per_s": window_n * cfg.train.batch_size / max(elapsed, 1e-9)}
+    try:
+        model.train()
+        window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()
+        train_time = 0.0
+        for step in range(start_step + 1, cfg.train.steps + 1):
+            t0 = time.perf_counter()
+            batch = _batch_to_torch(sampler.sample(local_batch), device)
+            preds = model(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"],
+                          batch["attention_mask"])
+            loss = action_loss(preds, batch["actions"], batch["attention_mask"], dataset.discrete_actions)
+            lm = None
             if text is not None:
-                metrics["train/lm_loss"] = window_lm / window_n
-                metrics["train/lm_perplexity"] = math.exp(min(window_lm / window_n, 50.0))
-            tracker.log_metrics(metrics, step=step)
-        if step % cfg.train.log_every == 0:
-            window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()
+                module = model.module if hasattr(model, "module") else model
+                lm = module.lm_loss(text.sample(cfg.language.batch_size).to(device))
+                total = loss + cfg.language.co_lambda * lm
+            else:
+                total = loss
+            if not torch.isfinite(total):
+                raise NonFiniteLossError(f"non-finite loss at step {step}: action loss {loss.item()}, "
+                                         f"lm loss {None if lm is None else lm.item()}")
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            train_time += time.perf_counter() - t0
+            window_loss += loss.item()
+            window_lm += 0.0 if lm is None else lm.item()
+            window_n += 1
 
-        if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
-            _evaluate_and_report(step, cfg, model, spec, env_id, env_kwargs, refs, evaluator, tracker, optimizer,
-                                 scheduler, loss.item(), train_time, counts, loop_config)
-            train_time = 0.0
-    if evaluator is not None:
-        evaluator.shutdown()
+            if tracker is not None and (step % cfg.train.log_every == 0 or step == cfg.train.steps):
+                elapsed = time.perf_counter() - window_t0
+                metrics = {"train/action_loss": window_loss / window_n, "train/lr": scheduler.get_last_lr()[0],
+                           "train/samples_per_s": window_n * cfg.train.batch_size / max(elapsed, 1e-9)}
+                if text is not None:
+                    metrics["train/lm_loss"] = window_lm / window_n
+                    metrics["train/lm_perplexity"] = math.exp(min(window_lm / window_n, 50.0))
+                tracker.log_metrics(metrics, step=step)
+            if step % cfg.train.log_every == 0:
+                window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()
+
+            if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
+                _evaluate_and_report(step, cfg, session, model, spec, env_id, env_kwargs, refs, evaluator, tracker,
+                                     optimizer, scheduler, loss.item(), train_time, counts, loop_config)
+                train_time = 0.0
+    finally:  # also when Tune stops the trial (ASHA): its process may train the next trial
+        if evaluator is not None:
+            evaluator.shutdown()
 
 
-def _evaluate_and_report(step, cfg, model, spec, env_id, env_kwargs, refs, evaluator, tracker, optimizer, scheduler,
-                         last_loss, train_time, counts, loop_config) -> None:
-    """Rank 0: rollouts, MLflow, checkpoint; every rank: ``ray.train.report`` (a barrier)."""
+def _evaluate_and_report(step, cfg, session, model, spec, env_id, env_kwargs, refs, evaluator, tracker, optimizer,
+                         scheduler, last_loss, train_time, counts, loop_config) -> None:
+    """Rank 0: rollouts, MLflow, checkpoint; every rank: the session's report (a barrier under DDP)."""
     metrics: dict[str, Any] = {"step": step, "train/action_loss": last_loss, "train/time_s": train_time,
                                "mlflow_run_id": loop_config.get("mlflow_run_id") or "",
                                "params/trainable_share": counts["trainable_share"],
                                "steps_total": cfg.train.steps}
-    if ray.train.get_context().get_world_rank() != 0:
-        ray.train.report(metrics)
+    if session.rank != 0:
+        session.report(metrics)
         return
     module = model.module if hasattr(model, "module") else model
     module.eval()
@@ -256,5 +323,4 @@ def _evaluate_and_report(step, cfg, model, spec, env_id, env_kwargs, refs, evalu
                                    optimizer_state={"optimizer": optimizer.state_dict(),
                                                     "scheduler": scheduler.state_dict()},
                                    env_kwargs=env_kwargs)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt_dir)),
-                         checkpoint_dir_name=f"checkpoint_{step:07d}")
+        session.report(metrics, checkpoint_dir=ckpt_dir, step=step)

@@ -1,5 +1,6 @@
-"""Faults survived on a real local Ray cluster: a Ray Train worker killed with SIGKILL mid-trial
-resumes from its checkpoint; a sweep driver killed with SIGKILL mid-sweep continues with
+"""Faults survived on a real local Ray cluster: a Ray Train worker, or the process of a trial that
+trains in its own Tune trial process ('in_trial'), killed with SIGKILL mid-trial resumes from its
+checkpoint; a sweep driver killed with SIGKILL mid-sweep continues with
 ``--resume`` (finished trials not re-run, the unfinished one from its checkpoint, no duplicate
 MLflow runs); a NaN loss fails only its own trial, marked FAILED in MLflow."""
 
@@ -47,11 +48,12 @@ def start_sweep(tmp: Path, env: dict, name: str, sweep: dict) -> tuple[subproces
     return proc, uri
 
 
-def train_worker_pids(tag: str) -> list[int]:
-    """Ray Train worker processes of the cluster whose processes carry LAMO_RAY_TEST_TAG=tag (only ours,
-    never another Ray cluster's on the same machine)."""
+def training_pids(tag: str, process: str) -> list[int]:
+    """Processes named ``process`` (Ray Train's ``RayTrainWorker``, Tune's function trial
+    ``ImplicitFunc``) of the cluster whose processes carry LAMO_RAY_TEST_TAG=tag (only ours, never
+    another Ray cluster's on the same machine)."""
     pids = []
-    for pid in subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split():
+    for pid in subprocess.run(["pgrep", "-f", process], capture_output=True, text=True).stdout.split():
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
@@ -67,17 +69,24 @@ def trial_runs(uri: str, experiment: str):
     return client, [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("lamo_ray.role") == "trial"]
 
 
-def test_killed_train_worker_resumes_from_checkpoint(workdir):
+@pytest.mark.parametrize("launcher", ["ray_train", "in_trial"])
+def test_killed_training_process_resumes_from_checkpoint(workdir, launcher):
+    """Ray Train restarts its worker group; Tune (FailureConfig) restarts an 'in_trial' trial."""
     tmp, env = workdir
-    sweep = {"name": "kill", "base": BASE, "scheduler": {"type": "fifo"}}
+    name = f"kill_{launcher}"
+    base = yaml.safe_load(yaml.safe_dump(BASE))
+    base["train"]["launcher"] = launcher
+    sweep = {"name": name, "base": base, "scheduler": {"type": "fifo"}}
     tag = f"kill-{os.getpid()}-{time.time()}"
-    proc, uri = start_sweep(tmp, dict(env, LAMO_RAY_TEST_TAG=tag), "kill", sweep)
+    proc, uri = start_sweep(tmp, dict(env, LAMO_RAY_TEST_TAG=tag), name, sweep)
+    # the second checkpoint on disk means the first (step 100) is registered: the restart must resume
+    # from >= 100 (Ray Train names checkpoints by step, Tune by report index)
+    pattern = f"{name}_train/*/checkpoint_0000200" if launcher == "ray_train" else f"{name}/*/checkpoint_000001"
     deadline = time.time() + 300
     killed = False
     while time.time() < deadline and proc.poll() is None:
-        # checkpoint 200 on disk means checkpoint 100 is registered: the restart must resume from >= 100
-        if list((tmp / "kill").glob("kill_train/*/checkpoint_0000200")):
-            pids = train_worker_pids(tag)
+        if list((tmp / name).glob(pattern)):
+            pids = training_pids(tag, "RayTrainWorker" if launcher == "ray_train" else "ImplicitFunc")
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)
             killed = bool(pids)
@@ -86,8 +95,8 @@ def test_killed_train_worker_resumes_from_checkpoint(workdir):
     out, _ = proc.communicate(timeout=600)
     assert killed, out[-3000:]
     assert proc.returncode == 0, out[-3000:]
-    client, runs = trial_runs(uri, "kill")
-    assert len(runs) == 1  # the restarted worker group logs into the same MLflow run
+    client, runs = trial_runs(uri, name)
+    assert len(runs) == 1  # the restarted worker group / trial logs into the same MLflow run
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["lamo_ray.outcome"] == "completed"
     restored = client.get_metric_history(run.info.run_id, "train/restored_from_step")
@@ -142,11 +151,12 @@ def test_killed_driver_resumes_with_resume_flag(workdir):
     deadline = time.time() + 400
     killed = False
     while time.time() < deadline and proc.poll() is None:
-        # trial 1 has its final checkpoint and trial 2 has checkpoint 200 (so step 100 is registered:
-        # it must resume from >= 100)
-        runs = [{c.name for c in d.glob("checkpoint_*")} for d in (tmp / "driver").glob("driver_train/*/")]
-        if len(runs) == 2 and sorted("checkpoint_0000400" in r for r in runs) == [False, True] and \
-                any("checkpoint_0000200" in r and "checkpoint_0000400" not in r for r in runs):
+        # trial 1 has its final checkpoint (the 4th report) and trial 2 its 2nd (step 200; so step 100
+        # is registered: it must resume from >= 100). 1-worker trials train in their Tune trial
+        # processes ('in_trial'), whose checkpoints Tune keeps in the trial directories.
+        runs = [{c.name for c in d.glob("checkpoint_*")} for d in (tmp / "driver").glob("driver/run_trial_*/")]
+        if len(runs) == 2 and sorted("checkpoint_000003" in r for r in runs) == [False, True] and \
+                any("checkpoint_000001" in r and "checkpoint_000003" not in r for r in runs):
             os.kill(proc.pid, signal.SIGKILL)
             killed = True
             break
