@@ -518,7 +518,8 @@ def test_browser_shows_trials_in_mlflow_and_job_in_ray_dashboard(sweep_job, clus
 # --------------------------------------------------------------------------- node loss (issue 6)
 
 # 3 trials of 1 CPU (2 run at once, one per node); evaluations cut to 50 env steps so checkpoints
-# (every 40 steps) come quickly.
+# (every 40 steps) come quickly; 480 steps so the kill after the first evaluation lands mid-training
+# (a 1-worker trial trains in its own Tune trial process and reaches 160 steps within seconds).
 NODE_LOSS_SWEEP = {
     "name": "cluster_node_loss",
     "seeds": [0, 1, 2],
@@ -527,7 +528,7 @@ NODE_LOSS_SWEEP = {
         "data": {"source": DATASET_ID, "sample_ratio": 1.0, "rtg_scale": 1, "context_length": 10, "max_ep_len": 300},
         "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 32, "n_head": 1,
                   "finetune": "full", "embedding": "linear"},
-        "train": {"steps": 160, "batch_size": 16, "lr": 1e-3, "warmup_steps": 10, "eval_every": 40, "log_every": 20,
+        "train": {"steps": 480, "batch_size": 16, "lr": 1e-3, "warmup_steps": 10, "eval_every": 40, "log_every": 20,
                   "cpus_per_worker": 0.01},
         "eval": {"target_returns": [4], "episodes": 1, "num_actors": 1, "envs_per_actor": 1,
                  "max_episode_steps": 50},
@@ -573,7 +574,13 @@ def test_node_removed_mid_sweep_the_sweep_completes(sweep_job, cluster, mlflow_s
     assert killed, f"no trial ever trained on node b before the job ended:\n{logs[-5000:]}"
     assert status["status"] == "SUCCEEDED", (status, logs[-8000:])
 
-    nodes = {n["node_id"]: n["state"] for n in cluster.list_nodes()}
+    # the GCS marks a crashed node DEAD after its health checks time out, which can be after a short job ended
+    deadline = time.time() + 120
+    while True:
+        nodes = {n["node_id"]: n["state"] for n in cluster.list_nodes()}
+        if nodes[node_b] == "DEAD" or time.time() > deadline:
+            break
+        time.sleep(2)
     assert nodes[node_b] == "DEAD" and nodes[cluster.nodes["head"]] == "ALIVE", nodes
 
     # Tune's final table: all 3 trials ended (TERMINATED or ERROR), none left RUNNING / PENDING
@@ -607,7 +614,8 @@ def test_node_removed_mid_sweep_the_sweep_completes(sweep_job, cluster, mlflow_s
             assert rid in killed["runs"] or "ray.node_id" not in tags, outcomes
         else:
             assert tags["lamo_ray.outcome"] == "completed", outcomes
-            assert max(m.step for m in client.get_metric_history(rid, "normalized_score")) == 160
+            assert max(m.step for m in client.get_metric_history(rid, "normalized_score")) == \
+                NODE_LOSS_SWEEP["base"]["train"]["steps"]
         if rid not in killed["runs"] and "ray.node_id" in tags:  # started after the node went: ran on the head
             assert run.info.status == "FINISHED" and tags["ray.node_id"] == head, outcomes
         if rid == killed["run_on_b"]:  # the node loss hit this trial: it failed, or re-ran on the head node
