@@ -148,12 +148,16 @@ def start_sweep_run(uri: str, experiment: str, sweep_name: str, sweep_yaml: str,
     return exp_id, run.info.run_id
 
 
+#: how the trial trained: ``in_trial`` (in its Tune trial process) or ``ray_train`` (a TorchTrainer)
+LAUNCHER_TAG = "lamo_ray.launcher"
+
+
 def start_trial_run(uri: str, experiment_id: str, parent_run_id: str | None, trial_name: str,
                     variant: str, cfg: TrialConfig, trial_id: str = "") -> str:
     """Create a trial's child run with the resolved config as params and ``config.yaml``. Returns its run id."""
     client = MlflowClient(uri)
     tags = {ROLE_TAG: "trial", "variant": variant, "trial_name": trial_name, TRIAL_ID_TAG: trial_id,
-            "seed": str(cfg.seed)}
+            "seed": str(cfg.seed), LAUNCHER_TAG: "in_trial" if cfg.train.in_trial else "ray_train"}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id, run_name=trial_name, tags=tags)

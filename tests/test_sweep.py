@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from lamo_ray.config import expand_trials, load_sweep
-from lamo_ray.sweep import _experiment_dir, _param_space, check_resources, format_trial_table, preflight
+from lamo_ray.sweep import (TrialResources, _experiment_dir, _param_space, check_resources, format_trial_table,
+                            preflight, tune_max_failures)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,6 +37,34 @@ def test_resource_check_names_the_keys(tmp_path):
     assert not check.ok and "train.num_workers 4" in check.detail and "cluster has 2" in check.detail
     (ok,) = check_resources(sweep, expand_trials(sweep), cluster_cpus=8)
     assert ok.ok
+
+
+def test_trial_resources_follow_the_launcher(tmp_path):
+    """A 1-worker trial trains in its Tune trial process, which reserves its CPUs, GPU and the rollout
+    actors' CPUs; a DDP trial's function only holds trial_cpus (Ray Train reserves the workers)."""
+    sweep = load_sweep(sweep_file(tmp_path, trial_cpus=0.05, variants={
+        "one": {"train": {"cpus_per_worker": 0.5, "use_gpu": True}, "eval": {"num_actors": 2, "actor_cpus": 0.25}},
+        "ddp": {"train": {"num_workers": 2, "cpus_per_worker": 0.5}},
+        "forced": {"train": {"launcher": "ray_train"}}}))
+    resources = TrialResources(sweep)
+    one = resources({"variant": "one", "seed": 0})
+    assert one.bundles == [{"CPU": 0.55, "GPU": 1}, {"CPU": 0.25}, {"CPU": 0.25}]
+    assert resources({"variant": "ddp", "seed": 0}).bundles == [{"CPU": 0.05}]
+    assert resources({"variant": "forced", "seed": 0}).bundles == [{"CPU": 0.05}]
+    # the bundles add up to what check_resources counts for the trial
+    (check,) = check_resources(sweep, [r for r in expand_trials(sweep) if r["variant"] == "one"], cluster_cpus=1.05)
+    assert check.ok and "needs 1.05" in check.detail
+
+
+def test_tune_retries_only_for_in_trial_trials(tmp_path):
+    sweep = load_sweep(sweep_file(tmp_path, variants={"one": {"train": {"max_failures": 3}},
+                                                       "ddp": {"train": {"num_workers": 2, "max_failures": 7}}}))
+    configs = [r["config"] for r in expand_trials(sweep)]
+    assert tune_max_failures(configs) == 3
+    assert tune_max_failures([c for c in configs if c.train.num_workers == 2]) == 0
+    one = next(c for c in configs if c.train.in_trial)
+    unlimited = one.model_copy(update={"train": one.train.model_copy(update={"max_failures": -1})})
+    assert tune_max_failures([*configs, unlimited]) == -1
 
 
 def test_missing_dataset_is_reported_with_its_path(tmp_path):
