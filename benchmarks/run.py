@@ -286,6 +286,11 @@ def batched_forward_env_steps(model, K: int, batch: int, seconds: float) -> floa
     return rate(fn, seconds, warmup=2)
 
 
+#: B4 at the tiny shape: the issue's "20 episodes x targets" (LaMo evaluates each target return on
+#: its own episodes), 2 targets
+B4_EPISODES_PER_TARGET = 20
+
+
 def run_b4(shape_name: str, shape: dict, quick: bool, threads: int, rounds: int) -> list[dict]:
     """B4 at one model shape: ours (Ray actors) vs the LaMo loop, and ours vs the machine's ceiling."""
     import ray
@@ -297,8 +302,8 @@ def run_b4(shape_name: str, shape: dict, quick: bool, threads: int, rounds: int)
     cores = int(ray.available_resources().get("CPU", os.cpu_count() or 1))
     tiny = shape is TINY
     episode_steps = (20 if quick else 280) if tiny else 40
-    per_target = (2 if quick else 10) if tiny else 4
-    envs_per_actor = per_target if tiny else per_target
+    per_target = (2 if quick else B4_EPISODES_PER_TARGET) if tiny else 4
+    envs_per_actor = per_target * 2 // cores if tiny else per_target  # tiny: every episode at once
     model = our_model("full", shape["hidden"], shape["layers"], shape["heads"], 60, 9).eval()
     spec, env_id = _kitchen_spec(model, K)
     eval_cfg = EvalConfig(target_returns=[4, 3], episodes=per_target, num_actors=cores, envs_per_actor=envs_per_actor,

@@ -120,9 +120,16 @@ class TrainConfig(_Strict):
         return self
 
     @property
+    def resolved_launcher(self) -> str:
+        """'in_trial' or 'ray_train': ``launcher`` with 'auto' decided by ``num_workers``."""
+        if self.launcher == "auto":
+            return "in_trial" if self.num_workers == 1 else "ray_train"
+        return self.launcher
+
+    @property
     def in_trial(self) -> bool:
         """True when the loop runs inside the Tune trial process instead of a Ray Train worker group."""
-        return self.launcher == "in_trial" or (self.launcher == "auto" and self.num_workers == 1)
+        return self.resolved_launcher == "in_trial"
 
 
 class EvalConfig(_Strict):

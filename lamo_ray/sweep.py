@@ -305,7 +305,8 @@ def _raise_failed(checks: list[Check]) -> None:
 
 TABLE_FIELDS = [("backbone", "model.backbone"), ("pre", "model.pretrained"), ("finetune", "model.finetune"),
                 ("embed", "model.embedding"), ("co_lambda", "language.co_lambda"), ("ratio", "data.sample_ratio"),
-                ("K", "data.context_length"), ("steps", "train.steps"), ("workers", "train.num_workers")]
+                ("K", "data.context_length"), ("steps", "train.steps"), ("workers", "train.num_workers"),
+                ("launcher", "train.resolved_launcher")]
 
 
 def _get(cfg: TrialConfig, dotted: str) -> Any:

@@ -157,7 +157,7 @@ def start_trial_run(uri: str, experiment_id: str, parent_run_id: str | None, tri
     """Create a trial's child run with the resolved config as params and ``config.yaml``. Returns its run id."""
     client = MlflowClient(uri)
     tags = {ROLE_TAG: "trial", "variant": variant, "trial_name": trial_name, TRIAL_ID_TAG: trial_id,
-            "seed": str(cfg.seed), LAUNCHER_TAG: "in_trial" if cfg.train.in_trial else "ray_train"}
+            "seed": str(cfg.seed), LAUNCHER_TAG: cfg.train.resolved_launcher}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id, run_name=trial_name, tags=tags)

@@ -61,7 +61,7 @@ def test_batch_must_split_over_workers():
 def test_launcher_in_trial_needs_one_worker():
     with pytest.raises(ConfigError, match=r"train\.launcher 'in_trial'.*num_workers 1 \(got 2\)"):
         validate_trial({"data": {"source": "x"}, "train": {"launcher": "in_trial", "num_workers": 2}})
-    assert validate_trial({"data": {"source": "x"}}).train.in_trial  # auto, 1 worker
+    assert validate_trial({"data": {"source": "x"}}).train.resolved_launcher == "in_trial"  # auto, 1 worker
     assert not validate_trial({"data": {"source": "x"}, "train": {"num_workers": 2}}).train.in_trial
     assert not validate_trial({"data": {"source": "x"}, "train": {"launcher": "ray_train"}}).train.in_trial
 

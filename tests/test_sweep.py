@@ -100,6 +100,9 @@ def test_trial_table_lists_every_trial(tmp_path):
     rows = expand_trials(sweep)
     lines = format_trial_table(rows).splitlines()
     assert len(lines) == 1 + len(rows) and "variant" in lines[0]
+    # where each trial trains: the 1-worker LaMo trials in their Tune trial process, DT through Ray Train
+    launchers = {line.split()[1]: line.split()[-1] for line in lines[1:]}
+    assert lines[0].split()[-1] == "launcher" and launchers == {"lamo": "in_trial", "dt": "ray_train"}
 
 
 def test_cli_bad_config_exits_2_naming_key(tmp_path):
