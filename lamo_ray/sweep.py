@@ -8,7 +8,8 @@ and every trial.
 
 Data flow: sweep YAML -> `lamo_ray.config.load_sweep` -> preflight checks (datasets, backbones,
 environments, CPUs; before any compute) -> Tune param space -> `run_trial` -> `TorchTrainer`
-workers (`lamo_ray.train`) -> checkpoints + rollout actors -> metrics -> ASHA and MLflow.
+workers, or the trial's own process for 1 worker (`lamo_ray.train`) -> checkpoints + rollout
+actors -> metrics -> ASHA and MLflow.
 
 Locally it starts Ray itself (dashboard on 127.0.0.1:8265); under ``ray job submit`` or with
 ``RAY_ADDRESS`` / ``--address`` it connects to that cluster.
@@ -348,7 +349,8 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, str],
               dataset_refs: dict[str, Any] | None = None) -> None:
-    """Tune function trainable: resolve one trial's config, open its MLflow run, run a TorchTrainer.
+    """Tune function trainable: resolve one trial's config, open its MLflow run, and train: in this
+    process (`lamo_ray.train.TuneTrialSession`) when ``train.in_trial``, else with a TorchTrainer.
 
     ``config`` holds ``variant``, ``seed`` and one entry per search-domain key path.
     ``dataset_refs``: {source: ObjectRef of its loaded `TrajectoryDataset`} put in Ray's object store
