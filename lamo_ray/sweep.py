@@ -372,12 +372,17 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     loop_config = {"trial": cfg.model_dump(), "mlflow_uri": tracking["uri"], "mlflow_run_id": run_id,
                    "mlflow_outbox": tracking.get("outbox"), "dataset_ref": (dataset_refs or {}).get(cfg.data.source)}
     fit_started = time.time()
-    if cfg.train.in_trial:
+    train_dir = Path(tracking["train_storage"]) / f"{tracking['run_name']}-{trial_id}"
+    if cfg.train.in_trial and _may_train_in_trial(cfg, sweep, config, ctx.get_trial_resources(), train_dir):
         from lamo_ray.train import TuneTrialSession, train_loop_per_worker
 
         train_loop_per_worker(loop_config, TuneTrialSession(cfg.train.use_gpu, started))
     else:
-        _fit_torch_trainer(cfg, loop_config, f"{tracking['run_name']}-{trial_id}", tracking["train_storage"])
+        if cfg.train.in_trial:  # an older sweep's trial, resumed: say how it really trains
+            from lamo_ray.tracking import LAUNCHER_TAG, RunLogger
+
+            RunLogger(tracking["uri"], run_id, outbox_dir=tracking.get("outbox")).set_tags({LAUNCHER_TAG: "ray_train"})
+        _fit_torch_trainer(cfg, loop_config, train_dir.name, tracking["train_storage"])
     import psutil
 
     log_trial_timing(tracking["uri"], run_id, {"time/trial_process_age_s": started - psutil.Process().create_time(),
@@ -385,6 +390,24 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
                                                "time/trial_fit_s": time.time() - fit_started,
                                                "time/trial_wall_s": time.time() - started},
                      outbox_dir=tracking.get("outbox"))
+
+
+def _may_train_in_trial(cfg: TrialConfig, sweep: SweepConfig, config: dict[str, Any], reserved: Any,
+                        train_dir: Path) -> bool:
+    """Whether an 'in_trial' trial can train in this process: Tune reserved its CPUs/GPU for it
+    (``reserved``, the trial's placement group factory), and it has no Ray Train checkpoints from
+    before (``train_dir``). Neither holds for a trial of a sweep started by an older lamo_ray that
+    ran every trial through Ray Train and is continued with ``--resume``: that trial stays with a
+    TorchTrainer, which finds its checkpoints, instead of starting over unreserved."""
+    need = TrialResources(sweep)(config).required_resources
+    have = reserved.required_resources if reserved is not None else {}
+    enough = all(have.get(k, 0.0) >= v - 1e-9 for k, v in need.items())
+    if not enough or train_dir.exists():
+        log.warning("trial %s: train.launcher %s but %s; training through Ray Train", train_dir.name,
+                    cfg.train.launcher, "it has Ray Train checkpoints in " + str(train_dir) if enough
+                    else f"Tune reserved {have} of the {need} it needs (a sweep resumed from an older version)")
+        return False
+    return True
 
 
 def _fit_torch_trainer(cfg: TrialConfig, loop_config: dict[str, Any], name: str, storage_path: str) -> None:
