@@ -376,7 +376,9 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     if cfg.train.in_trial and _may_train_in_trial(cfg, sweep, config, ctx.get_trial_resources(), train_dir):
         from lamo_ray.train import TuneTrialSession, train_loop_per_worker
 
-        train_loop_per_worker(loop_config, TuneTrialSession(cfg.train.use_gpu, started))
+        # the trial's folder in Tune's storage: <storage_path>/<sweep run name>/<trial dir name>
+        storage_dir = Path(tracking["train_storage"]).parent / tracking["run_name"] / Path(ctx.get_trial_dir()).name
+        train_loop_per_worker(loop_config, TuneTrialSession(cfg.train.use_gpu, started, storage_dir))
     else:
         if cfg.train.in_trial:  # an older sweep's trial, resumed: say how it really trains
             from lamo_ray.tracking import LAUNCHER_TAG, RunLogger

@@ -31,7 +31,8 @@ import ray.train
 import ray.train.torch
 import torch
 
-from lamo_ray.checkpoint import (load_checkpoint, load_optimizer_state, load_weights_into, save_checkpoint)
+from lamo_ray.checkpoint import (CheckpointError, load_checkpoint, load_optimizer_state, load_weights_into,
+                                 save_checkpoint)
 from lamo_ray.config import TrialConfig, torch_threads
 from lamo_ray.data import SegmentSampler, load_dataset, state_stats, subsample
 from lamo_ray.envs import evaluation_env_kwargs
@@ -110,8 +111,10 @@ class TrainSession:
 
 class TuneTrialSession:
     """A Tune function trial training in its own process (``train.launcher`` 'in_trial'): rank 0 of 1,
-    checkpoints and metrics through ``ray.tune.report``; Tune restores ``ray.tune.get_checkpoint()``
-    after a failure (``FailureConfig``) or ``--resume``.
+    checkpoints and metrics through ``ray.tune.report``; restarted by Tune after a failure
+    (``FailureConfig``) or ``--resume``, it continues from its newest checkpoint (`get_checkpoint`).
+
+    ``storage_dir``: the trial's directory in Tune's storage, where Tune keeps its ``checkpoint_*``.
 
     Raises:
         RuntimeError: ``use_gpu`` without a CUDA device visible to the trial.
@@ -119,17 +122,41 @@ class TuneTrialSession:
 
     rank, world_size = 0, 1
 
-    def __init__(self, use_gpu: bool, started: float):
+    def __init__(self, use_gpu: bool, started: float, storage_dir: Path | None = None):
         if use_gpu and not torch.cuda.is_available():
             raise RuntimeError("train.use_gpu is true but the Tune trial sees no CUDA device "
                                f"(CUDA_VISIBLE_DEVICES={ray.get_gpu_ids()})")
         self.device = torch.device("cuda" if use_gpu else "cpu")
         self.started = started
+        self.storage_dir = storage_dir
 
     def get_checkpoint(self):
+        """The newest (by training step) of Tune's registered checkpoint and the complete
+        ``checkpoint_*`` folders in ``storage_dir``; None if there is none. Tune registers a trial's
+        checkpoints in its experiment state only every few seconds, so after the sweep driver was
+        killed ``ray.tune.get_checkpoint()`` can be older than what the trial had written (seen:
+        none at all, and the trial would have started over)."""
         from ray import tune
 
-        return tune.get_checkpoint()
+        registered = tune.get_checkpoint()
+        candidates = [c for c in [registered] if c is not None]
+        if self.storage_dir is not None and self.storage_dir.is_dir():
+            candidates += [tune.Checkpoint.from_directory(str(d)) for d in sorted(self.storage_dir.glob("checkpoint_*"))
+                           if d.is_dir()]
+        newest, newest_step = None, -1
+        for candidate in candidates:
+            try:
+                with candidate.as_directory() as d:
+                    step = load_checkpoint(d).step
+            except CheckpointError as err:  # a folder Tune was still writing when its process died
+                log.warning("skipping checkpoint %s: %s", candidate.path, err)
+                continue
+            if step > newest_step:
+                newest, newest_step = candidate, step
+        if newest is not None and newest is not registered:
+            log.info("resuming from %s (step %d): newer than the checkpoint Tune registered (%s)", newest.path,
+                     newest_step, None if registered is None else registered.path)
+        return newest
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(self.device)

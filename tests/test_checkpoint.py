@@ -1,5 +1,7 @@
 """Checkpoints round-trip without pickle, and a wrong or damaged checkpoint is a clear error."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -68,3 +70,20 @@ def test_optimizer_state_refuses_pickled_objects(tmp_path):
     torch.save({"x": Evil()}, tmp_path / "optimizer.pt")
     with pytest.raises(Exception):
         load_optimizer_state(tmp_path)
+
+
+def test_in_trial_session_resumes_from_the_newest_complete_checkpoint_on_disk(tmp_path):
+    """After the sweep driver was killed, Tune may not have registered the trial's newest checkpoints
+    (its experiment state is saved every few seconds): the trial resumes from the newest complete
+    ``checkpoint_*`` folder in its storage directory instead of starting over."""
+    from lamo_ray.train import TuneTrialSession
+
+    _, spec = make()
+    model = build_policy(spec, load_weights=False)
+    for index, step in ((0, 100), (1, 200)):
+        save_checkpoint(tmp_path / f"checkpoint_{index:06d}", model, spec, "Reacher-v5", (None, None), step=step)
+    (tmp_path / "checkpoint_000002").mkdir()  # being written when the process died: no files yet
+    (tmp_path / "checkpoint_000002" / "config.yaml").write_text("{}")
+    session = TuneTrialSession(use_gpu=False, started=0.0, storage_dir=tmp_path)
+    assert Path(session.get_checkpoint().path).name == "checkpoint_000001"
+    assert TuneTrialSession(use_gpu=False, started=0.0, storage_dir=tmp_path / "none").get_checkpoint() is None
