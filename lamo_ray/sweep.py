@@ -214,9 +214,12 @@ class TrialResources:
         self.sweep = sweep
 
     def __call__(self, config: dict[str, Any]):
+        return self.request(resolve_tune_config(self.sweep, config))
+
+    def request(self, cfg: TrialConfig):
+        """The placement group factory for the resolved trial config ``cfg``."""
         from ray.tune import PlacementGroupFactory
 
-        cfg = resolve_tune_config(self.sweep, config)
         if not cfg.train.in_trial:
             return PlacementGroupFactory([{"CPU": self.sweep.trial_cpus}])
         head = {"CPU": self.sweep.trial_cpus + cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})}
@@ -373,7 +376,7 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
                    "mlflow_outbox": tracking.get("outbox"), "dataset_ref": (dataset_refs or {}).get(cfg.data.source)}
     fit_started = time.time()
     train_dir = Path(tracking["train_storage"]) / f"{tracking['run_name']}-{trial_id}"
-    if cfg.train.in_trial and _may_train_in_trial(cfg, sweep, config, ctx.get_trial_resources(), train_dir):
+    if cfg.train.in_trial and _may_train_in_trial(cfg, sweep, ctx.get_trial_resources(), train_dir):
         from lamo_ray.train import TuneTrialSession, train_loop_per_worker
 
         # the trial's folder in Tune's storage: <storage_path>/<sweep run name>/<trial dir name>
@@ -394,14 +397,13 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
                      outbox_dir=tracking.get("outbox"))
 
 
-def _may_train_in_trial(cfg: TrialConfig, sweep: SweepConfig, config: dict[str, Any], reserved: Any,
-                        train_dir: Path) -> bool:
+def _may_train_in_trial(cfg: TrialConfig, sweep: SweepConfig, reserved: Any, train_dir: Path) -> bool:
     """Whether an 'in_trial' trial can train in this process: Tune reserved its CPUs/GPU for it
     (``reserved``, the trial's placement group factory), and it has no Ray Train checkpoints from
     before (``train_dir``). Neither holds for a trial of a sweep started by an older lamo_ray that
     ran every trial through Ray Train and is continued with ``--resume``: that trial stays with a
     TorchTrainer, which finds its checkpoints, instead of starting over unreserved."""
-    need = TrialResources(sweep)(config).required_resources
+    need = TrialResources(sweep).request(cfg).required_resources
     have = reserved.required_resources if reserved is not None else {}
     enough = all(have.get(k, 0.0) >= v - 1e-9 for k, v in need.items())
     if not enough or train_dir.exists():

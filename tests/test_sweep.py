@@ -67,11 +67,11 @@ def test_resumed_old_trial_stays_with_ray_train(tmp_path):
     config = {"variant": "default", "seed": 0}
     cfg = expand_trials(sweep)[0]["config"]
     fresh = TrialResources(sweep)(config)
-    assert _may_train_in_trial(cfg, sweep, config, fresh, tmp_path / "no_train_dir")
+    assert _may_train_in_trial(cfg, sweep, fresh, tmp_path / "no_train_dir")
     old_reservation = PlacementGroupFactory([{"CPU": 0.05}])
-    assert not _may_train_in_trial(cfg, sweep, config, old_reservation, tmp_path / "no_train_dir")
+    assert not _may_train_in_trial(cfg, sweep, old_reservation, tmp_path / "no_train_dir")
     (tmp_path / "train_dir").mkdir()
-    assert not _may_train_in_trial(cfg, sweep, config, fresh, tmp_path / "train_dir")
+    assert not _may_train_in_trial(cfg, sweep, fresh, tmp_path / "train_dir")
 
 
 def test_tune_retries_only_for_in_trial_trials(tmp_path):
