@@ -6,10 +6,12 @@ domains; an Atari experiment is a sweep file (``sweeps/atari*.yaml``).
 Environment (`make_atari_env`, used by `lamo_ray.envs.make_env` for ``ALE/*`` and ``*NoFrameskip-v4``
 ids): the ALE env without its own frame skip and without sticky actions, wrapped in gymnasium's
 ``AtariPreprocessing`` (84 x 84 grayscale, frame skip 4 with max-pooling over the last two frames,
-up to 30 no-op starts, no terminal on life loss) and ``FrameStackObservation`` (4 frames, zero
-padded at episode start): observations ``(4, 84, 84)`` uint8, discrete actions. This is the
-Decision Transformer's Atari evaluation setting (no sticky actions, zero-padded frame history)
-and the layout of the DQN-replay data (d4rl-atari stacks single frames with zero padding).
+up to 30 no-op starts, no terminal on life loss) and ``FrameStackObservation`` (4 frames):
+observations ``(4, 84, 84)`` uint8, discrete actions. At episode start the frame history is the
+first frame repeated for evaluation (``frame_stack_padding="reset"``: LaMo evaluates on
+d4rl-atari's ``FrameStack``, which does this; REFERENCE.md "Data", Atari) and zeros for collection
+(``"zero"``: the layout of the DQN-replay training data, whose stacks LaMo's buffer zero-pads too).
+No sticky actions, as DT's and LaMo's Atari evaluation.
 
 Behaviour policies (`ram_policy`) read the emulator RAM (addresses from the AtariARI annotations,
 checked here by stepping the games):
@@ -102,7 +104,8 @@ def is_atari_id(env_id: str) -> bool:
     return env_id.startswith("ALE/") or "NoFrameskip" in env_id
 
 
-def make_atari_env(env_id: str, max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
+def make_atari_env(env_id: str, max_episode_steps: int | None = None, frame_stack_padding: str = "reset",
+                   **kwargs: Any) -> gym.Env:
     """The preprocessed env (module docstring): observations (4, 84, 84) uint8, discrete actions.
 
     Args:
@@ -111,13 +114,17 @@ def make_atari_env(env_id: str, max_episode_steps: int | None = None, **kwargs: 
             ``<Game>NoFrameskip-v4``. ale-py must be registered (`lamo_ray.envs.make_env` does it).
         max_episode_steps: time limit in agent steps (after frame skip); default the ALE's own
             limit of 108,000 frames (27,000 agent steps).
+        frame_stack_padding: the frame history at episode start: "reset" repeats the first frame
+            (evaluation, as LaMo's d4rl-atari env), "zero" pads with black frames (data collection).
         **kwargs: ALE env kwargs (e.g. the ones a Minari dataset recorded); ``frameskip`` must be 1.
 
     Raises:
-        ValueError: ``frameskip`` other than 1.
+        ValueError: ``frameskip`` other than 1, or an unknown ``frame_stack_padding``.
         gym.error.UnregisteredEnv: unknown id.
     """
     kwargs = dict(kwargs)
+    if frame_stack_padding not in ("reset", "zero"):
+        raise ValueError(f"{env_id}: frame_stack_padding must be 'reset' or 'zero', got {frame_stack_padding!r}")
     if kwargs.setdefault("frameskip", 1) != 1:
         raise ValueError(f"{env_id}: frameskip must be 1 (AtariPreprocessing skips {PREPROCESSING['frame_skip']} "
                          f"frames itself), got {kwargs['frameskip']}")
@@ -125,7 +132,7 @@ def make_atari_env(env_id: str, max_episode_steps: int | None = None, **kwargs: 
         kwargs.setdefault("repeat_action_probability", 0.0)
     env = gym.make(env_id, **kwargs)
     env = gym.wrappers.AtariPreprocessing(env, **PREPROCESSING)
-    env = gym.wrappers.FrameStackObservation(env, FRAME_STACK, padding_type="zero")
+    env = gym.wrappers.FrameStackObservation(env, FRAME_STACK, padding_type=frame_stack_padding)
     if max_episode_steps is not None:
         env = gym.wrappers.TimeLimit(env, max_episode_steps)
     return env

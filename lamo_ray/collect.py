@@ -549,7 +549,8 @@ def collect_atari(game: str = "Breakout", dataset_id: str | None = None, episode
     began = time.perf_counter()
     seed_rng, policy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     reset_seeds = seed_rng.choice(2**31 - 1, size=episodes, replace=False)
-    env = make_env(spec.env_id, max_episode_steps=max_episode_steps)
+    # zero-padded frame history at episode start: the DQN-replay layout the model trains on (lamo_ray.atari)
+    env = make_env(spec.env_id, max_episode_steps=max_episode_steps, frame_stack_padding="zero")
     levels = [float(x) for x in epsilons]
     episodes_data, returns = [], []
     for i in tqdm(range(episodes), desc=f"collecting {dataset_id}", unit="ep",

@@ -43,14 +43,31 @@ class DataConfig(_Strict):
     rtg_scale: float = Field(1000.0, gt=0.0, description="Return-to-go divisor: MuJoCo 1000, Reacher2d 10, Kitchen 1.")
     context_length: int = Field(20, ge=1, description="Context length K in timesteps (3K tokens).")
     max_ep_len: int = Field(1000, ge=1, description="Size of the timestep embedding table.")
+    subsample: Literal["uniform", "length_weighted"] = Field(
+        "uniform", description="How sample_ratio picks its trajectories: 'uniform' (LaMo's D4RL code) or weighted by "
+        "length without replacement ('length_weighted', LaMo's Atari buffer.ratio_dataset).")
+    segments: Literal["left_padded", "full_window"] = Field(
+        "left_padded", description="Where training segments start: 'left_padded' (DT / LaMo D4RL get_batch): uniform "
+        "over [0, T-1], up to K steps, left-padded; 'full_window' (LaMo's Atari buffer.sample): uniform over [0, T-K) "
+        "so every segment has K real steps (right-padded only when T < K).")
+    rtg_includes_current_reward: bool = Field(
+        True, description="Return-to-go at step t: sum of rewards from t on (true: DT / LaMo D4RL) or after t "
+        "(false: LaMo's Atari buffer).")
 
 
 class LoraConfig(_Strict):
-    """peft LoRA on the attention QKV projection (REFERENCE.md: rank 16, alpha 32, dropout 0.1)."""
+    """peft LoRA on the attention QKV projection (REFERENCE.md "Model": rank 16, alpha 32, dropout 0.1)."""
 
     rank: int = Field(16, ge=1)
     alpha: float = Field(32.0, gt=0.0)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    fused_qkv: bool = Field(
+        False, description="GPT-2 only. false: Q, K and V each get their own rank-r A and B (LaMo's D4RL code, loralib "
+        "MergedLinear(enable_lora=[True, True, True]) on c_attn); true: one A/B shared by the fused c_attn (LaMo's "
+        "Atari code, peft on c_attn).")
+    bias: Literal["lora_only", "none"] = Field(
+        "lora_only", description="Also train the biases of the adapted projections ('lora_only': LaMo's D4RL code) or "
+        "not ('none': LaMo's Atari code, peft's default).")
 
 
 class ModelConfig(_Strict):
@@ -61,6 +78,12 @@ class ModelConfig(_Strict):
     n_layer: int | None = Field(None, ge=1, description="Override depth (keeps the first N blocks of a pre-trained model).")
     n_embd: int | None = Field(None, ge=1, description="Hidden size; only for pretrained: false.")
     n_head: int | None = Field(None, ge=1, description="Attention heads; only for pretrained: false.")
+    activation: Literal["relu", "gelu", "gelu_new", "silu", "tanh"] | None = Field(
+        None, description="MLP activation of a randomly initialised backbone ('relu' in LaMo's DT baseline); only for "
+        "pretrained: false. Default: the backbone's own (GPT-2 gelu_new, Llama silu).")
+    position_embedding: bool = Field(
+        False, description="Add GPT-2's learned position table wpe (true: stock GPT-2, LaMo's Atari code) or not "
+        "(false: LaMo's D4RL code; the timestep embedding replaces it). Rotary backbones keep their rotary positions.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Residual, embedding and attention dropout.")
     embedding: Literal["linear", "mlp"] = Field("mlp", description="LaMo's --mlp_embedding or DT's linear embeddings.")
     finetune: Literal["lora", "full", "frozen"] = Field("lora")
@@ -68,9 +91,9 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _shape_overrides_need_random_init(self) -> "ModelConfig":
-        if self.pretrained and (self.n_embd is not None or self.n_head is not None):
-            raise ValueError("model.n_embd / model.n_head can only be set with model.pretrained: false "
-                             "(a pre-trained backbone has a fixed width)")
+        if self.pretrained and (self.n_embd is not None or self.n_head is not None or self.activation is not None):
+            raise ValueError("model.n_embd / model.n_head / model.activation can only be set with model.pretrained: "
+                             "false (a pre-trained backbone has a fixed architecture)")
         if self.n_embd is not None and self.n_head is not None and self.n_embd % self.n_head:
             raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
         return self
@@ -146,6 +169,10 @@ class EvalConfig(_Strict):
     ref_min_score: float | None = None
     ref_max_score: float | None = None
     seed_offset: int = Field(10_000, ge=0, description="Env seeds are trial seed + offset + episode index.")
+    clip_actions: bool = Field(
+        False, description="Clip continuous actions to the action space before env.step. false: the model's raw "
+        "action, as LaMo's evaluate_episode_rtg (MuJoCo clamps the control but its control cost sees the raw action; "
+        "FrankaKitchen clips itself).")
 
 
 class TrialConfig(_Strict):

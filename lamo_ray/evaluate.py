@@ -165,7 +165,7 @@ class Rollout:
                 slot = slots[i]
                 env = self.envs[i]
                 action = chosen[row]
-                if not spec.discrete_actions:
+                if self.cfg.eval.clip_actions and not spec.discrete_actions:
                     action = np.clip(action, env.action_space.low, env.action_space.high)
                 obs, reward, terminated, truncated, info = env.step(action)
                 slot["ret"] += float(reward)
@@ -178,7 +178,7 @@ class Rollout:
                         results[slot["idx"]]["tasks_completed"] = {t: t in done_tasks for t in sorted(slot["tasks"])}
                     start(i)
                     continue
-                actions[i, K - 1] = chosen[row]  # the model's (unclipped) action, as the history before
+                actions[i, K - 1] = chosen[row]  # the model's (unclipped) action in the history, as LaMo
                 going.append((i, state_row(obs), rtg[i, K - 1, 0] - float(reward) / scale, slot["t"]))
             if going:
                 rows = np.array([g[0] for g in going])

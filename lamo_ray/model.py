@@ -5,7 +5,8 @@ Reads top to bottom like the model it builds (REFERENCE.md "Model"):
 1. `build_backbone`: a Hugging Face causal LM (GPT-2 or a Llama-family model), pre-trained or
    randomly initialised (the DT baseline), optionally cut to its first N blocks. Where a name's
    config and weights come from (hub id, local dir, offline ``smollm2-135m``) is `lamo_ray.backbones`.
-2. `lora_target_modules`: which attention projections LoRA adapts.
+2. `lora_target_modules`: which attention projections LoRA adapts; `SeparateQKV` gives GPT-2's fused
+   QKV projection LaMo's separate Q/K/V adapters.
 3. Token embeddings: `MLPEmbedding` (LaMo's ``--mlp_embedding``), `AtariEncoder` (image states),
    `ActionEmbedding` (discrete actions).
 4. `DecisionTransformer`: (return-to-go, state, action) tokens -> trunk -> action from the state token.
@@ -15,8 +16,10 @@ Shapes: B batch, K context length in timesteps (3K tokens), S state dim, A actio
 (number of actions if discrete), h hidden size, L text length.
 
 We use transformers and peft directly; the official LaMo code vendored a modified GPT-2 and a LoRA
-library. The one modification it needs, dropping GPT-2's position table ``wpe``, is done by swapping
-that module for `NoPositionEmbedding`.
+library. The two modifications it needs are module swaps on the unmodified Hugging Face model:
+GPT-2's position table ``wpe`` becomes `NoPositionEmbedding` (LaMo D4RL), and its fused ``c_attn``
+becomes `SeparateQKV` so that peft gives Q, K and V their own adapters as loralib's
+``MergedLinear`` does in LaMo's code (fused back when LoRA is merged for the rollout actors).
 """
 
 from __future__ import annotations
@@ -66,6 +69,19 @@ def _set_width(config: transformers.PretrainedConfig, n_embd: int | None, n_head
         config.head_dim = config.hidden_size // config.num_attention_heads
 
 
+def _set_activation(config: transformers.PretrainedConfig, activation: str) -> None:
+    """Set the MLP activation (GPT-2 ``activation_function``, Llama ``hidden_act``).
+
+    Raises:
+        ValueError: the architecture has neither attribute.
+    """
+    for key in ("activation_function", "hidden_act"):
+        if hasattr(config, key):
+            setattr(config, key, activation)
+            return
+    raise ValueError(f"model.activation: {type(config).__name__} has no MLP activation setting we know")
+
+
 def _set_vocab(config: transformers.PretrainedConfig, vocab_size: int) -> None:
     """Shrink the vocabulary; special-token ids outside it become None (FACTS.md "Models")."""
     config.vocab_size = vocab_size
@@ -92,6 +108,8 @@ def build_backbone(cfg: ModelConfig, load_weights: bool = True,
     - Architectures: GPT-2 (learned ``wpe`` position table, fused ``c_attn``) and Llama-family
       models (rotary positions, separate q/k/v projections, grouped-query attention kept as is).
     - ``cfg.dropout`` sets GPT-2's resid/embd/attn dropout (Llama: attention dropout).
+    - ``cfg.activation`` (random init only) sets the MLP activation: LaMo's DT baseline is a 3-layer,
+      128-wide, 1-head GPT-2 with ReLU (REFERENCE.md "Data", LaMo ``experiment.py``).
     - GPT-2's ``gelu_new`` runs as ``gelu_pytorch_tanh``: the same function (max difference ~1e-7),
       one fused kernel.
 
@@ -110,6 +128,8 @@ def build_backbone(cfg: ModelConfig, load_weights: bool = True,
     else:
         config = baseline_config(name)
         _set_width(config, cfg.n_embd, cfg.n_head)
+        if cfg.activation is not None:
+            _set_activation(config, cfg.activation)
         if vocab_size is not None:
             _set_vocab(config, vocab_size)
     for key in DROPOUT_KEYS:
@@ -158,22 +178,95 @@ def _keep_first_blocks(backbone: transformers.PreTrainedModel, n_layer: int) -> 
     _set_depth(backbone.config, n_layer)
 
 
-def lora_target_modules(backbone: nn.Module) -> tuple[list[str], bool]:
+def lora_target_modules(backbone: nn.Module, fused_qkv: bool = False) -> tuple[list[str], bool]:
     """LoRA targets and peft's ``fan_in_fan_out`` for a backbone's attention projections.
 
-    GPT-2: the fused QKV ``Conv1D`` ``c_attn`` only, stored (in, out) so ``fan_in_fan_out=True``
-    (REFERENCE.md "Model": c_proj and the MLPs get no LoRA). Llama family: ``q_proj, k_proj, v_proj``.
+    GPT-2 (REFERENCE.md "Model": c_proj and the MLPs get no LoRA): with ``fused_qkv`` the fused QKV
+    ``Conv1D`` ``c_attn``, stored (in, out) so ``fan_in_fan_out=True`` (one A/B for Q, K and V:
+    LaMo's Atari code); without it the three projections of `SeparateQKV` (``c_attn.q``, ``.k``,
+    ``.v``; `separate_qkv` must have been applied), each with its own A/B (LaMo's D4RL code).
+    Llama family: ``q_proj, k_proj, v_proj`` (separate already).
 
     Raises:
-        ValueError: neither layout is present.
+        ValueError: neither layout is present, or ``fused_qkv`` on a backbone without a fused projection.
     """
     leaf_names = {name.rsplit(".", 1)[-1] for name, _ in backbone.named_modules()}
+    if any(isinstance(m, SeparateQKV) for m in backbone.modules()):
+        if fused_qkv:
+            raise ValueError("c_attn was already split into q, k, v (separate_qkv); fused_qkv needs the fused c_attn")
+        return ["c_attn.q", "c_attn.k", "c_attn.v"], False
     if "c_attn" in leaf_names:
+        if not fused_qkv:
+            raise ValueError("GPT-2's c_attn is fused: apply separate_qkv first for separate Q/K/V adapters")
         return ["c_attn"], True
     if {"q_proj", "k_proj", "v_proj"} <= leaf_names:
+        if fused_qkv:
+            raise ValueError(f"model.lora.fused_qkv: {type(backbone).__name__} has separate q/k/v projections and no "
+                             "fused QKV projection to share one adapter; set model.lora.fused_qkv: false")
         return ["q_proj", "k_proj", "v_proj"], False
     raise ValueError(f"{type(backbone).__name__}: no GPT-2 'c_attn' nor Llama-style 'q_proj/k_proj/v_proj' "
                      "attention projections to put LoRA on")
+
+
+class SeparateQKV(nn.Module):
+    """GPT-2's fused QKV projection ``c_attn`` as three projections: (..., h) -> (..., 3h), Q|K|V.
+
+    Holds the same weights as the ``Conv1D`` it replaces, as ``nn.Linear`` ``q``, ``k`` and ``v``
+    (h -> h each), and gives the same output (up to float rounding). It exists so that peft LoRA
+    can give Q, K and V each their own rank-r A and B, which is LaMo's D4RL adapter: loralib
+    ``MergedLinear(enable_lora=[True, True, True])`` on ``c_attn`` (REFERENCE.md "Model";
+    ``models/trajectory_gpt2_LoRA.py``), 3 x 2 x r x h LoRA parameters per layer. peft on the fused
+    ``c_attn`` would share one A/B between them (r x h + 3h x r). Where we differ: loralib draws one
+    LoRA-dropout mask for the shared input, peft one per projection.
+    """
+
+    def __init__(self, fused: nn.Module):
+        super().__init__()
+        weight, bias = fused.weight, fused.bias          # Conv1D: weight (h, 3h) stored (in, out), bias (3h,)
+        h_in, out = weight.shape
+        h = out // 3
+        kwargs = {"device": weight.device, "dtype": weight.dtype}
+        self.q, self.k, self.v = (nn.Linear(h_in, h, **kwargs) for _ in range(3))
+        with torch.no_grad():
+            for i, proj in enumerate((self.q, self.k, self.v)):
+                proj.weight.copy_(weight[:, i * h:(i + 1) * h].T)
+                proj.bias.copy_(bias[i * h:(i + 1) * h])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat((self.q(x), self.k(x), self.v(x)), dim=-1)
+
+    def fused(self) -> nn.Module:
+        """The equivalent GPT-2 ``Conv1D`` (weights copied): the inverse of the constructor, used after
+        LoRA is merged so the rollout actors get stock GPT-2 weights."""
+        from transformers.pytorch_utils import Conv1D
+
+        h_out, h_in = self.q.weight.shape
+        conv = Conv1D(3 * h_out, h_in).to(device=self.q.weight.device, dtype=self.q.weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(torch.cat([p.weight.T for p in (self.q, self.k, self.v)], dim=1))
+            conv.bias.copy_(torch.cat([p.bias for p in (self.q, self.k, self.v)]))
+        return conv
+
+
+def separate_qkv(backbone: nn.Module) -> int:
+    """Replace every GPT-2 ``c_attn`` (fused QKV ``Conv1D``) under ``backbone`` by `SeparateQKV`, in
+    place; returns how many were replaced (0 for Llama-family backbones, whose q/k/v are separate)."""
+    from transformers.pytorch_utils import Conv1D
+
+    count = 0
+    for module in list(backbone.modules()):
+        fused = getattr(module, "c_attn", None)
+        if isinstance(fused, Conv1D) and fused.weight.shape[1] == 3 * fused.weight.shape[0]:
+            module.c_attn = SeparateQKV(fused)
+            count += 1
+    return count
+
+
+def fuse_qkv(backbone: nn.Module) -> None:
+    """Undo `separate_qkv` in place: every `SeparateQKV` (LoRA already merged) back to a ``Conv1D``."""
+    for module in list(backbone.modules()):
+        if isinstance(getattr(module, "c_attn", None), SeparateQKV):
+            module.c_attn = module.c_attn.fused()
 
 
 class NoPositionEmbedding(nn.Module):
@@ -343,8 +436,9 @@ class DecisionTransformer(nn.Module):
     """LaMo's Decision Transformer (REFERENCE.md "Model").
 
     Per timestep three tokens (return-to-go, state, action) -> 3K tokens; embedding LayerNorm,
-    then the learned timestep embedding; the backbone trunk (no position table) with the (B, 3K)
-    attention mask; the action is predicted from each state token's output.
+    then the learned timestep embedding; the backbone trunk (no position table unless
+    ``cfg.position_embedding``) with the (B, 3K) attention mask; the action is predicted from each
+    state token's output.
 
     Args:
         cfg: backbone, embeddings, fine-tuning mode, LoRA.
@@ -359,9 +453,11 @@ class DecisionTransformer(nn.Module):
         load_weights: passed to `build_backbone` (False: same architecture, random init).
 
     Fine-tuning (``cfg.finetune``):
-        "lora": peft LoRA on the attention projections (`lora_target_modules`); trainable are LoRA
-            A/B, the targeted layers' bias, and our embeddings, timestep embedding, LayerNorm and head
-            (LaMo adapt mode + ``--adapt_embed``).
+        "lora": peft LoRA on the attention projections (`lora_target_modules`): for GPT-2 separate
+            A/B for Q, K and V (`SeparateQKV`; LaMo D4RL) or one on the fused ``c_attn``
+            (``cfg.lora.fused_qkv``; LaMo Atari); trainable are LoRA A/B, the targeted layers' bias
+            (``cfg.lora.bias`` "lora_only"), and our embeddings, timestep embedding, LayerNorm and
+            head (LaMo adapt mode + ``--adapt_embed``).
         "full": everything trainable. "frozen": backbone frozen, our embeddings and head trainable.
         The token embedding (and a tied LM head) gets gradient only from the language loss, so it is
         trainable only with ``language_loss`` and "full". Without the language loss every trainable
@@ -386,7 +482,9 @@ class DecisionTransformer(nn.Module):
         tiny_vocab = not (cfg.pretrained or language_loss)
         backbone = build_backbone(cfg, load_weights=load_weights, vocab_size=1 if tiny_vocab else None)
         self.has_vocabulary = not tiny_vocab
-        _drop_position_table(backbone.base_model)
+        self.position_embedding = cfg.position_embedding
+        if not cfg.position_embedding:
+            _drop_position_table(backbone.base_model)
         h = self.hidden_size = backbone.config.hidden_size
 
         self.embed_return = _token_embedding(1, h, cfg.embedding)
@@ -413,13 +511,16 @@ class DecisionTransformer(nn.Module):
 
     @staticmethod
     def _finetune(backbone: transformers.PreTrainedModel, cfg: ModelConfig, language_loss: bool) -> nn.Module:
-        """Apply ``cfg.finetune``; returns the backbone, wrapped in a peft model for "lora"."""
+        """Apply ``cfg.finetune``; returns the backbone, wrapped in a peft model for "lora" (GPT-2's
+        ``c_attn`` first split by `separate_qkv` unless ``cfg.lora.fused_qkv``)."""
         if cfg.finetune == "lora":
-            targets, fan_in_fan_out = lora_target_modules(backbone)
+            if not cfg.lora.fused_qkv:
+                separate_qkv(backbone)
+            targets, fan_in_fan_out = lora_target_modules(backbone, fused_qkv=cfg.lora.fused_qkv)
             import peft  # here, not at module level: ~2.5 s of imports that DT workers and rollout actors skip
 
             lora = peft.LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                   target_modules=targets, fan_in_fan_out=fan_in_fan_out, bias="lora_only")
+                                   target_modules=targets, fan_in_fan_out=fan_in_fan_out, bias=cfg.lora.bias)
             return peft.get_peft_model(backbone, lora)  # freezes every non-LoRA backbone weight
         if cfg.finetune == "frozen":
             backbone.requires_grad_(False)
@@ -444,7 +545,8 @@ class DecisionTransformer(nn.Module):
 
     def rollout_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights for inference (rollout actors): LoRA merged into the frozen weights, W + (alpha / r) B A
-        (peft ``merge_and_unload`` on a copy; this model is unchanged), so the state dict is that of the
+        (peft ``merge_and_unload`` on a copy; this model is unchanged; `SeparateQKV` fused back into
+        GPT-2's ``c_attn``), so the state dict is that of the
         same architecture with ``finetune: full`` (`rollout_model_config`): rollout actors then build no
         peft model (no peft import, no LoRA branch per forward). Other modes: ``state_dict()``.
         Tensors are detached CPU copies."""
@@ -454,6 +556,7 @@ class DecisionTransformer(nn.Module):
 
         twin = copy.deepcopy(self)
         twin.backbone = twin.backbone.merge_and_unload()
+        fuse_qkv(twin.backbone)  # separate Q/K/V adapters merged: back to GPT-2's fused c_attn
         return {k: v.detach().cpu() for k, v in twin.state_dict().items()}
 
     def _check_inputs(self, states, actions, returns_to_go, timesteps, attention_mask) -> None:
@@ -495,7 +598,11 @@ class DecisionTransformer(nn.Module):
         else:  # LaMo D4RL (REFERENCE.md "Model"): LayerNorm on the stacked tokens, then add
             tokens = self.embed_ln(tokens) + time
         token_mask = attention_mask.repeat_interleave(3, dim=1).long()  # (B, 3K)
-        hidden = self.trunk(inputs_embeds=tokens, attention_mask=token_mask, use_cache=False).last_hidden_state
+        # with GPT-2's position table: the first real token is position 0 whatever the left padding, as
+        # in LaMo's Atari evaluation, which feeds the unpadded history (REFERENCE.md "Model", Atari)
+        positions = (token_mask.cumsum(1) - 1).clamp(min=0) if self.position_embedding else None
+        hidden = self.trunk(inputs_embeds=tokens, attention_mask=token_mask, position_ids=positions,
+                            use_cache=False).last_hidden_state
         state_out = hidden.reshape(b, k, 3, self.hidden_size)[:, :, 1]  # (B, K, h): outputs at the state tokens
         return self.action_head(state_out)
 

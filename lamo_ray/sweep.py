@@ -103,7 +103,7 @@ def check_datasets(configs: list[TrialConfig], generate: bool) -> tuple[list[Che
         if ds is None:
             continue
         try:
-            subsample(ds, c.data.sample_ratio, c.seed)
+            subsample(ds, c.data.sample_ratio, c.seed, weighting=c.data.subsample)
         except DatasetError as err:
             checks.append(Check("dataset", f"{c.data.source} @ data.sample_ratio={c.data.sample_ratio}", False, str(err)))
     return checks, loaded

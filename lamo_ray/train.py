@@ -193,11 +193,12 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
     setup = _SetupClock(entered, session.started)
     ref = loop_config.get("dataset_ref")  # put in the object store by the sweep driver, else read the files
     dataset = subsample(ray.get(ref) if ref is not None else load_dataset(cfg.data.source), cfg.data.sample_ratio,
-                        cfg.seed)
+                        cfg.seed, weighting=cfg.data.subsample)
     mean, std = state_stats(dataset)
     image_obs = len(dataset.obs_shape) > 1
     sampler = SegmentSampler(dataset, cfg.data.context_length, cfg.data.rtg_scale, cfg.data.max_ep_len,
-                             mean, std, seed=cfg.seed * 1000 + rank)
+                             mean, std, seed=cfg.seed * 1000 + rank, segments=cfg.data.segments,
+                             rtg_includes_current_reward=cfg.data.rtg_includes_current_reward)
     local_batch = cfg.train.batch_size // world
     setup.lap("data")
 

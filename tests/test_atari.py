@@ -66,7 +66,11 @@ def test_make_env_gives_dt_preprocessing():
     obs, info = env.reset(seed=3)
     assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
     assert env.observation_space.shape == (4, 84, 84) and env.action_space.n == 4
-    assert (obs[:3] == 0).all() and obs[3].any()          # zero-padded history, then the first frame
+    # evaluation: the first frame repeated (LaMo's d4rl-atari FrameStack); collection: zeros (DQN-replay layout)
+    assert obs[3].any() and all((obs[i] == obs[3]).all() for i in range(3))
+    zero_padded, _ = make_env("ALE/Breakout-v5", frame_stack_padding="zero").reset(seed=3)
+    assert (zero_padded[:3] == 0).all()
+    np.testing.assert_array_equal(zero_padded[3], obs[3])
     assert env.unwrapped.ale.getFloat("repeat_action_probability") == 0.0  # no sticky actions
     frames = info["episode_frame_number"]
     obs2, *_ = env.step(1)

@@ -26,6 +26,12 @@ def test_defaults_follow_reference():
     assert cfg.train.grad_clip == 0.25 and cfg.train.adam_eps == 1e-6 and cfg.train.lr == 1e-4
     assert cfg.train.warmup_steps == 2500 and cfg.train.batch_size == 64 and cfg.data.context_length == 20
     assert cfg.model.dropout == 0.1 and cfg.language.co_lambda == 0.0
+    # LaMo's D4RL code: separate Q/K/V adapters with their bias, no position table, raw eval actions,
+    # uniform down-sampling, DT's left-padded segments with the current reward in the return-to-go
+    assert not cfg.model.lora.fused_qkv and cfg.model.lora.bias == "lora_only" and not cfg.model.position_embedding
+    assert not cfg.eval.clip_actions
+    assert (cfg.data.subsample, cfg.data.segments, cfg.data.rtg_includes_current_reward) == \
+        ("uniform", "left_padded", True)
 
 
 def test_unknown_key_did_you_mean():
@@ -141,6 +147,48 @@ def test_resolve_unknown_variant(tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_sweeps_validate(path):
     assert expand_trials(load_sweep(path))
+
+
+PAPER_SCALE = ("kitchen.yaml", "mujoco.yaml", "atari.yaml")
+
+
+@pytest.mark.parametrize("name", PAPER_SCALE)
+def test_paper_scale_comparisons_train_every_seed_to_the_end(name):
+    """A method comparison scores every seed of every arm (REFERENCE.md "Evaluation"): FIFO, no ASHA."""
+    assert load_sweep(REPO / "sweeps" / name).scheduler.type == "fifo"
+
+
+@pytest.mark.parametrize("name", ["kitchen.yaml", "mujoco.yaml"])
+def test_paper_scale_d4rl_sweeps_use_lamos_method_and_dt_baseline(name):
+    """REFERENCE.md "Model" / "Data": LaMo = GPT-2 + separate Q/K/V LoRA r16; DT = LaMo's 3 x 128 x 1 ReLU GPT-2
+    with AdamW's default eps."""
+    rows = expand_trials(load_sweep(REPO / "sweeps" / name))
+    for row in rows:
+        cfg = row["config"]
+        if row["variant"].startswith("dt"):
+            m = cfg.model
+            assert (m.pretrained, m.n_layer, m.n_embd, m.n_head, m.activation, m.finetune, m.embedding) == \
+                (False, 3, 128, 1, "relu", "full", "linear"), row["variant"]
+            assert cfg.train.adam_eps == 1e-8 and not m.position_embedding
+        elif cfg.model.finetune == "lora":
+            assert cfg.model.pretrained and cfg.model.backbone == "gpt2"
+            assert (cfg.model.lora.rank, cfg.model.lora.alpha, cfg.model.lora.fused_qkv, cfg.model.lora.bias) == \
+                (16, 32.0, False, "lora_only")
+            assert cfg.train.adam_eps == 1e-6
+
+
+@pytest.mark.parametrize("name", ["atari.yaml", "atari_local.yaml"])
+def test_atari_sweeps_follow_lamos_atari_code(name):
+    """REFERENCE.md Atari: fused-c_attn LoRA r = alpha = 32 without bias, wpe added, length-weighted
+    down-sampling, full-window segments, return-to-go after the current reward."""
+    for row in expand_trials(load_sweep(REPO / "sweeps" / name)):
+        cfg = row["config"]
+        assert cfg.model.position_embedding
+        assert (cfg.data.subsample, cfg.data.segments, cfg.data.rtg_includes_current_reward) == \
+            ("length_weighted", "full_window", False)
+        if cfg.model.finetune == "lora":
+            assert (cfg.model.lora.rank, cfg.model.lora.alpha, cfg.model.lora.fused_qkv, cfg.model.lora.bias) == \
+                (32, 32.0, True, "none")
 
 
 def test_grace_period_longer_than_training_is_an_error(tmp_path):

@@ -200,6 +200,20 @@ def test_subsample_keeps_int_n_ratio_whole_trajectories_seeded():
     assert subsample(ds, 1.0, seed=0) is ds
 
 
+def test_subsample_length_weighted_prefers_long_trajectories_without_repeats():
+    """LaMo's Atari ratio_dataset: drawn with probability proportional to length, without replacement."""
+    ds = synthetic([1, 40] * 50)  # even indices 1 step, odd indices 40 steps
+    for seed in range(3):
+        kept = subsample(ds, 0.2, seed=seed, weighting="length_weighted")
+        ids = [int(t.observations[0, 0]) for t in kept.trajectories]
+        assert len(ids) == len(set(ids)) == 20
+        assert sum(i % 2 for i in ids) >= 18      # P(a 1-step one among 20 draws) is ~1/40 per draw
+    uniform = [int(t.observations[0, 0]) for t in subsample(ds, 0.2, seed=0).trajectories]
+    assert 4 <= sum(i % 2 for i in uniform) <= 16
+    with pytest.raises(ValueError, match="weighting"):
+        subsample(ds, 0.2, seed=0, weighting="return")
+
+
 def test_subsample_keeping_nothing_names_ratio_and_count():
     with pytest.raises(DatasetError, match=r"synthetic: sample_ratio 0.01 keeps int\(50 \* 0.01\) = 0 of its 50"):
         subsample(synthetic([2] * 50), 0.01, seed=0)
@@ -210,6 +224,9 @@ def test_subsample_keeping_nothing_names_ratio_and_count():
 def test_returns_to_go_matches_hand_computation():
     np.testing.assert_allclose(returns_to_go(np.array([1.0, 2.0, 3.0, -1.0])), [5.0, 4.0, 2.0, -1.0])
     assert returns_to_go(np.array([0.5], dtype=np.float32)).dtype == np.float32
+    # LaMo's Atari buffer: the rewards after step t
+    np.testing.assert_allclose(returns_to_go(np.array([1.0, 2.0, 3.0, -1.0]), include_current=False),
+                               [4.0, 2.0, -1.0, 0.0])
 
 
 def test_state_stats_over_all_transitions():
@@ -243,6 +260,32 @@ def test_segments_shapes_and_left_padding():
     pads = mask == 0
     assert (batch["actions"][pads] == -10).all() and (batch["states"][pads] == 0).all()
     assert (batch["returns_to_go"][pads] == 0).all() and (batch["timesteps"][pads] == 0).all()
+
+
+def test_full_window_segments_start_in_0_to_t_minus_k_and_pad_right():
+    """LaMo's Atari AtariBuffer.sample: starts uniform in [0, T-K), right padding only when T < K."""
+    ds = synthetic([3, 10])
+    sampler = SegmentSampler(ds, 4, 1.0, 1000, np.zeros(2), np.ones(2), seed=0, segments="full_window",
+                             rtg_includes_current_reward=False)
+    batch = sampler.sample(512)
+    long = batch["states"][:, 0, 0] == 1
+    mask = batch["attention_mask"]
+    assert (mask[long] == 1).all()
+    starts = batch["states"][long, 0, 1].astype(int)
+    assert set(starts) == set(range(0, 10 - 4))                   # 0 .. T-K-1, each seen
+    np.testing.assert_array_equal(batch["states"][long, :, 1], starts[:, None] + np.arange(4))
+    short = ~long                                                # T = 3 < K: one window, right-padded
+    assert (mask[short] == [1, 1, 1, 0]).all()
+    assert (batch["states"][short][:, :3, 1] == [0, 1, 2]).all() and (batch["states"][short][:, 3] == 0).all()
+    assert (batch["actions"][short][:, 3] == -10).all()
+    rtg = returns_to_go(ds.trajectories[1].rewards, include_current=False)
+    row = np.flatnonzero(long)[0]
+    np.testing.assert_allclose(batch["returns_to_go"][row, :, 0], rtg[starts[0]:starts[0] + 4], rtol=1e-6)
+    images = SegmentSampler(synthetic([2, 6], images=True), 3, 1.0, 100, np.zeros(1), np.ones(1), seed=0,
+                            segments="full_window").sample(64)
+    real = images["attention_mask"] == 1
+    assert (real[:, 0]).all() and (images["states"][~real] == 0).all()
+    assert set(np.unique(images["states"][real])) <= {1, 2}
 
 
 def test_segment_rtg_scaled_and_timesteps_clipped():

@@ -77,6 +77,30 @@ def test_batched_envs_give_the_same_episodes_as_one_env():
     np.testing.assert_allclose([r["return"] for r in many], [r["return"] for r in one], rtol=1e-4, atol=1e-4)
 
 
+class ConstantPolicy(torch.nn.Module):
+    """Always the same (out-of-range) continuous action."""
+
+    def __init__(self, action):
+        super().__init__()
+        self.action = torch.tensor(action)
+
+    def predict_action(self, states, actions, returns_to_go, timesteps, attention_mask):
+        return self.action.expand(states.shape[0], -1)
+
+
+def test_raw_actions_reach_the_env_unless_clip_actions():
+    """LaMo passes the model's raw action to env.step: Reacher's control cost sees it unclipped."""
+    def episode_return(clip):
+        cfg = validate_trial({**trial().model_dump(), "eval": {"clip_actions": clip}})
+        (rec,) = Rollout(spec_for(cfg), ENV, num_envs=1, model=ConstantPolicy([3.0, -3.0])).run([(-4.0, 7)])
+        return rec["return"]
+
+    clipped, raw = episode_return(True), episode_return(False)
+    # Reacher-v5's control cost per step is |a|^2 (reward_control_weight 1): 2 with a = (1, -1), 18 with
+    # (3, -3); the physics is the same (MuJoCo clamps the control), so 50 steps differ by exactly 50 x 16
+    assert clipped - raw == pytest.approx(50 * (18 - 2), rel=1e-6)
+
+
 def test_same_seed_same_return_different_seed_differs():
     cfg = trial()
     spy = SpyPolicy()

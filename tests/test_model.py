@@ -149,6 +149,34 @@ def test_position_embedding_has_no_effect(gpt2_dir, tmp_path):
     assert not any("wpe" in name for name, _ in changed.named_parameters())
 
 
+def test_position_embedding_counts_positions_from_the_first_real_step(gpt2_dir):
+    """position_embedding: true (LaMo Atari, stock GPT-2): wpe is used, and a left-padded history gets
+    the outputs of the same history unpadded (LaMo's Atari evaluation feeds it unpadded)."""
+    cfg = tiny_cfg(gpt2_dir, pretrained=True, finetune="full", position_embedding=True, dropout=0.0)
+    model = DecisionTransformer(cfg, (S,), A, MAX_EP_LEN).eval()
+    assert isinstance(model.trunk.wpe, torch.nn.Embedding)
+    pad = 2
+    states, actions, rtg, timesteps, mask = batch(pad=pad)
+    padded = model(states, actions, rtg, timesteps, mask)[0, pad:]
+    alone = model(states[:1, pad:], actions[:1, pad:], rtg[:1, pad:], timesteps[:1, pad:], mask[:1, pad:])[0]
+    torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        model.trunk.wpe.weight.normal_(0.0, 1.0)
+    assert not torch.allclose(model(states, actions, rtg, timesteps, mask)[0, pad:], padded)
+
+
+def test_dt_baseline_activation():
+    """LaMo's D4RL DT baseline: GPT2Config(n_embd=128, n_layer=3, n_head=1, activation relu)."""
+    cfg = ModelConfig(backbone="gpt2", pretrained=False, n_layer=3, n_embd=128, n_head=1, activation="relu",
+                      finetune="full", embedding="linear")
+    model = DecisionTransformer(cfg, (S,), A, MAX_EP_LEN)
+    assert model.trunk.config.activation_function == "relu" and len(model.trunk.h) == 3
+    x = torch.linspace(-2.0, 2.0, 9)
+    assert torch.equal(model.trunk.h[0].mlp.act(x), torch.relu(x))
+    with pytest.raises(ValueError, match="model.activation"):
+        ModelConfig(backbone="gpt2", pretrained=True, activation="relu")
+
+
 # --------------------------------------------------------------------------- fine-tuning modes
 
 
@@ -162,12 +190,39 @@ def test_lora_trains_only_adapters_bias_embeddings_and_head(gpt2_dir):
     assert trainable - backbone_trainable == {n for n, _ in model.named_parameters() if n.startswith(OWN_PREFIXES)}
     for name in backbone_trainable:
         assert ".c_attn." in name and ("lora_A" in name or "lora_B" in name or name.endswith("bias")), name
-    for layer in range(3):
-        for part in ("lora_A.default.weight", "lora_B.default.weight", "base_layer.bias"):
-            assert any(f"h.{layer}.attn.c_attn.{part}" in n for n in backbone_trainable)
+    for layer in range(3):  # LaMo D4RL: Q, K and V each with their own A and B, and their bias
+        for proj in ("q", "k", "v"):
+            for part in ("lora_A.default.weight", "lora_B.default.weight", "base_layer.bias"):
+                assert any(f"h.{layer}.attn.c_attn.{proj}.{part}" in n for n in backbone_trainable), (layer, proj, part)
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-    assert any("c_attn.base_layer.weight" in n for n in frozen) and any("mlp.c_fc" in n for n in frozen)
-    assert lora_target_modules(build_backbone(tiny_cfg(gpt2_dir, pretrained=True))) == (["c_attn"], True)
+    assert any("c_attn.q.base_layer.weight" in n for n in frozen) and any("mlp.c_fc" in n for n in frozen)
+    assert lora_target_modules(build_backbone(tiny_cfg(gpt2_dir, pretrained=True)), fused_qkv=True) == (["c_attn"], True)
+
+
+def test_fused_qkv_shares_one_adapter_without_bias(gpt2_dir):
+    """LaMo's Atari code: peft on the fused c_attn (one A/B), bias='none' (REFERENCE.md "Model")."""
+    cfg = tiny_cfg(gpt2_dir, pretrained=True, lora={"rank": 4, "alpha": 4, "fused_qkv": True, "bias": "none"})
+    model = DecisionTransformer(cfg, (S,), A, MAX_EP_LEN)
+    backbone_trainable = {n: p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")}
+    assert all("lora_" in n for n in backbone_trainable)            # no bias trains
+    assert not any(".c_attn.q." in n for n in backbone_trainable)   # one adapter on the fused projection
+    assert sum(p.numel() for p in backbone_trainable.values()) == 3 * (4 * 32 + 3 * 32 * 4)
+
+
+def test_separate_qkv_computes_what_the_fused_projection_does(gpt2_dir):
+    from transformers.pytorch_utils import Conv1D
+
+    from lamo_ray.model import SeparateQKV
+
+    torch.manual_seed(0)
+    fused = Conv1D(3 * 32, 32)
+    torch.nn.init.normal_(fused.bias)
+    split = SeparateQKV(fused)
+    x = torch.randn(2, 6, 32)
+    torch.testing.assert_close(split(x), fused(x))
+    refused = split.fused()
+    torch.testing.assert_close(refused.weight, fused.weight, rtol=0, atol=0)
+    torch.testing.assert_close(refused.bias, fused.bias, rtol=0, atol=0)
 
 
 def test_lora_at_init_equals_full_model(gpt2_dir):
@@ -185,22 +240,34 @@ def test_gpt2_small_lora_trainable_share(caplog):
     """GPT-2 small shape (GPT2Config() defaults), LoRA r 16, linear embeddings, state 17, act 6.
 
     Built on the meta device (no memory, no init). language_loss=True keeps GPT-2's 50257-token
-    vocabulary so the total is GPT-2 small's, as in LaMo. LoRA A/B + c_attn bias alone are
-    617,472 = 0.50% of it (0.73% of the 85M non-embedding trunk); our embeddings, the 1000-step
-    timestep table (768k) and the head bring the share to 1.13%.
+    vocabulary so the total is GPT-2 small's, as in LaMo. LaMo's D4RL adapter (REFERENCE.md "Model"):
+    Q, K and V each with their own rank-16 A and B, 3 x 2 x 16 x 768 = 73,728 LoRA parameters per
+    layer, 884,736 in all; with the c_attn biases 912,384 = 0.73% of GPT-2 small (LaMo's "0.7%").
+    Our embeddings, the 1000-step timestep table (768k) and the head bring the share to 1.36%.
     """
     cfg = ModelConfig(backbone="gpt2", pretrained=False, embedding="linear", finetune="lora")
     with caplog.at_level(logging.INFO, logger="lamo_ray.model"), torch.device("meta"):
         model = DecisionTransformer(cfg, (17,), 6, 1000, language_loss=True)
     assert model.hidden_size == 768 and len(model.trunk.h) == 12
+    lora = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "lora_" in n)
+    assert lora == 12 * 3 * 2 * 16 * 768 == 884_736
     lora_and_bias = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "c_attn" in n)
-    assert lora_and_bias == 12 * (768 * 16 + 16 * 3 * 768 + 3 * 768)
+    assert lora_and_bias == lora + 12 * 3 * 768 == 912_384
     counts = model.parameter_counts()
     own = (2 * 768 + (17 + 1) * 768 + (6 + 1) * 768 + 1000 * 768 + 2 * 768 + (768 + 1) * 6)
     assert counts["trainable"] == lora_and_bias + own
     assert 124_000_000 < counts["total"] < 126_000_000
-    assert 0.005 < counts["trainable_share"] < 0.015  # measured 1.130%; LaMo reports ~0.7%
+    # the frozen trunk is GPT-2 small (124,439,808) without its 1024 x 768 position table
+    gpt2_small = sum(p.numel() for n, p in model.named_parameters() if n.startswith("backbone.") and "lora_" not in n)
+    assert gpt2_small == 124_439_808 - 1024 * 768
     assert "trainable" in caplog.text and f"{counts['total']} total" in caplog.text
+
+    fused = ModelConfig(backbone="gpt2", pretrained=False, embedding="linear", finetune="lora",
+                        lora={"fused_qkv": True})
+    with torch.device("meta"):
+        shared = DecisionTransformer(fused, (17,), 6, 1000, language_loss=True)
+    # peft on the fused c_attn: one A (16 x 768) and one B (2304 x 16) per layer = 0.47% of GPT-2 small
+    assert sum(p.numel() for n, p in shared.named_parameters() if p.requires_grad and "lora_" in n) == 589_824
 
 
 def test_frozen_mode_trains_only_own_modules(gpt2_dir):

@@ -301,7 +301,7 @@ def _read_minari(source: str, dataset: Any) -> TrajectoryDataset:
 # --------------------------------------------------------------------------- summary
 
 
-def dataset_info(source: str, sample_ratio: float = 1.0, seed: int = 0) -> dict[str, Any]:
+def dataset_info(source: str, sample_ratio: float = 1.0, seed: int = 0, weighting: str = "uniform") -> dict[str, Any]:
     """Flat summary of ``source`` after `subsample` (JSON-ready: ints, floats, None).
 
     Keys: num_trajectories, num_transitions, return_mean, return_min, return_max,
@@ -310,7 +310,7 @@ def dataset_info(source: str, sample_ratio: float = 1.0, seed: int = 0) -> dict[
     Raises:
         DatasetError: as `load_dataset` and `subsample`.
     """
-    ds = subsample(load_dataset(source), sample_ratio, seed)
+    ds = subsample(load_dataset(source), sample_ratio, seed, weighting=weighting)
     returns = ds.returns
     return {
         "num_trajectories": len(ds.trajectories),

@@ -95,26 +95,34 @@ class TrajectoryDataset:
         return np.array([t.length for t in self.trajectories], dtype=np.int64)
 
 
-def subsample(ds: TrajectoryDataset, sample_ratio: float, seed: int) -> TrajectoryDataset:
+def subsample(ds: TrajectoryDataset, sample_ratio: float, seed: int,
+              weighting: str = "uniform") -> TrajectoryDataset:
     """Keep ``int(N * sample_ratio)`` whole trajectories chosen at random, in source order.
 
-    Follows LaMo's down-sampling by trajectory (REFERENCE.md "Data"); ours is seeded (LaMo's is
-    not): the same ``seed`` keeps the same trajectories. ``sample_ratio == 1`` keeps all.
+    Follows LaMo's down-sampling by trajectory (REFERENCE.md "Data"): ``weighting`` "uniform" draws
+    every trajectory with the same probability (LaMo's D4RL ``ratio_dataset``); "length_weighted"
+    with probability proportional to its length, without replacement (LaMo's Atari
+    ``AtariBuffer.ratio_dataset``). Ours is seeded (LaMo's D4RL sampling is not): the same ``seed``
+    keeps the same trajectories. ``sample_ratio == 1`` keeps all.
 
     Raises:
         DatasetError: ``sample_ratio`` outside (0, 1], or it keeps no trajectory; names the
             ratio, N and the source.
+        ValueError: unknown ``weighting``.
     """
     n = len(ds.trajectories)
     if not 0.0 < sample_ratio <= 1.0:
         raise DatasetError(f"{ds.source}: sample_ratio must be in (0, 1], got {sample_ratio}")
+    if weighting not in ("uniform", "length_weighted"):
+        raise ValueError(f"subsample weighting must be 'uniform' or 'length_weighted', got {weighting!r}")
     keep = int(n * sample_ratio)
     if keep == 0:
         raise DatasetError(f"{ds.source}: sample_ratio {sample_ratio} keeps int({n} * {sample_ratio}) = 0 "
                            f"of its {n} trajectories; use a ratio of at least {1.0 / n:.3g}")
     if keep == n:
         return ds
-    chosen = np.sort(np.random.default_rng(seed).choice(n, size=keep, replace=False))
+    p = None if weighting == "uniform" else ds.lengths / ds.lengths.sum()
+    chosen = np.sort(np.random.default_rng(seed).choice(n, size=keep, replace=False, p=p))
     return dataclasses.replace(ds, trajectories=[ds.trajectories[i] for i in chosen])
 
 
@@ -133,11 +141,13 @@ def state_stats(ds: TrajectoryDataset) -> tuple[np.ndarray, np.ndarray]:
     return states.mean(axis=0).astype(np.float32), (states.std(axis=0) + 1e-6).astype(np.float32)
 
 
-def returns_to_go(rewards: np.ndarray) -> np.ndarray:
-    """Undiscounted return-to-go: ``rtg[t] = sum(rewards[t:])``.
+def returns_to_go(rewards: np.ndarray, include_current: bool = True) -> np.ndarray:
+    """Undiscounted return-to-go: ``rtg[t] = sum(rewards[t:])`` (DT's ``discount_cumsum`` with
+    gamma 1, LaMo's D4RL code), or ``sum(rewards[t+1:])`` without the current reward
+    (``include_current=False``: LaMo's Atari ``AtariBuffer``).
 
-    ``rewards`` ``(T,)`` -> ``(T,)`` float32 (summed in float64). DT's ``discount_cumsum``
-    with gamma 1.
+    ``rewards`` ``(T,)`` -> ``(T,)`` float32 (summed in float64).
     """
     rewards = np.asarray(rewards, dtype=np.float64)
-    return np.cumsum(rewards[::-1])[::-1].astype(np.float32)
+    rtg = np.cumsum(rewards[::-1])[::-1]
+    return (rtg if include_current else rtg - rewards).astype(np.float32)
