@@ -240,9 +240,8 @@ class Evaluator:
         The first call also returns ``eval/actor_startup_s``: seconds it waited for the actors to
         come up (created at construction, so this overlaps the training before it).
 
-        Summary keys per target ``T``: ``eval/target_T/return_mean``, ``.../return_std``,
-        ``.../normalized_score``, ``.../length_mean``; and ``normalized_score`` / ``return_mean``
-        of the best target (LaMo reports the best target).
+        Summary keys: as `summarize` (per target: return, normalized score with its 95% CI over
+        episodes, length; ``normalized_score`` and its CI of the best target, as LaMo reports).
 
         Raises:
             RuntimeError: an evaluation returned fewer episodes than requested.
@@ -285,30 +284,43 @@ class Evaluator:
 
 
 def summarize(records: list[dict[str, Any]], refs: tuple[float | None, float | None]) -> dict[str, float]:
-    """Per-target mean/std return, normalized score and length; best target's score (see Evaluator).
+    """Per-target mean/std return, normalized score with its 95% CI over episodes, and length; the
+    best target's score (see Evaluator).
 
-    Records with ``tasks_completed`` (kitchen) add ``eval/target_T/success/<subtask>`` (spaces as
-    underscores, e.g. ``success/light_switch``): the share
-    of that target's episodes completing the subtask.
+    Keys per target ``T``: ``eval/target_T/return_mean``, ``.../return_std``, ``.../normalized_score``,
+    ``.../normalized_score_ci_low`` / ``_ci_high`` (Student-t interval of the mean over the target's
+    episodes, `lamo_ray.intervals.mean_ci`; NaN with one episode or unknown references),
+    ``.../length_mean``, ``.../episodes``; and ``normalized_score``, ``normalized_score_ci_low`` /
+    ``_ci_high`` and ``return_mean`` of the best target (highest mean return: LaMo reports the best
+    target). Records with ``tasks_completed`` (kitchen) add ``eval/target_T/success/<subtask>`` (spaces
+    as underscores, e.g. ``success/light_switch``): the share of that target's episodes completing it.
     """
+    from lamo_ray.intervals import mean_ci
+
     out: dict[str, float] = {}
-    best_score, best_return = -math.inf, -math.inf
+    best_return, best_key = -math.inf, ""
     for target in sorted({r["target_return"] for r in records}):
         rets = np.array([r["return"] for r in records if r["target_return"] == target])
         lens = np.array([r["length"] for r in records if r["target_return"] == target])
-        score = float(np.mean(normalized_score(rets, *refs)))
+        scores = np.asarray(normalized_score(rets, *refs), dtype=float)
+        known = not np.isnan(scores).all()
+        score, ci = mean_ci(scores) if known else (float("nan"), None)
         key = f"eval/target_{target:g}"
         out[f"{key}/return_mean"] = float(rets.mean())
         out[f"{key}/return_std"] = float(rets.std())
         out[f"{key}/normalized_score"] = score
+        out[f"{key}/normalized_score_ci_low"] = ci[0] if ci else float("nan")
+        out[f"{key}/normalized_score_ci_high"] = ci[1] if ci else float("nan")
         out[f"{key}/length_mean"] = float(lens.mean())
+        out[f"{key}/episodes"] = float(len(rets))
         done = [r["tasks_completed"] for r in records if r["target_return"] == target and "tasks_completed" in r]
         for task in sorted({t for d in done for t in d}):
             out[f"{key}/success/{task.replace(' ', '_')}"] = float(np.mean([bool(d.get(task, False)) for d in done]))
         if float(rets.mean()) > best_return:
-            best_return, best_score = float(rets.mean()), score
+            best_return, best_key = float(rets.mean()), key
     out["return_mean"] = best_return
-    out["normalized_score"] = best_score
+    for suffix in ("normalized_score", "normalized_score_ci_low", "normalized_score_ci_high"):
+        out[suffix] = out[f"{best_key}/{suffix}"]
     return out
 
 

@@ -127,4 +127,11 @@ def test_summarize_reports_best_target():
     assert s["eval/target_1/return_mean"] == 2.0 and s["eval/target_2/return_mean"] == 6.0
     assert s["eval/target_2/normalized_score"] == pytest.approx(60.0)
     assert s["normalized_score"] == pytest.approx(60.0) and s["return_mean"] == 6.0
-    assert s["eval/target_1/length_mean"] == 10.0
+    assert s["eval/target_1/length_mean"] == 10.0 and s["eval/target_2/episodes"] == 2.0
+    # 95% Student-t interval over the target's episodes: scores 50, 70 -> 60 +- 12.706 * 14.142 / sqrt(2)
+    assert s["normalized_score_ci_low"] == pytest.approx(60.0 - 127.062, rel=1e-4)
+    assert s["eval/target_2/normalized_score_ci_high"] == pytest.approx(60.0 + 127.062, rel=1e-4)
+    one = summarize(recs[:1], (0.0, 10.0))
+    assert math.isnan(one["normalized_score_ci_low"])          # one episode: no interval
+    unknown = summarize(recs, (None, None))
+    assert math.isnan(unknown["normalized_score"]) and math.isnan(unknown["normalized_score_ci_high"])

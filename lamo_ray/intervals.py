@@ -1,0 +1,118 @@
+"""95% confidence intervals and the sentences that state them.
+
+Every score lamo_ray prints or reports comes with its uncertainty (Agarwal et al. 2021, "Deep RL at
+the Edge of the Statistical Precipice"; Colas et al. 2018, "How many random seeds?"):
+
+- `mean_ci`: the mean of independent samples (the episodes of one evaluation, or the seeds of one
+  arm) with its 95% Student-t interval, ``mean +- t(0.975, n-1) * sd / sqrt(n)``;
+- `difference_ci`: the difference of two means with Welch's 95% interval (unequal variances; valid
+  for the 3-5 seeds typical of RL papers, where a percentile bootstrap of 3 values is too narrow);
+- `compare`: one sentence saying whether the data support a difference between two arms: the CI of
+  the difference excludes 0 ("higher" / "lower") or not ("not distinguishable").
+
+Both intervals assume roughly normal means; with fewer than 2 samples on a side there is no interval
+(None), never an invented one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVEL = 0.95
+
+
+def _t_quantile(df: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + LEVEL / 2, df))
+
+
+def mean_ci(values) -> tuple[float, tuple[float, float] | None]:
+    """``(mean, (low, high))`` of 1-D ``values`` with the 95% Student-t interval; the interval is None
+    for fewer than 2 values. NaNs are dropped.
+
+    Raises:
+        ValueError: no (non-NaN) value.
+    """
+    x = np.asarray(values, dtype=float).ravel()
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        raise ValueError("mean_ci: no values")
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, None
+    half = _t_quantile(x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
+    return mean, (mean - half, mean + half)
+
+
+def difference_ci(x, y) -> tuple[float, tuple[float, float] | None]:
+    """``(mean(x) - mean(y), (low, high))``: Welch's 95% interval for the difference of two means
+    from independent samples; None when either side has fewer than 2 values. When both sides have
+    zero variance the interval is the point (the data show no spread to be uncertain about).
+
+    Raises:
+        ValueError: a side has no value.
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.size == 0 or y.size == 0:
+        raise ValueError("difference_ci: both sides need values")
+    diff = float(x.mean() - y.mean())
+    if x.size < 2 or y.size < 2:
+        return diff, None
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = math.sqrt(vx + vy)
+    if se == 0.0:
+        return diff, (diff, diff)
+    df = (vx + vy) ** 2 / (vx ** 2 / (x.size - 1) + vy ** 2 / (y.size - 1))  # Welch-Satterthwaite
+    half = _t_quantile(df) * se
+    return diff, (diff - half, diff + half)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``label`` vs ``baseline``: the difference of their means, its 95% CI, over what (``unit``: "seeds"
+    or "episodes"), and the verdict: "higher", "lower", "not distinguishable" or "no CI"."""
+
+    label: str
+    baseline: str
+    difference: float
+    ci: tuple[float, float] | None
+    n: int
+    n_baseline: int
+    unit: str
+
+    @property
+    def verdict(self) -> str:
+        if self.ci is None:
+            return "no CI"
+        if self.ci[0] > 0:
+            return "higher"
+        if self.ci[1] < 0:
+            return "lower"
+        return "not distinguishable"
+
+    def sentence(self) -> str:
+        """E.g. "lamo and dt are not distinguishable here: difference +5.0, 95% CI [-20.0, +30.0] (3 vs 3 seeds)."."""
+        sizes = f"({self.n} vs {self.n_baseline} {self.unit})"
+        if self.ci is None:
+            return (f"{self.label} vs {self.baseline}: difference {self.difference:+.1f} from {sizes}: too few to "
+                    "give a confidence interval, so no conclusion.")
+        ci = f"difference {self.difference:+.1f}, 95% CI [{self.ci[0]:+.1f}, {self.ci[1]:+.1f}] {sizes}"
+        if self.verdict == "not distinguishable":
+            text = f"{self.label} and {self.baseline} are not distinguishable here: {ci}."
+        else:
+            text = f"{self.label} scores {self.verdict} than {self.baseline} here: {ci}."
+        if self.unit == "episodes":
+            text += (" One training seed per arm: this interval covers evaluation noise only, not the variation "
+                     "between training runs, so it is not evidence about the methods.")
+        return text
+
+
+def compare(label: str, baseline: str, x, y, unit: str = "seeds") -> Comparison:
+    """`Comparison` of samples ``x`` (of ``label``) and ``y`` (of ``baseline``) by `difference_ci`."""
+    diff, ci = difference_ci(x, y)
+    return Comparison(label, baseline, diff, ci, int(np.size(x)), int(np.size(y)), unit)
