@@ -196,6 +196,28 @@ class SchedulerConfig(_Strict):
     reduction_factor: float = Field(2.0, gt=1.0)
 
 
+class ConfirmConfig(_Strict):
+    """Confirmation stage of a hyperparameter search: after the search (the sweep's variants x search
+    domains x seeds under ``scheduler``, usually ASHA), the ``top_k`` configurations of each variant
+    are trained again to their full ``train.steps`` with the fresh ``seeds``, every trial to the end
+    (FIFO), in the same sweep command and MLflow parent run. The report scores arms only from these
+    trials: an ASHA arm is a mean over the seeds that survived, and the best of many configurations
+    is biased upward by the selection itself (REFERENCE.md "Evaluation").
+
+    Ranking of the search (per variant, over a configuration's search seeds): furthest step reached
+    first (what ASHA let run longest), then the mean of the last evaluation's ``scheduler.metric``."""
+
+    top_k: int = Field(1, ge=1, description="Configurations per variant to confirm.")
+    seeds: list[int] = Field(min_length=1, description="Seeds of the confirmation trials; none may be a search seed.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"confirm.seeds must be unique, got {v}")
+        return v
+
+
 class TrackingConfig(_Strict):
     uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db.")
     experiment: str | None = Field(None, description="MLflow experiment; default the sweep name.")
@@ -217,7 +239,9 @@ class SweepConfig(_Strict):
     storage_path: str = Field("~/lamo_ray_results", description="Ray Tune results and checkpoints.")
     trial_cpus: float = Field(0.01, gt=0.0, description="CPU share of each trial's driver (it only waits on its workers).")
     max_concurrent_trials: int | None = Field(None, ge=1)
-    report_baseline: str = Field("dt", description="Variant the report's probability of improvement compares against.")
+    report_baseline: str = Field("dt", description="Variant the report compares every other variant with.")
+    confirm: ConfirmConfig | None = Field(None, description="Search-then-confirm: re-run the best configurations "
+                                          "of each variant with fresh seeds to the end (see ConfirmConfig).")
 
     @field_validator("seeds")
     @classmethod
@@ -225,6 +249,19 @@ class SweepConfig(_Strict):
         if len(set(v)) != len(v):
             raise ValueError(f"seeds must be unique, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _confirm_needs_a_search(self) -> "SweepConfig":
+        if self.confirm is None:
+            return self
+        reused = sorted(set(self.confirm.seeds) & set(self.seeds))
+        if reused:
+            raise ValueError(f"confirm.seeds must be fresh seeds: {reused} also in seeds {self.seeds} (a confirmation "
+                             "run on a search seed repeats the run it was selected on)")
+        if not find_domains(self.base):
+            raise ValueError("confirm: base has no search domains ({grid: ...}, {loguniform: ...}, ...), so there is "
+                             "no configuration to select; for more seeds of one configuration extend seeds instead")
+        return self
 
 
 # --------------------------------------------------------------------------- helpers
@@ -445,11 +482,24 @@ def expand_trials(sweep: SweepConfig, origin: str = "sweep") -> list[dict[str, A
     return rows
 
 
+#: keys of a Tune trial's config besides the search-domain key paths (`lamo_ray.sweep` param spaces)
+TUNE_KEYS = ("variant", "seed", "stage", "point")
+
+
+def tune_variant_and_params(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(variant, {key path: value})`` of a Tune trial's ``config``: a search trial holds ``variant``
+    and one entry per search-domain key path; a confirmation trial holds them in ``point``."""
+    point = config.get("point")
+    if point is not None:
+        return point["variant"], dict(point["params"])
+    return config["variant"], {k: v for k, v in config.items() if k not in TUNE_KEYS}
+
+
 def resolve_tune_config(sweep: SweepConfig, config: dict[str, Any]) -> TrialConfig:
-    """The `TrialConfig` of a Tune trial's ``config`` (``variant``, ``seed`` and one entry per
-    search-domain key path, as `lamo_ray.sweep` builds the param space). Raises as `resolve_trial`."""
-    params = {k: v for k, v in config.items() if k not in ("variant", "seed")}
-    return resolve_trial(sweep, config["variant"], config["seed"], params)
+    """The `TrialConfig` of a Tune trial's ``config`` (`tune_variant_and_params`, plus ``seed``), as
+    `lamo_ray.sweep` builds the param spaces. Raises as `resolve_trial`."""
+    variant, params = tune_variant_and_params(config)
+    return resolve_trial(sweep, variant, config["seed"], params)
 
 
 def resolve_trial(sweep: SweepConfig, variant: str, seed: int, params: dict[str, Any],

@@ -235,7 +235,8 @@ class Evaluator:
 
     def __call__(self, policy: torch.nn.Module | dict[str, torch.Tensor]) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """Evaluate a policy: a `DecisionTransformer` (its `rollout_state_dict` is sent: LoRA merged), or
-        such a state dict already made; returns (summary metrics, per-episode records).
+        such a state dict already made; returns (summary metrics, per-episode records: `Rollout.run`'s
+        plus ``normalized_score``).
 
         The first call also returns ``eval/actor_startup_s``: seconds it waited for the actors to
         come up (created at construction, so this overlaps the training before it).
@@ -272,6 +273,8 @@ class Evaluator:
             records.extend(part)
         if len(records) != len(episodes) or any(r is None for r in records):
             raise RuntimeError(f"evaluation returned {len(records)} of {len(episodes)} episodes")
+        for r in records:
+            r["normalized_score"] = float(normalized_score(r["return"], *self.refs))
         summary = summarize(records, self.refs)
         if startup is not None:
             summary["eval/actor_startup_s"] = startup

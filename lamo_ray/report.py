@@ -19,11 +19,20 @@ at steps > 80k), taken at the best target return, the target whose such mean is 
 that ran to completion get one: trials ASHA stopped are listed with their rung, failed and still
 running trials are listed as such. Scores are D4RL-normalised x100, as logged by `lamo_ray.evaluate`.
 
-Aggregates per (variant, sample ratio) across seeds follow Agarwal et al. 2021 ("Deep RL at the
-Edge of the Statistical Precipice", the ``rliable`` library): mean and interquartile mean (IQM) with
-95% stratified-bootstrap (percentile) confidence intervals, and the probability of improvement of
-each variant over the baseline variant (DT by default). With one seed there is no CI, and the
-report says so instead of inventing one.
+Which trials score the arms: in a sweep with a confirmation stage (``confirm:``), only the
+confirmation trials (every seed trained to the end); the search (ASHA) is shown on its own, since
+an ASHA arm is a mean over the seeds that survived and the best of many searched configurations is
+biased upward by its selection. Otherwise all trials. An arm with a stopped, failed or unfinished
+trial is listed as "n of m seeds" and gets no interval and no comparison.
+
+Statistics are stated, never implied (`lamo_ray.intervals`): every score comes with its 95% CI;
+each variant is compared with the baseline variant (DT by default) by the difference of their mean
+final scores with Welch's 95% CI over seeds (over evaluation episodes when each arm has one seed,
+which then says that it covers evaluation noise only), and one sentence says whether the data
+support a difference. Per arm also the interquartile mean (IQM) with its 95% stratified-bootstrap
+CI (Agarwal et al. 2021, ``rliable``), and the probability of improvement where both arms have at
+least 2 seeds. Learning curves draw the 95% CI as a band: over seeds, or over the episodes of each
+evaluation for a single seed.
 """
 
 from __future__ import annotations
@@ -52,7 +61,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from lamo_ray.config import ConfigError, SweepConfig, expand_trials, find_domains, set_path
-from lamo_ray.tracking import OUTCOME_TAG, ROLE_TAG, SCORE_METRIC, STOPPED_AT_TAG, resolve_tracking_uri
+from lamo_ray.intervals import Comparison, compare, mean_ci
+from lamo_ray.tracking import (OUTCOME_TAG, ROLE_TAG, SCORE_METRIC, SELECTION_FILE, STAGE_TAG, STOPPED_AT_TAG,
+                               resolve_tracking_uri)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +88,8 @@ class TrialResult:
 
     ``variant`` is the sweep variant; ``setting`` holds the values of any other swept key paths
     (besides ``data.sample_ratio`` and the seed), so trials differing only by seed share an arm.
-    ``curve`` is the ``normalized_score`` history as [(step, score x100)], ascending steps.
+    ``curve`` is the ``normalized_score`` history as [(step, score x100)], ascending steps, and
+    ``curve_ci`` its 95% CI over each evaluation's episodes. ``stage``: "main", "search" or "confirm".
     """
 
     run_id: str
@@ -93,6 +105,8 @@ class TrialResult:
     final_score: float | None = None
     best_target: str | None = None
     curve: list[tuple[int, float]] = field(default_factory=list)
+    curve_ci: dict[int, tuple[float, float]] = field(default_factory=dict)   # step -> 95% CI over episodes
+    stage: str = "main"
 
     @property
     def label(self) -> str:
@@ -168,6 +182,8 @@ def load_trial(client: MlflowClient, run: Run, swept_paths: list[str]) -> TrialR
     params, tags = run.data.params, run.data.tags
     steps = int(params[STEPS_PARAM])
     curve = metric_by_step(client, run.info.run_id, SCORE_METRIC)
+    low = metric_by_step(client, run.info.run_id, f"{SCORE_METRIC}_ci_low")
+    high = metric_by_step(client, run.info.run_id, f"{SCORE_METRIC}_ci_high")
     last_step = max(curve) if curve else None
     trial = TrialResult(
         run_id=run.info.run_id, name=run.info.run_name or run.info.run_id,
@@ -175,7 +191,9 @@ def load_trial(client: MlflowClient, run: Run, swept_paths: list[str]) -> TrialR
         setting=tuple((p, params.get(p, "?")) for p in swept_paths),
         seed=int(tags.get("seed", params.get("seed", 0))), sample_ratio=float(params[RATIO_PARAM]),
         steps=steps, outcome=_outcome(run, last_step, steps), last_step=last_step,
-        curve=sorted(curve.items()))
+        curve=sorted(curve.items()), stage=tags.get(STAGE_TAG, "main"),
+        curve_ci={s: (low[s], high[s]) for s in curve if s in low and s in high
+                  and not (math.isnan(low[s]) or math.isnan(high[s]))})
     if tags.get(STOPPED_AT_TAG):
         trial.stopped_at_step = int(float(tags[STOPPED_AT_TAG]))
     if trial.outcome == COMPLETED:
@@ -253,7 +271,12 @@ def _numpy_seed(seed: int) -> Iterator[None]:
 
 @dataclass
 class ArmStats:
-    """Final scores of one (label, sample ratio) across seeds. CIs are (low, high) or None when n < 2."""
+    """Final scores of one (label, sample ratio) across seeds. CIs are (low, high), or None when the arm
+    is incomplete or has fewer than 2 scored seeds.
+
+    ``planned``: the arm's trials (m); ``n``: those with a final score. An arm with ``n < planned``
+    (a trial stopped, failed or unfinished) is incomplete: its mean is over the seeds that finished,
+    so it gets no interval and no comparison."""
 
     label: str
     sample_ratio: float
@@ -268,6 +291,19 @@ class ArmStats:
     def n(self) -> int:
         return len(self.scores)
 
+    @property
+    def planned(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def complete(self) -> bool:
+        return self.n == self.planned and self.n > 0
+
+    @property
+    def seeds_text(self) -> str:
+        """"3" for a complete arm, "2 of 3 seeds" for an incomplete one."""
+        return str(self.n) if self.complete else f"{self.n} of {self.planned} seeds"
+
 
 def _mean_and_iqm(scores: np.ndarray) -> np.ndarray:
     """(mean, IQM) of a (num_runs, num_tasks) score matrix, as rliable's ``get_interval_estimates`` wants."""
@@ -277,10 +313,12 @@ def _mean_and_iqm(scores: np.ndarray) -> np.ndarray:
 
 
 def arm_stats(trials: list[TrialResult], reps: int = 2000, seed: int = 0) -> list[ArmStats]:
-    """Mean and IQM per (label, sample ratio) with 95% stratified-bootstrap CIs (rliable).
+    """Mean with its 95% Student-t CI and IQM with its 95% stratified-bootstrap CI (rliable) per
+    (label, sample ratio).
 
-    Only completed trials with a final score count; other outcomes are counted in ``counts``.
-    ``reps`` bootstrap replicates, seeded by ``seed``. No CI when n < 2 or `bootstrap_library` is unavailable.
+    Only completed trials with a final score count; other outcomes are counted in ``counts``. No CI
+    when the arm is incomplete, has fewer than 2 scored seeds or `bootstrap_library` is unavailable
+    (IQM). ``reps`` bootstrap replicates, seeded by ``seed``.
     """
     library, _ = bootstrap_library()
     groups: dict[tuple[str, float], list[TrialResult]] = defaultdict(list)
@@ -292,12 +330,73 @@ def arm_stats(trials: list[TrialResult], reps: int = 2000, seed: int = 0) -> lis
         stats = ArmStats(label, ratio, scores, dict(Counter(t.outcome for t in members)))
         if stats.n:
             stats.mean, stats.iqm = (float(v) for v in _mean_and_iqm(scores[:, None]))
-        if stats.n >= 2 and library is not None:
-            with _numpy_seed(seed):
-                _, ci = library.get_interval_estimates({label: scores[:, None]}, _mean_and_iqm, reps=reps)
-            stats.mean_ci = (float(ci[label][0, 0]), float(ci[label][1, 0]))
-            stats.iqm_ci = (float(ci[label][0, 1]), float(ci[label][1, 1]))
+        if stats.n >= 2 and stats.complete:
+            stats.mean_ci = mean_ci(scores)[1]
+            if library is not None:
+                with _numpy_seed(seed):
+                    _, ci = library.get_interval_estimates({label: scores[:, None]}, _mean_and_iqm, reps=reps)
+                stats.iqm_ci = (float(ci[label][0, 1]), float(ci[label][1, 1]))
         out.append(stats)
+    return out
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+def episode_scores(client: MlflowClient, trial: TrialResult, window: float = FINAL_WINDOW) -> np.ndarray | None:
+    """Per-episode normalized scores behind a single seed's final score: for each evaluation episode
+    (env seed) the mean over the final window's evaluations at the best target (their mean is the
+    final score). From the run's ``eval/step_*.parquet`` tables; None when they are missing or older
+    than the ``normalized_score`` column."""
+    import pandas as pd
+
+    if trial.best_target is None:
+        return None
+    start = trial.steps * (1.0 - window)
+    frames = []
+    try:
+        artifacts = client.list_artifacts(trial.run_id, "eval")
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for art in artifacts:
+                step = int(re.sub(r"\D", "", Path(art.path).stem) or -1)
+                if start < step <= trial.steps:
+                    frames.append(pd.read_parquet(client.download_artifacts(trial.run_id, art.path, tmp)))
+    except (MlflowException, OSError, ValueError) as err:
+        log.warning("trial %s: evaluation tables unreadable (%s)", trial.name, err)
+        return None
+    if not frames:
+        return None
+    table = pd.concat(frames)
+    if "normalized_score" not in table:
+        return None
+    table = table[table["target_return"].map(lambda t: f"{t:g}") == trial.best_target]
+    return table.groupby("seed")["normalized_score"].mean().to_numpy(dtype=float) if len(table) else None
+
+
+def compare_with_baseline(stats: list[ArmStats], trials: list[TrialResult], baseline_variant: str,
+                          episodes: Any = None) -> list[tuple[float, Comparison]]:
+    """Every complete non-baseline arm vs the complete baseline arm at the same sample ratio (and other
+    swept values): `lamo_ray.intervals.compare` of their final scores over seeds; when each arm has
+    one seed, over the evaluation episodes (``episodes(trial) -> array or None``, `episode_scores`).
+    Returns ``[(sample_ratio, Comparison)]``; incomplete arms are left out (the report says why)."""
+    setting_of = {t.label: t.setting for t in trials}
+    complete = {(s.label, s.sample_ratio): s for s in stats if s.complete}
+    out = []
+    for (label, ratio), arm in sorted(complete.items()):
+        base_label = arm_label(baseline_variant, setting_of[label])
+        base = complete.get((base_label, ratio))
+        if label == base_label or base is None:
+            continue
+        if arm.n == 1 and base.n == 1 and episodes is not None:
+            pick = lambda lab: next(t for t in trials if t.label == lab and t.sample_ratio == ratio  # noqa: E731
+                                    and t.final_score is not None)
+            x, y = episodes(pick(label)), episodes(pick(base_label))
+            if x is not None and y is not None:
+                out.append((ratio, compare(label, base_label, x, y, unit="episodes")))
+                continue
+        out.append((ratio, compare(label, base_label, arm.scores, base.scores)))
     return out
 
 
@@ -319,14 +418,15 @@ class Improvement:
 def probability_of_improvement(stats: list[ArmStats], trials: list[TrialResult], baseline_variant: str,
                                reps: int = 2000, seed: int = 0) -> list[Improvement]:
     """Probability of improvement of every non-baseline label over the baseline (same other swept
-    values), per sample ratio and averaged over the ratios both have completed seeds at.
+    values), per sample ratio and averaged over the ratios, for complete arms with at least 2 seeds on
+    both sides (from one seed it would be 0 or 1: no finding).
 
     CIs: 95% stratified independent bootstrap (rliable) when both sides have >= 2 seeds; for the
     average, only when each side has the same number of seeds at every ratio (rliable needs a
     (runs x ratios) matrix).
     """
     setting_of = {t.label: t.setting for t in trials}
-    by_arm = {(s.label, s.sample_ratio): s.scores for s in stats if s.n}
+    by_arm = {(s.label, s.sample_ratio): s.scores for s in stats if s.complete and s.n >= 2}
     out = []
     for label in sorted({s.label for s in stats}):
         base = arm_label(baseline_variant, setting_of[label])
@@ -394,9 +494,21 @@ def _steps_run(t: TrialResult) -> int:
 
 
 def best_arm(stats: list[ArmStats]) -> ArmStats | None:
-    """The (label, sample ratio) with the highest mean final score; None before any trial completed."""
-    scored = [s for s in stats if s.mean is not None]
+    """The complete (label, sample ratio) with the highest mean final score; None before any arm is complete."""
+    scored = [s for s in stats if s.mean is not None and s.complete]
     return max(scored, key=lambda s: s.mean) if scored else None
+
+
+def best_versus_runner_up(stats: list[ArmStats], best: ArmStats) -> Comparison | None:
+    """`compare` of the best arm with the next best complete arm (None when there is no other): whether
+    the best config is a finding or a pick inside the noise."""
+    others = sorted((s for s in stats if s.mean is not None and s.complete and s is not best),
+                    key=lambda s: s.mean, reverse=True)
+    if not others:
+        return None
+    runner = others[0]
+    return compare(f"{best.label} @ {best.sample_ratio:g}", f"{runner.label} @ {runner.sample_ratio:g}",
+                   best.scores, runner.scores)
 
 
 def best_config_yaml(sweep_yaml: str, best: ArmStats, trials: list[TrialResult]) -> str:
@@ -449,7 +561,8 @@ def _ratio_axis(ax, ratios: list[float]) -> None:
 
 def plot_score_vs_ratio(stats: list[ArmStats], path: Path, colors: dict[str, Any]) -> Path:
     """Final score (mean over seeds, x100) versus sample ratio, one line per variant with its 95% CI band
-    (LaMo Fig. 1 style; an error bar when only one ratio has a CI). Arms with one seed: hollow markers."""
+    (LaMo Fig. 1 style; an error bar when only one ratio has a CI). Arms with one seed or incomplete
+    arms (no CI): hollow markers, annotated with their seeds ("n=3", "2 of 3 seeds")."""
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.subplots()
     scored = [s for s in stats if s.mean is not None]
@@ -463,10 +576,10 @@ def plot_score_vs_ratio(stats: list[ArmStats], path: Path, colors: dict[str, Any
         y = np.array([s.mean for s in arm])
         ax.plot(x, y, "-", color=colors[label], label=label, lw=2)
         for s in arm:
-            ax.plot(s.sample_ratio, s.mean, "o", color=colors[label], mfc=colors[label] if s.n > 1 else "white",
+            ax.plot(s.sample_ratio, s.mean, "o", color=colors[label], mfc=colors[label] if s.mean_ci else "white",
                     ms=7, mew=1.5)
-            ax.annotate(f"n={s.n}", (s.sample_ratio, s.mean), textcoords="offset points", xytext=(5, 5),
-                        fontsize=7, color=colors[label])
+            ax.annotate(f"n={s.n}" if s.complete else s.seeds_text, (s.sample_ratio, s.mean),
+                        textcoords="offset points", xytext=(5, 5), fontsize=7, color=colors[label])
         with_ci = [s for s in arm if s.mean_ci is not None]
         if len(with_ci) > 1:
             ax.fill_between([s.sample_ratio for s in with_ci], [s.mean_ci[0] for s in with_ci],
@@ -488,8 +601,9 @@ def plot_score_vs_ratio(stats: list[ArmStats], path: Path, colors: dict[str, Any
 
 def plot_learning_curves(trials: list[TrialResult], path: Path, colors: dict[str, Any]) -> Path:
     """``normalized_score`` (best target per evaluation, x100) over training steps, one panel per
-    sample ratio: per variant the mean over its completed and running seeds with a min-max band;
-    trials ASHA stopped as thin dashed lines ending in x; the final-score window shaded grey."""
+    sample ratio: per variant the mean over its completed and running seeds with its 95% CI as a band
+    (Student-t over seeds; for a single seed, over that evaluation's episodes); trials ASHA stopped as
+    thin dashed lines ending in x; the final-score window shaded grey."""
     ratios = sorted({t.sample_ratio for t in trials})
     fig = Figure(figsize=(4.6 * max(len(ratios), 1), 4.0), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, max(len(ratios), 1), sharey=True, squeeze=False)[0])
@@ -512,9 +626,9 @@ def plot_learning_curves(trials: list[TrialResult], path: Path, colors: dict[str
                 with np.errstate(all="ignore"):
                     mean = np.nanmean(values, axis=0)
                 ax.plot(grid, mean, color=colors[label], lw=2, label=f"{label} (n={len(full)})")
-                if len(full) > 1:
-                    ax.fill_between(grid, np.nanmin(values, axis=0), np.nanmax(values, axis=0),
-                                    color=colors[label], alpha=0.2, lw=0)
+                band = _curve_band(full, grid, values)
+                if band is not None:
+                    ax.fill_between(grid, band[0], band[1], color=colors[label], alpha=0.2, lw=0)
             for t in (t for t in runs if t.outcome == STOPPED):
                 s, v = zip(*t.curve)
                 ax.plot(s, v, "--", color=colors[label], lw=1, alpha=0.7)
@@ -527,9 +641,27 @@ def plot_learning_curves(trials: list[TrialResult], path: Path, colors: dict[str
         ax.set_xlim(0, steps)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("normalized score (best target, x100)")
-    fig.suptitle("Learning curves: mean over seeds, band = min-max over seeds", fontsize=10)
+    fig.suptitle("Learning curves: mean over seeds, band = 95% CI (over seeds; over episodes for one seed)",
+                 fontsize=10)
     fig.savefig(path, dpi=110)
     return path
+
+
+def _curve_band(runs: list[TrialResult], grid: list[int], values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(low, high) per grid step: Student-t over the seeds evaluated there (>= 2), else the single
+    seed's CI over its episodes; NaN where neither exists. None when no step has one."""
+    low, high = np.full(len(grid), np.nan), np.full(len(grid), np.nan)
+    for j, step in enumerate(grid):
+        column = values[:, j][~np.isnan(values[:, j])]
+        if column.size >= 2:
+            ci = mean_ci(column)[1]
+        elif column.size == 1:
+            ci = next((t.curve_ci.get(step) for t in runs if step in t.curve_ci), None) if len(runs) == 1 else None
+        else:
+            ci = None
+        if ci is not None:
+            low[j], high[j] = ci
+    return (low, high) if not np.isnan(low).all() else None
 
 
 OUTCOME_COLORS = {COMPLETED: "tab:green", STOPPED: "tab:orange", FAILED: "tab:red", RUNNING: "tab:blue",
@@ -592,10 +724,14 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _fmt_ci(ci: tuple[float, float] | None, n: int) -> str:
-    if ci is None:
-        return NO_CI if n == 1 else CI_UNAVAILABLE if n > 1 else "-"
-    return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+def _fmt_ci(ci: tuple[float, float] | None, arm: ArmStats | None = None) -> str:
+    if ci is not None:
+        return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+    if arm is None:
+        return "-"
+    if not arm.complete:
+        return "none: incomplete arm"
+    return NO_CI if arm.n == 1 else CI_UNAVAILABLE
 
 
 def _trial_status(t: TrialResult, asha: AshaSummary) -> str:
@@ -607,56 +743,133 @@ def _trial_status(t: TrialResult, asha: AshaSummary) -> str:
     return t.outcome
 
 
-def build_sections(sweep_name: str, parent: Run, trials: list[TrialResult], stats: list[ArmStats],
-                   improvements: list[Improvement], asha: AshaSummary, figures: dict[str, Path],
-                   best: ArmStats | None, best_yaml: str | None, notes: list[str]) -> list[Section]:
-    """The report's content, in order."""
-    counts = Counter(t.outcome for t in trials)
-    sec = [Section("heading", f"Sweep report: {sweep_name}"),
-           Section("text", f"Parent MLflow run `{parent.info.run_id}` ({parent.info.status}); generated "
-                           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Trials: {len(trials)}"
-                           + (f" ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))})." if trials else ".")),
-           Section("text", "Final score (LaMo protocol, REFERENCE.md \"Evaluation\"): mean of the evaluations in the "
-                           f"last {FINAL_WINDOW:.0%} of the trial's train.steps at the best target return (the target "
-                           "with the highest such mean); normalized score x100. Only completed trials have one. "
-                           "Aggregates: mean and IQM over seeds with 95% stratified-bootstrap CIs (rliable).")]
-    sec += [Section("text", f"**Note:** {n}") for n in notes]
+@dataclass
+class ReportContent:
+    """Everything `build_sections` renders (computed by `generate_report`)."""
+
+    sweep_name: str
+    parent: Run
+    trials: list[TrialResult]                 # every trial run of the sweep
+    scored: list[TrialResult]                 # the trials the arms are scored from
+    search: list[TrialResult]                 # the search stage's trials (empty without confirm)
+    stats: list[ArmStats]
+    comparisons: list[tuple[float, Comparison]]
+    improvements: list[Improvement]
+    asha: AshaSummary
+    figures: dict[str, Path]
+    best: ArmStats | None
+    best_check: Comparison | None
+    best_yaml: str | None
+    selection: list[dict[str, Any]]
+    notes: list[str]
+    baseline: str
+
+
+def supported_findings(content: ReportContent) -> list[str]:
+    """The report's conclusions in words: one sentence per comparison with the baseline, and why an
+    arm is not compared (incomplete, or no baseline at its sample ratio)."""
+    lines = []
+    for ratio, c in content.comparisons:
+        lines.append(f"Sample ratio {ratio:g}: {c.sentence()}")
+    for arm in content.stats:
+        if not arm.complete and arm.planned:
+            lines.append(f"{arm.label} at sample ratio {arm.sample_ratio:g} has {arm.seeds_text} scored "
+                         f"({', '.join(f'{v} {k}' for k, v in sorted(arm.counts.items()) if k != COMPLETED)}): "
+                         "its mean is over the seeds that finished, so it is not compared.")
+    if not content.comparisons and content.stats and not any(c for c in lines):
+        lines.append(f"No comparison: no complete arm has a complete baseline ({content.baseline!r}) arm at its "
+                     "sample ratio.")
+    return lines
+
+
+def build_sections(content: ReportContent) -> list[Section]:
+    """The report's content, in order: what the data support, the tables, figures, the search, trials,
+    best config."""
+    c = content
+    counts = Counter(t.outcome for t in c.trials)
+    sec = [Section("heading", f"Sweep report: {c.sweep_name}"),
+           Section("text", f"Parent MLflow run `{c.parent.info.run_id}` ({c.parent.info.status}); generated "
+                           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Trials: {len(c.trials)}"
+                           + (f" ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))})." if c.trials else "."))]
+    if c.search:
+        sec.append(Section("text", f"Search, then confirm: the arms below are scored from the {len(c.scored)} "
+                                   "confirmation trials only (the search's best configurations, trained again with "
+                                   f"fresh seeds, none stopped); the {len(c.search)} search trials are in \"Search\"."))
+    findings = supported_findings(c)
+    if findings:
+        sec += [Section("heading", "What the data support")] + [Section("text", line) for line in findings]
+    sec.append(Section("text", "Final score (LaMo protocol, REFERENCE.md \"Evaluation\"): mean of the evaluations in "
+                               f"the last {FINAL_WINDOW:.0%} of the trial's train.steps at the best target return (the "
+                               "target with the highest such mean); normalized score x100. Only completed trials have "
+                               "one. Per arm: mean with its 95% Student-t CI over seeds, IQM with its 95% "
+                               "stratified-bootstrap CI (rliable). Comparisons: difference of means with Welch's 95% "
+                               "CI; a difference is supported when its CI excludes 0. No correction for multiple "
+                               "comparisons."))
+    sec += [Section("text", f"**Note:** {n}") for n in c.notes]
     sec += [Section("heading", "Final score per variant and sample ratio"),
-            Section("table", headers=["variant", "sample ratio", "n", "mean", "mean 95% CI", "IQM", "IQM 95% CI",
+            Section("table", headers=["variant", "sample ratio", "seeds", "mean", "mean 95% CI", "IQM", "IQM 95% CI",
                                       "not scored"],
-                    rows=[[s.label, f"{s.sample_ratio:g}", str(s.n), _fmt(s.mean), _fmt_ci(s.mean_ci, s.n),
-                           _fmt(s.iqm), _fmt_ci(s.iqm_ci, s.n),
+                    rows=[[s.label, f"{s.sample_ratio:g}", s.seeds_text, _fmt(s.mean), _fmt_ci(s.mean_ci, s),
+                           _fmt(s.iqm), _fmt_ci(s.iqm_ci, s),
                            ", ".join(f"{v} {k}" for k, v in sorted(s.counts.items()) if k != COMPLETED) or "-"]
-                          for s in stats])]
-    if improvements:
+                          for s in c.stats])]
+    if c.comparisons:
+        sec += [Section("heading", f"Comparison with {c.baseline}"),
+                Section("table", headers=["variant", "baseline", "sample ratio", "difference", "95% CI", "over",
+                                          "the data say"],
+                        rows=[[cmp.label, cmp.baseline, f"{ratio:g}", f"{cmp.difference:+.2f}",
+                               "-" if cmp.ci is None else f"[{cmp.ci[0]:+.2f}, {cmp.ci[1]:+.2f}]",
+                               f"{cmp.n} vs {cmp.n_baseline} {cmp.unit}", cmp.verdict]
+                              for ratio, cmp in c.comparisons])]
+    if c.improvements:
         sec += [Section("heading", "Probability of improvement over the baseline"),
                 Section("text", "P(X > Y): the chance that a seed of the variant scores above a seed of the baseline "
-                                "(rliable; 0.5 = no difference)."),
+                                "(rliable; 0.5 = no difference); arms with at least 2 seeds on both sides."),
                 Section("table", headers=["variant", "baseline", "sample ratio", "P(variant > baseline)", "95% CI"],
                         rows=[[i.label, i.baseline, "all (average)" if i.sample_ratio is None else f"{i.sample_ratio:g}",
-                               f"{i.probability:.3f}", i.note or _fmt_ci(i.ci, 2)] for i in improvements])]
-    sec += [Section("figure", "Final score vs sample ratio", path=figures["score"]),
-            Section("figure", "Learning curves", path=figures["curves"]),
-            Section("heading", "ASHA"),
-            Section("text", (f"Rung milestones (steps): {', '.join(map(str, asha.rungs)) or 'none (no ASHA)'}. "
-                             f"{asha.stopped} trial(s) stopped; compute saved: {asha.saved_steps:,} of "
-                             f"{asha.total_steps:,} trial-steps ({asha.saved_share:.0%}) compared with running "
-                             "every trial to its train.steps.")),
-            Section("figure", "ASHA: steps run per trial", path=figures["asha"]),
-            Section("heading", "Trials"),
-            Section("table", headers=["trial", "variant", "sample ratio", "seed", "status", "final score",
-                                      "best target", "last eval score", "MLflow run"],
-                    rows=[[t.name, t.label, f"{t.sample_ratio:g}", str(t.seed), _trial_status(t, asha),
+                               f"{i.probability:.3f}", i.note or _fmt_ci(i.ci)] for i in c.improvements])]
+    sec += [Section("figure", "Final score vs sample ratio", path=c.figures["score"]),
+            Section("figure", "Learning curves", path=c.figures["curves"])]
+    if c.search:
+        sec += [Section("heading", "Search"),
+                Section("text", "The search's configurations, ranked per variant by the furthest step reached, then "
+                                "the last evaluation's score; these scores are not estimates of the arms (selection "
+                                "and early stopping bias them upward). Picked for confirmation:"),
+                Section("table", headers=["variant", "rank", "configuration", "search step", "search score",
+                                          "search seeds"],
+                        rows=[[r["variant"], str(r["rank"]),
+                               ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in r["params"].items()),
+                               f"{r['search_step']:g}", _fmt(r["search_score"]), str(r["search_seeds"])]
+                              for r in c.selection])]
+    if c.asha.rungs:
+        sec += [Section("heading", "ASHA"),
+                Section("text", (f"Rung milestones (steps): {', '.join(map(str, c.asha.rungs))}. {c.asha.stopped} "
+                                 f"trial(s) stopped; compute saved: {c.asha.saved_steps:,} of {c.asha.total_steps:,} "
+                                 f"trial-steps ({c.asha.saved_share:.0%}) compared with running every trial to its "
+                                 "train.steps.")),
+                Section("figure", "ASHA: steps run per trial", path=c.figures["asha"])]
+    sec += [Section("heading", "Trials"),
+            Section("table", headers=["trial", "stage", "variant", "sample ratio", "seed", "status", "final score",
+                                      "best target", "last eval score", "last eval 95% CI", "MLflow run"],
+                    rows=[[t.name, t.stage, t.label, f"{t.sample_ratio:g}", str(t.seed), _trial_status(t, c.asha),
                            _fmt(t.final_score), t.best_target or "-", _fmt(t.curve[-1][1] if t.curve else None),
-                           t.run_id] for t in sorted(trials, key=lambda t: (t.label, t.sample_ratio, t.seed))]),
+                           _fmt_ci(t.curve_ci.get(t.curve[-1][0])) if t.curve else "-", t.run_id]
+                          for t in sorted(c.trials, key=lambda t: (t.stage != "search", t.label, t.sample_ratio,
+                                                                    t.seed))]),
             Section("heading", "Best config")]
-    if best is None:
-        sec.append(Section("text", "No completed trial yet: no best config."))
+    if c.best is None:
+        sec.append(Section("text", "No complete arm yet: no best config."))
     else:
-        sec.append(Section("text", f"{best.label} at sample ratio {best.sample_ratio:g}: mean final score "
-                                   f"{best.mean:.2f} over {best.n} seed(s) (highest mean). Saved as `best_config.yaml`."))
-        if best_yaml:
-            sec.append(Section("code", best_yaml))
+        text = (f"{c.best.label} at sample ratio {c.best.sample_ratio:g}: mean final score {c.best.mean:.2f} "
+                f"{_fmt_ci(c.best.mean_ci, c.best)} over {c.best.n} seed(s), the highest mean. Saved as "
+                "`best_config.yaml`.")
+        if c.best_check is not None:
+            text += (" It is a finding only if it beats the runner-up: " + c.best_check.sentence()
+                     if c.best_check.verdict != "higher" else " " + c.best_check.sentence())
+        sec.append(Section("text", text))
+        if c.best_yaml:
+            sec.append(Section("code", c.best_yaml))
     return sec
 
 
@@ -722,9 +935,18 @@ def write_scores_csv(trials: list[TrialResult], path: Path) -> Path:
 # --------------------------------------------------------------------------- entry point
 
 
+@dataclass(frozen=True)
+class Report:
+    """A written report: ``path`` of its ``report.md`` (``report.html`` beside it) and its ``findings``,
+    the sentences of "What the data support" (`supported_findings`)."""
+
+    path: Path
+    findings: list[str]
+
+
 def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, parent_run_id: str | None = None,
                     baseline_variant: str = "dt", *, reps: int = 2000, seed: int = 0,
-                    log_to_mlflow: bool = True) -> Path:
+                    log_to_mlflow: bool = True) -> Report:
     """Write the sweep report into ``out_dir`` and log it as artifacts ``report/`` of the parent run.
 
     Args:
@@ -732,14 +954,14 @@ def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, par
         experiment: MLflow experiment name (the sweep name by default) or id.
         out_dir: directory for the files (created).
         parent_run_id: the sweep's parent run; default the latest ``lamo_ray.role=sweep`` run.
-        baseline_variant: variant the probability of improvement compares against; when absent the
-            comparison is skipped with a note in the report.
+        baseline_variant: variant every other variant is compared with; when absent the comparisons
+            are skipped with a note in the report.
         reps: bootstrap replicates per CI (rliable's default 50000 is slow and unnecessary for a few seeds).
         seed: seed of the bootstrap, so the same store gives the same CIs.
         log_to_mlflow: log the files to the parent run (the sweep driver and CLI do).
 
     Returns:
-        Path of ``report.md``.
+        `Report`: the path of ``report.md`` and the findings in words.
 
     Raises:
         ReportError: experiment or sweep run not found.
@@ -759,33 +981,38 @@ def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, par
                                             f"and tags.`{ROLE_TAG}` = 'trial'")
     trials = [load_trial(client, r, swept) for r in runs]
     log.info("sweep %s: %d trial runs under parent run %s", sweep.get("name"), len(trials), parent.info.run_id)
+    # a sweep with a confirmation stage is scored from its confirmation trials only (module docstring)
+    search = [t for t in trials if t.stage == "search"]
+    scored = [t for t in trials if t.stage != "search"]
+    selection = _read_selection(client, parent.info.run_id) if search else []
 
-    notes = _notes(trials, baseline_variant)
-    stats = arm_stats(trials, reps=reps, seed=seed)
-    has_baseline = any(t.variant == baseline_variant for t in trials)
-    improvements = probability_of_improvement(stats, trials, baseline_variant, reps, seed) if has_baseline else []
-    if has_baseline and not improvements and len({t.variant for t in trials}) > 1:
-        notes.append(f"probability of improvement over {baseline_variant!r}: no sample ratio yet where a variant "
-                     "and the baseline both have completed seeds.")
-    asha = asha_summary(trials, sweep.get("scheduler", {}))
+    notes = _notes(trials, scored, baseline_variant)
+    stats = arm_stats(scored, reps=reps, seed=seed)
+    has_baseline = any(t.variant == baseline_variant for t in scored)
+    comparisons = compare_with_baseline(stats, scored, baseline_variant,
+                                        episodes=functools.partial(episode_scores, client)) if has_baseline else []
+    improvements = probability_of_improvement(stats, scored, baseline_variant, reps, seed) if has_baseline else []
+    asha = asha_summary(search or trials, sweep.get("scheduler", {}))
     colors = _colors(sorted({t.label for t in trials}))
     figures = {"score": plot_score_vs_ratio(stats, out / "score_vs_sample_ratio.png", colors),
-               "curves": plot_learning_curves(trials, out / "learning_curves.png", colors),
-               "asha": plot_asha(trials, asha, out / "asha.png")}
+               "curves": plot_learning_curves(scored, out / "learning_curves.png", colors),
+               "asha": plot_asha(search or trials, asha, out / "asha.png")}
     best = best_arm(stats)
     best_yaml = None
     files = [*figures.values(), write_scores_csv(trials, out / "final_scores.csv")]
     if best is not None:
         try:
-            best_yaml = best_config_yaml(sweep_yaml, best, trials)
+            best_yaml = best_config_yaml(sweep_yaml, best, scored)
         except (ConfigError, ValueError, KeyError) as err:
             notes.append(f"the best config could not be written as a sweep file: {err}")
             log.warning("best config not written: %s", err)
         else:
             files.append(out / "best_config.yaml")
             files[-1].write_text(best_yaml)
-    sections = build_sections(sweep.get("name", experiment), parent, trials, stats, improvements, asha, figures,
-                              best, best_yaml, notes)
+    content = ReportContent(sweep.get("name", experiment), parent, trials, scored, search, stats, comparisons,
+                            improvements, asha, figures, best, best_versus_runner_up(stats, best) if best else None,
+                            best_yaml, selection, notes, baseline_variant)
+    sections = build_sections(content)
     md, page = out / "report.md", out / "report.html"
     md.write_text(render_markdown(sections))
     page.write_text(render_html(sections))
@@ -794,10 +1021,22 @@ def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, par
         for f in files:
             client.log_artifact(parent.info.run_id, str(f), "report")
         log.info("report logged to run %s as report/", parent.info.run_id)
-    return md
+    return Report(md, supported_findings(content))
 
 
-def _notes(trials: list[TrialResult], baseline_variant: str) -> list[str]:
+def _read_selection(client: MlflowClient, run_id: str) -> list[dict[str, Any]]:
+    """The configurations the search picked (`lamo_ray.tracking.SELECTION_FILE` on the parent run); [] if absent."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return yaml.safe_load(_download_text(client, run_id, SELECTION_FILE, Path(tmp))) or []
+    except (MlflowException, OSError) as err:
+        log.warning("no %s on run %s (%s)", SELECTION_FILE, run_id, err)
+        return []
+
+
+def _notes(trials: list[TrialResult], scored: list[TrialResult], baseline_variant: str) -> list[str]:
     """What a reader must know before trusting the tables: unfinished sweep, failures, single seeds."""
     notes = []
     running = [t for t in trials if t.outcome in (RUNNING, UNFINISHED)]
@@ -809,17 +1048,21 @@ def _notes(trials: list[TrialResult], baseline_variant: str) -> list[str]:
     failed = [t for t in trials if t.outcome == FAILED]
     if failed:
         notes.append(f"{len(failed)} trial(s) failed: {', '.join(t.name for t in failed)}.")
-    if trials and not any(t.variant == baseline_variant for t in trials):
-        notes.append(f"no variant named {baseline_variant!r}: probability of improvement skipped "
-                     "(choose one with --baseline VARIANT).")
-    scored: dict[tuple[str, float], int] = defaultdict(int)
-    for t in trials:
-        scored[(t.label, t.sample_ratio)] += t.final_score is not None
-    if bootstrap_library()[0] is None and any(n > 1 for n in scored.values()):
-        notes.append(f"confidence intervals unavailable: rliable's bootstrap cannot be imported "
+    if any(t.outcome == STOPPED for t in scored):
+        notes.append("the scheduler (ASHA) stopped trials inside the arms below: those arms are incomplete and not "
+                     "compared. For a method comparison run every seed to the end (scheduler.type: fifo), or add a "
+                     "confirmation stage (confirm:) after an ASHA search.")
+    if trials and not any(t.variant == baseline_variant for t in scored):
+        notes.append(f"no variant named {baseline_variant!r}: no comparison (choose one with --baseline VARIANT).")
+    per_arm: dict[tuple[str, float], int] = defaultdict(int)
+    for t in scored:
+        per_arm[(t.label, t.sample_ratio)] += t.final_score is not None
+    if bootstrap_library()[0] is None and any(n > 1 for n in per_arm.values()):
+        notes.append(f"IQM confidence intervals unavailable: rliable's bootstrap cannot be imported "
                      f"({bootstrap_library()[1]}); rliable 1.2 needs arch < 8, which needs pandas < 3.")
-    if any(n == 1 for n in scored.values()):
-        notes.append(f"some arms have one scored seed ({NO_CI}); their numbers are single runs.")
+    if any(n == 1 for n in per_arm.values()):
+        notes.append(f"some arms have one scored seed ({NO_CI}): their numbers are single training runs, and a "
+                     "comparison between two of them covers evaluation noise only.")
     return notes
 
 
@@ -829,7 +1072,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help="output directory (default: reports/<experiment>)")
     p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db")
     p.add_argument("--parent-run-id", help="the sweep's parent run (default: the latest sweep run)")
-    p.add_argument("--baseline", default="dt", help="variant for the probability of improvement (default: dt)")
+    p.add_argument("--baseline", default="dt", help="variant every other variant is compared with (default: dt)")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap replicates per CI (default: 2000)")
     return p.parse_args(argv)
 
@@ -839,12 +1082,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uri = resolve_tracking_uri(args.tracking_uri)
     try:
-        md = generate_report(uri, args.experiment, args.out or Path("reports") / args.experiment,
-                             args.parent_run_id, args.baseline, reps=args.reps)
+        report = generate_report(uri, args.experiment, args.out or Path("reports") / args.experiment,
+                                 args.parent_run_id, args.baseline, reps=args.reps)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"report: {md}\nhtml:   {md.with_suffix('.html')}")
+    print("\n".join(report.findings))
+    print(f"report: {report.path}\nhtml:   {report.path.with_suffix('.html')}")
     return 0
 
 

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from lamo_ray.config import (ConfigError, SweepConfig, TrialConfig, expand_trials, find_domains, load_sweep,
-                             resolve_tune_config)
+                             resolve_trial, resolve_tune_config, tune_variant_and_params)
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +356,8 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     """Tune function trainable: resolve one trial's config, open its MLflow run, and train: in this
     process (`lamo_ray.train.TuneTrialSession`) when ``train.in_trial``, else with a TorchTrainer.
 
-    ``config`` holds ``variant``, ``seed`` and one entry per search-domain key path.
+    ``config`` holds ``seed``, ``stage`` and ``variant`` with one entry per search-domain key path (a
+    search trial), or ``point`` = {variant, params} (a confirmation trial).
     ``dataset_refs``: {source: ObjectRef of its loaded `TrajectoryDataset`} put in Ray's object store
     once by the sweep driver; the workers read it from there (zero-copy arrays on the same node)
     instead of each loading the files again.
@@ -371,7 +373,8 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     run_id = find_trial_run(tracking["uri"], tracking["experiment_id"], tracking["parent_run_id"], trial_id)
     if run_id is None:
         run_id = start_trial_run(tracking["uri"], tracking["experiment_id"], tracking["parent_run_id"],
-                                 trial_name, config["variant"], cfg, trial_id=trial_id)
+                                 trial_name, tune_variant_and_params(config)[0], cfg, trial_id=trial_id,
+                                 stage=config.get("stage", "main"))
     loop_config = {"trial": cfg.model_dump(), "mlflow_uri": tracking["uri"], "mlflow_run_id": run_id,
                    "mlflow_outbox": tracking.get("outbox"), "dataset_ref": (dataset_refs or {}).get(cfg.data.source)}
     fit_started = time.time()
@@ -436,10 +439,12 @@ def _fit_torch_trainer(cfg: TrialConfig, loop_config: dict[str, Any], name: str,
     ).fit()
 
 
-def _param_space(sweep: SweepConfig) -> dict[str, Any]:
+def _param_space(sweep: SweepConfig, stage: str = "main") -> dict[str, Any]:
+    """Tune's param space of the sweep's first (or only) stage: variants x seeds x search domains."""
     from ray import tune
 
-    space: dict[str, Any] = {"variant": tune.grid_search(list(sweep.variants)), "seed": tune.grid_search(sweep.seeds)}
+    space: dict[str, Any] = {"variant": tune.grid_search(list(sweep.variants)), "seed": tune.grid_search(sweep.seeds),
+                             "stage": stage}
     for path, domain in find_domains(sweep.base).items():
         kind, args = next(iter(domain.items()))
         space[path] = {"grid": tune.grid_search, "choice": tune.choice}[kind](args) if kind in ("grid", "choice") \
@@ -504,11 +509,9 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
     """Run the sweep to completion; returns one summary row per trial."""
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from lamo_ray.report import ReportError, generate_report
-    from lamo_ray.tracking import (MLflowTrialFinalizer, check_tracking, finish_sweep_run, resolve_tracking_uri,
-                                   start_sweep_run, trial_outcomes)
+    from lamo_ray.tracking import check_tracking, finish_sweep_run, resolve_tracking_uri, start_sweep_run, trial_outcomes
 
     loaded: dict[str, Any] = {}
     checks = preflight(sweep, rows, generate=True, loaded=loaded)
@@ -528,65 +531,171 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
     tracking = {"uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "run_name": run_name,
                 "train_storage": str(exp_dir.parent / f"{run_name}_train")}
     tracking["outbox"] = str(Path(tracking["train_storage"]) / "mlflow_outbox")  # MLflow writes made in an outage
-    max_steps = max(r["config"].train.steps for r in rows)
-    if sweep.scheduler.type == "asha":
-        scheduler = ASHAScheduler(time_attr="step", max_t=max_steps, grace_period=sweep.scheduler.grace_period,
-                                  reduction_factor=sweep.scheduler.reduction_factor)
-    else:
-        scheduler = FIFOScheduler()
-    need = max(trial_cpus(sweep, r["config"]) for r in rows)
     # vector datasets go to the object store once (image datasets stay lazily read from their files)
     dataset_refs = {source: ray.put(ds) for source, ds in loaded.items() if len(ds.obs_shape) == 1}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=sweep, tracking=tracking,
-                                                         dataset_refs=dataset_refs),
-                                    TrialResources(sweep))
-    finalizer = MLflowTrialFinalizer(uri, outbox_dir=tracking["outbox"], experiment_id=exp_id, parent_run_id=parent,
-                                     sweep=sweep)
-    # 'in_trial' trials: Tune restarts a failed one from its last checkpoint and keeps 2 checkpoints
-    # (Ray Train does both for its own trials)
-    run_config = tune.RunConfig(name=run_name, storage_path=str(exp_dir.parent), callbacks=[finalizer],
-                                failure_config=tune.FailureConfig(
-                                    max_failures=tune_max_failures([r["config"] for r in rows])),
-                                checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1)
-    if resume:
-        # Tune restores its own RunConfig (with the MLflowTrialFinalizer it was given) from tuner.pkl;
-        # finished trials stay finished, unfinished and errored ones restart, and run_trial finds
-        # their MLflow runs by trial id and their Train checkpoints by run name (no duplicates).
-        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=_param_space(sweep),
-            tune_config=tune.TuneConfig(metric=sweep.scheduler.metric, mode=sweep.scheduler.mode, scheduler=scheduler,
-                                        num_samples=sweep.num_samples,
-                                        max_concurrent_trials=sweep.max_concurrent_trials
-                                        or max(1, int(cluster_cpus // need)),
-                                        # an ended trial's process (torch, the model code imported) trains
-                                        # the next 'in_trial' trial with the same resource request
-                                        reuse_actors=True),
-            run_config=run_config,
-        )
+    max_concurrent = sweep.max_concurrent_trials or max(1, int(cluster_cpus // max(
+        trial_cpus(sweep, r["config"]) for r in rows)))
+    stage = "search" if sweep.confirm else "main"
     t0 = time.time()
-    results = tuner.fit()
+    results = _run_stage(sweep, rows, tracking, dataset_refs, run_name, exp_dir, resume, max_concurrent,
+                         _param_space(sweep, stage), scheduler_type=sweep.scheduler.type)
+    tune_results = list(results)
+    num_errors = results.num_errors
+    if sweep.confirm:
+        selection = select_configurations(sweep, tune_results)
+        _log_selection(uri, parent, selection, tracking["outbox"])
+        print(format_selection(selection), flush=True)
+        confirm_name = f"{run_name}{CONFIRM_SUFFIX}"
+        confirm_dir = exp_dir.parent / confirm_name
+        confirm_rows = [dict(r, seed=seed) for r in selection for seed in sweep.confirm.seeds]
+        space = {"point": tune.grid_search([{"variant": r["variant"], "params": r["params"]} for r in selection]),
+                 "seed": tune.grid_search(sweep.confirm.seeds), "stage": "confirm"}
+        confirmed = _run_stage(sweep, [{"config": resolve_trial(sweep, r["variant"], r["seed"], r["params"])}
+                                       for r in confirm_rows],
+                               dict(tracking, run_name=confirm_name), dataset_refs, confirm_name, confirm_dir,
+                               resume and confirm_dir.exists(), max_concurrent, space, scheduler_type="fifo")
+        tune_results += list(confirmed)
+        num_errors += confirmed.num_errors
     # from MLflow, not the finalizer's memory: after --resume it also holds the trials finished
     # before the driver stopped; trials that never opened an MLflow run come from Tune's results
     summary = trial_outcomes(uri, exp_id, parent, outbox_dir=tracking["outbox"])
     seen = {row["trial"] for row in summary}
-    for result in results:
+    for result in tune_results:
         trial_id = (result.metrics or {}).get("trial_id")
         if trial_id not in seen and result.error is not None:
-            summary.append({"trial": trial_id, "variant": (result.config or {}).get("variant"),
-                            "seed": (result.config or {}).get("seed"), "outcome": "failed", "step": None,
+            config = result.config or {}
+            summary.append({"trial": trial_id, "stage": config.get("stage", "main"),
+                            "variant": tune_variant_and_params(config)[0] if config else None,
+                            "seed": config.get("seed"), "outcome": "failed", "step": None,
                             "normalized_score": None, "mlflow_run_id": None})
-    finish_sweep_run(uri, parent, summary, time.time() - t0, num_errors=results.num_errors,
-                     outbox_dir=tracking["outbox"])
+    finish_sweep_run(uri, parent, summary, time.time() - t0, num_errors=num_errors, outbox_dir=tracking["outbox"])
     try:
         report = generate_report(uri, experiment, exp_dir / "report", parent_run_id=parent,
                                  baseline_variant=sweep.report_baseline)
-        print(f"report: {report} (also in MLflow, run {parent}, artifacts report/)", flush=True)
+        print("\nWhat the data support:\n" + "\n".join(f"  {line}" for line in report.findings), flush=True)
+        print(f"report: {report.path} (also in MLflow, run {parent}, artifacts report/)", flush=True)
     except ReportError as err:  # the sweep's results are safe in MLflow; say why there is no report
         print(f"no report: {err}", file=sys.stderr, flush=True)
     return summary
+
+
+CONFIRM_SUFFIX = "-confirm"   # Tune experiment of the confirmation stage: <sweep run name>-confirm
+
+
+def _run_stage(sweep: SweepConfig, rows: list[dict[str, Any]], tracking: dict[str, str], dataset_refs: dict[str, Any],
+               name: str, exp_dir: Path, resume: bool, max_concurrent: int, param_space: dict[str, Any],
+               scheduler_type: str):
+    """One Tune experiment ``name`` of the sweep (its search, or its confirmation stage) over
+    ``param_space``; ``rows`` hold the `TrialConfig` of every trial it runs (for Tune's retry budget).
+    Returns Tune's ``ResultGrid``."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from lamo_ray.tracking import MLflowTrialFinalizer
+
+    trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=sweep, tracking=tracking,
+                                                         dataset_refs=dataset_refs),
+                                    TrialResources(sweep))
+    if resume:
+        # Tune restores its own RunConfig (with the MLflowTrialFinalizer it was given) from tuner.pkl;
+        # finished trials stay finished, unfinished and errored ones restart, and run_trial finds
+        # their MLflow runs by trial id and their Train checkpoints by run name (no duplicates).
+        return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True).fit()
+    if scheduler_type == "asha":
+        scheduler = ASHAScheduler(time_attr="step", max_t=max(r["config"].train.steps for r in rows),
+                                  grace_period=sweep.scheduler.grace_period,
+                                  reduction_factor=sweep.scheduler.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    finalizer = MLflowTrialFinalizer(tracking["uri"], outbox_dir=tracking["outbox"],
+                                     experiment_id=tracking["experiment_id"],
+                                     parent_run_id=tracking["parent_run_id"], sweep=sweep)
+    # 'in_trial' trials: Tune restarts a failed one from its last checkpoint and keeps 2 checkpoints
+    # (Ray Train does both for its own trials)
+    run_config = tune.RunConfig(name=name, storage_path=str(exp_dir.parent), callbacks=[finalizer],
+                                failure_config=tune.FailureConfig(
+                                    max_failures=tune_max_failures([r["config"] for r in rows])),
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric=sweep.scheduler.metric, mode=sweep.scheduler.mode, scheduler=scheduler,
+                                    num_samples=sweep.num_samples if "point" not in param_space else 1,
+                                    max_concurrent_trials=max_concurrent,
+                                    # an ended trial's process (torch, the model code imported) trains
+                                    # the next 'in_trial' trial with the same resource request
+                                    reuse_actors=True),
+        run_config=run_config,
+    ).fit()
+
+
+def select_configurations(sweep: SweepConfig, results: list[Any]) -> list[dict[str, Any]]:
+    """The ``confirm.top_k`` best configurations of each variant from the search's Tune results.
+
+    A configuration is a variant with values for the search domains; its search trials (one per
+    search seed) are ranked by the furthest training step reached (what ASHA let run longest), then
+    by the mean of the last reported ``scheduler.metric`` (``scheduler.mode``). Trials that reported
+    nothing (failed before their first evaluation) do not count.
+
+    Returns:
+        ``[{"variant", "params": {key path: value}, "rank" (1 = best of its variant), "search_step",
+        "search_score", "search_seeds"}]``, variants in sweep order.
+
+    Raises:
+        PreflightError: a variant has no search trial that reported a result.
+    """
+    sign = 1.0 if sweep.scheduler.mode == "max" else -1.0
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for result in results:
+        metrics, config = result.metrics or {}, result.config or {}
+        if "step" not in metrics or sweep.scheduler.metric not in metrics:
+            continue
+        variant, params = tune_variant_and_params(config)
+        group = groups.setdefault((variant, yaml.safe_dump(params, sort_keys=True)),
+                                  {"variant": variant, "params": params, "steps": [], "scores": [], "seeds": []})
+        group["steps"].append(float(metrics["step"]))
+        group["scores"].append(float(metrics[sweep.scheduler.metric]))
+        group["seeds"].append(config.get("seed"))
+    selection = []
+    for variant in sweep.variants:
+        candidates = [g for (v, _), g in groups.items() if v == variant]
+        if not candidates:
+            raise PreflightError(f"confirm: no search trial of variant {variant!r} reported a result, so there is "
+                                 "nothing to confirm (see the failed trials above)")
+        for g in candidates:
+            g["search_step"] = float(np.mean(g["steps"]))
+            finite = [x for x in g["scores"] if math.isfinite(x)]
+            g["search_score"] = float(np.mean(finite)) if finite else float("nan")
+        candidates.sort(key=lambda g: (-g["search_step"], -sign * g["search_score"]
+                                       if math.isfinite(g["search_score"]) else math.inf))
+        for rank, g in enumerate(candidates[:sweep.confirm.top_k], start=1):
+            selection.append({"variant": variant, "params": g["params"], "rank": rank,
+                              "search_step": g["search_step"], "search_score": g["search_score"],
+                              "search_seeds": sorted(g["seeds"])})
+    return selection
+
+
+def _log_selection(uri: str, parent_run_id: str, selection: list[dict[str, Any]], outbox: str) -> None:
+    """The search's picks as the parent run's `lamo_ray.tracking.SELECTION_FILE` artifact."""
+    import tempfile
+
+    from lamo_ray.tracking import SELECTION_FILE, RunLogger
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / SELECTION_FILE
+        path.write_text(yaml.safe_dump(selection, sort_keys=False))
+        RunLogger(uri, parent_run_id, outbox_dir=outbox).log_artifact(path)
+
+
+def format_selection(selection: list[dict[str, Any]]) -> str:
+    """The configurations the search picked, one line each, for the console."""
+    lines = ["confirmation: re-running the search's best configurations with fresh seeds, every trial to the end"]
+    for r in selection:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
+        lines.append(f"  {r['variant']} #{r['rank']}: {params} (search: step {r['search_step']:g}, "
+                     f"score {r['search_score']:.2f} over seeds {r['search_seeds']})")
+    return "\n".join(lines)
 
 
 def format_summary(summary: list[dict[str, Any]]) -> str:
@@ -622,10 +731,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     sweep_yaml = yaml.safe_dump(sweep.model_dump(), sort_keys=False)
-    print(f"sweep {sweep.name!r}: {len(rows)} trials "
+    print(f"sweep {sweep.name!r}: {len(rows) * sweep.num_samples} trials "
           f"({len(sweep.variants)} variants x {len(rows) // (len(sweep.variants) * len(sweep.seeds))} grid points "
-          f"x {len(sweep.seeds)} seeds{f' x {sweep.num_samples} samples' if sweep.num_samples > 1 else ''})")
+          f"x {len(sweep.seeds)} seeds{f' x {sweep.num_samples} samples' if sweep.num_samples > 1 else ''})"
+          + (f", scheduled by {sweep.scheduler.type.upper()}" + (" (the search)" if sweep.confirm else "")))
     print(format_trial_table(rows), flush=True)
+    if sweep.confirm:
+        n = sweep.confirm.top_k * len(sweep.variants) * len(sweep.confirm.seeds)
+        print(f"then the confirmation: the best {sweep.confirm.top_k} configuration(s) of each of the "
+              f"{len(sweep.variants)} variant(s) x seeds {sweep.confirm.seeds} = up to {n} trials, every one to its "
+              "train.steps (FIFO); the report scores arms only from these", flush=True)
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
     if args.dry_run:
         checks = preflight(sweep, rows, generate=False)

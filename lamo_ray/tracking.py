@@ -54,7 +54,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
-from lamo_ray.config import TrialConfig, asdict_flat, resolve_tune_config
+from lamo_ray.config import TrialConfig, asdict_flat, resolve_tune_config, tune_variant_and_params
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,9 @@ OUTCOME_TAG = "lamo_ray.outcome"
 STOPPED_AT_TAG = "lamo_ray.stopped_at_step"    # last evaluated step of a trial the scheduler stopped
 CHECKPOINT_STEP_TAG = "lamo_ray.checkpoint_step"  # step of the run's ``checkpoint/`` artifact
 SCORE_METRIC = "normalized_score"   # best target at each evaluation (lamo_ray.evaluate.summarize)
+#: a trial's part of its sweep: "main" (a sweep without confirmation), "search" or "confirm"
+STAGE_TAG = "lamo_ray.stage"
+SELECTION_FILE = "confirm_selection.yaml"   # parent-run artifact: the configurations the search picked
 
 
 class TrackingError(RuntimeError):
@@ -153,11 +156,12 @@ LAUNCHER_TAG = "lamo_ray.launcher"
 
 
 def start_trial_run(uri: str, experiment_id: str, parent_run_id: str | None, trial_name: str,
-                    variant: str, cfg: TrialConfig, trial_id: str = "") -> str:
-    """Create a trial's child run with the resolved config as params and ``config.yaml``. Returns its run id."""
+                    variant: str, cfg: TrialConfig, trial_id: str = "", stage: str = "main") -> str:
+    """Create a trial's child run with the resolved config as params and ``config.yaml``, tagged with
+    its ``stage`` (`STAGE_TAG`). Returns its run id."""
     client = MlflowClient(uri)
     tags = {ROLE_TAG: "trial", "variant": variant, "trial_name": trial_name, TRIAL_ID_TAG: trial_id,
-            "seed": str(cfg.seed), LAUNCHER_TAG: cfg.train.resolved_launcher}
+            "seed": str(cfg.seed), LAUNCHER_TAG: cfg.train.resolved_launcher, STAGE_TAG: stage}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id, run_name=trial_name, tags=tags)
@@ -594,9 +598,10 @@ class MLflowTrialFinalizer(Callback):
             return None
         try:
             cfg = resolve_tune_config(sweep, trial.config)
+            variant, _ = tune_variant_and_params(trial.config)
             with _http_budget():
-                return start_trial_run(self.uri, self.experiment_id, self.parent_run_id, str(trial),
-                                       trial.config["variant"], cfg, trial_id=trial.trial_id)
+                return start_trial_run(self.uri, self.experiment_id, self.parent_run_id, str(trial), variant, cfg,
+                                       trial_id=trial.trial_id, stage=trial.config.get("stage", "main"))
         except Exception as err:
             if not is_outage(err):
                 raise
@@ -624,7 +629,7 @@ def trial_outcomes(uri: str, experiment_id: str, parent_run_id: str,
     """One row per trial run under the sweep's parent run, read back from MLflow, so a resumed
     sweep (``--resume``) also lists the trials finished before the driver stopped.
 
-    Row keys: ``trial`` (Ray trial id), ``variant``, ``seed``, ``outcome`` (``completed``,
+    Row keys: ``trial`` (Ray trial id), ``stage``, ``variant``, ``seed``, ``outcome`` (``completed``,
     ``stopped_by_scheduler``, ``failed``, or ``unfinished`` when no outcome was tagged), ``step``
     (last evaluated training step), ``normalized_score`` (the latest evaluation's), ``mlflow_run_id``.
 
@@ -660,7 +665,7 @@ def _trial_outcomes(uri: str, experiment_id: str, parent_run_id: str) -> list[di
             continue
         last = _last_evaluation(client, run.info.run_id)
         seed = tags.get("seed")
-        rows.append({"trial": tags.get(TRIAL_ID_TAG), "variant": tags.get("variant"),
+        rows.append({"trial": tags.get(TRIAL_ID_TAG), "stage": tags.get(STAGE_TAG, "main"), "variant": tags.get("variant"),
                      "seed": int(seed) if seed is not None and seed.lstrip("-").isdigit() else seed,
                      "outcome": tags.get(OUTCOME_TAG, "unfinished"), "step": last.step if last else None,
                      "normalized_score": last.value if last else None, "mlflow_run_id": run.info.run_id})

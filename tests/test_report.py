@@ -1,6 +1,8 @@
 """Sweep report: final scores by LaMo's protocol, aggregates, files, on a small MLflow store with known curves."""
 
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -8,6 +10,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from lamo_ray.config import SweepConfig, expand_trials, load_sweep
+from lamo_ray.intervals import difference_ci, mean_ci
 from lamo_ray.report import (CI_UNAVAILABLE, NO_CI, TrialResult, arm_stats, asha_rungs, bootstrap_library,
                              final_score, generate_report, main, rung_of)
 from lamo_ray.tracking import OUTCOME_TAG, RunLogger, start_sweep_run, start_trial_run, trial_outcomes
@@ -112,7 +115,7 @@ def build_store(tmp_path) -> tuple[str, str]:
 def report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     uri, parent = build_store(tmp)
-    md = generate_report(uri, "rep", tmp / "out", reps=REPS)
+    md = generate_report(uri, "rep", tmp / "out", reps=REPS).path
     return uri, parent, md
 
 
@@ -143,52 +146,75 @@ def test_iqm_and_mean_of_a_known_set():
               for i, s in enumerate([0, 1, 2, 3, 4, 5, 6, 100])]
     (stats,) = arm_stats(trials, reps=REPS)
     assert stats.n == 8 and stats.mean == 15.125 and stats.iqm == 3.5   # IQM: mean of 2, 3, 4, 5
+    assert stats.mean_ci == pytest.approx(mean_ci([0, 1, 2, 3, 4, 5, 6, 100])[1])   # Student-t over seeds
     if HAS_CI:
-        assert stats.mean_ci[0] <= stats.mean <= stats.mean_ci[1] and stats.iqm_ci[0] <= 3.5 <= stats.iqm_ci[1]
-        assert arm_stats(trials, reps=REPS)[0].mean_ci == stats.mean_ci   # seeded bootstrap: same CIs again
+        assert stats.iqm_ci[0] <= 3.5 <= stats.iqm_ci[1]
+        assert arm_stats(trials, reps=REPS)[0].iqm_ci == stats.iqm_ci   # seeded bootstrap: same CIs again
     else:
-        assert stats.mean_ci is None and stats.iqm_ci is None
+        assert stats.iqm_ci is None
+
+
+def test_an_arm_with_a_stopped_seed_is_incomplete_and_gets_no_interval():
+    trials = [TrialResult(f"r{i}", f"t{i}", "lamo", (), i, 0.1, STEPS, "completed", STEPS, final_score=s)
+              for i, s in enumerate([40.0, 60.0])]
+    trials.append(TrialResult("r2", "t2", "lamo", (), 2, 0.1, STEPS, "stopped_by_scheduler", 200))
+    (stats,) = arm_stats(trials, reps=REPS)
+    assert (stats.n, stats.planned, stats.complete, stats.seeds_text) == (2, 3, False, "2 of 3 seeds")
+    assert stats.mean == 50.0 and stats.mean_ci is None and stats.iqm_ci is None
 
 
 def test_table_values_by_protocol(report):
     _, _, md = report
-    rows = {(r[0], r[1]): r for r in _table_rows(md.read_text(), "variant | sample ratio | n")}
-    # variant | ratio | n | mean | mean CI | IQM | IQM CI | not scored
+    rows = {(r[0], r[1]): r for r in _table_rows(md.read_text(), "variant | sample ratio | seeds")}
+    # variant | ratio | seeds | mean | mean CI | IQM | IQM CI | not scored
     assert rows[("lamo", "0.1")][2:4] == ["3", "70.00"] and rows[("lamo", "0.1")][5] == "70.00"
+    low, high = mean_ci([60, 85, 65])[1]                                  # Student-t over the 3 seeds
+    assert rows[("lamo", "0.1")][4] == f"[{low:.2f}, {high:.2f}]"
     assert rows[("dt", "0.1")][2:4] == ["3", "35.00"]
-    assert rows[("lamo", "0.01")][2:5] == ["1", "31.00", NO_CI]          # stopped (99s) and failed not mixed in
+    # stopped (99s) and failed not mixed in; the arm is incomplete: no interval
+    assert rows[("lamo", "0.01")][2:5] == ["1 of 3 seeds", "31.00", "none: incomplete arm"]
     assert rows[("lamo", "0.01")][7] == "1 failed, 1 stopped_by_scheduler"
-    assert rows[("dt", "0.01")][2:5] == ["1", "13.00", NO_CI]
+    assert rows[("dt", "0.01")][2:5] == ["1 of 3 seeds", "13.00", "none: incomplete arm"]
     assert rows[("dt", "0.01")][7] == "1 running, 1 stopped_by_scheduler"
-    if HAS_CI:
-        low, high = (float(v) for v in rows[("lamo", "0.1")][4].strip("[]").split(","))
-        assert 60 <= low <= 70 <= high <= 85
-    else:
-        assert rows[("lamo", "0.1")][4] == CI_UNAVAILABLE and "confidence intervals unavailable" in md.read_text()
+    if not HAS_CI:
+        assert rows[("lamo", "0.1")][6] == CI_UNAVAILABLE and "confidence intervals unavailable" in md.read_text()
+
+
+def test_comparisons_are_stated_in_words_with_their_interval(report):
+    _, _, md = report
+    text = md.read_text()
+    diff, (low, high) = difference_ci([60, 85, 65], [25, 35, 45])          # Welch over seeds
+    assert diff == 35.0 and low > 0
+    assert (f"Sample ratio 0.1: lamo scores higher than dt here: difference +35.0, 95% CI [{low:+.1f}, {high:+.1f}] "
+            "(3 vs 3 seeds).") in text
+    # the incomplete arms at 0.01 are named, not compared
+    assert "lamo at sample ratio 0.01 has 1 of 3 seeds scored" in text and "Sample ratio 0.01:" not in text
+    rows = _table_rows(text, "variant | baseline | sample ratio | difference")
+    assert rows == [["lamo", "dt", "0.1", "+35.00", f"[{low:+.2f}, {high:+.2f}]", "3 vs 3 seeds", "higher"]]
 
 
 def test_trials_table_lists_stopped_failed_and_running(report):
     _, _, md = report
-    trials = {(r[1], r[2], r[3]): r for r in _table_rows(md.read_text(), "trial")}
-    # trial | variant | ratio | seed | status | final score | best target | last eval score | run
-    assert trials[("lamo", "0.1", "0")][4:7] == ["completed", "60.00", "20"]
-    assert trials[("lamo", "0.1", "1")][5:7] == ["85.00", "10"]
-    assert trials[("lamo", "0.01", "1")][4:6] == ["stopped at step 200 (rung 2)", "-"]
-    assert trials[("dt", "0.01", "2")][4] == "stopped at step 100 (rung 1)"
-    assert trials[("lamo", "0.01", "2")][4:6] == ["failed", "-"]
-    assert trials[("dt", "0.01", "1")][4:6] == ["running (step 500 of 1000)", "-"]
+    trials = {(r[2], r[3], r[4]): r for r in _table_rows(md.read_text(), "trial")}
+    # trial | stage | variant | ratio | seed | status | final score | best target | last eval score | CI | run
+    assert trials[("lamo", "0.1", "0")][5:8] == ["completed", "60.00", "20"]
+    assert trials[("lamo", "0.1", "1")][6:8] == ["85.00", "10"]
+    assert trials[("lamo", "0.01", "1")][5:7] == ["stopped at step 200 (rung 2)", "-"]
+    assert trials[("dt", "0.01", "2")][5] == "stopped at step 100 (rung 1)"
+    assert trials[("lamo", "0.01", "2")][5:7] == ["failed", "-"]
+    assert trials[("dt", "0.01", "1")][5:7] == ["running (step 500 of 1000)", "-"]
+    assert trials[("lamo", "0.1", "0")][1] == "main"
     text = md.read_text()
     assert "1700 of 12000" in text.replace(",", "") and "(14%)" in text
-    assert "preliminary" in text and "failed" in text
+    assert "preliminary" in text and "failed" in text and "stopped trials inside the arms" in text
 
 
-def test_probability_of_improvement(report):
+def test_probability_of_improvement_only_between_complete_arms_of_two_or_more_seeds(report):
     _, _, md = report
-    poi = {(r[0], r[2]): r for r in _table_rows(md.read_text(), "variant | baseline")}
+    poi = {(r[0], r[2]): r for r in _table_rows(md.read_text(), "variant | baseline | sample ratio | P(variant > baseline)")}
     assert poi[("lamo", "0.1")][3] == "1.000"
     assert poi[("lamo", "0.1")][4].startswith("[") if HAS_CI else poi[("lamo", "0.1")][4] == CI_UNAVAILABLE
-    assert poi[("lamo", "0.01")][3:] == ["1.000", NO_CI]
-    assert poi[("lamo", "all (average)")][3] == "1.000"
+    assert set(poi) == {("lamo", "0.1")}    # 0.01: one seed each and incomplete arms: no P(improvement)
 
 
 def test_files_and_mlflow_artifacts(report):
@@ -214,7 +240,7 @@ def test_best_config_reruns_only_the_best_variant(report):
 def test_missing_baseline_is_skipped_with_a_note_and_cli_writes_the_report(report, tmp_path):
     uri, parent, _ = report
     md = generate_report(uri, "rep", tmp_path / "out", parent_run_id=parent, baseline_variant="bc", reps=REPS,
-                         log_to_mlflow=False).read_text()
+                         log_to_mlflow=False).path.read_text()
     assert "no variant named 'bc'" in md and "Probability of improvement" not in md
     assert main(["rep", "--tracking-uri", uri, "--out", str(tmp_path / "cli"), "--baseline", "lamo",
                  "--reps", str(REPS)]) == 0
@@ -239,3 +265,83 @@ def test_trial_outcomes_read_back_every_trial_run(report):
     assert by_key[("lamo", 1, "stopped_by_scheduler")]["normalized_score"] == 99.0
     assert by_key[("dt", 1, "unfinished")]["step"] == 500
     assert all(r["trial"].startswith("t") for r in rows)
+
+
+# --------------------------------------------------------------------------- search, then confirm
+
+
+def _trial(uri, exp_id, parent, cfg, name, variant, stage, scores, outcome="completed", tables=None):
+    """One trial run with per-target histories ``scores`` and optional evaluation tables {step: DataFrame}."""
+    run_id = start_trial_run(uri, exp_id, parent, name, variant, cfg, trial_id=name, stage=stage)
+    logger = RunLogger(uri, run_id)
+    _log_evals(logger, scores)
+    for step, table in (tables or {}).items():
+        path = Path(tempfile.mkdtemp()) / f"step_{step:07d}.parquet"
+        table.to_parquet(path)
+        logger.log_artifact(path, "eval")
+    tags = {OUTCOME_TAG: outcome}
+    if outcome == "stopped_by_scheduler":
+        tags["lamo_ray.stopped_at_step"] = max(next(iter(scores.values())))
+    logger.set_tags(tags)
+    logger.finish("FINISHED")
+
+
+def test_search_then_confirm_is_scored_from_confirmation_trials_only(tmp_path):
+    sweep = dict(SWEEP, name="sc", seeds=[0], confirm={"top_k": 1, "seeds": [10, 11]})
+    sweep["base"] = dict(SWEEP["base"], data={"source": "lamo/reacher/mixed-v0", "sample_ratio": 0.1},
+                         train={"steps": STEPS, "eval_every": 100, "lr": {"grid": [1e-4, 1e-3]}})
+    cfg = SweepConfig.model_validate(sweep)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp_id, parent = start_sweep_run(uri, "sc", "sc", yaml.safe_dump(cfg.model_dump(), sort_keys=False),
+                                     expand_trials(cfg))
+    selection = [{"variant": v, "params": {"train.lr": 1e-3}, "rank": 1, "search_step": 1000.0,
+                  "search_score": 99.0, "search_seeds": [0]} for v in ("lamo", "dt")]
+    path = tmp_path / "confirm_selection.yaml"
+    path.write_text(yaml.safe_dump(selection))
+    RunLogger(uri, parent).log_artifact(path)
+    resolved = {(row["variant"], row["params"]["train.lr"]): row["config"] for row in expand_trials(cfg)}
+    for v in ("lamo", "dt"):   # the search: the picked configuration scored 99, the other was stopped
+        _trial(uri, exp_id, parent, resolved[(v, 1e-3)], f"s_{v}_hi", v, "search", _flat(99.0, 1000))
+        _trial(uri, exp_id, parent, resolved[(v, 1e-4)], f"s_{v}_lo", v, "search", _flat(1.0, 200),
+               outcome="stopped_by_scheduler")
+    for seed, (lamo, dt) in zip((10, 11), ((50, 40), (60, 44))):
+        for v, score in (("lamo", lamo), ("dt", dt)):
+            c = resolved[(v, 1e-3)].model_copy(update={"seed": seed})
+            _trial(uri, exp_id, parent, c, f"c_{v}_{seed}", v, "confirm", _flat(float(score), 1000))
+    text = generate_report(uri, "sc", tmp_path / "out", reps=REPS, log_to_mlflow=False).path.read_text()
+    rows = {r[0]: r for r in _table_rows(text, "variant | sample ratio | seeds")}
+    # mean of the confirmation seeds only: the search's 99s and the stopped 1s are not in it
+    assert rows["lamo (train.lr=0.001)"][2:4] == ["2", "55.00"] and rows["dt (train.lr=0.001)"][2:4] == ["2", "42.00"]
+    assert "lamo (train.lr=0.0001)" not in rows
+    assert "scored from the 4 confirmation trials only" in text and "## Search" in text
+    search = _table_rows(text, "variant | rank | configuration")
+    assert search[0][:3] == ["lamo", "1", "train.lr=0.001"]
+    trials = _table_rows(text, "trial")
+    assert sum(r[1] == "search" for r in trials) == 4 and sum(r[1] == "confirm" for r in trials) == 4
+
+
+def test_single_seed_arms_are_compared_over_their_episodes_and_say_so(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    sweep = dict(SWEEP, name="one", seeds=[0])
+    sweep["base"] = dict(SWEEP["base"], data={"source": "lamo/reacher/mixed-v0", "sample_ratio": 0.1})
+    cfg = SweepConfig.model_validate(sweep)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp_id, parent = start_sweep_run(uri, "one", "one", yaml.safe_dump(cfg.model_dump(), sort_keys=False),
+                                     expand_trials(cfg))
+    rng = np.random.default_rng(0)
+    episodes = {"lamo": rng.normal(60, 10, 20), "dt": rng.normal(50, 10, 20)}
+    for row in expand_trials(cfg):
+        v = row["variant"]
+        tables = {}
+        for step in (900, 1000):    # the final window; target 20 is the best, target 10 scores 0
+            tables[step] = pd.DataFrame({"target_return": [20.0] * 20 + [10.0] * 20, "seed": list(range(40)),
+                                         "return": 0.0, "normalized_score": list(episodes[v]) + [0.0] * 20})
+        mean = float(episodes[v].mean())
+        scores = {"20": {s: mean for s in EVAL_STEPS}, "10": {s: 0.0 for s in EVAL_STEPS}}
+        _trial(uri, exp_id, parent, row["config"], f"t_{v}", v, "main", scores, tables=tables)
+    text = generate_report(uri, "one", tmp_path / "out", reps=REPS, log_to_mlflow=False).path.read_text()
+    diff, (low, high) = difference_ci(episodes["lamo"], episodes["dt"])
+    assert f"difference {diff:+.1f}, 95% CI [{low:+.1f}, {high:+.1f}] (20 vs 20 episodes)" in text
+    assert "covers evaluation noise only" in text
