@@ -375,20 +375,36 @@ def episode_scores(client: MlflowClient, trial: TrialResult, window: float = FIN
     return table.groupby("seed")["normalized_score"].mean().to_numpy(dtype=float) if len(table) else None
 
 
+def _baseline_arm(complete: dict[tuple[str, float], ArmStats], variant_of: dict[str, str], baseline_variant: str,
+                  same_setting: str, ratio: float) -> ArmStats | None:
+    """The baseline's complete arm at ``ratio``: the one with the same other swept values
+    (``same_setting``) if it exists, else the baseline's only arm there (a confirmation stage confirms
+    each variant at its own best configuration); None otherwise."""
+    if (same_setting, ratio) in complete:
+        return complete[(same_setting, ratio)]
+    arms = [a for (label, r), a in complete.items() if r == ratio and variant_of[label] == baseline_variant]
+    return arms[0] if len(arms) == 1 else None
+
+
 def compare_with_baseline(stats: list[ArmStats], trials: list[TrialResult], baseline_variant: str,
                           episodes: Any = None) -> list[tuple[float, Comparison]]:
     """Every complete non-baseline arm vs the complete baseline arm at the same sample ratio (and other
-    swept values): `lamo_ray.intervals.compare` of their final scores over seeds; when each arm has
+    swept values, or the baseline's only arm there: `_baseline_arm`): `lamo_ray.intervals.compare`
+    of their final scores over seeds; when each arm has
     one seed, over the evaluation episodes (``episodes(trial) -> array or None``, `episode_scores`).
     Returns ``[(sample_ratio, Comparison)]``; incomplete arms are left out (the report says why)."""
     setting_of = {t.label: t.setting for t in trials}
+    variant_of = {t.label: t.variant for t in trials}
     complete = {(s.label, s.sample_ratio): s for s in stats if s.complete}
     out = []
     for (label, ratio), arm in sorted(complete.items()):
-        base_label = arm_label(baseline_variant, setting_of[label])
-        base = complete.get((base_label, ratio))
-        if label == base_label or base is None:
+        if variant_of[label] == baseline_variant:
             continue
+        base = _baseline_arm(complete, variant_of, baseline_variant, arm_label(baseline_variant, setting_of[label]),
+                             ratio)
+        if base is None:
+            continue
+        base_label = base.label
         if arm.n == 1 and base.n == 1 and episodes is not None:
             pick = lambda lab: next(t for t in trials if t.label == lab and t.sample_ratio == ratio  # noqa: E731
                                     and t.final_score is not None)
@@ -524,6 +540,10 @@ def best_config_yaml(sweep_yaml: str, best: ArmStats, trials: list[TrialResult])
     member = next(t for t in trials if t.label == best.label)
     raw["name"] = f"{raw['name']}-best"
     raw["variants"] = {member.variant: raw["variants"][member.variant]}
+    if raw.get("confirm"):  # the configuration is chosen: its seeds are the confirmation's, nothing to search
+        raw["seeds"] = raw.pop("confirm")["seeds"]
+        raw["scheduler"] = {**raw.get("scheduler", {}), "type": "fifo"}
+    raw.pop("confirm", None)
     set_path(raw["base"], RATIO_PARAM, best.sample_ratio)
     for path, value in member.setting:
         set_path(raw["base"], path, yaml.safe_load(value))

@@ -699,11 +699,22 @@ def format_selection(selection: list[dict[str, Any]]) -> str:
 
 
 def format_summary(summary: list[dict[str, Any]]) -> str:
-    cols = ["trial", "variant", "seed", "outcome", "step", "normalized_score"]
-    lines = [cols] + [[str(s.get(c, "")) if not isinstance(s.get(c), float) else f"{s[c]:.2f}" for c in cols]
-                      for s in summary]
-    widths = [max(len(l[i]) for l in lines) for i in range(len(cols))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(l, widths)) for l in lines)
+    """The closing per-trial table: stage, variant, seed, outcome, last evaluated step and its
+    normalized score with the 95% CI over that evaluation's episodes."""
+    import pandas as pd
+
+    def ci(row: dict[str, Any]) -> str:
+        low, high = row.get("ci_low"), row.get("ci_high")
+        if low is None or high is None or math.isnan(low) or math.isnan(high):
+            return "-"
+        return f"[{low:.1f}, {high:.1f}]"
+
+    table = pd.DataFrame([{"trial": r.get("trial"), "stage": r.get("stage", "main"), "variant": r.get("variant"),
+                           "seed": r.get("seed"), "outcome": r.get("outcome"),
+                           "step": "-" if r.get("step") is None else int(r["step"]),
+                           "last score": "-" if r.get("normalized_score") is None else f"{r['normalized_score']:.1f}",
+                           "95% CI (episodes)": ci(r)} for r in summary])
+    return table.to_string(index=False) if len(table) else "(no trials)"
 
 
 # --------------------------------------------------------------------------- CLI

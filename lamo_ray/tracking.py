@@ -631,7 +631,8 @@ def trial_outcomes(uri: str, experiment_id: str, parent_run_id: str,
 
     Row keys: ``trial`` (Ray trial id), ``stage``, ``variant``, ``seed``, ``outcome`` (``completed``,
     ``stopped_by_scheduler``, ``failed``, or ``unfinished`` when no outcome was tagged), ``step``
-    (last evaluated training step), ``normalized_score`` (the latest evaluation's), ``mlflow_run_id``.
+    (last evaluated training step), ``normalized_score`` (the latest evaluation's) with ``ci_low`` /
+    ``ci_high`` (its 95% CI over that evaluation's episodes, None if not logged), ``mlflow_run_id``.
 
     Raises:
         TrackingError: the tracking store is unreachable; the message says how to recover what
@@ -664,11 +665,15 @@ def _trial_outcomes(uri: str, experiment_id: str, parent_run_id: str) -> list[di
         if tags.get(ROLE_TAG) != "trial":
             continue
         last = _last_evaluation(client, run.info.run_id)
+        ci = [next((m.value for m in sorted(client.get_metric_history(run.info.run_id, f"{SCORE_METRIC}_ci_{side}"),
+                                            key=lambda m: m.timestamp, reverse=True) if m.step == last.step), None)
+              if last else None for side in ("low", "high")]
         seed = tags.get("seed")
         rows.append({"trial": tags.get(TRIAL_ID_TAG), "stage": tags.get(STAGE_TAG, "main"), "variant": tags.get("variant"),
                      "seed": int(seed) if seed is not None and seed.lstrip("-").isdigit() else seed,
                      "outcome": tags.get(OUTCOME_TAG, "unfinished"), "step": last.step if last else None,
-                     "normalized_score": last.value if last else None, "mlflow_run_id": run.info.run_id})
+                     "normalized_score": last.value if last else None,
+                     "ci_low": ci[0], "ci_high": ci[1], "mlflow_run_id": run.info.run_id})
     return rows
 
 

@@ -294,30 +294,36 @@ def test_search_then_confirm_is_scored_from_confirmation_trials_only(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     exp_id, parent = start_sweep_run(uri, "sc", "sc", yaml.safe_dump(cfg.model_dump(), sort_keys=False),
                                      expand_trials(cfg))
-    selection = [{"variant": v, "params": {"train.lr": 1e-3}, "rank": 1, "search_step": 1000.0,
-                  "search_score": 99.0, "search_seeds": [0]} for v in ("lamo", "dt")]
+    picked = {"lamo": 1e-3, "dt": 1e-4}     # each variant confirmed at its own best configuration
+    selection = [{"variant": v, "params": {"train.lr": lr}, "rank": 1, "search_step": 1000.0,
+                  "search_score": 99.0, "search_seeds": [0]} for v, lr in picked.items()]
     path = tmp_path / "confirm_selection.yaml"
     path.write_text(yaml.safe_dump(selection))
     RunLogger(uri, parent).log_artifact(path)
     resolved = {(row["variant"], row["params"]["train.lr"]): row["config"] for row in expand_trials(cfg)}
-    for v in ("lamo", "dt"):   # the search: the picked configuration scored 99, the other was stopped
-        _trial(uri, exp_id, parent, resolved[(v, 1e-3)], f"s_{v}_hi", v, "search", _flat(99.0, 1000))
-        _trial(uri, exp_id, parent, resolved[(v, 1e-4)], f"s_{v}_lo", v, "search", _flat(1.0, 200),
+    for v, lr in picked.items():   # the search: the picked configuration scored 99, the other was stopped
+        other = 1e-4 if lr == 1e-3 else 1e-3
+        _trial(uri, exp_id, parent, resolved[(v, lr)], f"s_{v}_hi", v, "search", _flat(99.0, 1000))
+        _trial(uri, exp_id, parent, resolved[(v, other)], f"s_{v}_lo", v, "search", _flat(1.0, 200),
                outcome="stopped_by_scheduler")
     for seed, (lamo, dt) in zip((10, 11), ((50, 40), (60, 44))):
         for v, score in (("lamo", lamo), ("dt", dt)):
-            c = resolved[(v, 1e-3)].model_copy(update={"seed": seed})
+            c = resolved[(v, picked[v])].model_copy(update={"seed": seed})
             _trial(uri, exp_id, parent, c, f"c_{v}_{seed}", v, "confirm", _flat(float(score), 1000))
     text = generate_report(uri, "sc", tmp_path / "out", reps=REPS, log_to_mlflow=False).path.read_text()
     rows = {r[0]: r for r in _table_rows(text, "variant | sample ratio | seeds")}
     # mean of the confirmation seeds only: the search's 99s and the stopped 1s are not in it
-    assert rows["lamo (train.lr=0.001)"][2:4] == ["2", "55.00"] and rows["dt (train.lr=0.001)"][2:4] == ["2", "42.00"]
-    assert "lamo (train.lr=0.0001)" not in rows
+    assert rows["lamo (train.lr=0.001)"][2:4] == ["2", "55.00"] and rows["dt (train.lr=0.0001)"][2:4] == ["2", "42.00"]
+    assert set(rows) == {"lamo (train.lr=0.001)", "dt (train.lr=0.0001)"}
     assert "scored from the 4 confirmation trials only" in text and "## Search" in text
     search = _table_rows(text, "variant | rank | configuration")
     assert search[0][:3] == ["lamo", "1", "train.lr=0.001"]
     trials = _table_rows(text, "trial")
     assert sum(r[1] == "search" for r in trials) == 4 and sum(r[1] == "confirm" for r in trials) == 4
+    diff, ci = difference_ci([50, 60], [40, 44])
+    comparison = _table_rows(text, "variant | baseline | sample ratio | difference")
+    assert comparison[0][:5] == ["lamo (train.lr=0.001)", "dt (train.lr=0.0001)", "0.1", f"{diff:+.2f}",
+                                 f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"]
 
 
 def test_single_seed_arms_are_compared_over_their_episodes_and_say_so(tmp_path):

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lamo_ray.config import expand_trials, load_sweep
-from lamo_ray.sweep import (TrialResources, _experiment_dir, _may_train_in_trial, _param_space, check_resources,
-                            format_trial_table, preflight, tune_max_failures)
+from lamo_ray.config import ConfigError, expand_trials, load_sweep, resolve_tune_config
+from lamo_ray.sweep import (PreflightError, TrialResources, _experiment_dir, _may_train_in_trial, _param_space,
+                            check_resources, format_trial_table, preflight, select_configurations, tune_max_failures)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -203,3 +203,46 @@ def test_cli_unreachable_tracking_server_fails_before_compute(tmp_path):
     proc = run_cli(path, cwd=tmp_path, env=env)
     assert proc.returncode == 2 and "127.0.0.1:9" in proc.stderr and "unreachable" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+# --------------------------------------------------------------------------- search, then confirm
+
+
+def confirm_sweep(tmp_path, **confirm):
+    path = sweep_file(tmp_path, seeds=[0, 1], variants={"a": {}, "b": {}},
+                      confirm={"top_k": 1, "seeds": [10, 11], **confirm})
+    raw = yaml.safe_load(path.read_text())
+    raw["base"]["train"] = {"lr": {"grid": [1e-4, 1e-3, 1e-2]}}
+    path.write_text(yaml.safe_dump(raw))
+    return load_sweep(path)
+
+
+def test_confirm_needs_fresh_seeds_and_something_to_select(tmp_path):
+    with pytest.raises(ConfigError, match=r"confirm.seeds must be fresh seeds: \[1\]"):
+        confirm_sweep(tmp_path, seeds=[1, 5])
+    with pytest.raises(ConfigError, match="no search domains"):
+        load_sweep(sweep_file(tmp_path, confirm={"seeds": [5]}))
+
+
+class FakeResult:
+    def __init__(self, variant, lr, seed, step, score):
+        self.config = {"variant": variant, "seed": seed, "stage": "search", "train.lr": lr}
+        self.metrics = {"step": step, "normalized_score": score} if step is not None else {}
+
+
+def test_selection_ranks_by_steps_reached_then_mean_score_and_confirms_with_the_picked_values(tmp_path):
+    sweep = confirm_sweep(tmp_path, top_k=2)
+    results = [FakeResult("a", 1e-4, 0, 100, 99.0), FakeResult("a", 1e-4, 1, 100, 98.0),   # stopped early
+               FakeResult("a", 1e-3, 0, 400, 50.0), FakeResult("a", 1e-3, 1, 400, 70.0),   # mean 60
+               FakeResult("a", 1e-2, 0, 400, 80.0), FakeResult("a", 1e-2, 1, None, None),  # one seed failed
+               FakeResult("b", 1e-3, 0, 400, 10.0)]
+    picked = select_configurations(sweep, results)
+    assert [(r["variant"], r["params"], r["rank"]) for r in picked] == [
+        ("a", {"train.lr": 1e-2}, 1), ("a", {"train.lr": 1e-3}, 2), ("b", {"train.lr": 1e-3}, 1)]
+    assert picked[1]["search_score"] == 60.0 and picked[1]["search_seeds"] == [0, 1]
+    # a confirmation trial's Tune config resolves to the picked values with its fresh seed
+    cfg = resolve_tune_config(sweep, {"point": {"variant": "a", "params": picked[0]["params"]}, "seed": 10,
+                                      "stage": "confirm"})
+    assert cfg.train.lr == 1e-2 and cfg.seed == 10
+    with pytest.raises(PreflightError, match="variant 'b'"):
+        select_configurations(sweep, results[:6])

@@ -54,7 +54,8 @@ def sweep_run(tmp_path_factory):
 def test_sweep_exits_zero_and_prints_summary(sweep_run):
     _, _, proc = sweep_run
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
-    assert "normalized_score" in proc.stdout
+    assert "last score" in proc.stdout and "95% CI (episodes)" in proc.stdout
+    assert "What the data support:" in proc.stdout
 
 
 def test_mlflow_holds_parent_and_one_run_per_trial(sweep_run):
@@ -111,3 +112,58 @@ def test_logged_checkpoint_reevaluates(sweep_run):
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert "normalized_score" in summary and "eval/target_-4/return_mean" in summary
     assert len(out.read_text().strip().splitlines()) == 1 + 3
+
+
+# --------------------------------------------------------------------------- search, then confirm
+
+REPO = Path(__file__).resolve().parents[1]
+SHORT = ["data.source=test/reacher/tiny-v0", "data.sample_ratio=1.0", "data.context_length=3", "model.n_layer=1",
+         "model.n_embd=32", "model.dropout=0.1", "train.lr={grid: [0.001, 0.003]}", "train.steps=20",
+         "train.batch_size=16", "train.warmup_steps=5", "train.eval_every=10", "train.log_every=5",
+         "train.cpus_per_worker=0.49", "eval.episodes=4", "eval.envs_per_actor=4", "scheduler.grace_period=10",
+         "confirm.seeds=[100, 101]"]
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory):
+    """sweeps/reacher_search.yaml, shortened: 2 variants x 2 learning rates searched under ASHA, then
+    each variant's best configuration confirmed with seeds 100 and 101."""
+    tmp = tmp_path_factory.mktemp("search")
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp / "minari"), MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
+               HF_HUB_OFFLINE="1")
+    env.pop("RAY_ADDRESS", None)
+    collect = subprocess.run([sys.executable, "-m", "lamo_ray.collect", "reacher", "--dataset-id", "test/reacher/tiny-v0",
+                              "--episodes", "40", "--ref-episodes", "10"], env=env, cwd=tmp,
+                             capture_output=True, text=True, timeout=300)
+    assert collect.returncode == 0, collect.stderr[-3000:]
+    args = [a for kv in SHORT + [f"storage_path={tmp / 'ray'}"] for a in ("--set", kv)]
+    proc = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(REPO / "sweeps" / "reacher_search.yaml"), *args],
+                          env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
+    return tmp, proc
+
+
+def test_search_then_confirm_runs_both_stages_in_one_parent_run(search_run):
+    tmp, proc = search_run
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    exp = client.get_experiment_by_name("reacher_search")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("lamo_ray.role") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("lamo_ray.role") == "trial"]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
+    search = [r for r in trials if r.data.tags["lamo_ray.stage"] == "search"]
+    confirm = [r for r in trials if r.data.tags["lamo_ray.stage"] == "confirm"]
+    assert len(search) == 4 and len(confirm) == 4
+    selection = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "confirm_selection.yaml",
+                                                               str(tmp))).read_text())
+    picked = {r["variant"]: r["params"]["train.lr"] for r in selection}
+    assert set(picked) == {"lamo", "dt"} and all(r["rank"] == 1 for r in selection)
+    for run in confirm:   # fresh seeds, the picked configuration, every one to the end
+        assert run.data.tags["seed"] in ("100", "101")
+        assert float(run.data.params["train.lr"]) == picked[run.data.tags["variant"]]
+        assert run.data.tags["lamo_ray.outcome"] == "completed"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "normalized_score")] == [10, 20]
+    report = Path(client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp))).read_text()
+    assert "scored from the 4 confirmation trials only" in report and "## Search" in report
+    assert "confirmation: re-running the search's best configurations" in proc.stdout
+    assert "What the data support:" in proc.stdout and "95% CI" in proc.stdout
