@@ -6,7 +6,8 @@ Ids as in the performance issue (README "Performance" has the latest table):
   B1  training samples/s of our DT (full fine-tune, linear embeddings) vs
       `transformers.DecisionTransformerModel` at the same shapes (batch 64, K=20, Kitchen dims state 60 /
       act 9, AdamW, clip 0.25): tiny (128 hidden, 3 layers, 1 head) and GPT-2-small (768, 12, 12).
-  B2  LoRA (rank 16, alpha 32, dropout 0.1, on c_attn) vs full fine-tuning samples/s of our model.
+  B2  LoRA (rank 16, alpha 32, dropout 0.1, separate Q/K/V adapters as LaMo's D4RL code) vs full
+      fine-tuning samples/s of our model; and the same LoRA vs one adapter on the fused c_attn.
   B3  training FLOP/s achieved / fp32 matmul FLOP/s of the same threads (a 2048^3 matmul into a preallocated
       output, alternated with the training step round by round). A step's FLOPs are
       counted by `torch.utils.flop_counter.FlopCounterMode` over one forward+backward (matmuls,
@@ -53,24 +54,27 @@ def _batch(B, K, S, A):
             "attention_mask": torch.ones(B, K)}
 
 
-def our_model(finetune: str, hidden: int, layers: int, heads: int, S: int, A: int, max_ep_len: int = 1000):
-    """Our `DecisionTransformer` (random-init GPT-2 architecture, linear embeddings) at a shape."""
+def our_model(finetune: str, hidden: int, layers: int, heads: int, S: int, A: int, max_ep_len: int = 1000,
+              fused_qkv: bool = False):
+    """Our `DecisionTransformer` (random-init GPT-2 architecture, linear embeddings) at a shape; LoRA
+    with separate Q/K/V adapters (LaMo D4RL) unless ``fused_qkv`` (one on c_attn: LaMo Atari)."""
     from lamo_ray.config import ModelConfig
     from lamo_ray.model import DecisionTransformer
 
     cfg = ModelConfig(backbone="gpt2", pretrained=False, n_layer=layers, n_embd=hidden, n_head=heads,
-                      embedding="linear", finetune=finetune)
+                      embedding="linear", finetune=finetune, lora={"fused_qkv": fused_qkv})
     return DecisionTransformer(cfg, (S,), A, max_ep_len)
 
 
-def ours_step_fn(finetune: str, hidden: int, layers: int, heads: int, B: int, K: int, S: int, A: int):
+def ours_step_fn(finetune: str, hidden: int, layers: int, heads: int, B: int, K: int, S: int, A: int,
+                 fused_qkv: bool = False):
     """A closure running one training step as `lamo_ray.train` does (its optimiser, loss and clip);
     returns the samples per call. ``.model`` and ``.batch`` are attached for FLOP counting."""
     from lamo_ray.config import TrainConfig
     from lamo_ray.model import action_loss
     from lamo_ray.train import make_optimizer
 
-    model = our_model(finetune, hidden, layers, heads, S, A).train()
+    model = our_model(finetune, hidden, layers, heads, S, A, fused_qkv=fused_qkv).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, TrainConfig())
     b = _batch(B, K, S, A)
@@ -349,7 +353,9 @@ def run_model_benchmarks(shape_name: str, shape: dict, dims: dict, rounds: int, 
     ours_lora = ours_step_fn("lora", h, L, H, B, K, S, A)
     rows = [compare(f"B1-{shape_name} ours/HF DT samples/s", ours_full, hf_step_fn(h, L, H, B, K, S, A), rounds,
                     seconds, warm),
-            compare(f"B2-{shape_name} LoRA/full samples/s", ours_lora, ours_full, rounds, seconds, warm)]
+            compare(f"B2-{shape_name} LoRA/full samples/s", ours_lora, ours_full, rounds, seconds, warm),
+            compare(f"B2-{shape_name} LoRA separate Q/K/V / fused c_attn samples/s", ours_lora,
+                    ours_step_fn("lora", h, L, H, B, K, S, A, fused_qkv=True), rounds, seconds, warm)]
     flops, lora_flops = step_flops(ours_full), step_flops(ours_lora)
     # A step at GPT-2-small shape takes ~10 s, so the peak is timed over at least 2 s per round too.
     b3_seconds = max(seconds, 0.5 if shape is not GPT2_SMALL else 2.0)

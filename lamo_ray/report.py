@@ -661,7 +661,7 @@ def plot_learning_curves(trials: list[TrialResult], path: Path, colors: dict[str
         ax.set_xlim(0, steps)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("normalized score (best target, x100)")
-    fig.suptitle("Learning curves: mean over seeds, band = 95% CI (over seeds; over episodes for one seed)",
+    fig.suptitle("Learning curves: mean over seeds\nband = 95% CI (over seeds; over episodes for one seed)",
                  fontsize=10)
     fig.savefig(path, dpi=110)
     return path

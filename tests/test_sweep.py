@@ -114,7 +114,7 @@ def test_param_space_has_variants_seeds_and_domains(tmp_path):
 
 
 def test_trial_table_lists_every_trial(tmp_path):
-    sweep = load_sweep(REPO / "sweeps" / "quickstart.yaml")
+    sweep = load_sweep(REPO / "sweeps" / "reacher.yaml")
     rows = expand_trials(sweep)
     lines = format_trial_table(rows).splitlines()
     assert len(lines) == 1 + len(rows) and "variant" in lines[0]
@@ -140,7 +140,7 @@ def test_cli_missing_dataset_fails_before_compute(tmp_path):
 
 
 @pytest.mark.parametrize("name, trials, dataset", [
-    ("quickstart", 4, "lamo/kitchen/complete-v0"),
+    ("quickstart", 6, "lamo/kitchen/complete-v0"),
     ("reacher", 8, "lamo/reacher/mixed-v0"),
     ("kitchen_local", 4, "lamo/kitchen/partial-v0"),
 ])
