@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow   # ~45 s: builds models and starts Ray for B4
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -15,5 +19,7 @@ def test_benchmarks_quick_run(tmp_path):
                            "--only", "B1", "B2", "B3", "B4", "B8", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
-    assert [r["id"].split()[0] for r in rows] == ["B1-tiny", "B2-tiny", "B3-tiny", "B3-tiny", "B8", "B4-tiny", "B4-tiny"]
+    assert [r["id"].split()[0] for r in rows] == ["B1-tiny", "B2-tiny", "B2-tiny", "B3-tiny", "B3-tiny", "B8", "B4-tiny",
+                                                  "B4-tiny"]
+    assert "separate Q/K/V / fused c_attn" in rows[2]["id"]
     assert all(math.isfinite(r["ratio"]) and r["ratio"] > 0 for r in rows)
