@@ -207,7 +207,7 @@ def b3_row(shape_name: str, step, flops: int, label: str, note: str, rounds: int
 def _kitchen_spec(model, K: int):
     from lamo_ray.config import TrialConfig
     from lamo_ray.envs import KITCHEN_ENV_ID
-    from lamo_ray.evaluate import PolicySpec
+    from lamo_ray.checkpoint import PolicySpec
 
     m = model.backbone.config
     trial = TrialConfig.model_validate({

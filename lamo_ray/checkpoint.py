@@ -22,12 +22,26 @@ import yaml
 from safetensors.torch import load_model, save_model
 
 from lamo_ray.config import ConfigError, TrialConfig, validate_trial
-from lamo_ray.evaluate import PolicySpec
 
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.pt"
 CONFIG_FILE = "config.yaml"
 POLICY_FILE = "policy.json"
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What a rollout actor needs to rebuild the model and its input normalisation.
+
+    ``state_mean`` / ``state_std`` have the flattened observation's shape; ``None`` for images.
+    """
+
+    trial: dict[str, Any]
+    state_shape: tuple[int, ...]
+    act_dim: int
+    discrete_actions: bool
+    state_mean: np.ndarray | None
+    state_std: np.ndarray | None
 
 
 class CheckpointError(ValueError):

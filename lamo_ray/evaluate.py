@@ -18,7 +18,6 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,25 +25,11 @@ import ray
 import torch
 from pydantic import ValidationError
 
+from lamo_ray.checkpoint import PolicySpec
 from lamo_ray.config import EvalConfig, TrialConfig, torch_threads
 from lamo_ray.envs import d4rl_ref_scores, flatten_observation, make_env
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PolicySpec:
-    """What a rollout actor needs to rebuild the model and its input normalisation.
-
-    ``state_mean`` / ``state_std`` have the flattened observation's shape; ``None`` for images.
-    """
-
-    trial: dict[str, Any]
-    state_shape: tuple[int, ...]
-    act_dim: int
-    discrete_actions: bool
-    state_mean: np.ndarray | None
-    state_std: np.ndarray | None
 
 
 def normalized_score(ret: float | np.ndarray, ref_min: float | None, ref_max: float | None):

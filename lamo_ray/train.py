@@ -31,12 +31,12 @@ import ray.train
 import ray.train.torch
 import torch
 
-from lamo_ray.checkpoint import (CheckpointError, load_checkpoint, load_optimizer_state, load_weights_into,
+from lamo_ray.checkpoint import (CheckpointError, PolicySpec, load_checkpoint, load_optimizer_state, load_weights_into,
                                  save_checkpoint)
 from lamo_ray.config import TrialConfig, torch_threads
 from lamo_ray.data import SegmentSampler, load_dataset, state_stats, subsample
 from lamo_ray.envs import evaluation_env_kwargs
-from lamo_ray.evaluate import Evaluator, PolicySpec, reference_scores
+from lamo_ray.evaluate import Evaluator, reference_scores
 from lamo_ray.model import DecisionTransformer, action_loss
 
 log = logging.getLogger(__name__)

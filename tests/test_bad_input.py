@@ -142,7 +142,8 @@ class Workspace:
         """A real checkpoint of a tiny random-init policy for Reacher-v5 (obs 10, action 2)."""
         from lamo_ray.checkpoint import save_checkpoint
         from lamo_ray.config import validate_trial
-        from lamo_ray.evaluate import PolicySpec, build_policy
+        from lamo_ray.checkpoint import PolicySpec
+        from lamo_ray.evaluate import build_policy
 
         cfg = validate_trial({"data": {"source": DATASET, "context_length": 3, "max_ep_len": 64},
                               "model": {"pretrained": False, "n_layer": 1, "n_embd": n_embd, "n_head": 1},

@@ -9,7 +9,8 @@ import torch
 from lamo_ray.checkpoint import (CheckpointError, load_checkpoint, load_optimizer_state, load_weights_into,
                                  resolve_checkpoint, save_checkpoint)
 from lamo_ray.config import validate_trial
-from lamo_ray.evaluate import PolicySpec, build_policy
+from lamo_ray.checkpoint import PolicySpec
+from lamo_ray.evaluate import build_policy
 
 
 def make(n_embd=16):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lamo_ray.config import EvalConfig, validate_trial
-from lamo_ray.evaluate import PolicySpec, Rollout, build_policy, normalized_score, reference_scores, summarize
+from lamo_ray.checkpoint import PolicySpec
+from lamo_ray.evaluate import Rollout, build_policy, normalized_score, reference_scores, summarize
 
 ENV = "Reacher-v5"
 

@@ -6,7 +6,8 @@ import ray
 import torch
 
 from lamo_ray.config import EvalConfig, validate_trial
-from lamo_ray.evaluate import Evaluator, PolicySpec, Rollout, build_policy
+from lamo_ray.checkpoint import PolicySpec
+from lamo_ray.evaluate import Evaluator, Rollout, build_policy
 
 
 @pytest.fixture(scope="module")
