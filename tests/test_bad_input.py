@@ -140,9 +140,8 @@ class Workspace:
 
     def checkpoint(self, name: str = "ckpt", n_embd: int = 8, env_id: str = "Reacher-v5") -> Path:
         """A real checkpoint of a tiny random-init policy for Reacher-v5 (obs 10, action 2)."""
-        from lamo_ray.checkpoint import save_checkpoint
+        from lamo_ray.checkpoint import PolicySpec, save_checkpoint
         from lamo_ray.config import validate_trial
-        from lamo_ray.checkpoint import PolicySpec
         from lamo_ray.evaluate import build_policy
 
         cfg = validate_trial({"data": {"source": DATASET, "context_length": 3, "max_ep_len": 64},
