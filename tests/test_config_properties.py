@@ -1,5 +1,7 @@
 """Property tests (hypothesis) for config overrides and validation."""
 
+import copy
+
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -25,6 +27,7 @@ def test_set_path_then_read_back(path, value):
 @given(st.dictionaries(keys, st.dictionaries(keys, scalars, max_size=3), max_size=3),
        st.dictionaries(keys, st.dictionaries(keys, scalars, max_size=3), max_size=3))
 def test_deep_merge_keeps_base_and_applies_overrides(base, over):
+    base_before, over_before = copy.deepcopy(base), copy.deepcopy(over)
     merged = deep_merge(base, over)
     for k, sub in over.items():
         for kk, v in sub.items():
@@ -33,7 +36,10 @@ def test_deep_merge_keeps_base_and_applies_overrides(base, over):
         for kk, v in sub.items():
             if kk not in over.get(k, {}):
                 assert merged[k][kk] == v
-    assert base == deep_merge(base, {})  # base is not mutated
+    assert base == base_before and over == over_before  # neither input is mutated
+    for sub in merged.values():  # the result shares no dict with the inputs: changing it leaves them alone
+        sub["__probe__"] = 1
+    assert base == base_before and over == over_before
 
 
 @given(st.floats(min_value=-10, max_value=10, allow_nan=False))
