@@ -23,8 +23,9 @@ import logging
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray.train
@@ -34,10 +35,15 @@ import torch
 from lamo_ray.checkpoint import (CheckpointError, PolicySpec, load_checkpoint, load_optimizer_state, load_weights_into,
                                  save_checkpoint)
 from lamo_ray.config import TrialConfig, torch_threads
-from lamo_ray.data import SegmentSampler, load_dataset, state_stats, subsample
+from lamo_ray.data.loading import load_dataset
+from lamo_ray.data.sampling import SegmentSampler
+from lamo_ray.data.trajectories import state_stats, subsample
 from lamo_ray.envs import evaluation_env_kwargs
 from lamo_ray.evaluate import Evaluator, reference_scores
 from lamo_ray.model import DecisionTransformer, action_loss
+
+if TYPE_CHECKING:
+    from lamo_ray.tracking import RunLogger
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +274,8 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                                      "data/num_transitions": dataset.num_transitions}, step=0)
         evaluator = Evaluator(spec, cfg.eval, env_id, refs, cfg.seed, env_kwargs=env_kwargs)
     setup.lap("services")
+    reporting = _Reporting(cfg, session, spec, env_id, env_kwargs, refs, evaluator, tracker,
+                           loop_config.get("mlflow_run_id") or "", counts["trainable_share"])
     if tracker is not None:
         tracker.log_metrics(setup.metrics(), step=start_step)
     log.info("rank %d setup: %s", rank, ", ".join(f"{k.split('/')[-1]} {v:.1f}" for k, v in setup.metrics().items()))
@@ -314,41 +322,79 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                 window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()
 
             if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
-                _evaluate_and_report(step, cfg, session, model, spec, env_id, env_kwargs, refs, evaluator, tracker,
-                                     optimizer, scheduler, loss.item(), train_time, counts, loop_config)
+                reporting.evaluate_and_report(step, model, optimizer, scheduler, loss.item(), train_time)
                 train_time = 0.0
     finally:  # also when Tune stops the trial (ASHA): its process may train the next trial
         if evaluator is not None:
             evaluator.shutdown()
 
 
-def _evaluate_and_report(step, cfg, session, model, spec, env_id, env_kwargs, refs, evaluator, tracker, optimizer,
-                         scheduler, last_loss, train_time, counts, loop_config) -> None:
-    """Rank 0: rollouts, MLflow, checkpoint; every rank: the session's report (a barrier under DDP)."""
-    metrics: dict[str, Any] = {"step": step, "train/action_loss": last_loss, "train/time_s": train_time,
-                               "mlflow_run_id": loop_config.get("mlflow_run_id") or "",
-                               "params/trainable_share": counts["trainable_share"],
-                               "steps_total": cfg.train.steps}
-    if session.rank != 0:
-        session.report(metrics)
-        return
-    module = model.module if hasattr(model, "module") else model
-    module.eval()
-    t0 = time.perf_counter()
-    summary, records = evaluator(module)
-    module.train()
-    summary["eval/time_s"] = time.perf_counter() - t0
-    metrics.update(summary)
-    with tempfile.TemporaryDirectory() as tmp:
-        if tracker is not None:
-            import pandas as pd
+@dataclass(frozen=True)
+class _Reporting:
+    """What a worker's evaluations and reports need besides the model's state, fixed before the
+    training loop.
 
-            table = Path(tmp) / f"step_{step:07d}.parquet"
-            pd.DataFrame(records).assign(step=step).to_parquet(table)
-            tracker.log_artifact(table, "eval")
-            tracker.log_metrics({**summary, "train/time_s": train_time}, step=step)
-        ckpt_dir = save_checkpoint(Path(tmp) / "checkpoint", model, spec, env_id, refs, step,
-                                   optimizer_state={"optimizer": optimizer.state_dict(),
-                                                    "scheduler": scheduler.state_dict()},
-                                   env_kwargs=env_kwargs)
-        session.report(metrics, checkpoint_dir=ckpt_dir, step=step)
+    Attributes:
+        cfg: the trial's configuration (``train.steps`` goes into every report).
+        session: where reports (and rank 0's checkpoints) go: `TrainSession` or `TuneTrialSession`.
+        spec: the policy's architecture and state normalisation, saved with each checkpoint.
+        env_id: the evaluation environment's Gymnasium id, saved with each checkpoint.
+        env_kwargs: its construction kwargs (`evaluation_env_kwargs`), saved with each checkpoint.
+        refs: (ref_min_score, ref_max_score) returns that normalise a score; None where unknown.
+        evaluator: rank 0's rollout actors; None on the other ranks.
+        tracker: rank 0's MLflow run logger (`lamo_ray.tracking.RunLogger`); None on the other ranks
+            or without an MLflow run.
+        mlflow_run_id: the trial's MLflow run id ("" without one), reported for Tune's callbacks.
+        trainable_share: fraction of the model's parameters that train (0..1).
+    """
+
+    cfg: TrialConfig
+    session: TrainSession | TuneTrialSession
+    spec: PolicySpec
+    env_id: str
+    env_kwargs: dict[str, Any]
+    refs: tuple[float | None, float | None]
+    evaluator: Evaluator | None
+    tracker: RunLogger | None
+    mlflow_run_id: str
+    trainable_share: float
+
+    def evaluate_and_report(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                            scheduler: torch.optim.lr_scheduler.LRScheduler, last_loss: float,
+                            train_time: float) -> None:
+        """Rank 0: rollouts, MLflow (per-episode table and summary at ``step``), checkpoint; every
+        rank: the session's report (a barrier under DDP).
+
+        Args:
+            step: the optimiser step just taken (1-based).
+            model: the policy being trained (may be DDP-wrapped); put back in train mode afterwards.
+            optimizer, scheduler: their states go into the checkpoint.
+            last_loss: the action loss of ``step``'s batch.
+            train_time: seconds spent in training steps since the previous report.
+        """
+        metrics: dict[str, Any] = {"step": step, "train/action_loss": last_loss, "train/time_s": train_time,
+                                   "mlflow_run_id": self.mlflow_run_id, "params/trainable_share": self.trainable_share,
+                                   "steps_total": self.cfg.train.steps}
+        if self.session.rank != 0:
+            self.session.report(metrics)
+            return
+        module = model.module if hasattr(model, "module") else model
+        module.eval()
+        t0 = time.perf_counter()
+        summary, records = self.evaluator(module)
+        module.train()
+        summary["eval/time_s"] = time.perf_counter() - t0
+        metrics.update(summary)
+        with tempfile.TemporaryDirectory() as tmp:
+            if self.tracker is not None:
+                import pandas as pd
+
+                table = Path(tmp) / f"step_{step:07d}.parquet"
+                pd.DataFrame(records).assign(step=step).to_parquet(table)
+                self.tracker.log_artifact(table, "eval")
+                self.tracker.log_metrics({**summary, "train/time_s": train_time}, step=step)
+            ckpt_dir = save_checkpoint(Path(tmp) / "checkpoint", model, self.spec, self.env_id, self.refs, step,
+                                       optimizer_state={"optimizer": optimizer.state_dict(),
+                                                        "scheduler": scheduler.state_dict()},
+                                       env_kwargs=self.env_kwargs)
+            self.session.report(metrics, checkpoint_dir=ckpt_dir, step=step)

@@ -1,0 +1,235 @@
+"""`lamo_ray.train.train_loop_per_worker` without Ray: a fake session (rank 0 of 1, records reports and
+copies their checkpoints), a fake `Evaluator` (no rollout actors) and a small in-memory dataset whose
+actions are a fixed function of the states, so the model can learn them in a few hundred steps."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import ray.train
+import torch
+from safetensors.torch import load_file
+
+from lamo_ray import train
+from lamo_ray.checkpoint import MODEL_FILE, load_checkpoint, load_optimizer_state
+from lamo_ray.data.sampling import SegmentSampler
+from lamo_ray.data.trajectories import Trajectory, TrajectoryDataset, state_stats
+from lamo_ray.model import action_loss
+from lamo_ray.train import NonFiniteLossError, train_loop_per_worker
+
+OBS_DIM, ACT_DIM, SEED = 10, 2, 3
+SUMMARY = {"normalized_score": 0.25, "normalized_score_ci_low": 0.2, "normalized_score_ci_high": 0.3,
+           "return_mean": -12.0}
+
+
+def learnable_dataset(n: int = 16, length: int = 24, nan_rewards: bool = False) -> TrajectoryDataset:
+    """``n`` trajectories of random states; each action is ``tanh(W s)`` for one fixed ``W``."""
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(OBS_DIM, ACT_DIM)).astype(np.float32) / math.sqrt(OBS_DIM)
+    trajectories = []
+    for _ in range(n):
+        states = rng.normal(size=(length, OBS_DIM)).astype(np.float32)
+        actions = np.tanh(states @ weights).astype(np.float32)
+        rewards = -np.abs(actions).sum(axis=1).astype(np.float32)
+        if nan_rewards:
+            rewards[:] = np.nan
+        trajectories.append(Trajectory(states, actions, rewards, terminated=False))
+    return TrajectoryDataset(trajectories, (OBS_DIM,), ACT_DIM, discrete_actions=False, ref_min_score=-40.0,
+                             ref_max_score=0.0, env_id=None, source="in-memory")
+
+
+def trial(steps: int, eval_every: int) -> dict[str, Any]:
+    return {"seed": SEED,
+            "data": {"source": "in-memory", "context_length": 4, "max_ep_len": 32, "rtg_scale": 10.0},
+            "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1,
+                      "dropout": 0.0, "finetune": "full"},
+            "train": {"steps": steps, "batch_size": 32, "lr": 1e-3, "warmup_steps": 10, "eval_every": eval_every,
+                      "log_every": 10},
+            "eval": {"env_id": "Reacher-v5", "episodes": 2, "target_returns": [0.0]}}
+
+
+class FakeSession:
+    """The `TrainSession` interface on one CPU process; ``report`` copies each checkpoint (the loop
+    deletes its own copy after the report) to ``<out>/checkpoint_<step>``."""
+
+    rank, world_size = 0, 1
+    device = torch.device("cpu")
+
+    def __init__(self, out: Path, checkpoint: Path | None = None):
+        self.out = out
+        self.checkpoint = checkpoint
+        self.started = time.time()
+        self.reports: list[tuple[dict[str, Any], Path | None]] = []
+        self.prepared: dict[str, torch.Tensor] = {}
+
+    def get_checkpoint(self):
+        return None if self.checkpoint is None else ray.train.Checkpoint.from_directory(str(self.checkpoint))
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        self.prepared = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return model
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None, step: int = 0) -> None:
+        saved = None
+        if checkpoint_dir is not None:
+            saved = self.out / f"checkpoint_{step:07d}"
+            shutil.copytree(checkpoint_dir, saved)
+        self.reports.append((dict(metrics), saved))
+
+    def steps(self) -> list[int]:
+        return [m["step"] for m, _ in self.reports]
+
+
+class FakeEvaluator:
+    """Stands in for the rollout actors: records the mode the policy was in and whether it was shut down."""
+
+    def __init__(self, spec, eval_cfg, env_id, refs, seed, env_kwargs=None):
+        self.env_id, self.refs = env_id, refs
+        self.policy_training: list[bool] = []
+        self.shut_down = False
+
+    def __call__(self, policy: torch.nn.Module):
+        self.policy_training.append(policy.training)
+        return dict(SUMMARY), [{"target_return": 0.0, "return": -12.0, "length": 50, "normalized_score": 0.25}]
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+class SpySampler(SegmentSampler):
+    """`SegmentSampler` that remembers every batch it drew and every reseed."""
+
+    instances: list[SpySampler] = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches: list[dict[str, np.ndarray]] = []
+        self.reseeds: list[Any] = []
+        SpySampler.instances.append(self)
+
+    def reseed(self, seed) -> None:
+        self.reseeds.append(seed)
+        super().reseed(seed)
+
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+        batch = super().sample(batch_size)
+        self.batches.append({k: v.copy() for k, v in batch.items()})
+        return batch
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    """Patch the loop's data source, rollout actors and sampler; returns (datasets by source, evaluators)."""
+    datasets = {"in-memory": learnable_dataset()}
+    evaluators: list[FakeEvaluator] = []
+
+    def make_evaluator(*args, **kwargs):
+        evaluators.append(FakeEvaluator(*args, **kwargs))
+        return evaluators[-1]
+
+    monkeypatch.setattr(train, "load_dataset", lambda source: datasets[source])
+    monkeypatch.setattr(train, "Evaluator", make_evaluator)
+    monkeypatch.setattr(train, "SegmentSampler", SpySampler)
+    monkeypatch.setattr(SpySampler, "instances", [])
+    threads = torch.get_num_threads()  # the loop sets it for its worker process
+    yield datasets, evaluators
+    torch.set_num_threads(threads)
+
+
+def run(tmp_path: Path, steps: int, eval_every: int, checkpoint: Path | None = None,
+        name: str = "run") -> FakeSession:
+    session = FakeSession(tmp_path / name, checkpoint)
+    session.out.mkdir()
+    train_loop_per_worker({"trial": trial(steps, eval_every)}, session)
+    return session
+
+
+def record_losses(monkeypatch, nan_at_step: int | None = None) -> list[float]:
+    """Wrap the loop's `action_loss`: returns the list of each step's loss (made NaN at step ``nan_at_step``)."""
+    losses: list[float] = []
+
+    def recording_loss(*args):
+        loss = action_loss(*args)
+        if len(losses) + 1 == nan_at_step:
+            loss = loss * float("nan")
+        losses.append(loss.item())
+        return loss
+
+    monkeypatch.setattr(train, "action_loss", recording_loss)
+    return losses
+
+
+def test_action_loss_decreases_on_a_learnable_dataset(tmp_path, fakes, monkeypatch):
+    losses = record_losses(monkeypatch)
+    session = run(tmp_path, steps=150, eval_every=50)
+    assert len(losses) == 150
+    early, late = np.mean(losses[:10]), np.mean(losses[-10:])
+    assert late < 0.3 * early, (early, late)
+    # each report carries the loss of its own step's batch
+    assert [m["train/action_loss"] for m, _ in session.reports] == [losses[49], losses[99], losses[149]]
+
+
+def test_nan_loss_fails_the_trial_naming_the_step(tmp_path, fakes, monkeypatch):
+    _, evaluators = fakes
+    record_losses(monkeypatch, nan_at_step=7)
+    session = FakeSession(tmp_path)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 7: action loss nan"):
+        train_loop_per_worker({"trial": trial(steps=20, eval_every=5)}, session)
+    assert session.steps() == [5]  # the NaN step is neither evaluated nor checkpointed
+    assert evaluators[0].shut_down  # the rollout actors are released on the way out
+
+
+def test_nan_rewards_in_the_data_fail_at_the_first_step(tmp_path, fakes):
+    datasets, _ = fakes
+    datasets["in-memory"] = learnable_dataset(nan_rewards=True)  # NaN returns-to-go
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 1:"):
+        train_loop_per_worker({"trial": trial(steps=5, eval_every=5)}, FakeSession(tmp_path))
+
+
+def test_reports_a_checkpoint_at_every_evaluation_and_at_the_last_step(tmp_path, fakes):
+    _, evaluators = fakes
+    session = run(tmp_path, steps=25, eval_every=10)
+    assert session.steps() == [10, 20, 25]
+    for metrics, ckpt in session.reports:
+        assert ckpt is not None and load_checkpoint(ckpt).step == metrics["step"]
+        assert load_checkpoint(ckpt).env_id == "Reacher-v5"
+        assert metrics["steps_total"] == 25 and metrics["mlflow_run_id"] == ""
+        assert {k: metrics[k] for k in SUMMARY} == SUMMARY
+        assert metrics["eval/time_s"] >= 0 and metrics["train/time_s"] > 0
+    [evaluator] = evaluators
+    assert evaluator.env_id == "Reacher-v5" and evaluator.refs == (-40.0, 0.0)
+    assert evaluator.policy_training == [False] * 3  # evaluated in eval mode (no dropout)
+    assert evaluator.shut_down
+
+
+def test_resume_continues_after_the_checkpoint_step_with_a_reseeded_sampler(tmp_path, fakes):
+    fresh = run(tmp_path, steps=25, eval_every=10, name="fresh")
+    fresh_sampler = SpySampler.instances[-1]
+    assert fresh_sampler.reseeds == [] and len(fresh_sampler.batches) == 25
+    at_10 = fresh.reports[0][1]
+
+    resumed = run(tmp_path, steps=25, eval_every=10, checkpoint=at_10, name="resumed")
+    sampler = SpySampler.instances[-1]
+    assert resumed.steps() == [20, 25]  # steps 11..25, the configured total
+    assert len(sampler.batches) == 15
+    assert sampler.reseeds == [[SEED, 0, 10]]
+    # new batches, not a replay of the fresh run's first ones, and reproducible from (seed, rank, step)
+    assert not np.array_equal(sampler.batches[0]["states"], fresh_sampler.batches[0]["states"])
+    dataset = learnable_dataset()
+    mean, std = state_stats(dataset)
+    expected = SegmentSampler(dataset, 4, 10.0, 32, mean, std, seed=0)
+    expected.reseed([SEED, 0, 10])
+    for key, value in expected.sample(32).items():
+        np.testing.assert_array_equal(sampler.batches[0][key], value, err_msg=key)
+    # the weights, optimiser and LR schedule continue from the checkpoint
+    saved = load_file(str(at_10 / MODEL_FILE))
+    assert saved and all(torch.equal(resumed.prepared[k], v) for k, v in saved.items())
+    state = load_optimizer_state(resumed.reports[-1][1])
+    assert state["scheduler"]["last_epoch"] == 25
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {25}
