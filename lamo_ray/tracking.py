@@ -18,43 +18,37 @@ trial processes into their own working directories.
 
 Tracking outages (`RunLogger`, `MLflowTrialFinalizer`, `finish_sweep_run`): a write the tracking
 store cannot take (connection refused or reset, timeout, 5xx, database unavailable) never fails
-the trial or the sweep. It is appended to an outbox (`Outbox`: one fsync'd JSON-lines file per run,
-by default ``<storage_path>/<sweep>_train/mlflow_outbox/``) with its original timestamps, and the
-next successful write to that run first sends the outbox in order. What is still there at the end
-is sent with ``python -m lamo_ray.tracking replay DIR [--tracking-uri URI]`` (idempotent: a
-persisted offset marks what was sent). Each write waits at most `HTTP_BUDGET` (MLflow's HTTP
-retries shortened for these writes only); while the server is known to be down, writes go straight
-to the outbox and the server is probed every `PROBE_INTERVAL_S` seconds. One warning per outage.
+the trial or the sweep. It is appended to an outbox (`lamo_ray.outbox.Outbox`: one fsync'd
+JSON-lines file per run, by default ``<storage_path>/<sweep>_train/mlflow_outbox/``) with its
+original timestamps, and the next successful write to that run first sends the outbox in order.
+What is still there at the end is sent with ``python -m lamo_ray.tracking replay DIR
+[--tracking-uri URI]`` (idempotent: a persisted offset marks what was sent). Each write waits at
+most `lamo_ray.outbox.HTTP_BUDGET` (MLflow's HTTP retries shortened for these writes only); while
+the server is known to be down, writes go straight to the outbox and the server is probed every
+`PROBE_INTERVAL_S` seconds. One warning per outage.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
-import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import requests
 import yaml
-from mlflow.entities import Metric, Param, RunStatus, RunTag
-from mlflow.exceptions import MlflowException
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from lamo_ray.config import TrialConfig, asdict_flat, resolve_tune_config, tune_variant_and_params
+from lamo_ray.outbox import DEFAULT_OUTBOX, Outbox, outage_tolerant, replay, send_record
 
 log = logging.getLogger(__name__)
 
@@ -177,219 +171,10 @@ def start_trial_run(uri: str, experiment_id: str, parent_run_id: str | None, tri
 
 # --------------------------------------------------------------------------- tracking outages
 
-#: MLflow's HTTP settings for `RunLogger` writes (MLflow reads them from the environment at each
-#: request; its defaults retry 7 times with back-off, ~4 min per call on a dead server). A refused
-#: connection now fails in well under a second and a hung server after 2 x 10 s; the outbox is the
-#: retry. Variables the user has set themselves win.
-HTTP_BUDGET = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-               "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 #: While a tracking server is down, writes go straight to the outbox; every this many seconds the
 #: next write probes ``<uri>/health`` (2 s timeout) and, if it answers, sends the outbox and itself.
 PROBE_INTERVAL_S = 30.0
-DEFAULT_OUTBOX = Path.home() / ".cache" / "lamo_ray" / "mlflow_outbox"
-_TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
 _down_until: dict[str, float] = {}  # tracking URI -> monotonic time of the next probe (this process)
-
-
-def is_outage(err: BaseException) -> bool:
-    """Is ``err`` the tracking store being unreachable or overloaded (retry later), rather than a
-    rejected write (bad value, deleted run: retrying would fail the same way)?
-
-    MLflow turns refused/reset connections, timeouts and exhausted 5xx retries into an
-    `MlflowException` with ``INTERNAL_ERROR``, and a database it cannot reach into
-    ``TEMPORARILY_UNAVAILABLE``; artifact uploads raise `requests` errors."""
-    if isinstance(err, MlflowException):
-        return err.error_code in _TRANSIENT_CODES
-    if isinstance(err, requests.HTTPError) and err.response is not None:
-        return err.response.status_code >= 500 or err.response.status_code in (408, 429)
-    return isinstance(err, (requests.RequestException, ConnectionError, TimeoutError))
-
-
-@contextlib.contextmanager
-def _http_budget() -> Iterator[None]:
-    """`HTTP_BUDGET` for the MLflow calls inside (variables already set are left alone)."""
-    added = [k for k in HTTP_BUDGET if k not in os.environ]
-    os.environ.update({k: HTTP_BUDGET[k] for k in added})
-    try:
-        yield
-    finally:
-        for k in added:
-            os.environ.pop(k, None)
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)  # same file system (Ray checkpoints next to the outbox): no copy
-    except OSError:
-        shutil.copy2(src, dst)
-        with open(dst, "rb+") as f:
-            os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class Outbox:
-    """MLflow writes that could not be made, kept on disk in call order until they are sent.
-
-    ``<dir>/<run_id>.jsonl``: one JSON record per call (``kind`` = metrics / params / tags /
-    artifact / status, ``uri``, ``run_id``, ``timestamp`` in ms of the original call, and
-    ``step`` + ``values``, ``values``, ``path`` + ``artifact_path`` + ``is_dir``, or ``status``),
-    each appended with fsync. ``<run_id>.jsonl.sent`` holds the byte offset already sent, updated
-    after every record, so a send that stops half-way (or a replay run twice) never sends a record
-    twice; the files go once everything is sent. Artifacts are copied (hard-linked when possible)
-    to ``artifacts/`` because the caller's file may be temporary. Records the store rejects for
-    good (not an outage) move to ``<run_id>.rejected.jsonl`` with the error instead of blocking
-    the queue. All changes hold an flock on ``<dir>/.lock``, so the Train worker, the sweep
-    driver and ``replay`` can share a directory.
-    """
-
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-
-    def file(self, run_id: str) -> Path:
-        return self.directory / f"{run_id}.jsonl"
-
-    def files(self) -> list[Path]:
-        return sorted(p for p in self.directory.glob("*.jsonl") if not p.name.endswith(".rejected.jsonl"))
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def append(self, record: dict[str, Any]) -> None:
-        """Write ``record`` durably at the end of its run's file (artifacts are copied first)."""
-        with self._locked():
-            if record["kind"] == "artifact" and Path(record["path"]).is_absolute():
-                src = Path(record["path"])
-                rel = Path("artifacts") / uuid.uuid4().hex / src.name
-                (self.directory / rel).parent.mkdir(parents=True)
-                if record["is_dir"]:
-                    shutil.copytree(src, self.directory / rel, copy_function=_link_or_copy)
-                else:
-                    _link_or_copy(str(src), str(self.directory / rel))
-                record = {**record, "path": str(rel)}
-            path = self.file(record["run_id"])
-            new = not path.exists()
-            torn = False  # a writer that died mid-line left no newline: start a new line
-            if not new and path.stat().st_size:
-                with open(path, "rb") as f:
-                    f.seek(-1, os.SEEK_END)
-                    torn = f.read(1) != b"\n"
-            with open(path, "ab") as f:
-                f.write((b"\n" if torn else b"") + json.dumps(record).encode() + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-            if new:
-                _fsync_dir(self.directory)
-
-    def pending(self) -> dict[str, int]:
-        """Unsent records per run id."""
-        counts = {}
-        for path in self.files():
-            with open(path, "rb") as f:
-                f.seek(self._offset(path))
-                n = sum(1 for line in f if line.strip())
-            if n:
-                counts[path.stem] = n
-        return counts
-
-    @staticmethod
-    def _offset(path: Path) -> int:
-        try:
-            return int(Path(f"{path}.sent").read_text())
-        except (OSError, ValueError):
-            return 0
-
-    @staticmethod
-    def _save_offset(path: Path, offset: int) -> None:
-        tmp = Path(f"{path}.sent.tmp")
-        with open(tmp, "w") as f:
-            f.write(str(offset))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, f"{path}.sent")
-
-    def flush(self, run_id: str, send: Callable[[dict[str, Any]], None]) -> int:
-        """Send the run's records in order with ``send``; returns how many were sent.
-
-        Raises:
-            Exception: the first outage error `send` raised (`is_outage`); the records from that
-                one on stay in the outbox.
-        """
-        path = self.file(run_id)
-        if not path.exists():
-            return 0
-        sent = 0
-        with self._locked():
-            if not path.exists():
-                return 0
-            offset = self._offset(path)
-            with open(path, "rb") as f:
-                f.seek(offset)
-                for line in f:
-                    if line.strip():
-                        try:
-                            record = json.loads(line)
-                            send(record)
-                        except Exception as err:  # noqa: BLE001 - sorted into outage / rejected
-                            if is_outage(err):
-                                raise
-                            self._reject(line, err)
-                        else:
-                            sent += 1
-                            if record["kind"] == "artifact" and not Path(record["path"]).is_absolute():
-                                shutil.rmtree((self.directory / record["path"]).parent, ignore_errors=True)
-                    offset += len(line)
-                    self._save_offset(path, offset)
-            path.unlink()
-            Path(f"{path}.sent").unlink(missing_ok=True)
-            _fsync_dir(self.directory)
-        return sent
-
-    def _reject(self, line: bytes, err: Exception) -> None:
-        try:
-            record: Any = json.loads(line)
-        except ValueError:
-            record, run_id = line.decode(errors="replace"), "unreadable"
-        else:
-            run_id = record.get("run_id", "unreadable")
-        log.warning("MLflow rejected an outbox record for run %s (kept in %s): %s", run_id,
-                    self.directory / f"{run_id}.rejected.jsonl", err)
-        with open(self.directory / f"{run_id}.rejected.jsonl", "a") as f:
-            f.write(json.dumps({"record": record, "error": f"{type(err).__name__}: {err}"}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def send_record(client: MlflowClient, record: dict[str, Any], base: Path) -> None:
-    """Make the MLflow call an outbox record stands for (artifact paths are relative to ``base``)."""
-    run_id, kind = record["run_id"], record["kind"]
-    if kind == "metrics":
-        client.log_batch(run_id, metrics=[Metric(k, v, record["timestamp"], record["step"])
-                                          for k, v in record["values"].items()])
-    elif kind == "params":
-        client.log_batch(run_id, params=[Param(k, v) for k, v in record["values"].items()])
-    elif kind == "tags":
-        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in record["values"].items()])
-    elif kind == "artifact":
-        log_fn = client.log_artifacts if record["is_dir"] else client.log_artifact
-        log_fn(run_id, str(base / record["path"]), record["artifact_path"])
-    elif kind == "status":
-        client.set_terminated(run_id, record["status"], end_time=record["timestamp"])
-    else:
-        raise ValueError(f"unknown outbox record kind {kind!r}")
 
 
 def _reachable(uri: str) -> bool:
@@ -436,16 +221,20 @@ class RunLogger:
             self._write({"kind": "metrics", "step": int(step), "values": values})
 
     def log_params(self, params: dict[str, Any]) -> None:
+        """Log params (values as strings, cut to MLflow's 6000 characters)."""
         self._write({"kind": "params", "values": {k: str(v)[:6000] for k, v in params.items()}})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
+        """Set tags (values as strings)."""
         self._write({"kind": "tags", "values": {k: str(v) for k, v in tags.items()}})
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload the file ``path`` into the run's ``artifact_path`` folder (default: the root)."""
         self._write({"kind": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path,
                      "is_dir": False})
 
     def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
+        """Upload the contents of ``directory`` into the run's ``artifact_path`` folder (default: the root)."""
         self._write({"kind": "artifact", "path": str(Path(directory).resolve()), "artifact_path": artifact_path,
                      "is_dir": True})
 
@@ -459,23 +248,18 @@ class RunLogger:
     def _write(self, fields: dict[str, Any]) -> None:
         record = {**fields, "uri": self.uri, "run_id": self.run_id, "timestamp": int(time.time() * 1000)}
         if _reachable(self.uri):
-            try:
-                with _http_budget():
-                    flushed = self.outbox.flush(self.run_id, self._send)
-                    self._send(record)
-            except Exception as err:
-                if not is_outage(err):
-                    raise
-                if self.uri not in _down_until:
-                    log.warning("MLflow tracking at %s is unreachable (%s); training continues and what cannot be "
-                                "logged waits in %s, sent when the server is back (or: python -m lamo_ray.tracking "
-                                "replay %s)", self.uri, str(err)[:300], self.outbox.directory, self.outbox.directory)
-                _down_until[self.uri] = time.monotonic() + PROBE_INTERVAL_S
-            else:
+            with outage_tolerant() as outage:
+                flushed = self.outbox.flush(self.run_id, self._send)
+                self._send(record)
                 if _down_until.pop(self.uri, None) is not None or flushed:
                     log.warning("MLflow tracking at %s is reachable again; sent %d queued record(s) of run %s",
                                 self.uri, flushed, self.run_id)
                 return
+            if self.uri not in _down_until:
+                log.warning("MLflow tracking at %s is unreachable (%s); training continues and what cannot be "
+                            "logged waits in %s, sent when the server is back (or: python -m lamo_ray.tracking "
+                            "replay %s)", self.uri, outage.detail, self.outbox.directory, self.outbox.directory)
+            _down_until[self.uri] = time.monotonic() + PROBE_INTERVAL_S
         self.outbox.append(record)
 
 
@@ -566,16 +350,11 @@ class MLflowTrialFinalizer(Callback):
 
     def _last_logged_eval_step(self, run_id: str) -> int | None:
         """The highest step at which the run logged ``normalized_score``; None if none or MLflow is down."""
-        if not _reachable(self.uri):
-            return None
-        try:
-            with _http_budget():
+        if _reachable(self.uri):
+            with outage_tolerant():
                 last = _last_evaluation(MlflowClient(self.uri), run_id)
-        except Exception as err:
-            if not is_outage(err):
-                raise
-            return None
-        return last.step if last else None
+                return last.step if last else None
+        return None
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         run_id = (trial.last_result or {}).get("mlflow_run_id")
@@ -596,32 +375,23 @@ class MLflowTrialFinalizer(Callback):
         sweep = getattr(self, "sweep", None)  # a finalizer unpickled from an older sweep has no sweep
         if sweep is None or not getattr(self, "experiment_id", None) or not _reachable(self.uri):
             return None
-        try:
-            cfg = resolve_tune_config(sweep, trial.config)
-            variant, _ = tune_variant_and_params(trial.config)
-            with _http_budget():
-                return start_trial_run(self.uri, self.experiment_id, self.parent_run_id, str(trial), variant, cfg,
-                                       trial_id=trial.trial_id, stage=trial.config.get("stage", "main"))
-        except Exception as err:
-            if not is_outage(err):
-                raise
-            log.warning("MLflow tracking at %s is unreachable: failed trial %s gets no run (%s)", self.uri,
-                        trial.trial_id, str(err)[:300])
-            return None
+        cfg = resolve_tune_config(sweep, trial.config)
+        variant, _ = tune_variant_and_params(trial.config)
+        with outage_tolerant(f"MLflow tracking at {self.uri} is unreachable: failed trial {trial.trial_id} "
+                             "gets no run"):
+            return start_trial_run(self.uri, self.experiment_id, self.parent_run_id, str(trial), variant, cfg,
+                                   trial_id=trial.trial_id, stage=trial.config.get("stage", "main"))
+        return None
 
     def _lookup(self, trial_id: str) -> str | None:
-        try:
-            with _http_budget():
-                runs = MlflowClient(self.uri).search_runs(
-                    [e.experiment_id for e in MlflowClient(self.uri).search_experiments()],
-                    filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}'", max_results=1)
-        except Exception as err:
-            if not is_outage(err):
-                raise
-            log.warning("MLflow tracking at %s is unreachable: the run of failed trial %s cannot be found and "
-                        "stays RUNNING (%s)", self.uri, trial_id, str(err)[:300])
-            return None
-        return runs[0].info.run_id if runs else None
+        """The run of a Tune trial in any experiment; None if there is none or MLflow is down."""
+        with outage_tolerant(f"MLflow tracking at {self.uri} is unreachable: the run of failed trial {trial_id} "
+                             "cannot be found and stays RUNNING"):
+            client = MlflowClient(self.uri)
+            runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                      filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}'", max_results=1)
+            return runs[0].info.run_id if runs else None
+        return None
 
 
 def trial_outcomes(uri: str, experiment_id: str, parent_run_id: str,
@@ -638,16 +408,13 @@ def trial_outcomes(uri: str, experiment_id: str, parent_run_id: str,
         TrackingError: the tracking store is unreachable; the message says how to recover what
             waits in ``outbox_dir``.
     """
-    try:
+    with outage_tolerant(http_budget=False) as outage:  # the sweep's outcome table needs this read
         return _trial_outcomes(uri, experiment_id, parent_run_id)
-    except Exception as err:
-        if not is_outage(err):
-            raise
-        outbox = outbox_dir or DEFAULT_OUTBOX
-        raise TrackingError(f"MLflow tracking store {uri!r} is unreachable at the end of the sweep "
-                            f"({str(err)[:300]}); the trials' results that could not be logged wait in {outbox}: "
-                            f"once it is back, run `python -m lamo_ray.tracking replay {outbox}` and then "
-                            "`python -m lamo_ray.report SWEEP_NAME` for the report") from None
+    outbox = outbox_dir or DEFAULT_OUTBOX
+    raise TrackingError(f"MLflow tracking store {uri!r} is unreachable at the end of the sweep "
+                        f"({outage.detail}); the trials' results that could not be logged wait in {outbox}: "
+                        f"once it is back, run `python -m lamo_ray.tracking replay {outbox}` and then "
+                        "`python -m lamo_ray.report SWEEP_NAME` for the report")
 
 
 def _last_evaluation(client: MlflowClient, run_id: str) -> Metric | None:
@@ -704,34 +471,9 @@ def finish_sweep_run(uri: str, run_id: str, summary: list[dict[str, Any]], wall_
 # --------------------------------------------------------------------------- CLI
 
 
-def replay(path: str | Path, tracking_uri: str | None = None) -> tuple[int, dict[str, int]]:
-    """Send what an outbox (a directory, or one ``<run_id>.jsonl`` in it) holds, in order, to each
-    record's tracking URI (or ``tracking_uri``). Returns (records sent, records left per run id)."""
-    path = Path(path)
-    one_file = path.is_file()
-    outbox = Outbox(path.parent if one_file else path)
-    files = [path] if one_file else outbox.files()
-    clients: dict[str, MlflowClient] = {}
-
-    def send(record: dict[str, Any]) -> None:
-        uri = tracking_uri or record["uri"]
-        send_record(clients.setdefault(uri, MlflowClient(uri)), record, outbox.directory)
-
-    sent = 0
-    for file in files:
-        try:
-            with _http_budget():
-                sent += outbox.flush(file.stem, send)
-        except Exception as err:
-            if not is_outage(err):
-                raise
-            log.warning("outbox %s: tracking store unreachable, %s stays (%s)", outbox.directory, file.name,
-                        str(err)[:300])
-    left = outbox.pending()
-    return sent, {k: v for k, v in left.items() if not one_file or k == path.stem}
-
-
 def main(argv: list[str] | None = None) -> int:
+    """``python -m lamo_ray.tracking replay OUTBOX [--tracking-uri URI]`` (`lamo_ray.outbox.replay`).
+    Returns the exit code: 0 everything sent, 1 records left (server still unreachable), 2 no outbox."""
     p = argparse.ArgumentParser(prog="python -m lamo_ray.tracking",
                                 description="Tracking utilities: send MLflow writes kept in an outbox during an outage.")
     sub = p.add_subparsers(dest="command", required=True)

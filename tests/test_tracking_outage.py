@@ -19,11 +19,13 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from lamo_ray import tracking
-from lamo_ray.tracking import (OUTCOME_TAG, MLflowTrialFinalizer, Outbox, RunLogger, TrackingError, finish_sweep_run,
+from lamo_ray.outbox import HTTP_BUDGET, Outbox, outage_tolerant
+from lamo_ray.tracking import (OUTCOME_TAG, MLflowTrialFinalizer, RunLogger, TrackingError, finish_sweep_run,
                                trial_outcomes)
 
 BIN = Path(sys.executable).parent
@@ -88,7 +90,7 @@ def mlflow_server(tmp_path_factory):
 @pytest.fixture
 def server(mlflow_server, monkeypatch):
     """The module's server, running (each test kills and restarts it)."""
-    for var in tracking.HTTP_BUDGET:  # the budget applies only where the user has not set these
+    for var in HTTP_BUDGET:  # the budget applies only where the user has not set these
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(tracking, "_down_until", {})  # outage state is per process: start clean
     monkeypatch.setattr(tracking, "PROBE_INTERVAL_S", 0.5)
@@ -248,8 +250,8 @@ def test_outage_until_the_end_is_recovered_by_replay(server, tmp_path, caplog, m
 
 def test_hung_server_blocks_a_write_only_for_the_http_budget(server, tmp_path, monkeypatch):
     """SIGSTOP: connections are accepted but never answered, so each attempt waits for the timeout
-    (10 s in `HTTP_BUDGET`, 2 s here to keep the test short): 2 attempts, then the outbox."""
-    monkeypatch.setitem(tracking.HTTP_BUDGET, "MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    (10 s in `lamo_ray.outbox.HTTP_BUDGET`, 2 s here to keep the test short): 2 attempts, then the outbox."""
+    monkeypatch.setitem(HTTP_BUDGET, "MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     monkeypatch.setattr(tracking, "PROBE_INTERVAL_S", 5.0)
     run_id = new_run(server.uri)
     outbox = tmp_path / "outbox"
@@ -302,3 +304,26 @@ def test_flush_resumes_after_the_last_record_sent_and_sets_rejected_records_asid
     assert sent == records[:2] + records[3:]
     assert outbox.pending() == {} and not outbox.file("r").exists()
     assert outbox.flush("r", sent.append) == 0
+
+
+def test_outage_tolerant_catches_only_outages_within_the_budget(monkeypatch, caplog):
+    """The one guard every tolerant MLflow call goes through: an outage is kept and logged, the code after
+    the block runs; a rejected call still raises; the budget is set only inside and never over the user's."""
+    for var in HTTP_BUDGET:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "99")
+    caplog.set_level(logging.WARNING, logger="lamo_ray.outbox")
+    with outage_tolerant("run r stays queued") as outage:
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "99"
+        raise MlflowException("API request failed: connection refused")  # INTERNAL_ERROR: an outage
+    assert isinstance(outage.error, MlflowException)
+    assert [r.getMessage() for r in caplog.records] == ["run r stays queued (API request failed: connection refused)"]
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "99"
+
+    with pytest.raises(MlflowException, match="bad value"), outage_tolerant("never logged"):
+        raise MlflowException("bad value", error_code=INVALID_PARAMETER_VALUE)  # rejected: retrying cannot help
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ and len(caplog.records) == 1
+    with outage_tolerant(http_budget=False) as outage:
+        assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    assert outage.error is None
