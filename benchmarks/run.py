@@ -124,7 +124,8 @@ def hf_step_fn(hidden: int, layers: int, heads: int, B: int, K: int, S: int, A: 
 
 def sampler_fn(B: int, K: int, S: int, A: int):
     """Segment sampling from a synthetic 200k-transition dataset (200 trajectories of 1000 steps)."""
-    from lamo_ray.data import SegmentSampler, Trajectory, TrajectoryDataset, state_stats
+    from lamo_ray.data.sampling import SegmentSampler
+    from lamo_ray.data.trajectories import Trajectory, TrajectoryDataset, state_stats
 
     rng = np.random.default_rng(0)
     trajs = [Trajectory(rng.standard_normal((1000, S)).astype(np.float32),
@@ -206,7 +207,7 @@ def b3_row(shape_name: str, step, flops: int, label: str, note: str, rounds: int
 
 def _kitchen_spec(model, K: int):
     from lamo_ray.config import TrialConfig
-    from lamo_ray.envs import KITCHEN_ENV_ID
+    from lamo_ray.domains.kitchen import ENV_ID as KITCHEN_ENV_ID
     from lamo_ray.checkpoint import PolicySpec
 
     m = model.backbone.config
@@ -215,7 +216,7 @@ def _kitchen_spec(model, K: int):
         "model": {"backbone": "gpt2", "pretrained": False, "n_layer": m.num_hidden_layers, "n_embd": m.hidden_size,
                   "n_head": m.num_attention_heads, "embedding": "linear", "finetune": "full"},
     })
-    spec = PolicySpec(trial=trial.model_dump(), state_shape=(60,), act_dim=9, discrete_actions=False,
+    spec = PolicySpec(trial=trial, state_shape=(60,), act_dim=9, discrete_actions=False,
                       state_mean=np.zeros(60, np.float32), state_std=np.ones(60, np.float32))
     return spec, KITCHEN_ENV_ID
 
@@ -224,7 +225,8 @@ def lamo_loop_env_steps(model, K: int, episode_steps: int, episodes: int, seed: 
     """Env-steps/s of LaMo's sequential evaluation: one env; every step one batch-1 forward over the
     full (left-padded) K-step context (LaMo ``evaluate_episodes.evaluate_episode_rtg`` /
     ``DecisionTransformer.get_action``)."""
-    from lamo_ray.envs import KITCHEN_ENV_ID, flatten_observation, make_env
+    from lamo_ray.domains.kitchen import ENV_ID as KITCHEN_ENV_ID
+    from lamo_ray.envs import flatten_observation, make_env
 
     env = make_env(KITCHEN_ENV_ID, max_episode_steps=episode_steps)
     model.eval()
@@ -261,7 +263,8 @@ def lamo_loop_env_steps(model, K: int, episode_steps: int, episodes: int, seed: 
 
 def env_only_steps(seconds: float) -> float:
     """FrankaKitchen-v1 env-steps/s of one process with zero actions (as `lamo_ray.envs.make_env` builds it)."""
-    from lamo_ray.envs import KITCHEN_ENV_ID, make_env
+    from lamo_ray.domains.kitchen import ENV_ID as KITCHEN_ENV_ID
+    from lamo_ray.envs import make_env
 
     env = make_env(KITCHEN_ENV_ID)
     env.reset(seed=0)

@@ -31,12 +31,12 @@ POLICY_FILE = "policy.json"
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """What a rollout actor needs to rebuild the model and its input normalisation.
-
-    ``state_mean`` / ``state_std`` have the flattened observation's shape; ``None`` for images.
+    """What a rollout actor needs to rebuild the model and its input normalisation: the trial's
+    validated config, the state shape (S,) or (C, H, W), the action dimension (or number of discrete
+    actions). ``state_mean`` / ``state_std`` have the flattened observation's shape; ``None`` for images.
     """
 
-    trial: dict[str, Any]
+    trial: TrialConfig
     state_shape: tuple[int, ...]
     act_dim: int
     discrete_actions: bool
@@ -71,7 +71,7 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, spec: PolicyS
     save_model(module, str(directory / MODEL_FILE))  # handles tied weights (GPT-2 wte / lm_head)
     if optimizer_state is not None:
         torch.save(optimizer_state, directory / OPTIM_FILE)
-    (directory / CONFIG_FILE).write_text(yaml.safe_dump(spec.trial, sort_keys=False))
+    (directory / CONFIG_FILE).write_text(yaml.safe_dump(spec.trial.model_dump(), sort_keys=False))
     policy = {
         "state_shape": list(spec.state_shape), "act_dim": spec.act_dim,
         "discrete_actions": spec.discrete_actions, "env_id": env_id, "env_kwargs": env_kwargs or {},
@@ -110,7 +110,7 @@ def load_checkpoint(directory: str | Path) -> LoadedCheckpoint:
     try:
         mean = None if policy["state_mean"] is None else np.asarray(policy["state_mean"], dtype=np.float32)
         std = None if policy["state_std"] is None else np.asarray(policy["state_std"], dtype=np.float32)
-        spec = PolicySpec(trial=config.model_dump(), state_shape=tuple(int(d) for d in policy["state_shape"]),
+        spec = PolicySpec(trial=config, state_shape=tuple(int(d) for d in policy["state_shape"]),
                           act_dim=int(policy["act_dim"]), discrete_actions=bool(policy["discrete_actions"]),
                           state_mean=mean, state_std=std)
         return LoadedCheckpoint(path=directory, config=config, spec=spec, env_id=str(policy["env_id"]),

@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import itertools
 import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+
+#: the evaluation metric the schedulers and reports use: the best target's normalized score x100
+#: (`lamo_ray.evaluate.summarize`), logged with ``_ci_low`` / ``_ci_high``
+SCORE_METRIC = "normalized_score"
+#: the variant a report compares the others with unless the sweep says otherwise
+DEFAULT_BASELINE = "dt"
 
 
 class ConfigError(ValueError):
@@ -190,10 +198,18 @@ class SchedulerConfig(_Strict):
     """Tune scheduler. ASHA stops trials on the evaluation normalized score, in training steps."""
 
     type: Literal["asha", "fifo"] = "asha"
-    metric: str = "normalized_score"
+    metric: str = SCORE_METRIC
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(2500, ge=1, description="Steps before a trial can be stopped.")
     reduction_factor: float = Field(2.0, gt=1.0)
+
+    def rungs(self, max_t: int) -> list[int]:
+        """ASHA's milestones in training steps, ascending: ``grace_period * reduction_factor**k`` below
+        ``max_t`` (Ray's ``_Bracket`` with one bracket, as `lamo_ray.sweep` configures it); [] for FIFO."""
+        if self.type != "asha":
+            return []
+        count = int(math.log(max_t / self.grace_period) / math.log(self.reduction_factor) + 1)
+        return [int(self.grace_period * self.reduction_factor ** k) for k in range(max(count, 0))]
 
 
 class ConfirmConfig(_Strict):
@@ -239,9 +255,16 @@ class SweepConfig(_Strict):
     storage_path: str = Field("~/lamo_ray_results", description="Ray Tune results and checkpoints.")
     trial_cpus: float = Field(0.01, gt=0.0, description="CPU share of each trial's driver (it only waits on its workers).")
     max_concurrent_trials: int | None = Field(None, ge=1)
-    report_baseline: str = Field("dt", description="Variant the report compares every other variant with.")
+    report_baseline: str = Field(DEFAULT_BASELINE, description="Variant the report compares every other variant with.")
     confirm: ConfirmConfig | None = Field(None, description="Search-then-confirm: re-run the best configurations "
                                           "of each variant with fresh seeds to the end (see ConfirmConfig).")
+
+    _origin: str = PrivateAttr("sweep")
+
+    @functools.cached_property
+    def trials(self) -> list[dict[str, Any]]:
+        """The trial table (`expand_trials`), expanded and validated once per sweep."""
+        return expand_trials(self, origin=self._origin)
 
     @field_validator("seeds")
     @classmethod
@@ -442,8 +465,8 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
         sweep = SweepConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, SweepConfig, "", origin)) from None
-    rows = expand_trials(sweep, origin=origin)  # validates every trial
-    max_steps = max(r["config"].train.steps for r in rows)
+    sweep._origin = origin
+    max_steps = max(r["config"].train.steps for r in sweep.trials)  # expands and validates every trial, once
     if sweep.scheduler.type == "asha" and sweep.scheduler.grace_period > max_steps:
         raise ConfigError(f"{origin}: scheduler.grace_period ({sweep.scheduler.grace_period}) exceeds the longest "
                           f"trial's train.steps ({max_steps}); ASHA could never compare trials")

@@ -26,8 +26,8 @@ import torch
 from pydantic import ValidationError
 
 from lamo_ray.checkpoint import PolicySpec
-from lamo_ray.config import EvalConfig, TrialConfig, torch_threads
-from lamo_ray.envs import d4rl_ref_scores, flatten_observation, make_env
+from lamo_ray.config import SCORE_METRIC, EvalConfig, torch_threads
+from lamo_ray.envs import flatten_observation, make_env, reference_scores_for
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,13 @@ def normalized_score(ret: float | np.ndarray, ref_min: float | None, ref_max: fl
 
 
 def reference_scores(eval_cfg: EvalConfig, env_id: str, dataset_refs: tuple[float | None, float | None]):
-    """Reference (min, max) returns: config override, else the dataset's metadata, else D4RL's constants."""
+    """Reference (min, max) returns: config override, else the dataset's metadata, else what the env's
+    domain knows (`lamo_ray.envs.reference_scores_for`: D4RL's, or Atari's random / human)."""
     if eval_cfg.ref_min_score is not None and eval_cfg.ref_max_score is not None:
         return eval_cfg.ref_min_score, eval_cfg.ref_max_score
     if dataset_refs[0] is not None and dataset_refs[1] is not None:
         return dataset_refs
-    return d4rl_ref_scores(env_id) or (None, None)
+    return reference_scores_for(env_id) or (None, None)
 
 
 def build_policy(spec: PolicySpec, load_weights: bool, rollout: bool = False) -> torch.nn.Module:
@@ -53,7 +54,7 @@ def build_policy(spec: PolicySpec, load_weights: bool, rollout: bool = False) ->
     the architecture that `DecisionTransformer.rollout_state_dict` fits (LoRA merged: no peft)."""
     from lamo_ray.model import DecisionTransformer, rollout_model_config
 
-    cfg = TrialConfig.model_validate(spec.trial)
+    cfg = spec.trial
     model_cfg = rollout_model_config(cfg.model) if rollout else cfg.model
     return DecisionTransformer(model_cfg, spec.state_shape, spec.act_dim, cfg.data.max_ep_len,
                                discrete_actions=spec.discrete_actions,
@@ -79,7 +80,7 @@ class Rollout:
                  env_kwargs: dict[str, Any] | None = None):
         torch.set_num_threads(threads)
         self.spec = spec
-        self.cfg = TrialConfig.model_validate(spec.trial)
+        self.cfg = spec.trial
         self.model = (model if model is not None else build_policy(spec, load_weights=False, rollout=True)).eval()
         self.env_id = env_id
         self.envs = [make_env(env_id, max_episode_steps=max_episode_steps, **(env_kwargs or {}))
@@ -259,7 +260,7 @@ class Evaluator:
         if len(records) != len(episodes) or any(r is None for r in records):
             raise RuntimeError(f"evaluation returned {len(records)} of {len(episodes)} episodes")
         for r in records:
-            r["normalized_score"] = float(normalized_score(r["return"], *self.refs))
+            r[SCORE_METRIC] = float(normalized_score(r["return"], *self.refs))
         summary = summarize(records, self.refs)
         if startup is not None:
             summary["eval/actor_startup_s"] = startup
@@ -296,9 +297,9 @@ def summarize(records: list[dict[str, Any]], refs: tuple[float | None, float | N
         key = f"eval/target_{target:g}"
         out[f"{key}/return_mean"] = float(rets.mean())
         out[f"{key}/return_std"] = float(rets.std())
-        out[f"{key}/normalized_score"] = score
-        out[f"{key}/normalized_score_ci_low"] = ci[0] if ci else float("nan")
-        out[f"{key}/normalized_score_ci_high"] = ci[1] if ci else float("nan")
+        out[f"{key}/{SCORE_METRIC}"] = score
+        out[f"{key}/{SCORE_METRIC}_ci_low"] = ci[0] if ci else float("nan")
+        out[f"{key}/{SCORE_METRIC}_ci_high"] = ci[1] if ci else float("nan")
         out[f"{key}/length_mean"] = float(lens.mean())
         out[f"{key}/episodes"] = float(len(rets))
         done = [r["tasks_completed"] for r in records if r["target_return"] == target and "tasks_completed" in r]
@@ -307,7 +308,7 @@ def summarize(records: list[dict[str, Any]], refs: tuple[float | None, float | N
         if float(rets.mean()) > best_return:
             best_return, best_key = float(rets.mean()), key
     out["return_mean"] = best_return
-    for suffix in ("normalized_score", "normalized_score_ci_low", "normalized_score_ci_high"):
+    for suffix in (SCORE_METRIC, f"{SCORE_METRIC}_ci_low", f"{SCORE_METRIC}_ci_high"):
         out[suffix] = out[f"{best_key}/{suffix}"]
     return out
 

@@ -7,7 +7,7 @@ Reads top to bottom like the model it builds (REFERENCE.md "Model"):
    config and weights come from (hub id, local dir, offline ``smollm2-135m``) is `lamo_ray.backbones`.
 2. `lora_target_modules`: which attention projections LoRA adapts; `SeparateQKV` gives GPT-2's fused
    QKV projection LaMo's separate Q/K/V adapters.
-3. Token embeddings: `MLPEmbedding` (LaMo's ``--mlp_embedding``), `AtariEncoder` (image states),
+3. Token embeddings: `MLPEmbedding` (LaMo's ``--mlp_embedding``), `ImageEncoder` (image states),
    `ActionEmbedding` (discrete actions).
 4. `DecisionTransformer`: (return-to-go, state, action) tokens -> trunk -> action from the state token.
 5. `action_loss`: masked MSE or cross-entropy.
@@ -359,7 +359,7 @@ class MLPEmbedding(nn.Module):
         return hidden + self.fc2(F.gelu(hidden))
 
 
-class AtariEncoder(nn.Module):
+class ImageEncoder(nn.Module):
     """LaMo's Atari state encoder: (B, K, C, H, W) uint8 or float in [0, 255] -> (B, K, h).
 
     Conv(32, 8, stride 4) -> ReLU -> Conv(64, 4, 2) -> ReLU -> Conv(64, 3, 1) -> ReLU -> flatten ->
@@ -377,7 +377,7 @@ class AtariEncoder(nn.Module):
         channels, height, width = state_shape
         out_h, out_w = self._conv_out(height), self._conv_out(width)
         if out_h < 1 or out_w < 1:
-            raise ValueError(f"image state {state_shape} is too small for the Atari encoder (needs H, W >= 36)")
+            raise ValueError(f"image state {state_shape} is too small for the image encoder (needs H, W >= 36)")
         self.conv = nn.Sequential(
             nn.Conv2d(channels, 32, 8, stride=4), nn.ReLU(),
             nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
@@ -442,7 +442,7 @@ class DecisionTransformer(nn.Module):
 
     Args:
         cfg: backbone, embeddings, fine-tuning mode, LoRA.
-        state_shape: (S,) vector states, or (C, H, W) images: LaMo's Atari variant (`AtariEncoder`,
+        state_shape: (S,) vector states, or (C, H, W) images: LaMo's Atari variant (`ImageEncoder`,
             plus a residual MLP block for ``cfg.embedding == "mlp"``; the timestep embedding is added
             to every token *before* the embedding LayerNorm, as LaMo's Atari code (and DT) do).
         act_dim: action dimension A, or number of discrete actions.
@@ -491,7 +491,7 @@ class DecisionTransformer(nn.Module):
         # LaMo's Atari code adds the timestep embedding before the LayerNorm; its D4RL code after
         self.timestep_before_ln = len(state_shape) == 3
         if len(state_shape) == 3:
-            self.embed_state = AtariEncoder(self.state_shape, h, cfg.embedding)
+            self.embed_state = ImageEncoder(self.state_shape, h, cfg.embedding)
         else:
             self.embed_state = _token_embedding(state_shape[0], h, cfg.embedding)
         if discrete_actions:

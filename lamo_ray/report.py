@@ -60,15 +60,17 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from lamo_ray.config import ConfigError, SweepConfig, expand_trials, find_domains, set_path
+from lamo_ray.config import (DEFAULT_BASELINE, SCORE_METRIC, ConfigError, SweepConfig, expand_trials, find_domains,
+                             set_path)
 from lamo_ray.intervals import Comparison, compare, mean_ci
-from lamo_ray.tracking import (OUTCOME_TAG, ROLE_TAG, SCORE_METRIC, SELECTION_FILE, STAGE_TAG, STOPPED_AT_TAG,
-                               resolve_tracking_uri)
+from lamo_ray.tracking import (BASELINE_PARAM, OUTCOME_TAG, ROLE_TAG, RUNGS_PARAM, SELECTION_FILE, STAGE_TAG,
+                               STOPPED_AT_TAG, resolve_tracking_uri)
 
 log = logging.getLogger(__name__)
 
 FINAL_WINDOW = 0.2            # REFERENCE.md "Evaluation": the last 20k of 100k steps
-TARGET_SCORE = re.compile(r"^eval/target_(?P<target>.+)/normalized_score$")
+TARGET_SCORE = re.compile(rf"^eval/target_(?P<target>.+)/{SCORE_METRIC}$")
+BOOTSTRAP_REPS = 2000         # bootstrap replicates per CI (rliable's default 50000 is slow and unneeded for a few seeds)
 RATIO_PARAM = "data.sample_ratio"
 STEPS_PARAM = "train.steps"
 COMPLETED, STOPPED, FAILED, RUNNING, UNFINISHED = "completed", "stopped_by_scheduler", "failed", "running", "unfinished"
@@ -149,13 +151,6 @@ def final_score(target_scores: dict[str, dict[int, float]], steps: int,
         return None
     best = max(means, key=means.get)
     return means[best], best
-
-
-def asha_rungs(grace_period: int, reduction_factor: float, max_t: int) -> list[int]:
-    """ASHA's milestones in training steps, ascending: ``grace_period * reduction_factor**k`` below
-    ``max_t`` (Ray's ``_Bracket`` with one bracket, as `lamo_ray.sweep` configures it)."""
-    count = int(np.log(max_t / grace_period) / np.log(reduction_factor) + 1)
-    return [int(grace_period * reduction_factor ** k) for k in range(max(count, 0))]
 
 
 def rung_of(stopped_at_step: int, rungs: list[int]) -> int | None:
@@ -312,7 +307,7 @@ def _mean_and_iqm(scores: np.ndarray) -> np.ndarray:
     return np.array([metrics.aggregate_mean(scores), metrics.aggregate_iqm(scores)])
 
 
-def arm_stats(trials: list[TrialResult], reps: int = 2000, seed: int = 0) -> list[ArmStats]:
+def arm_stats(trials: list[TrialResult], reps: int = BOOTSTRAP_REPS, seed: int = 0) -> list[ArmStats]:
     """Mean with its 95% Student-t CI and IQM with its 95% stratified-bootstrap CI (rliable) per
     (label, sample ratio).
 
@@ -369,10 +364,10 @@ def episode_scores(client: MlflowClient, trial: TrialResult, window: float = FIN
     if not frames:
         return None
     table = pd.concat(frames)
-    if "normalized_score" not in table:
+    if SCORE_METRIC not in table:
         return None
     table = table[table["target_return"].map(lambda t: f"{t:g}") == trial.best_target]
-    return table.groupby("seed")["normalized_score"].mean().to_numpy(dtype=float) if len(table) else None
+    return table.groupby("seed")[SCORE_METRIC].mean().to_numpy(dtype=float) if len(table) else None
 
 
 def _baseline_arm(complete: dict[tuple[str, float], ArmStats], variant_of: dict[str, str], baseline_variant: str,
@@ -432,7 +427,7 @@ class Improvement:
 
 
 def probability_of_improvement(stats: list[ArmStats], trials: list[TrialResult], baseline_variant: str,
-                               reps: int = 2000, seed: int = 0) -> list[Improvement]:
+                               reps: int = BOOTSTRAP_REPS, seed: int = 0) -> list[Improvement]:
     """Probability of improvement of every non-baseline label over the baseline (same other swept
     values), per sample ratio and averaged over the ratios, for complete arms with at least 2 seeds on
     both sides (from one seed it would be 0 or 1: no finding).
@@ -492,11 +487,9 @@ class AshaSummary:
         return self.saved_steps / self.total_steps if self.total_steps else 0.0
 
 
-def asha_summary(trials: list[TrialResult], scheduler: dict[str, Any]) -> AshaSummary:
-    """Compute saved = steps not run by stopped trials, against running every trial to its ``train.steps``."""
-    max_t = max((t.steps for t in trials), default=1)
-    rungs = asha_rungs(int(scheduler.get("grace_period", 1)), float(scheduler.get("reduction_factor", 2)), max_t) \
-        if scheduler.get("type", "asha") == "asha" else []
+def asha_summary(trials: list[TrialResult], rungs: list[int]) -> AshaSummary:
+    """Compute saved = steps not run by stopped trials, against running every trial to its ``train.steps``;
+    ``rungs``: ASHA's milestones as the sweep recorded them ([] for FIFO)."""
     stopped = [t for t in trials if t.outcome == STOPPED]
     saved = sum(t.steps - _steps_run(t) for t in stopped)
     return AshaSummary(rungs, len(stopped), saved, sum(t.steps for t in trials))
@@ -965,7 +958,7 @@ class Report:
 
 
 def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, parent_run_id: str | None = None,
-                    baseline_variant: str = "dt", *, reps: int = 2000, seed: int = 0,
+                    baseline_variant: str | None = None, *, reps: int = BOOTSTRAP_REPS, seed: int = 0,
                     log_to_mlflow: bool = True) -> Report:
     """Write the sweep report into ``out_dir`` and log it as artifacts ``report/`` of the parent run.
 
@@ -974,9 +967,10 @@ def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, par
         experiment: MLflow experiment name (the sweep name by default) or id.
         out_dir: directory for the files (created).
         parent_run_id: the sweep's parent run; default the latest ``lamo_ray.role=sweep`` run.
-        baseline_variant: variant every other variant is compared with; when absent the comparisons
-            are skipped with a note in the report.
-        reps: bootstrap replicates per CI (rliable's default 50000 is slow and unnecessary for a few seeds).
+        baseline_variant: variant every other variant is compared with; default the sweep's
+            ``report_baseline`` as its parent run recorded it. When absent from the trials the
+            comparisons are skipped with a note in the report.
+        reps: bootstrap replicates per CI.
         seed: seed of the bootstrap, so the same store gives the same CIs.
         log_to_mlflow: log the files to the parent run (the sweep driver and CLI do).
 
@@ -995,6 +989,9 @@ def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, par
     with tempfile.TemporaryDirectory() as tmp:
         sweep_yaml = _download_text(client, parent.info.run_id, "sweep.yaml", Path(tmp))
     sweep = yaml.safe_load(sweep_yaml)
+    recorded = parent.data.params
+    baseline_variant = baseline_variant or recorded.get(BASELINE_PARAM, DEFAULT_BASELINE)
+    rungs = [int(r) for r in recorded.get(RUNGS_PARAM, "").split(",") if r]
     swept = [p for p in find_domains(sweep.get("base", {})) if p != RATIO_PARAM]
     runs = client.search_runs([parent.info.experiment_id], max_results=10_000,
                               filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' "
@@ -1012,7 +1009,7 @@ def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, par
     comparisons = compare_with_baseline(stats, scored, baseline_variant,
                                         episodes=functools.partial(episode_scores, client)) if has_baseline else []
     improvements = probability_of_improvement(stats, scored, baseline_variant, reps, seed) if has_baseline else []
-    asha = asha_summary(search or trials, sweep.get("scheduler", {}))
+    asha = asha_summary(search or trials, rungs)
     colors = _colors(sorted({t.label for t in trials}))
     figures = {"score": plot_score_vs_ratio(stats, out / "score_vs_sample_ratio.png", colors),
                "curves": plot_learning_curves(scored, out / "learning_curves.png", colors),
@@ -1092,8 +1089,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help="output directory (default: reports/<experiment>)")
     p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db")
     p.add_argument("--parent-run-id", help="the sweep's parent run (default: the latest sweep run)")
-    p.add_argument("--baseline", default="dt", help="variant every other variant is compared with (default: dt)")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap replicates per CI (default: 2000)")
+    p.add_argument("--baseline", help="variant every other variant is compared with (default: the sweep's "
+                   "report_baseline)")
+    p.add_argument("--reps", type=int, default=BOOTSTRAP_REPS, help=f"bootstrap replicates per CI (default: {BOOTSTRAP_REPS})")
     return p.parse_args(argv)
 
 

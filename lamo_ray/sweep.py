@@ -30,14 +30,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from lamo_ray.config import (ConfigError, SweepConfig, TrialConfig, expand_trials, find_domains, load_sweep,
+from lamo_ray.config import (ConfigError, SweepConfig, TrialConfig, find_domains, load_sweep,
                              resolve_trial, resolve_tune_config, tune_variant_and_params)
 
 log = logging.getLogger(__name__)
 
-# Datasets this project can generate on first use (the quick start's Reacher data).
-LOCAL_DATASET_PREFIXES = {"lamo/reacher/": "reacher", "lamo/kitchen/": "kitchen", "lamo/atari/": "atari",
-                          "lamo/mujoco/": "mujoco"}
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
@@ -61,35 +58,29 @@ class Check:
 # --------------------------------------------------------------------------- preflight
 
 
-def _local_collector(source: str) -> str | None:
-    for prefix, kind in LOCAL_DATASET_PREFIXES.items():
-        if source.startswith(prefix):
-            return kind
-    return None
-
-
 def check_datasets(configs: list[TrialConfig], generate: bool) -> tuple[list[Check], dict[str, Any]]:
-    """Load every dataset once (generating lamo/reacher data when ``generate``); check each
-    (source, sample_ratio, seed) keeps at least one trajectory. Returns checks and loaded datasets."""
-    from lamo_ray.data import DatasetError, DatasetNotDownloadedError, load_dataset, subsample
+    """Load every dataset once (generating, when ``generate``, the ones a domain makes here on first
+    use: `lamo_ray.domains.Domain.generates`); check each (source, sample_ratio, seed) keeps at
+    least one trajectory. Returns checks and loaded datasets."""
+    from lamo_ray import domains
+    from lamo_ray.data.loading import load_dataset
+    from lamo_ray.data.trajectories import DatasetError, DatasetNotDownloadedError, subsample
 
     checks, loaded = [], {}
     for source in sorted({c.data.source for c in configs}):
-        kind = _local_collector(source)
+        domain = domains.for_dataset(source)
+        maker = domain if domain is not None and domain.generates(source) else None
         try:
             loaded[source] = load_dataset(source)
         except DatasetError as err:
-            if kind is not None and generate:
-                from lamo_ray.collect import (ensure_atari_dataset, ensure_kitchen_dataset, ensure_mujoco_dataset,
-                                              ensure_reacher_dataset)
-
-                print(f"dataset {source} not found: generating it now (python -m lamo_ray.collect {kind})", flush=True)
-                {"reacher": ensure_reacher_dataset, "kitchen": ensure_kitchen_dataset,
-                 "atari": ensure_atari_dataset, "mujoco": ensure_mujoco_dataset}[kind](source)
+            if maker is not None and generate:
+                print(f"dataset {source} not found: generating it now (python -m lamo_ray.collect {maker.name})",
+                      flush=True)
+                maker.ensure_dataset(source)
                 loaded[source] = load_dataset(source)
-            elif kind is not None:
+            elif maker is not None:
                 checks.append(Check("dataset", source, True,
-                                    f"missing; will be generated on first run (python -m lamo_ray.collect {kind})"))
+                                    f"missing; will be generated on first run (python -m lamo_ray.collect {maker.name})"))
                 continue
             else:
                 checks.append(Check("dataset", source, False, str(err),
@@ -322,18 +313,15 @@ def _get(cfg: TrialConfig, dotted: str) -> Any:
 
 
 def format_trial_table(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table: one line per trial with its variant, seed and key settings."""
-    header = ["#", "variant", "seed"] + [h for h, _ in TABLE_FIELDS]
+    """A plain-text table (pandas): one line per trial with its variant, seed, key settings and the
+    values (or search domains) of the swept key paths."""
+    import pandas as pd
+
     extra = sorted({k for r in rows for k in r["params"] if k not in dict(TABLE_FIELDS).values()})
-    header += extra
-    lines = [header]
-    for i, r in enumerate(rows):
-        cfg = r["config"]
-        line = [str(i), r["variant"], str(r["seed"])] + [str(_get(cfg, path)) for _, path in TABLE_FIELDS]
-        line += [str(r["params"].get(k, "")) for k in extra]
-        lines.append(line)
-    widths = [max(len(l[i]) for l in lines) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(l, widths)).rstrip() for l in lines)
+    table = pd.DataFrame([{"variant": r["variant"], "seed": r["seed"],
+                           **{h: str(_get(r["config"], path)) for h, path in TABLE_FIELDS},
+                           **{k: str(r["params"].get(k, "")) for k in extra}} for r in rows])
+    return table.to_string()
 
 
 def format_checks(checks: list[Check]) -> str:
@@ -375,22 +363,17 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
         run_id = start_trial_run(tracking["uri"], tracking["experiment_id"], tracking["parent_run_id"],
                                  trial_name, tune_variant_and_params(config)[0], cfg, trial_id=trial_id,
                                  stage=config.get("stage", "main"))
-    loop_config = {"trial": cfg.model_dump(), "mlflow_uri": tracking["uri"], "mlflow_run_id": run_id,
+    loop_config = {"trial": cfg, "mlflow_uri": tracking["uri"], "mlflow_run_id": run_id,
                    "mlflow_outbox": tracking.get("outbox"), "dataset_ref": (dataset_refs or {}).get(cfg.data.source)}
     fit_started = time.time()
-    train_dir = Path(tracking["train_storage"]) / f"{tracking['run_name']}-{trial_id}"
-    if cfg.train.in_trial and _may_train_in_trial(cfg, sweep, ctx.get_trial_resources(), train_dir):
+    if cfg.train.in_trial:
         from lamo_ray.train import TuneTrialSession, train_loop_per_worker
 
         # the trial's folder in Tune's storage: <storage_path>/<sweep run name>/<trial dir name>
         storage_dir = Path(tracking["train_storage"]).parent / tracking["run_name"] / Path(ctx.get_trial_dir()).name
         train_loop_per_worker(loop_config, TuneTrialSession(cfg.train.use_gpu, started, storage_dir))
     else:
-        if cfg.train.in_trial:  # an older sweep's trial, resumed: say how it really trains
-            from lamo_ray.tracking import LAUNCHER_TAG, RunLogger
-
-            RunLogger(tracking["uri"], run_id, outbox_dir=tracking.get("outbox")).set_tags({LAUNCHER_TAG: "ray_train"})
-        _fit_torch_trainer(cfg, loop_config, train_dir.name, tracking["train_storage"])
+        _fit_torch_trainer(cfg, loop_config, f"{tracking['run_name']}-{trial_id}", tracking["train_storage"])
     import psutil
 
     log_trial_timing(tracking["uri"], run_id, {"time/trial_process_age_s": started - psutil.Process().create_time(),
@@ -398,23 +381,6 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
                                                "time/trial_fit_s": time.time() - fit_started,
                                                "time/trial_wall_s": time.time() - started},
                      outbox_dir=tracking.get("outbox"))
-
-
-def _may_train_in_trial(cfg: TrialConfig, sweep: SweepConfig, reserved: Any, train_dir: Path) -> bool:
-    """Whether an 'in_trial' trial can train in this process: Tune reserved its CPUs/GPU for it
-    (``reserved``, the trial's placement group factory), and it has no Ray Train checkpoints from
-    before (``train_dir``). Neither holds for a trial of a sweep started by an older lamo_ray that
-    ran every trial through Ray Train and is continued with ``--resume``: that trial stays with a
-    TorchTrainer, which finds its checkpoints, instead of starting over unreserved."""
-    need = TrialResources(sweep).request(cfg).required_resources
-    have = reserved.required_resources if reserved is not None else {}
-    enough = all(have.get(k, 0.0) >= v - 1e-9 for k, v in need.items())
-    if not enough or train_dir.exists():
-        log.warning("trial %s: train.launcher %s but %s; training through Ray Train", train_dir.name,
-                    cfg.train.launcher, "it has Ray Train checkpoints in " + str(train_dir) if enough
-                    else f"Tune reserved {have} of the {need} it needs (a sweep resumed from an older version)")
-        return False
-    return True
 
 
 def _fit_torch_trainer(cfg: TrialConfig, loop_config: dict[str, Any], name: str, storage_path: str) -> None:
@@ -504,7 +470,7 @@ def _experiment_dir(sweep: SweepConfig, resume: bool) -> tuple[str, Path]:
     return sweep.name, path
 
 
-def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], address: str | None = None,
+def run_sweep(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | None = None,
               resume: bool = False) -> list[dict[str, Any]]:
     """Run the sweep to completion; returns one summary row per trial."""
     import ray
@@ -527,7 +493,7 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
     _raise_failed(resource_checks)
 
     experiment = sweep.tracking.experiment or sweep.name
-    exp_id, parent = start_sweep_run(uri, experiment, run_name, sweep_yaml, rows, resume=resume)
+    exp_id, parent = start_sweep_run(uri, experiment, run_name, sweep, resume=resume)
     tracking = {"uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "run_name": run_name,
                 "train_storage": str(exp_dir.parent / f"{run_name}_train")}
     tracking["outbox"] = str(Path(tracking["train_storage"]) / "mlflow_outbox")  # MLflow writes made in an outage
@@ -570,8 +536,7 @@ def run_sweep(sweep: SweepConfig, sweep_yaml: str, rows: list[dict[str, Any]], a
                             "normalized_score": None, "mlflow_run_id": None})
     finish_sweep_run(uri, parent, summary, time.time() - t0, num_errors=num_errors, outbox_dir=tracking["outbox"])
     try:
-        report = generate_report(uri, experiment, exp_dir / "report", parent_run_id=parent,
-                                 baseline_variant=sweep.report_baseline)
+        report = generate_report(uri, experiment, exp_dir / "report", parent_run_id=parent)
         print("\nWhat the data support:\n" + "\n".join(f"  {line}" for line in report.findings), flush=True)
         print(f"report: {report.path} (also in MLflow, run {parent}, artifacts report/)", flush=True)
     except ReportError as err:  # the sweep's results are safe in MLflow; say why there is no report
@@ -737,11 +702,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         sweep = load_sweep(args.sweep_file, args.overrides)
-        rows = expand_trials(sweep, origin=args.sweep_file)
+        rows = sweep.trials
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    sweep_yaml = yaml.safe_dump(sweep.model_dump(), sort_keys=False)
     print(f"sweep {sweep.name!r}: {len(rows) * sweep.num_samples} trials "
           f"({len(sweep.variants)} variants x {len(rows) // (len(sweep.variants) * len(sweep.seeds))} grid points "
           f"x {len(sweep.seeds)} seeds{f' x {sweep.num_samples} samples' if sweep.num_samples > 1 else ''})"
@@ -769,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if local:  # the local Ray gets this machine's CPUs: a trial that cannot fit fails before anything starts
             _raise_failed(check_resources(sweep, rows, local_cpus()))
-        summary = run_sweep(sweep, sweep_yaml, rows, address=args.address, resume=args.resume)
+        summary = run_sweep(sweep, rows, address=args.address, resume=args.resume)
     except PreflightError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -47,7 +47,8 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
-from lamo_ray.config import TrialConfig, asdict_flat, resolve_tune_config, tune_variant_and_params
+from lamo_ray.config import (SCORE_METRIC, SweepConfig, TrialConfig, asdict_flat, resolve_tune_config,
+                             tune_variant_and_params)
 from lamo_ray.outbox import DEFAULT_OUTBOX, Outbox, outage_tolerant, replay, send_record
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ NODE_ID_TAG = "ray.node_id"  # Ray node of the trial's rank-0 Train worker (late
 OUTCOME_TAG = "lamo_ray.outcome"
 STOPPED_AT_TAG = "lamo_ray.stopped_at_step"    # last evaluated step of a trial the scheduler stopped
 CHECKPOINT_STEP_TAG = "lamo_ray.checkpoint_step"  # step of the run's ``checkpoint/`` artifact
-SCORE_METRIC = "normalized_score"   # best target at each evaluation (lamo_ray.evaluate.summarize)
+#: parent-run params recording what the sweep decided, read back by the report
+BASELINE_PARAM, METRIC_PARAM, RUNGS_PARAM = "sweep.baseline_variant", "sweep.metric", "sweep.asha_rungs"
 #: a trial's part of its sweep: "main" (a sweep without confirmation), "search" or "confirm"
 STAGE_TAG = "lamo_ray.stage"
 SELECTION_FILE = "confirm_selection.yaml"   # parent-run artifact: the configurations the search picked
@@ -119,29 +121,36 @@ def get_or_create_experiment(uri: str, name: str) -> str:
     return client.create_experiment(name, artifact_location=_artifact_location(uri))
 
 
-def start_sweep_run(uri: str, experiment: str, sweep_name: str, sweep_yaml: str,
-                    trial_rows: list[dict[str, Any]], resume: bool = False) -> tuple[str, str]:
-    """Create the sweep's parent run; log the sweep YAML and trial table. Returns (experiment_id, run_id).
+def start_sweep_run(uri: str, experiment: str, run_name: str, sweep: SweepConfig,
+                    resume: bool = False) -> tuple[str, str]:
+    """Create the sweep's parent run ``run_name``: the sweep YAML (``sweep.yaml``), its trial table
+    (``trials.yaml``) and, as params, what the report must not recompute: the baseline variant
+    (`BASELINE_PARAM`), the scheduler's metric (`METRIC_PARAM`) and ASHA's rungs in steps
+    (`RUNGS_PARAM`, comma-separated, empty for FIFO). Returns (experiment_id, run_id).
 
     With ``resume``, the latest parent run of that name is reopened instead (no duplicate runs)."""
     client = MlflowClient(uri)
     exp_id = get_or_create_experiment(uri, experiment)
     if resume:
         existing = client.search_runs(
-            [exp_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep' and attributes.run_name = '{sweep_name}'",
+            [exp_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep' and attributes.run_name = '{run_name}'",
             order_by=["attributes.start_time DESC"], max_results=1)
         if existing:
             client.update_run(existing[0].info.run_id, status="RUNNING")
             return exp_id, existing[0].info.run_id
-    run = client.create_run(exp_id, run_name=sweep_name, tags={ROLE_TAG: "sweep"})
+    run = client.create_run(exp_id, run_name=run_name, tags={ROLE_TAG: "sweep"})
+    rows = sweep.trials
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "sweep.yaml").write_text(sweep_yaml)
+        (Path(tmp) / "sweep.yaml").write_text(yaml.safe_dump(sweep.model_dump(), sort_keys=False))
         client.log_artifact(run.info.run_id, str(Path(tmp) / "sweep.yaml"))
         table = [{"variant": r["variant"], "seed": r["seed"], **{k: str(v) for k, v in r["params"].items()}}
-                 for r in trial_rows]
+                 for r in rows]
         (Path(tmp) / "trials.yaml").write_text(yaml.safe_dump(table, sort_keys=False))
         client.log_artifact(run.info.run_id, str(Path(tmp) / "trials.yaml"))
-    client.log_param(run.info.run_id, "num_trials", len(trial_rows))
+    rungs = sweep.scheduler.rungs(max(r["config"].train.steps for r in rows))
+    client.log_batch(run.info.run_id, params=[
+        Param("num_trials", str(len(rows) * sweep.num_samples)), Param(BASELINE_PARAM, sweep.report_baseline),
+        Param(METRIC_PARAM, sweep.scheduler.metric), Param(RUNGS_PARAM, ",".join(map(str, rungs)))])
     return exp_id, run.info.run_id
 
 

@@ -179,7 +179,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                           ) -> None:
     """Ray Train worker entry point, and the loop of an 'in_trial' Tune trial (``session``).
 
-    ``loop_config``: ``{"trial": TrialConfig dict, "mlflow_uri": str | None, "mlflow_run_id": str | None,
+    ``loop_config``: ``{"trial": the validated TrialConfig, "mlflow_uri": str | None, "mlflow_run_id": str | None,
     "mlflow_outbox": outbox directory for MLflow writes made during a tracking outage (optional),
     "dataset_ref": ObjectRef of the loaded dataset (optional; default: load ``data.source``)}``.
     ``session``: default `TrainSession` (inside a Ray Train worker).
@@ -188,7 +188,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
         NonFiniteLossError: NaN/inf loss (the trial fails; Tune marks it ERROR, MLflow FAILED).
     """
     entered = time.time()
-    cfg = TrialConfig.model_validate(loop_config["trial"])
+    cfg: TrialConfig = loop_config["trial"]
     session = session or TrainSession()
     rank, world = session.rank, session.world_size
     torch.set_num_threads(torch_threads(cfg.train.cpus_per_worker))
@@ -249,7 +249,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
     # ---- rank-0 services: MLflow and rollout actors
     tracker = None
     evaluator = None
-    spec = PolicySpec(trial=cfg.model_dump(), state_shape=tuple(dataset.obs_shape), act_dim=dataset.act_dim,
+    spec = PolicySpec(trial=cfg, state_shape=tuple(dataset.obs_shape), act_dim=dataset.act_dim,
                       discrete_actions=dataset.discrete_actions,
                       state_mean=None if image_obs else mean, state_std=None if image_obs else std)
     env_id = cfg.eval.env_id or dataset.env_id

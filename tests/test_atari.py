@@ -12,21 +12,17 @@ import pytest
 import torch
 
 from lamo_ray import collect
-from lamo_ray.atari import (
-    GAMES,
-    BreakoutPaddle,
-    EpsilonMix,
-    PongPaddle,
-    StickyRandomMoves,
-    make_atari_env,
-    run_ram_episode,
-)
-from lamo_ray.collect import collect_atari, ensure_atari_dataset
 from lamo_ray.config import ModelConfig
-from lamo_ray.data import DatasetError, DatasetNotDownloadedError, SegmentSampler, load_dataset, state_stats
 from lamo_ray.data.frames import compact_stacks, frames_from_stacks, stacked_view
-from lamo_ray.envs import d4rl_ref_scores, flatten_observation, make_env
-from lamo_ray.model import AtariEncoder, DecisionTransformer, action_loss
+from lamo_ray.data.loading import load_dataset
+from lamo_ray.data.sampling import SegmentSampler
+from lamo_ray.data.trajectories import DatasetError, DatasetNotDownloadedError, state_stats
+from lamo_ray.domains.atari import ATARI, GAMES, make_atari_env
+from lamo_ray.domains.atari import collect as atari_collect
+from lamo_ray.domains.atari.collect import collect_atari
+from lamo_ray.domains.atari.policies import BreakoutPaddle, EpsilonMix, PongPaddle, StickyRandomMoves, run_ram_episode
+from lamo_ray.envs import flatten_observation, make_env, reference_scores_for
+from lamo_ray.model import ImageEncoder, DecisionTransformer, action_loss
 
 FRAME = 84 * 84
 
@@ -97,10 +93,9 @@ def test_noop_starts_vary_with_the_seed_and_noframeskip_ids_work():
 
 
 def test_atari_reference_scores_are_references_human_scores():
-    assert d4rl_ref_scores("ALE/Breakout-v5") == (1.7, 31.8)
-    assert d4rl_ref_scores("QbertNoFrameskip-v4") == (163.9, 13455.0)
-    assert d4rl_ref_scores("lamo/atari/pong-v0") == (-20.7, 9.3)
-    assert d4rl_ref_scores("hopper-medium-v2.hdf5") == (-20.272305, 3234.3)
+    assert reference_scores_for("ALE/Breakout-v5") == (1.7, 31.8)
+    assert reference_scores_for("QbertNoFrameskip-v4") == (163.9, 13455.0)
+    assert reference_scores_for("lamo/atari/pong-v0") == (-20.7, 9.3)
 
 
 # --------------------------------------------------------------------------- behaviour policies
@@ -175,14 +170,14 @@ def test_collector_cli_refuses_to_overwrite_and_collects_pong(capsys):
 
 def test_ensure_generates_once_and_rejects_other_games(monkeypatch):
     calls = []
-    real = collect.collect_atari
-    monkeypatch.setattr(collect, "collect_atari", lambda name, dataset_id, seed=0: calls.append(name) or real(
+    real = atari_collect.collect_atari
+    monkeypatch.setattr(atari_collect, "collect_atari", lambda name, dataset_id, seed=0: calls.append(name) or real(
         name, dataset_id, episodes=1, seed=seed, max_episode_steps=20, progress=False))
-    ensure_atari_dataset("test/atari/breakout-v0")
-    ensure_atari_dataset("test/atari/breakout-v0")
+    ATARI.ensure_dataset("test/atari/breakout-v0")
+    ATARI.ensure_dataset("test/atari/breakout-v0")
     assert calls == ["Breakout"]
     with pytest.raises(ValueError, match="not an Atari dataset"):
-        ensure_atari_dataset("test/atari/tetris-v0")
+        ATARI.ensure_dataset("test/atari/tetris-v0")
 
 
 # --------------------------------------------------------------------------- frames and sampler
@@ -230,7 +225,7 @@ def test_sampler_returns_uint8_segments_without_copying_the_dataset(tiny_breakou
 
 def test_short_trajectory_is_left_padded():
     frames = np.arange(1, 6, dtype=np.uint8)[:, None, None].repeat(36, 1).repeat(36, 2)  # 5 frames
-    from lamo_ray.data import Trajectory, TrajectoryDataset
+    from lamo_ray.data.trajectories import Trajectory, TrajectoryDataset
 
     traj = Trajectory(stacked_view(frames, 4), np.array([1, 2]), np.array([1.0, 2.0], dtype=np.float32), True)
     ds = TrajectoryDataset([traj], (4, 36, 36), 4, True, None, None, None, "synthetic")
@@ -256,7 +251,7 @@ def atari_model(embedding: str = "mlp", finetune: str = "full") -> DecisionTrans
 def test_lamo_atari_variant_shapes(embedding):
     torch.manual_seed(0)
     model = atari_model(embedding).eval()
-    assert isinstance(model.embed_state, AtariEncoder) and model.timestep_before_ln
+    assert isinstance(model.embed_state, ImageEncoder) and model.timestep_before_ln
     states = torch.randint(0, 256, (2, 3, 4, 84, 84), dtype=torch.uint8)
     with torch.no_grad():                                   # large weights: outputs far outside [-1, 1] ...
         model.embed_state.fc.weight.mul_(1000)

@@ -147,7 +147,7 @@ class Workspace:
         cfg = validate_trial({"data": {"source": DATASET, "context_length": 3, "max_ep_len": 64},
                               "model": {"pretrained": False, "n_layer": 1, "n_embd": n_embd, "n_head": 1},
                               "eval": {"target_returns": [-4.0], "episodes": 1, "num_actors": 1, "envs_per_actor": 1}})
-        spec = PolicySpec(trial=cfg.model_dump(), state_shape=(10,), act_dim=2, discrete_actions=False,
+        spec = PolicySpec(trial=cfg, state_shape=(10,), act_dim=2, discrete_actions=False,
                           state_mean=np.zeros(10, np.float32), state_std=np.ones(10, np.float32))
         return save_checkpoint(self.root / "checkpoints" / name, build_policy(spec, load_weights=False), spec,
                                env_id, (-40.0, -4.0), step=5)
@@ -466,7 +466,7 @@ def test_real_cli_matches_in_process(ws, case_id):
 @settings(max_examples=200, deadline=None)
 @given(n=st.integers(1, 300), ratio=st.floats(min_value=1e-4, max_value=1.0))
 def test_sample_ratio_keeps_zero_trajectories_iff_int_n_ratio_is_zero(n, ratio):
-    from lamo_ray.data import DatasetError, Trajectory, TrajectoryDataset, subsample
+    from lamo_ray.data.trajectories import DatasetError, Trajectory, TrajectoryDataset, subsample
 
     one = Trajectory(np.zeros((1, 2), np.float32), np.zeros((1, 1), np.float32), np.zeros(1, np.float32), False)
     ds = TrajectoryDataset([one] * n, (2,), 1, False, None, None, None, "mem")

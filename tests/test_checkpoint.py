@@ -17,7 +17,7 @@ from lamo_ray.evaluate import build_policy
 def make(n_embd=16):
     cfg = validate_trial({"data": {"source": "x", "context_length": 3, "max_ep_len": 32},
                           "model": {"pretrained": False, "n_layer": 1, "n_embd": n_embd, "n_head": 1}})
-    spec = PolicySpec(trial=cfg.model_dump(), state_shape=(4,), act_dim=2, discrete_actions=False,
+    spec = PolicySpec(trial=cfg, state_shape=(4,), act_dim=2, discrete_actions=False,
                       state_mean=np.arange(4, dtype=np.float32), state_std=np.ones(4, np.float32) * 2)
     return cfg, spec
 

@@ -13,18 +13,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lamo_ray.collect import collect_reacher
-from lamo_ray.data import (
+from lamo_ray.data.loading import dataset_info, load_dataset
+from lamo_ray.data.sampling import SegmentSampler
+from lamo_ray.data.trajectories import (
     DatasetError,
-    SegmentSampler,
     Trajectory,
     TrajectoryDataset,
-    dataset_info,
-    load_dataset,
     returns_to_go,
     state_stats,
     subsample,
 )
+from lamo_ray.domains.reacher import collect_reacher
 
 REPO = Path(__file__).resolve().parents[1]
 INFO_KEYS = {"num_trajectories", "num_transitions", "return_mean", "return_min", "return_max",
@@ -392,7 +391,8 @@ def test_cli_info_json_and_errors(tmp_path):
 
 
 def test_sampler_reseed_restarts_a_different_reproducible_stream():
-    from lamo_ray.data import SegmentSampler, Trajectory, TrajectoryDataset, state_stats
+    from lamo_ray.data.sampling import SegmentSampler
+    from lamo_ray.data.trajectories import Trajectory, TrajectoryDataset, state_stats
 
     rng = np.random.default_rng(0)
     trajs = [Trajectory(rng.standard_normal((30, 3)).astype(np.float32), rng.uniform(-1, 1, (30, 2)).astype(np.float32),

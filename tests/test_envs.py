@@ -1,46 +1,20 @@
-"""lamo_ray/envs.py: env construction, reference scores, observation flattening."""
+"""lamo_ray/envs.py: env construction, reference scores and observation flattening, through the domains."""
 
 import numpy as np
 import pytest
 
-from lamo_ray.envs import (
-    D4RL_REF_SCORES,
-    concat_sorted_keys,
-    d4rl_ref_scores,
-    env_family,
-    flatten_observation,
-    make_env,
-    observation_rule,
-)
+from lamo_ray.envs import evaluation_env_kwargs, flatten_observation, make_env, reference_scores_for
 
 
-def test_d4rl_reference_scores_match_reference_md():
-    assert D4RL_REF_SCORES == {
-        "hopper": (-20.272305, 3234.3),
-        "walker2d": (1.629008, 4592.3),
-        "halfcheetah": (-280.178953, 12135.0),
-        "kitchen": (0.0, 4.0),
-    }
-
-
-@pytest.mark.parametrize("name, family", [
-    ("HalfCheetah-v5", "halfcheetah"),
-    ("halfcheetah-medium-v2.hdf5", "halfcheetah"),
-    ("mujoco/walker2d/expert-v0", "walker2d"),
-    ("Hopper-v5", "hopper"),
-    ("FrankaKitchen-v1", "kitchen"),
-    ("D4RL/kitchen/partial-v2", "kitchen"),
-    ("Reacher-v5", "reacher"),
-    ("CartPole-v1", None),
-])
-def test_env_family_matches_ids_dataset_ids_and_file_names(name, family):
-    assert env_family(name) == family
-
-
-def test_d4rl_ref_scores_by_family_and_none_without_d4rl_reference():
-    assert d4rl_ref_scores("walker2d-medium-replay-v2.hdf5") == (1.629008, 4592.3)
-    assert d4rl_ref_scores("Reacher-v5") is None
-    assert d4rl_ref_scores("unknown.hdf5") is None
+def test_reference_scores_match_reference_md():
+    """REFERENCE.md "Evaluation": D4RL's random / expert returns, kitchen 0 / 4, Atari random / human."""
+    assert reference_scores_for("hopper-medium-v2.hdf5") == (-20.272305, 3234.3)
+    assert reference_scores_for("walker2d-medium-replay-v2.hdf5") == (1.629008, 4592.3)
+    assert reference_scores_for("HalfCheetah-v5") == (-280.178953, 12135.0)
+    assert reference_scores_for("FrankaKitchen-v1") == reference_scores_for("D4RL/kitchen/partial-v2") == (0.0, 4.0)
+    assert reference_scores_for("ALE/Breakout-v5") == (1.7, 31.8)
+    assert reference_scores_for("Reacher-v5") is None          # its dataset's own references
+    assert reference_scores_for("unknown.hdf5") is None
 
 
 def test_make_env_seeds_and_time_limit():
@@ -73,7 +47,6 @@ def test_flatten_vector_is_float32_and_image_stays_uint8():
 
 def test_flatten_dict_default_rule_is_sorted_keys_recursive():
     obs = {"b": np.array([3.0, 4.0]), "a": np.array([[1.0], [2.0]]), "c": {"z": 6.0, "y": np.array([5.0])}}
-    assert observation_rule("CartPole-v1") is concat_sorted_keys
     out = flatten_observation("SomeDictEnv-v0", obs)
     assert out.dtype == np.float32
     assert out.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # a, b, c.y, c.z
@@ -86,10 +59,7 @@ def test_flatten_dict_keeps_batch_axes():
     assert (out[:, :6] == 0).all() and (out[:, 6:] == 1).all()
 
 
-def test_kitchen_rule_gives_d4rl_60_dims_and_rejects_other_shapes():
-    from lamo_ray.envs import kitchen_d4rl_observation
-
-    assert observation_rule("D4RL/kitchen/partial-v2") is kitchen_d4rl_observation
+def test_kitchen_observations_take_the_kitchen_rule():
     obs = {"observation": np.arange(59.0), "desired_goal": {"slide cabinet": np.array([0.37])}}
     state = flatten_observation("FrankaKitchen-v1", obs)
     assert state.shape == (60,)
@@ -99,15 +69,12 @@ def test_kitchen_rule_gives_d4rl_60_dims_and_rejects_other_shapes():
         flatten_observation("FrankaKitchen-v1", {"observation": np.zeros(60)})
 
 
-def test_evaluation_kwargs_keep_the_data_task_list_with_d4rl_semantics():
-    from lamo_ray.envs import KITCHEN_TASKS, evaluation_env_kwargs, kitchen_env_kwargs
+def test_evaluation_kwargs_follow_the_domain():
+    from lamo_ray.domains.kitchen import TASKS
 
-    minari_d4rl = {"tasks_to_complete": list(KITCHEN_TASKS["mixed"]), "remove_task_when_completed": False,
+    minari_d4rl = {"tasks_to_complete": list(TASKS["mixed"]), "remove_task_when_completed": False,
                    "terminate_on_tasks_completed": False, "max_episode_steps": 450}
     assert evaluation_env_kwargs("FrankaKitchen-v1", minari_d4rl) == {
-        "tasks_to_complete": list(KITCHEN_TASKS["mixed"]), "remove_task_when_completed": True,
+        "tasks_to_complete": list(TASKS["mixed"]), "remove_task_when_completed": True,
         "terminate_on_tasks_completed": True}
-    assert kitchen_env_kwargs("partial")["tasks_to_complete"] == list(KITCHEN_TASKS["partial"])
     assert evaluation_env_kwargs("Reacher-v5", {"a": 1}) == {"a": 1}
-    with pytest.raises(ValueError, match="unknown kitchen dataset"):
-        kitchen_env_kwargs("medium")

@@ -23,7 +23,7 @@ def trial(K=3, scale=10.0):
 
 
 def spec_for(cfg):
-    return PolicySpec(trial=cfg.model_dump(), state_shape=(10,), act_dim=2, discrete_actions=False,
+    return PolicySpec(trial=cfg, state_shape=(10,), act_dim=2, discrete_actions=False,
                       state_mean=np.zeros(10, np.float32), state_std=np.ones(10, np.float32))
 
 

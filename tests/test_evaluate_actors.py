@@ -21,7 +21,7 @@ def setup(finetune: str = "full"):
     cfg = validate_trial({"data": {"source": "unused", "context_length": 3, "rtg_scale": 10.0, "max_ep_len": 64},
                           "model": {"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1,
                                     "finetune": finetune, "embedding": "linear"}})
-    spec = PolicySpec(trial=cfg.model_dump(), state_shape=(10,), act_dim=2, discrete_actions=False,
+    spec = PolicySpec(trial=cfg, state_shape=(10,), act_dim=2, discrete_actions=False,
                       state_mean=np.zeros(10, np.float32), state_std=np.ones(10, np.float32))
     torch.manual_seed(0)
     model = build_policy(spec, load_weights=False)

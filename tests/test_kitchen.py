@@ -1,5 +1,5 @@
-"""lamo_ray/kitchen.py and the kitchen parts of envs.py, collect.py and data/loading.py:
-D4RL 60-dim observations, the scripted demonstrator, the kitchen Minari datasets."""
+"""lamo_ray/domains/kitchen: D4RL 60-dim observations, the scripted demonstrator, the kitchen Minari
+datasets (and how envs.py, collect.py and data/loading.py reach them through the registry)."""
 
 import json
 
@@ -7,10 +7,15 @@ import numpy as np
 import pytest
 
 from lamo_ray import collect
-from lamo_ray.collect import KITCHEN_DATASET_IDS, collect_kitchen, kitchen_sequences
-from lamo_ray.data import DatasetError, load_dataset
-from lamo_ray.envs import KITCHEN_OBS_ELEMENT_INDICES, KITCHEN_TASKS, flatten_observation, make_env
-from lamo_ray.kitchen import SUBTASKS, run_demo_episode
+from lamo_ray.data.loading import load_dataset
+from lamo_ray.data.trajectories import DatasetError
+from lamo_ray.domains.kitchen import LOCAL_DATASET_IDS as KITCHEN_DATASET_IDS
+from lamo_ray.domains.kitchen import OBS_ELEMENT_INDICES as KITCHEN_OBS_ELEMENT_INDICES
+from lamo_ray.domains.kitchen import TASKS as KITCHEN_TASKS
+from lamo_ray.domains.kitchen import env_kwargs
+from lamo_ray.domains.kitchen.collect import collect_kitchen, kitchen_sequences
+from lamo_ray.domains.kitchen.demonstrator import SUBTASKS, run_demo_episode
+from lamo_ray.envs import flatten_observation, make_env
 
 pytest.importorskip("gymnasium_robotics")
 
@@ -113,7 +118,7 @@ def test_collector_writes_a_minari_dataset_in_d4rl_kitchen_layout(minari_store):
 
 def test_collector_refuses_to_overwrite_without_force(capsys, monkeypatch):
     # a stub demonstrator keeps this test fast; the real one is exercised above
-    from lamo_ray import kitchen
+    from lamo_ray.domains.kitchen import demonstrator as kitchen
 
     def still(env, subtasks, seed, rng, noise_std=0.0, jitter=0.0, perturb=True):
         env = make_env("FrankaKitchen-v1", tasks_to_complete=list(KITCHEN_TASKS["mixed"]), max_episode_steps=3)
@@ -152,3 +157,12 @@ def test_evaluation_summary_reports_per_subtask_success():
     assert out["eval/target_4/success/microwave"] == 1.0 and out["eval/target_4/success/kettle"] == 0.5
     assert out["eval/target_4/success/light_switch"] == 0.0 and out["eval/target_2/success/microwave"] == 0.0
     assert out["eval/target_4/normalized_score"] == pytest.approx(100 * 1.5 / 4)  # return / 4, x100
+
+
+def test_env_kwargs_take_a_dataset_name_or_a_task_list():
+    assert env_kwargs("partial")["tasks_to_complete"] == list(KITCHEN_TASKS["partial"])
+    assert env_kwargs(["kettle"], max_episode_steps=9) == {"tasks_to_complete": ["kettle"],
+                                                          "remove_task_when_completed": True,
+                                                          "terminate_on_tasks_completed": True}
+    with pytest.raises(ValueError, match="unknown kitchen dataset"):
+        env_kwargs("medium")

@@ -1,4 +1,4 @@
-"""MuJoCo locomotion: `lamo_ray.collect.collect_mujoco` (SB3 SAC, D4RL's recipe) at tiny budgets,
+"""MuJoCo locomotion (lamo_ray/domains/mujoco): `collect_mujoco` (SB3 SAC, D4RL's recipe) at tiny budgets,
 loading its datasets, Minari ``mujoco/*`` ids and D4RL HDF5 files, normalized scores from the
 datasets' references, the paper-scale sweep's dry run and one short local Hopper sweep end to end."""
 
@@ -14,10 +14,12 @@ import pytest
 import yaml
 
 from lamo_ray import collect
-from lamo_ray.collect import MUJOCO_KINDS, collect_mujoco, ensure_mujoco_dataset, mujoco_dataset_ids
 from lamo_ray.config import EvalConfig
-from lamo_ray.data import DatasetError, DatasetNotDownloadedError, load_dataset
-from lamo_ray.envs import D4RL_REF_SCORES
+from lamo_ray.data.loading import load_dataset
+from lamo_ray.data.trajectories import DatasetError, DatasetNotDownloadedError
+from lamo_ray.domains.mujoco import D4RL_REF_SCORES, MUJOCO, mujoco_dataset_ids
+from lamo_ray.domains.mujoco import KINDS as MUJOCO_KINDS
+from lamo_ray.domains.mujoco.collect import collect_mujoco
 from lamo_ray.evaluate import normalized_score, reference_scores
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,17 +147,17 @@ def test_bad_arguments_fail_before_training(tmp_path, monkeypatch, kwargs, messa
 
 
 def test_ensure_uses_existing_data_and_refuses_mixed_runs(use_store, tmp_path, monkeypatch, store):
-    ensure_mujoco_dataset("lamo/mujoco/hopper/medium-v0")  # present: returns without training
+    MUJOCO.ensure_dataset("lamo/mujoco/hopper/medium-v0")  # present: returns without training
     with pytest.raises(ValueError, match="not a local MuJoCo dataset id"):
-        ensure_mujoco_dataset("lamo/mujoco/ant/medium-v0")
+        MUJOCO.ensure_dataset("lamo/mujoco/ant/medium-v0")
     with pytest.raises(ValueError, match="not a local MuJoCo dataset id"):
-        ensure_mujoco_dataset("lamo/mujoco/hopper/random-v0")
+        MUJOCO.ensure_dataset("lamo/mujoco/hopper/random-v0")
     # only the expert sibling present: generating medium alone would mix two SAC runs
     other = tmp_path / "minari"
     shutil.copytree(store[0] / "lamo" / "mujoco" / "hopper" / "expert-v0", other / "lamo" / "mujoco" / "hopper" / "expert-v0")
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(other))
     with pytest.raises(FileExistsError, match="expert-v0 from the same SAC run"):
-        ensure_mujoco_dataset("lamo/mujoco/hopper/medium-v0")
+        MUJOCO.ensure_dataset("lamo/mujoco/hopper/medium-v0")
     assert mujoco_dataset_ids("Walker2d-v5", 2)["medium-replay"] == "lamo/mujoco/walker2d/medium-replay-v2"
 
 

@@ -9,9 +9,9 @@ import yaml
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from lamo_ray.config import SweepConfig, expand_trials, load_sweep
+from lamo_ray.config import SchedulerConfig, SweepConfig, expand_trials, load_sweep
 from lamo_ray.intervals import difference_ci, mean_ci
-from lamo_ray.report import (CI_UNAVAILABLE, NO_CI, TrialResult, arm_stats, asha_rungs, bootstrap_library,
+from lamo_ray.report import (CI_UNAVAILABLE, TrialResult, arm_stats, bootstrap_library,
                              final_score, generate_report, main, rung_of)
 from lamo_ray.tracking import OUTCOME_TAG, RunLogger, start_sweep_run, start_trial_run, trial_outcomes
 
@@ -81,7 +81,7 @@ def build_store(tmp_path) -> tuple[str, str]:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = SweepConfig.model_validate(SWEEP)
     rows = expand_trials(cfg)
-    exp_id, parent = start_sweep_run(uri, "rep", "rep", yaml.safe_dump(cfg.model_dump(), sort_keys=False), rows)
+    exp_id, parent = start_sweep_run(uri, "rep", "rep", cfg)
     client = MlflowClient(uri)
     for i, row in enumerate(rows):
         key = (row["variant"], row["config"].data.sample_ratio, row["seed"])
@@ -136,8 +136,13 @@ def test_final_score_is_the_last_20_percent_mean_at_the_best_target():
     assert final_score({"10": {100: 1.0}}, 1000) is None
 
 
-def test_asha_rungs_match_ray_milestones():
-    assert asha_rungs(100, 2, 1000) == [100, 200, 400, 800]
+def test_asha_rungs_match_ray_milestones_and_the_parent_run_records_them(report):
+    uri, parent, _ = report
+    assert SchedulerConfig(type="asha", grace_period=100, reduction_factor=2).rungs(1000) == [100, 200, 400, 800]
+    assert SchedulerConfig(type="fifo").rungs(1000) == []
+    params = MlflowClient(uri).get_run(parent).data.params
+    assert params["sweep.asha_rungs"] == "100,200,400,800" and params["sweep.baseline_variant"] == "dt"
+    assert params["sweep.metric"] == "normalized_score"
     assert rung_of(200, [100, 200, 400, 800]) == 2 and rung_of(150, [100, 200]) == 1 and rung_of(50, [100]) is None
 
 
@@ -292,8 +297,7 @@ def test_search_then_confirm_is_scored_from_confirmation_trials_only(tmp_path):
                          train={"steps": STEPS, "eval_every": 100, "lr": {"grid": [1e-4, 1e-3]}})
     cfg = SweepConfig.model_validate(sweep)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    exp_id, parent = start_sweep_run(uri, "sc", "sc", yaml.safe_dump(cfg.model_dump(), sort_keys=False),
-                                     expand_trials(cfg))
+    exp_id, parent = start_sweep_run(uri, "sc", "sc", cfg)
     picked = {"lamo": 1e-3, "dt": 1e-4}     # each variant confirmed at its own best configuration
     selection = [{"variant": v, "params": {"train.lr": lr}, "rank": 1, "search_step": 1000.0,
                   "search_score": 99.0, "search_seeds": [0]} for v, lr in picked.items()]
@@ -334,8 +338,7 @@ def test_single_seed_arms_are_compared_over_their_episodes_and_say_so(tmp_path):
     sweep["base"] = dict(SWEEP["base"], data={"source": "lamo/reacher/mixed-v0", "sample_ratio": 0.1})
     cfg = SweepConfig.model_validate(sweep)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    exp_id, parent = start_sweep_run(uri, "one", "one", yaml.safe_dump(cfg.model_dump(), sort_keys=False),
-                                     expand_trials(cfg))
+    exp_id, parent = start_sweep_run(uri, "one", "one", cfg)
     rng = np.random.default_rng(0)
     episodes = {"lamo": rng.normal(60, 10, 20), "dt": rng.normal(50, 10, 20)}
     for row in expand_trials(cfg):

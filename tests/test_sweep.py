@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from lamo_ray.config import ConfigError, expand_trials, load_sweep, resolve_tune_config
-from lamo_ray.sweep import (PreflightError, TrialResources, _experiment_dir, _may_train_in_trial, _param_space,
+from lamo_ray.sweep import (PreflightError, TrialResources, _experiment_dir, _param_space,
                             check_resources, format_trial_table, preflight, select_configurations, tune_max_failures)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,24 +54,6 @@ def test_trial_resources_follow_the_launcher(tmp_path):
     # the bundles add up to what check_resources counts for the trial
     (check,) = check_resources(sweep, [r for r in expand_trials(sweep) if r["variant"] == "one"], cluster_cpus=1.05)
     assert check.ok and "needs 1.05" in check.detail
-
-
-def test_resumed_old_trial_stays_with_ray_train(tmp_path):
-    """A trial of a sweep started before 'in_trial' existed (Tune reserved only trial_cpus, or Ray
-    Train already wrote its checkpoints) continues through Ray Train on --resume."""
-    from ray.tune import PlacementGroupFactory
-
-    sweep = load_sweep(sweep_file(tmp_path, trial_cpus=0.05, base={
-        "data": {"source": "x"}, "model": {"pretrained": False, "n_layer": 1, "n_embd": 8, "n_head": 1},
-        "train": {"cpus_per_worker": 0.5}}))
-    config = {"variant": "default", "seed": 0}
-    cfg = expand_trials(sweep)[0]["config"]
-    fresh = TrialResources(sweep)(config)
-    assert _may_train_in_trial(cfg, sweep, fresh, tmp_path / "no_train_dir")
-    old_reservation = PlacementGroupFactory([{"CPU": 0.05}])
-    assert not _may_train_in_trial(cfg, sweep, old_reservation, tmp_path / "no_train_dir")
-    (tmp_path / "train_dir").mkdir()
-    assert not _may_train_in_trial(cfg, sweep, fresh, tmp_path / "train_dir")
 
 
 def test_tune_retries_only_for_in_trial_trials(tmp_path):

@@ -121,13 +121,13 @@ SHORT = ["data.source=test/reacher/tiny-v0", "data.sample_ratio=1.0", "data.cont
          "model.n_embd=32", "model.dropout=0.1", "train.lr={grid: [0.001, 0.003]}", "train.steps=20",
          "train.batch_size=16", "train.warmup_steps=5", "train.eval_every=10", "train.log_every=5",
          "train.cpus_per_worker=0.49", "eval.episodes=4", "eval.envs_per_actor=4", "scheduler.grace_period=10",
-         "confirm.seeds=[100, 101]"]
+         "confirm.seeds=[100, 101]", "variants={lamo: {model: {finetune: lora, embedding: mlp}}}"]
 
 
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory):
-    """sweeps/reacher_search.yaml, shortened: 2 variants x 2 learning rates searched under ASHA, then
-    each variant's best configuration confirmed with seeds 100 and 101."""
+    """sweeps/reacher_search.yaml, shortened: its LaMo variant, 2 learning rates searched under ASHA, then
+    the best configuration confirmed with seeds 100 and 101."""
     tmp = tmp_path_factory.mktemp("search")
     env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp / "minari"), MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
                HF_HUB_OFFLINE="1")
@@ -153,17 +153,17 @@ def test_search_then_confirm_runs_both_stages_in_one_parent_run(search_run):
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
     search = [r for r in trials if r.data.tags["lamo_ray.stage"] == "search"]
     confirm = [r for r in trials if r.data.tags["lamo_ray.stage"] == "confirm"]
-    assert len(search) == 4 and len(confirm) == 4
+    assert len(search) == 2 and len(confirm) == 2
     selection = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "confirm_selection.yaml",
                                                                str(tmp))).read_text())
     picked = {r["variant"]: r["params"]["train.lr"] for r in selection}
-    assert set(picked) == {"lamo", "dt"} and all(r["rank"] == 1 for r in selection)
+    assert set(picked) == {"lamo"} and all(r["rank"] == 1 for r in selection)
     for run in confirm:   # fresh seeds, the picked configuration, every one to the end
         assert run.data.tags["seed"] in ("100", "101")
         assert float(run.data.params["train.lr"]) == picked[run.data.tags["variant"]]
         assert run.data.tags["lamo_ray.outcome"] == "completed"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "normalized_score")] == [10, 20]
     report = Path(client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp))).read_text()
-    assert "scored from the 4 confirmation trials only" in report and "## Search" in report
+    assert "scored from the 2 confirmation trials only" in report and "## Search" in report
     assert "confirmation: re-running the search's best configurations" in proc.stdout
     assert "What the data support:" in proc.stdout and "95% CI" in proc.stdout

@@ -23,7 +23,7 @@ def _run_with_evals(tmp_path, eval_steps: list[int]) -> tuple[str, str]:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = SweepConfig.model_validate(SWEEP)
     row = expand_trials(cfg)[0]
-    exp_id, parent = start_sweep_run(uri, "fin", "fin", yaml.safe_dump(cfg.model_dump()), [row])
+    exp_id, parent = start_sweep_run(uri, "fin", "fin", cfg)
     run_id = start_trial_run(uri, exp_id, parent, "run_trial_0", "dt", row["config"], trial_id="t0")
     logger = RunLogger(uri, run_id)
     for step in eval_steps:
@@ -70,8 +70,7 @@ def test_a_trial_that_failed_before_its_run_existed_gets_a_failed_run(tmp_path):
     `run_trial` creates its MLflow run; the sweep's outcome table (read from MLflow) must still list it."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     sweep = SweepConfig.model_validate({**SWEEP, "base": {**SWEEP["base"], "train": {"lr": {"grid": [1e-4, 1e-3]}}}})
-    rows = expand_trials(sweep)
-    exp_id, parent = start_sweep_run(uri, "fin", "fin", yaml.safe_dump(sweep.model_dump()), rows)
+    exp_id, parent = start_sweep_run(uri, "fin", "fin", sweep)
     error = tmp_path / "error.txt"
     error.write_text("ray.exceptions.NodeDiedError: the node running this trial died")
     trial = _Trial(trial_id="t7", last_result={}, error_file=str(error),

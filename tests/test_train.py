@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from lamo_ray import train
 from lamo_ray.checkpoint import MODEL_FILE, load_checkpoint, load_optimizer_state
+from lamo_ray.config import TrialConfig, validate_trial
 from lamo_ray.data.sampling import SegmentSampler
 from lamo_ray.data.trajectories import Trajectory, TrajectoryDataset, state_stats
 from lamo_ray.model import action_loss
@@ -44,14 +45,14 @@ def learnable_dataset(n: int = 16, length: int = 24, nan_rewards: bool = False) 
                              ref_max_score=0.0, env_id=None, source="in-memory")
 
 
-def trial(steps: int, eval_every: int) -> dict[str, Any]:
-    return {"seed": SEED,
+def trial(steps: int, eval_every: int) -> TrialConfig:
+    return validate_trial({"seed": SEED,
             "data": {"source": "in-memory", "context_length": 4, "max_ep_len": 32, "rtg_scale": 10.0},
             "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1,
                       "dropout": 0.0, "finetune": "full"},
             "train": {"steps": steps, "batch_size": 32, "lr": 1e-3, "warmup_steps": 10, "eval_every": eval_every,
                       "log_every": 10},
-            "eval": {"env_id": "Reacher-v5", "episodes": 2, "target_returns": [0.0]}}
+            "eval": {"env_id": "Reacher-v5", "episodes": 2, "target_returns": [0.0]}})
 
 
 class FakeSession:

@@ -1,60 +1,45 @@
-"""Load trajectories from a D4RL-format HDF5 file or a local Minari dataset.
+"""Load trajectories from a D4RL-format HDF5 file, a local Minari dataset, or a domain's own format.
 
 `load_dataset(source)` picks the reader from the source: a path ending ``.hdf5``/``.h5`` is a
-D4RL file (read with h5py: FACTS.md, the ``d4rl`` package cannot be imported here), a
-``d4rl-atari/<game>-<kind>-vI`` id or a folder with ``observation.gz`` is a DQN-replay Atari
-checkpoint in the d4rl-atari layout (`lamo_ray.data.dqn_replay`), anything
-else is a Minari dataset id looked up in the local store (``$MINARI_DATASETS_PATH``, default
-``~/.minari/datasets``). Nothing is downloaded.
+D4RL file (read with h5py: FACTS.md, the ``d4rl`` package cannot be imported here); a source in a
+format of its domain's own (`lamo_ray.domains.Domain.load_dataset`, e.g. DQN-replay Atari
+checkpoints) is read by that domain; anything else is a Minari dataset id looked up in the local
+store (``$MINARI_DATASETS_PATH``, default ``~/.minari/datasets``). Nothing is downloaded; a missing
+dataset's error says how to get it and names the local alternative its domain knows.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from lamo_ray.data.dqn_replay import is_dqn_replay_source, load_dqn_replay
+from lamo_ray import domains
 from lamo_ray.data.frames import compact_stacks
 from lamo_ray.data.trajectories import DatasetError, DatasetNotDownloadedError, Trajectory, TrajectoryDataset, subsample
-from lamo_ray.envs import MUJOCO_ENV_IDS, d4rl_ref_scores, env_family, flatten_observation
+from lamo_ray.envs import flatten_observation, reference_scores_for
 
 log = logging.getLogger(__name__)
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
-# D4RL's gym-MuJoCo v2 files (d4rl/infos.py): dataset hopper-medium-replay-v2 is served as
-# hopper_medium_replay-v2.hdf5 from this folder.
-D4RL_MUJOCO_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/{env}_{kind}-v2.hdf5"
-_D4RL_MUJOCO_NAME = re.compile(r"^(hopper|walker2d|halfcheetah)[-_]"
-                               r"(random|medium|expert|medium[-_]replay|medium[-_]expert|full[-_]replay)-v2\.hdf5$")
-
-
-def d4rl_mujoco_url(file_name: str) -> str | None:
-    """Download URL of a D4RL gym-MuJoCo v2 file named like the dataset (``hopper-medium-v2.hdf5``)
-    or like D4RL's own download (``hopper_medium-v2.hdf5``), any case; None for other names."""
-    match = _D4RL_MUJOCO_NAME.match(file_name.lower())
-    if match is None:
-        return None
-    return D4RL_MUJOCO_URL.format(env=match.group(1), kind=match.group(2).replace("-", "_"))
 
 
 def load_dataset(source: str) -> TrajectoryDataset:
-    """All trajectories of ``source``: a D4RL-format HDF5 path, a DQN-replay checkpoint in the
-    d4rl-atari layout (`lamo_ray.data.dqn_replay.load_dqn_replay`) or a Minari dataset id.
+    """All trajectories of ``source``: a D4RL-format HDF5 path, a source its domain reads itself
+    (`lamo_ray.domains.Domain.load_dataset`, e.g. a DQN-replay checkpoint) or a Minari dataset id.
 
     HDF5 (D4RL): a leading ``~`` is expanded. Keys ``observations (N, *obs)``, ``actions (N, A)``, ``rewards (N,)``,
     ``terminals (N,)``, ``timeouts (N,)``. A trajectory ends at a step with a terminal or a
     time-out, as in D4RL/DT's ``download_d4rl_datasets.py``; a trailing piece with neither is
     kept (ours; DT drops it). Reference scores come from the file's attributes
     (``ref_min_score``/``ref_max_score``, at the root or on a ``metadata`` group) if present,
-    else from `envs.D4RL_REF_SCORES` by the family in the file name, else None; ``env_id`` from
-    an ``env_id`` attribute, else None.
+    else from the domain named in the file name (`envs.reference_scores_for`: D4RL's), else None;
+    ``env_id`` from an ``env_id`` attribute, else None.
 
     Minari: ``minari.load_dataset(id, download=False)``. Episodes store T+1 observations (the
     last is the observation after the final step); it is dropped. Stacked uint8 frames
@@ -65,18 +50,20 @@ def load_dataset(source: str) -> TrajectoryDataset:
     from the dataset metadata; ``env_id`` from its env spec, else its eval env spec.
 
     Raises:
-        DatasetNotDownloadedError: a missing HDF5 file named like a D4RL gym-MuJoCo v2 dataset
-            (``hopper-medium-v2.hdf5``); the message gives D4RL's URL and the local alternative
-            (``python -m lamo_ray.collect mujoco``). Also a Minari id not in the local store.
+        DatasetNotDownloadedError: a missing source its domain knows how to get (a D4RL gym-MuJoCo
+            v2 file named like ``hopper-medium-v2.hdf5``: the message gives D4RL's URL and the
+            local alternative), or a Minari id not in the local store (the message says how to get
+            it, names the domain's local alternative if any and lists local ids).
         DatasetError: missing file, unreadable/corrupt HDF5, missing or inconsistent keys, no
-            steps, unknown Minari id (the message says how to get it and lists local ids; for
-            ``D4RL/kitchen/*`` it also names the local scripted alternative), observations the
-            env's rule cannot map, NaN or infinite values; every message starts with the source.
+            steps, observations the env's rule cannot map, NaN or infinite values; every message
+            starts with the source.
     """
-    if source.lower().endswith(HDF5_SUFFIXES):
+    domain = domains.for_dataset(source)
+    own = domain.load_dataset(source) if domain is not None else None
+    if own is not None:
+        ds = own
+    elif source.lower().endswith(HDF5_SUFFIXES):
         ds = _load_d4rl_hdf5(source)
-    elif is_dqn_replay_source(source):
-        ds = load_dqn_replay(source)
     else:
         ds = _load_minari(source)
     if not ds.trajectories:
@@ -125,14 +112,10 @@ def _as_float(value: Any) -> float | None:
 def _load_d4rl_hdf5(source: str) -> TrajectoryDataset:
     path = Path(source).expanduser()
     if not path.is_file():
-        url = d4rl_mujoco_url(path.name)
-        if url is not None and not path.exists():
-            family = env_family(path.name)
-            raise DatasetNotDownloadedError(
-                f"{source}: D4RL file not downloaded; get it with `mkdir -p {path.parent} && wget -O {path} {url}` "
-                f"where the network allows. Offline, the local alternative is D4RL's recipe run here: "
-                f"`python -m lamo_ray.collect mujoco --env {family}` makes lamo/mujoco/{family}/"
-                "{medium,medium-replay,expert}-v0 (set data.source to one of them)")
+        domain = domains.for_dataset(source)
+        hint = domain.missing_dataset_hint(source) if domain is not None and not path.exists() else None
+        if hint is not None:
+            raise DatasetNotDownloadedError(f"{source}: {hint}")
         raise DatasetError(f"{source}: file not found")
     try:
         with h5py.File(path, "r") as f:
@@ -146,7 +129,7 @@ def _load_d4rl_hdf5(source: str) -> TrajectoryDataset:
     except OSError as err:
         raise DatasetError(f"{source}: cannot read HDF5 file ({err})") from None
     if ref_min is None or ref_max is None:
-        ref_min, ref_max = d4rl_ref_scores(path.name) or (None, None)
+        ref_min, ref_max = reference_scores_for(path.name) or (None, None)
 
     n = len(arrays["rewards"])
     lengths = {k: len(v) for k, v in arrays.items()}
@@ -181,51 +164,22 @@ def _actions(actions: np.ndarray, source: str) -> tuple[np.ndarray, bool, int]:
 
 
 def _missing_minari_message(source: str) -> str:
-    """Why ``source`` cannot be loaded and how to get it. D4RL kitchen ids also name the local
-    scripted alternative (never substituted silently: the user has to ask for it)."""
+    """Why ``source`` cannot be loaded and how to get it, with the local alternative its domain
+    names (never substituted silently: the user has to ask for it)."""
     import minari
 
     local = sorted(minari.list_local_datasets())
     message = (f"{source}: no such file and no local Minari dataset with that id "
                f"(store: {minari.storage.get_dataset_path()}). Get it with `minari download {source}` "
                f"where the network allows")
-    kitchen = _d4rl_kitchen_name(source)
-    if kitchen is not None:
-        from lamo_ray.collect import KITCHEN_DATASET_IDS
-
-        local_id = KITCHEN_DATASET_IDS[kitchen]
-        message += (f" (D4RL's human kitchen demonstrations need it). Offline, the local alternative is "
-                    f"scripted demonstrations with the same layout and task list: "
-                    f"{local_id}, made by `python -m lamo_ray.collect kitchen --dataset {kitchen}`; "
-                    f"use it by setting data.source: {local_id}")
-    elif _minari_mujoco_name(source) is not None:
-        family = _minari_mujoco_name(source)
-        message += (f". Offline, the local alternative is SAC data made here with D4RL's recipe "
-                    f"(its own ref scores): lamo/mujoco/{family}/{{medium,medium-replay,expert}}-v0, made by "
-                    f"`python -m lamo_ray.collect mujoco --env {family}`; use it by setting data.source")
+    domain = domains.for_dataset(source)
+    hint = domain.missing_dataset_hint(source) if domain is not None else None
+    if hint is not None:
+        message += f" ({hint})"
     else:
-        message += (", or generate local data with `python -m lamo_ray.collect` "
-                    "(e.g. `python -m lamo_ray.collect reacher`)")
+        makers = [d.name for d in domains.registered() if d.local_prefix]
+        message += f", or generate local data with `python -m lamo_ray.collect <{'|'.join(makers)}>`"
     return f"{message}. Local ids: {', '.join(local) or 'none'}"
-
-
-def _d4rl_kitchen_name(source: str) -> str | None:
-    """The D4RL dataset name (complete, partial, mixed) in a Minari kitchen id such as
-    ``D4RL/kitchen/mixed-v2`` (any version), else None."""
-    parts = source.lower().split("/")
-    if len(parts) == 3 and parts[0] == "d4rl" and parts[1] == "kitchen":
-        name = parts[2].split("-v")[0]
-        return name if name in ("complete", "partial", "mixed") else None
-    return None
-
-
-def _minari_mujoco_name(source: str) -> str | None:
-    """The env family of a Minari MuJoCo locomotion id such as ``mujoco/hopper/medium-v0``
-    (hopper, walker2d, halfcheetah), else None."""
-    parts = source.lower().split("/")
-    if len(parts) == 3 and parts[0] == "mujoco" and parts[1] in MUJOCO_ENV_IDS:
-        return parts[1]
-    return None
 
 
 def _spec_of(metadata: dict[str, Any], key: str) -> dict[str, Any] | None:

@@ -7,14 +7,14 @@ files: ``observation.gz`` ``(N, 84, 84)`` uint8 single frames, ``action.gz`` ``(
 Its dataset names map to folders as ``<game>-mixed-vI`` -> epoch 1, ``<game>-medium-vI`` -> epoch 10,
 ``<game>-expert-vI`` -> epoch 50, run index ``I + 1`` (``breakout-medium-v0`` -> ``Breakout/1/10``).
 
-Sources accepted by `lamo_ray.data.load_dataset`:
+Sources accepted by `lamo_ray.data.loading.load_dataset` (through `AtariDomain.load_dataset`):
 
 - ``d4rl-atari/<game>-<mixed|medium|expert>-v<I>``, looked up under ``$D4RL_ATARI_PATH``
   (default ``~/.d4rl/datasets``, d4rl-atari's own store);
 - a path to one checkpoint folder holding the four files.
 
 Observations are stacked 4 frames per step with zero frames before an episode's first frame
-(d4rl-atari ``_stack``, LaMo's ``AtariBuffer``, and `lamo_ray.atari`'s evaluation env). Each frame
+(d4rl-atari ``_stack``, LaMo's ``AtariBuffer``; the local collector's env zero-pads too). Each frame
 is held once (`lamo_ray.data.frames.stacked_view`); rewards are taken as stored. Trajectories end
 at terminals; a trailing piece without one is kept (as the D4RL HDF5 reader does). The env is the
 game's ``<Game>NoFrameskip-v4`` (d4rl-atari's evaluation env) with REFERENCE.md's random / human
@@ -133,7 +133,7 @@ def load_dqn_replay(source: str) -> TrajectoryDataset:
         observations = stacked_view(buffer[offset:offset + pad + e - s], STACK)
         trajectories.append(Trajectory(observations, actions[s:e], rewards[s:e], bool(terminals[e - 1])))
     del frames
-    from lamo_ray.atari import GAMES, REF_SCORES
+    from lamo_ray.domains.atari import GAMES, REF_SCORES
 
     family = (game or "").lower()
     refs = REF_SCORES.get(family, (None, None))

@@ -1,10 +1,10 @@
-"""What is truly Atari-specific: DT's preprocessing, the games we know, and RAM-scripted behaviour policies.
+"""Atari: the games LaMo evaluates (Breakout, Qbert, Pong) with DT's preprocessing and human-normalised scores.
 
 Everything else (data loading, sampling, the model, training, rollouts) is shared with the other
 domains; an Atari experiment is a sweep file (``sweeps/atari*.yaml``).
 
-Environment (`make_atari_env`, used by `lamo_ray.envs.make_env` for ``ALE/*`` and ``*NoFrameskip-v4``
-ids): the ALE env without its own frame skip and without sticky actions, wrapped in gymnasium's
+Environment (`make_atari_env`, `AtariDomain.make_env` for ``ALE/*`` and ``*NoFrameskip-v4`` ids):
+the ALE env without its own frame skip and without sticky actions, wrapped in gymnasium's
 ``AtariPreprocessing`` (84 x 84 grayscale, frame skip 4 with max-pooling over the last two frames,
 up to 30 no-op starts, no terminal on life loss) and ``FrameStackObservation`` (4 frames):
 observations ``(4, 84, 84)`` uint8, discrete actions. At episode start the frame history is the
@@ -13,27 +13,29 @@ d4rl-atari's ``FrameStack``, which does this; REFERENCE.md "Data", Atari) and ze
 (``"zero"``: the layout of the DQN-replay training data, whose stacks LaMo's buffer zero-pads too).
 No sticky actions, as DT's and LaMo's Atari evaluation.
 
-Behaviour policies (`ram_policy`) read the emulator RAM (addresses from the AtariARI annotations,
-checked here by stepping the games):
+Data: DQN-replay checkpoints in the d4rl-atari layout, ``d4rl-atari/<game>-<mixed|medium|expert>-vI``
+(`lamo_ray.domains.atari.dqn_replay`, what LaMo trains on), and, made here, ``lamo/atari/<game>-v0``
+(`lamo_ray.domains.atari.collect`: RAM-scripted policies of `lamo_ray.domains.atari.policies` mixed
+with epsilon-random actions).
 
-- Breakout: the paddle follows the ball's x (RAM 99 ball x, 101 ball y, 72 paddle x); FIRE when no
-  ball is in play.
-- Pong: the paddle follows the ball's y (RAM 51 paddle y, 54 ball y), with a dead band of 12 so it
-  does not oscillate (the paddle moves ~20 RAM units per agent step).
-- Qbert: no RAM heuristic (navigating the pyramid needs more than a few lines): uniformly random
-  moves (UP/RIGHT/LEFT/DOWN), each held for 1-4 steps ("sticky" random).
-
-`EpsilonMix` mixes a policy with uniformly random actions (probability epsilon per step).
+    python -m lamo_ray.collect atari [--game Breakout|Pong|Qbert] [--episodes N] [--dataset-id ID]
+                                     [--seed S] [--epsilons 0.02 0.1 0.25 0.5 1] [--max-episode-steps 4096]
+                                     [--force]
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import argparse
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
+
+from lamo_ray.domains.base import Domain, EvaluationDefaults, register
+from lamo_ray.episodes import in_store
+
+log = logging.getLogger(__name__)
 
 # DT Atari preprocessing (FACTS.md "Environments"; REFERENCE.md "Model", Atari).
 PREPROCESSING: dict[str, Any] = {"noop_max": 30, "frame_skip": 4, "screen_size": 84, "grayscale_obs": True,
@@ -111,7 +113,7 @@ def make_atari_env(env_id: str, max_episode_steps: int | None = None, frame_stac
     Args:
         env_id: ``ALE/<Game>-v5`` (its frame skip is set to 1 and its sticky actions to 0 unless
             ``kwargs`` say otherwise, since the preprocessing skips frames itself) or
-            ``<Game>NoFrameskip-v4``. ale-py must be registered (`lamo_ray.envs.make_env` does it).
+            ``<Game>NoFrameskip-v4``. ale-py must be registered (`AtariDomain.make_env` does it).
         max_episode_steps: time limit in agent steps (after frame skip); default the ALE's own
             limit of 108,000 frames (27,000 agent steps).
         frame_stack_padding: the frame history at episode start: "reset" repeats the first frame
@@ -138,88 +140,60 @@ def make_atari_env(env_id: str, max_episode_steps: int | None = None, frame_stac
     return env
 
 
-# --------------------------------------------------------------------------- behaviour policies
+class AtariDomain(Domain):
+    """Atari games with DT preprocessing and human-normalised scores (module docstring)."""
 
-RamPolicy = Callable[[np.ndarray], int]
+    name = "atari"
+    env_package = "ale_py"
+    dataset_prefixes = ("d4rl-atari/",)
+    local_prefix = "lamo/atari/"
+    ref_scores_by_name = REF_SCORES
+    evaluation = EvaluationDefaults(target_returns={"ALE/Breakout-v5": (90, 120)}, rtg_scale=1.0, max_ep_len=4096,
+                                    max_episode_steps=4096)
 
+    def serves_env(self, env_id: str) -> bool:
+        return is_atari_id(env_id)
 
-@dataclass(frozen=True)
-class BreakoutPaddle:
-    """Breakout actions: 0 NOOP, 1 FIRE, 2 RIGHT, 3 LEFT. ``offset``: ball x minus paddle x when
-    centred (10, tuned here: mean return ~60 in ~1200 steps vs ~2 for random actions)."""
+    def serves_dataset(self, source: str) -> bool:
+        from lamo_ray.domains.atari.dqn_replay import is_dqn_replay_source
 
-    offset: int = 10
-    dead_band: int = 2
+        return super().serves_dataset(source) or is_dqn_replay_source(source)
 
-    def __call__(self, ram: np.ndarray) -> int:
-        ball_x, ball_y, paddle_x = int(ram[99]), int(ram[101]), int(ram[72])
-        if ball_y == 0:
-            return 1
-        error = ball_x - (paddle_x + self.offset)
-        return 2 if error > self.dead_band else 3 if error < -self.dead_band else 0
+    def make_env(self, env_id: str, max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
+        """`make_atari_env` (DT preprocessing) after registering ale-py's ids."""
+        self.register_envs()
+        return make_atari_env(env_id, max_episode_steps=max_episode_steps, **kwargs)
 
+    def load_dataset(self, source: str):
+        """DQN-replay checkpoints (`lamo_ray.domains.atari.dqn_replay.load_dqn_replay`); None for the
+        Minari datasets made here."""
+        from lamo_ray.domains.atari.dqn_replay import is_dqn_replay_source, load_dqn_replay
 
-@dataclass(frozen=True)
-class PongPaddle:
-    """Pong actions: 0 NOOP, 2 RIGHT (paddle up), 3 LEFT (paddle down)."""
+        return load_dqn_replay(source) if is_dqn_replay_source(source) else None
 
-    offset: int = 0
-    dead_band: int = 12
+    def ensure_dataset(self, dataset_id: str, seed: int = 0) -> None:
+        """`lamo_ray.domains.atari.collect.collect_atari` at its default size unless ``dataset_id``
+        (``lamo/atari/<game>-vN``) is in the Minari store.
 
-    def __call__(self, ram: np.ndarray) -> int:
-        paddle_y, ball_y = int(ram[51]), int(ram[54])
-        if ball_y == 0:
-            return 0
-        error = ball_y - (paddle_y + self.offset)
-        return 3 if error > self.dead_band else 2 if error < -self.dead_band else 0
+        Raises:
+            ValueError: ``dataset_id`` names no known game.
+        """
+        if in_store(dataset_id):
+            return
+        from lamo_ray.domains.atari.collect import collect_atari
 
+        name = dataset_id.split("/")[-1].split("-v")[0]
+        if name not in GAMES:
+            raise ValueError(f"{dataset_id}: not an Atari dataset id; use lamo/atari/<{'|'.join(GAMES)}>-vN")
+        log.info("generating %s (scripted %s policy + epsilon-random actions, seed %d); first use only",
+                 dataset_id, GAMES[name].name, seed)
+        collect_atari(GAMES[name].name, dataset_id, seed=seed)
 
-class StickyRandomMoves:
-    """Qbert: a uniformly random move (2 UP, 3 RIGHT, 4 LEFT, 5 DOWN) held for 1-4 steps."""
+    def add_collect_command(self, commands: argparse._SubParsersAction) -> None:
+        from lamo_ray.domains.atari.collect import add_collect_arguments
 
-    moves = (2, 3, 4, 5)
-
-    def __init__(self, rng: np.random.Generator):
-        self._rng = rng
-        self._action, self._left = 0, 0
-
-    def __call__(self, ram: np.ndarray) -> int:
-        if self._left == 0:
-            self._action, self._left = int(self._rng.choice(self.moves)), int(self._rng.integers(1, 5))
-        self._left -= 1
-        return self._action
-
-
-def ram_policy(name: str, rng: np.random.Generator) -> RamPolicy:
-    """The scripted behaviour policy of game ``name`` (see `GAMES` [name].policy)."""
-    key = game(name).name.lower()
-    if key == "breakout":
-        return BreakoutPaddle()
-    if key == "pong":
-        return PongPaddle()
-    return StickyRandomMoves(rng)
+        add_collect_arguments(commands.add_parser(
+            self.name, help="RAM-scripted Atari policy + epsilon-random actions -> Minari dataset"))
 
 
-class EpsilonMix:
-    """With probability ``epsilon`` a uniformly random action of ``n_actions``, else ``policy(ram)``."""
-
-    def __init__(self, policy: RamPolicy, epsilon: float, n_actions: int, rng: np.random.Generator):
-        self.policy, self.epsilon, self.n_actions, self._rng = policy, epsilon, n_actions, rng
-
-    def __call__(self, ram: np.ndarray) -> int:
-        if self.epsilon > 0 and self._rng.random() < self.epsilon:
-            return int(self._rng.integers(self.n_actions))
-        return int(self.policy(ram))
-
-
-def run_ram_episode(env: gym.Env, policy: RamPolicy, seed: int) -> dict[str, np.ndarray]:
-    """One episode of ``policy`` (a function of the RAM) on the preprocessed ``env`` from
-    ``reset(seed=seed)``, until terminated or truncated.
-
-    Returns Minari episode arrays: observations ``(T+1, 4, 84, 84)`` uint8, actions ``(T,)`` int64,
-    rewards ``(T,)`` float32, terminations / truncations ``(T,)`` bool.
-    """
-    from lamo_ray.collect import run_episode  # collect imports this module
-
-    ale = env.unwrapped.ale
-    return run_episode(env, lambda obs: policy(ale.getRAM()), seed, action_dtype=np.int64, reward_dtype=np.float32)
+ATARI = register(AtariDomain())

@@ -1,4 +1,4 @@
-"""lamo_ray/collect.py: scripted Reacher data written to a (temporary) Minari store."""
+"""lamo_ray/domains/reacher.py (and the collect CLI): scripted Reacher data written to a (temporary) Minari store."""
 
 import logging
 
@@ -6,15 +6,11 @@ import numpy as np
 import pytest
 
 from lamo_ray import collect
-from lamo_ray.collect import (
-    ReacherController,
-    collect_reacher,
-    ensure_reacher_dataset,
-    mean_return,
-    uniform_random,
-)
-from lamo_ray.data import load_dataset
+from lamo_ray.data.loading import load_dataset
+from lamo_ray.domains import reacher
+from lamo_ray.domains.reacher import REACHER, ReacherController, collect_reacher
 from lamo_ray.envs import make_env
+from lamo_ray.episodes import mean_return, uniform_random
 
 TINY = dict(episodes=4, noise_levels=(0.0, 1.0), ref_episodes=2, progress=False)
 
@@ -84,12 +80,12 @@ def test_malformed_id_is_rejected_before_collecting():
 
 def test_ensure_generates_once(caplog, monkeypatch):
     calls = []
-    real = collect.collect_reacher
-    monkeypatch.setattr(collect, "collect_reacher",
-                        lambda *a, **kw: calls.append(a) or real(*a, **{**kw, "ref_episodes": 1, "progress": False}))
-    with caplog.at_level(logging.INFO, logger="lamo_ray.collect"):
-        ensure_reacher_dataset("test/ensure-v0", episodes=2, seed=0)
-        ensure_reacher_dataset("test/ensure-v0", episodes=2, seed=0)
+    real = reacher.collect_reacher
+    monkeypatch.setattr(reacher, "collect_reacher", lambda *a, **kw: calls.append(a) or real(
+        *a, **{**kw, "episodes": 2, "ref_episodes": 1, "progress": False}))
+    with caplog.at_level(logging.INFO, logger="lamo_ray.domains.reacher"):
+        REACHER.ensure_dataset("test/ensure-v0", seed=0)
+        REACHER.ensure_dataset("test/ensure-v0", seed=0)
     assert len(calls) == 1
     assert sum("generating test/ensure-v0" in r.getMessage() for r in caplog.records) == 1
     assert len(load_dataset("test/ensure-v0").trajectories) == 2

@@ -1,7 +1,8 @@
 """Scripted FrankaKitchen-v1 demonstrator: MuJoCo kinematics, no learning.
 
 D4RL's kitchen data are human tele-operation logs that cannot be downloaded here, so the local
-kitchen datasets (`lamo_ray.collect kitchen`) come from this controller instead. It drives the
+kitchen datasets (`python -m lamo_ray.collect kitchen`, `lamo_ray.domains.kitchen.collect`) come from
+this controller instead. It drives the
 Franka arm through the subtasks of REFERENCE.md "Kitchen" from the *true* simulator state
 (``env.unwrapped.data``); the recorded observations are still the env's own (noisy) dict
 observations, so a learner sees exactly what it would see at evaluation.
@@ -517,9 +518,9 @@ def evaluate_demonstrator(subtasks: Sequence[str], episodes: int = 20, seed: int
     termination, 280 steps) from ``episodes`` random initial states (`perturb_start`)."""
     import time
 
-    from lamo_ray.envs import make_env
+    from lamo_ray.domains.kitchen import ENV_ID, KITCHEN
 
-    env = make_env("FrankaKitchen-v1", tasks_to_complete=list(subtasks))
+    env = KITCHEN.make_env(ENV_ID, tasks_to_complete=list(subtasks))
     rng = np.random.default_rng(seed)
     began = time.perf_counter()
     done_counts = {task: 0 for task in subtasks}

@@ -1,0 +1,217 @@
+"""What a domain is, and the registry that looks domains up.
+
+A *domain* is one benchmark family (Reacher, FrankaKitchen, MuJoCo locomotion, Atari, ...): the
+Gymnasium envs it evaluates on and how they are built, how its observations become the flat (or
+image) state the model sees, its reference scores, the dataset ids it serves and how to get them,
+and the collector that makes its data here. Each domain module (`lamo_ray.domains.kitchen`, ...)
+subclasses `Domain` once and `register`s the instance; the rest of the package asks the registry
+(`for_env`, `for_dataset`, `get`) and never names a domain, as Gymnasium's registry and Minari's
+dataset ids do for envs and datasets.
+
+A new domain is one module: a `Domain` subclass that overrides what differs from a plain
+Gymnasium env with vector observations, registered, and imported by `lamo_ray.domains`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluationDefaults:
+    """A domain's evaluation settings as LaMo ran them (REFERENCE.md "Evaluation"): the target
+    returns per env id, the return-to-go scale, the timestep-table size and the episode cap."""
+
+    target_returns: Mapping[str, Sequence[float]]
+    rtg_scale: float
+    max_ep_len: int
+    max_episode_steps: int | None = None
+
+
+def concat_sorted_keys(obs: Mapping[str, Any], batch_dims: int = 0) -> np.ndarray:
+    """The default dict-observation rule: concatenate the values in sorted key order, recursing into
+    sub-dicts. Each leaf ``(*batch, *leaf_shape)`` is flattened to ``(*batch, prod(leaf_shape))``;
+    the result is ``(*batch, sum of leaf sizes)`` float32. ``batch_dims`` leading axes are kept (1
+    for a whole episode of observations)."""
+    parts = []
+    for key in sorted(obs):
+        value = obs[key]
+        if isinstance(value, Mapping):
+            parts.append(concat_sorted_keys(value, batch_dims))
+        else:
+            value = np.asarray(value, dtype=np.float32)
+            parts.append(value.reshape(value.shape[:batch_dims] + (-1,)))
+    return np.concatenate(parts, axis=-1)
+
+
+class Domain:
+    """A benchmark family. The base class is a plain Gymnasium env with vector (or dict, flattened
+    by `concat_sorted_keys`) observations and no reference scores; domain modules override what
+    differs.
+
+    Class attributes:
+        name: the domain's name (``python -m lamo_ray.collect <name>``, dataset ids ``lamo/<name>/...``).
+        env_ids: Gymnasium ids this domain evaluates on (`serves_env` matches them exactly).
+        env_package: module whose import registers the env ids (``gym.register_envs``), or None.
+        dataset_prefixes: dataset id prefixes (lower case) this domain serves, e.g. ``"d4rl/kitchen/"``.
+        local_prefix: the prefix of the dataset ids the project generates here on first use
+            (``ensure_dataset``), e.g. ``"lamo/kitchen/"``; "" if none.
+        ref_scores_by_name: ``{name: (ref_min_score, ref_max_score)}``; a name occurring in an env
+            id, dataset id or file name selects its references (`ref_scores`).
+        evaluation: LaMo's evaluation settings for it, or None.
+    """
+
+    name: str = ""
+    env_ids: tuple[str, ...] = ()
+    env_package: str | None = None
+    dataset_prefixes: tuple[str, ...] = ()
+    local_prefix: str = ""
+    ref_scores_by_name: Mapping[str, tuple[float, float]] = {}
+    evaluation: EvaluationDefaults | None = None
+
+    # ------------------------------------------------------------------ envs
+
+    def serves_env(self, env_id: str) -> bool:
+        """Whether ``env_id`` is one of this domain's envs."""
+        return env_id in self.env_ids
+
+    def register_envs(self) -> str | None:
+        """Import `env_package` so its ids are registered. Returns its name if it is not installed."""
+        if self.env_package is None:
+            return None
+        try:
+            module = importlib.import_module(self.env_package)
+        except ImportError:
+            return self.env_package
+        gym.register_envs(module)
+        return None
+
+    def make_env(self, env_id: str, max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
+        """``gym.make(env_id, max_episode_steps=..., **kwargs)`` after `register_envs`.
+
+        Raises:
+            gym.error.UnregisteredEnv (or gym's other errors): unknown id or bad kwargs.
+        """
+        self.register_envs()
+        return gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
+
+    def evaluation_env_kwargs(self, env_id: str, data_env_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Kwargs to evaluate on ``env_id`` given those the training data were recorded with: unchanged."""
+        return dict(data_env_kwargs or {})
+
+    def flatten_dict_observation(self, obs: Mapping[str, Any], batch_dims: int = 0) -> np.ndarray:
+        """The state of a dict observation (`concat_sorted_keys`). Raises ValueError if it cannot be mapped."""
+        return concat_sorted_keys(obs, batch_dims)
+
+    # ------------------------------------------------------------------ scores
+
+    def ref_scores(self, name: str) -> tuple[float, float] | None:
+        """``(ref_min_score, ref_max_score)`` for the longest key of `ref_scores_by_name` in
+        ``name.lower()`` (an env id, dataset id or file name), else None."""
+        lowered = name.lower()
+        for key in sorted(self.ref_scores_by_name, key=len, reverse=True):
+            if key in lowered:
+                return self.ref_scores_by_name[key]
+        return None
+
+    # ------------------------------------------------------------------ datasets
+
+    def serves_dataset(self, source: str) -> bool:
+        """Whether dataset ``source`` (an id or path) belongs to this domain: it starts with one of
+        `dataset_prefixes` or `local_prefix`."""
+        lowered = source.lower()
+        return any(lowered.startswith(p) for p in (*self.dataset_prefixes, self.local_prefix) if p)
+
+    def generates(self, source: str) -> bool:
+        """Whether ``source`` is an id this project makes here on first use (`ensure_dataset`)."""
+        return bool(self.local_prefix) and source.startswith(self.local_prefix)
+
+    def ensure_dataset(self, dataset_id: str, seed: int = 0) -> None:
+        """Generate ``dataset_id`` (one of `generates`) in the Minari store unless it is there.
+        Call it once, from the sweep driver, before trials start.
+
+        Raises:
+            ValueError: this domain generates no such id.
+        """
+        raise ValueError(f"{dataset_id}: the {self.name or 'generic'} domain generates no datasets")
+
+    def load_dataset(self, source: str):
+        """A `lamo_ray.data.trajectories.TrajectoryDataset` for a source in a format of this
+        domain's own (e.g. DQN-replay checkpoints), or None to let the generic readers (D4RL HDF5,
+        Minari) load it."""
+        return None
+
+    def missing_dataset_hint(self, source: str) -> str | None:
+        """How to get a dataset ``source`` of this domain that is not here (a download command, the
+        local alternative), or None. Never a substitute: the user has to ask for the alternative."""
+        return None
+
+    # ------------------------------------------------------------------ collection CLI
+
+    def add_collect_command(self, commands: argparse._SubParsersAction) -> None:
+        """Add ``python -m lamo_ray.collect <name>`` with this domain's options (default: none);
+        the parser's ``run`` default is the function that takes the parsed args and returns the
+        exit code."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+#: the plain Gymnasium domain, for env ids no registered domain serves
+GENERIC = Domain()
+
+_REGISTRY: dict[str, Domain] = {}
+
+
+def register(domain: Domain) -> Domain:
+    """Add ``domain`` to the registry (its name must be new) and return it.
+
+    Raises:
+        ValueError: the name is empty or already registered.
+    """
+    if not domain.name or domain.name in _REGISTRY:
+        raise ValueError(f"domain name {domain.name!r} is empty or already registered")
+    _REGISTRY[domain.name] = domain
+    return domain
+
+
+def registered() -> list[Domain]:
+    """Every registered domain, in registration order."""
+    return list(_REGISTRY.values())
+
+
+def get(name: str) -> Domain:
+    """The domain named ``name``.
+
+    Raises:
+        KeyError: unknown name (the message lists the known ones).
+    """
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown domain {name!r}; known: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def for_env(env_id: str) -> Domain:
+    """The domain that serves ``env_id`` (`Domain.serves_env`), else `GENERIC`."""
+    return next((d for d in _REGISTRY.values() if d.serves_env(env_id)), GENERIC)
+
+
+def for_dataset(source: str) -> Domain | None:
+    """The domain that serves dataset ``source`` (`Domain.serves_dataset`), else None."""
+    return next((d for d in _REGISTRY.values() if d.serves_dataset(source)), None)
+
+
+def ref_scores(name: str) -> tuple[float, float] | None:
+    """The reference scores a registered domain knows for ``name`` (an env id, dataset id or file
+    name; `Domain.ref_scores`), else None."""
+    return next((r for d in _REGISTRY.values() if (r := d.ref_scores(name)) is not None), None)
