@@ -4,6 +4,7 @@ through the sampler, LaMo's Atari model variant, and the DQN-replay (d4rl-atari 
 from __future__ import annotations
 
 import gzip
+import re
 import tracemalloc
 
 import h5py
@@ -176,7 +177,8 @@ def test_ensure_generates_once_and_rejects_other_games(monkeypatch):
     ATARI.ensure_dataset("test/atari/breakout-v0")
     ATARI.ensure_dataset("test/atari/breakout-v0")
     assert calls == ["Breakout"]
-    with pytest.raises(ValueError, match="not an Atari dataset"):
+    with pytest.raises(ValueError, match=re.escape("not one of the atari domain's dataset ids; use "
+                                                   "lamo/atari/<breakout|pong|qbert>-vN")):
         ATARI.ensure_dataset("test/atari/tetris-v0")
 
 

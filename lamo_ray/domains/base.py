@@ -136,6 +136,18 @@ class Domain:
         """Whether ``source`` is an id this project makes here on first use (`ensure_dataset`)."""
         return bool(self.local_prefix) and source.startswith(self.local_prefix)
 
+    def local_name(self, dataset_id: str, known: Sequence[str]) -> str:
+        """The ``<name>`` of a ``<local_prefix><name>-vN`` id, one of ``known``.
+
+        Raises:
+            ValueError: another name (the message lists ``known``).
+        """
+        name = dataset_id.split("/")[-1].split("-v")[0]
+        if name not in known:
+            raise ValueError(f"{dataset_id}: not one of the {self.name} domain's dataset ids; use "
+                             f"{self.local_prefix}<{'|'.join(known)}>-vN")
+        return name
+
     def ensure_dataset(self, dataset_id: str, seed: int = 0) -> None:
         """Generate ``dataset_id`` (one of `generates`) in the Minari store unless it is there.
         Call it once, from the sweep driver, before trials start.

@@ -182,9 +182,7 @@ class AtariDomain(Domain):
             return
         from lamo_ray.domains.atari.collect import collect_atari
 
-        name = dataset_id.split("/")[-1].split("-v")[0]
-        if name not in GAMES:
-            raise ValueError(f"{dataset_id}: not an Atari dataset id; use lamo/atari/<{'|'.join(GAMES)}>-vN")
+        name = self.local_name(dataset_id, list(GAMES))
         log.info("generating %s (scripted %s policy + epsilon-random actions, seed %d); first use only",
                  dataset_id, GAMES[name].name, seed)
         collect_atari(GAMES[name].name, dataset_id, seed=seed)

@@ -172,9 +172,7 @@ class KitchenDomain(Domain):
             return
         from lamo_ray.domains.kitchen.collect import collect_kitchen
 
-        name = dataset_id.split("/")[-1].split("-v")[0]
-        if name not in TASKS:
-            raise ValueError(f"{dataset_id}: not a kitchen dataset id; use lamo/kitchen/<complete|partial|mixed>-vN")
+        name = self.local_name(dataset_id, list(TASKS))
         log.info("generating %s (scripted kitchen demonstrations, seed %d); first use only", dataset_id, seed)
         collect_kitchen(name, dataset_id, seed=seed)
 
