@@ -250,7 +250,8 @@ def load_tokenizer(name: str):
 
 def availability(name: str, pretrained: bool) -> str:
     """What the preflight reports: where ``name``'s config (and weights, if ``pretrained``) come
-    from, without loading weights. Cheap: reads at most a config.
+    from, without loading weights. Cheap: reads at most a config; a randomly initialised "gpt2"
+    makes no network request (its config is GPT-2's defaults).
 
     Raises:
         BackboneUnavailableError: not available (message says how to get it).
@@ -260,16 +261,8 @@ def availability(name: str, pretrained: bool) -> str:
         where = "fetched offline backbone" if name in OFFLINE_BACKBONES else "local directory"
         load_config(name)
         return f"{where} {source}"
-    if not pretrained:
-        config = baseline_config(name)
-        detail = f"architecture config available ({config.model_type})"
-        if name in GPT2_TOKENIZER_IDS and not _is_fetched(GPT2_TOKENIZER):
-            try:
-                load_tokenizer(name)
-            except BackboneUnavailableError:
-                detail += (f"; its tokenizer (needed only with language.co_lambda > 0) is not: "
-                           f"`python -m lamo_ray.backbones fetch {GPT2_TOKENIZER.name}`")
-        return detail
+    if not pretrained:  # the tokenizer matters only with the language loss: the corpus check asks for it then
+        return f"architecture config available ({baseline_config(name).model_type})"
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(source, "config.json")

@@ -203,3 +203,18 @@ def test_smollm2_language_loss_starts_near_its_known_perplexity():
     with torch.no_grad():
         perplexity = math.exp(model.lm_loss(ids).item())
     assert 5 < perplexity < 40, perplexity
+
+
+def test_random_init_gpt2_preflight_makes_no_network_request(monkeypatch, tmp_path):
+    """README command 1 (a random-init GPT-2) on a fresh machine without HF_HUB_OFFLINE: the preflight
+    must not ask the hub for anything (it used to probe the tokenizer: 10 retried requests, ~47 s)."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network request during the preflight: {args[:2]}")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))     # an empty cache, as on a fresh machine
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    assert availability("gpt2", pretrained=False) == "architecture config available (gpt2)"
