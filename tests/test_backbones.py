@@ -107,9 +107,22 @@ def test_unfetched_offline_backbone_names_the_fetch_command(empty_home):
     assert not check.ok and hint in check.detail
 
 
-def test_random_gpt2_preflight_mentions_missing_tokenizer(offline_hub, empty_home, no_cached_gpt2):
+def test_missing_gpt2_tokenizer_blocks_only_trials_with_the_language_loss(offline_hub, empty_home, no_cached_gpt2,
+                                                                         tmp_path):
+    from lamo_ray.config import TrialConfig
+    from lamo_ray.sweep import check_corpora
+
     check = check_backbone("gpt2", pretrained=False)
-    assert check.ok and "fetch gpt2-tokenizer" in check.detail  # only needed with co-training
+    assert check.ok and "tokenizer" not in check.detail  # a random trunk without co-training needs none
+    base = {"data": {"source": "lamo/reacher/mixed-v0"},
+            "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 32, "n_head": 1}}
+    assert check_corpora([TrialConfig.model_validate(base)]) == []
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a small local corpus\n")
+    with_lm = TrialConfig.model_validate({**base, "language": {"co_lambda": 0.1, "corpus": str(corpus)}})
+    (corpus_check,) = check_corpora([with_lm])
+    assert not corpus_check.ok and corpus_check.obtainable
+    assert "fetch gpt2-tokenizer" in corpus_check.detail
 
 
 # --------------------------------------------------------------------------- fetching
