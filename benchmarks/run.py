@@ -20,6 +20,8 @@ Ids as in the performance issue (README "Performance" has the latest table):
   B6  DDP 2 workers x 1 thread vs 1 worker x 1 thread (benchmarks/ddp.py, through Ray Train).
   B7  per-trial overhead of a sweep (benchmarks/overhead.py, runs a sweep).
   B8  segment-sampler samples/s vs the training step's samples/s (same batch, K).
+  B9  ``train.precision`` bf16 (autocast) vs fp32 training samples/s, and ``model.attention`` SDPA vs
+      eager, on this CPU (GPUs are where bf16 and SDPA pay; this row says what they cost here).
 
 A and B alternate round by round; the table shows medians. Absolute numbers on a shared machine are
 noise: compare ratios. torch uses ``--threads`` (default 2) in this process.
@@ -55,37 +57,41 @@ def _batch(B, K, S, A):
 
 
 def our_model(finetune: str, hidden: int, layers: int, heads: int, S: int, A: int, max_ep_len: int = 1000,
-              fused_qkv: bool = False):
+              fused_qkv: bool = False, attention: str = "auto"):
     """Our `DecisionTransformer` (random-init GPT-2 architecture, linear embeddings) at a shape; LoRA
     with separate Q/K/V adapters (LaMo D4RL) unless ``fused_qkv`` (one on c_attn: LaMo Atari)."""
     from lamo_ray.config import ModelConfig
     from lamo_ray.model import DecisionTransformer
 
     cfg = ModelConfig(backbone="gpt2", pretrained=False, n_layer=layers, n_embd=hidden, n_head=heads,
-                      embedding="linear", finetune=finetune, lora={"fused_qkv": fused_qkv})
+                      embedding="linear", finetune=finetune, lora={"fused_qkv": fused_qkv}, attention=attention)
     return DecisionTransformer(cfg, (S,), A, max_ep_len)
 
 
 def ours_step_fn(finetune: str, hidden: int, layers: int, heads: int, B: int, K: int, S: int, A: int,
-                 fused_qkv: bool = False):
-    """A closure running one training step as `lamo_ray.train` does (its optimiser, loss and clip);
-    returns the samples per call. ``.model`` and ``.batch`` are attached for FLOP counting."""
+                 fused_qkv: bool = False, precision: str = "fp32", attention: str = "auto"):
+    """A closure running one training step as `lamo_ray.train` does (its optimiser, loss, clip and
+    ``train.precision``); returns the samples per call. ``.fwd_bwd`` is attached for FLOP counting and
+    ``.losses`` records each step's loss. The model starts from seed 0 whatever the options."""
     from lamo_ray.config import TrainConfig
     from lamo_ray.model import action_loss
-    from lamo_ray.train import make_optimizer
+    from lamo_ray.train import MixedPrecision, make_optimizer
 
-    model = our_model(finetune, hidden, layers, heads, S, A, fused_qkv=fused_qkv).train()
+    torch.manual_seed(0)
+    model = our_model(finetune, hidden, layers, heads, S, A, fused_qkv=fused_qkv, attention=attention).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, TrainConfig())
+    mixed = MixedPrecision.for_device(precision, torch.device("cpu"))
     b = _batch(B, K, S, A)
+    losses: list[float] = []
 
     def step():
-        preds = model(b["states"], b["actions"], b["returns_to_go"], b["timesteps"], b["attention_mask"])
-        loss = action_loss(preds, b["actions"], b["attention_mask"], discrete=False)
+        with mixed.autocast():
+            preds = model(b["states"], b["actions"], b["returns_to_go"], b["timesteps"], b["attention_mask"])
+            loss = action_loss(preds.float(), b["actions"], b["attention_mask"], discrete=False)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 0.25)
-        opt.step()
+        mixed.backward_and_step(loss, opt, params, 0.25)
+        losses.append(loss.item())
         return B
 
     def fwd_bwd():
@@ -93,7 +99,32 @@ def ours_step_fn(finetune: str, hidden: int, layers: int, heads: int, B: int, K:
         action_loss(preds, b["actions"], b["attention_mask"], discrete=False).backward()
 
     step.fwd_bwd = fwd_bwd
+    step.losses = losses
     return step
+
+
+def run_b9(shape_name: str, shape: dict, dims: dict, rounds: int, seconds: float, loss_steps: int) -> list[dict]:
+    """B9: bf16 autocast vs fp32 training samples/s on this CPU, and PyTorch's fused SDPA attention
+    vs transformers' eager attention (both fp32), same model, batch and init. The bf16 row's note gives
+    the loss after ``loss_steps`` steps on one fixed batch from the same init, bf16 vs fp32."""
+    B, K, S, A = dims["B"], dims["K"], dims["S"], dims["A"]
+    h, L, H = shape["hidden"], shape["layers"], shape["heads"]
+    warm = 2 if shape is not GPT2_SMALL else 1
+    rows = [compare(f"B9-{shape_name} bf16/fp32 samples/s", ours_step_fn("full", h, L, H, B, K, S, A, precision="bf16"),
+                    ours_step_fn("full", h, L, H, B, K, S, A), rounds, seconds, warm),
+            compare(f"B9-{shape_name} SDPA/eager attention samples/s",
+                    ours_step_fn("full", h, L, H, B, K, S, A, attention="sdpa"),
+                    ours_step_fn("full", h, L, H, B, K, S, A, attention="eager"), rounds, seconds, warm)]
+    if loss_steps:
+        final = {}
+        for precision in ("bf16", "fp32"):
+            step = ours_step_fn("full", h, L, H, B, K, S, A, precision=precision)
+            for _ in range(loss_steps):
+                step()
+            final[precision] = (step.losses[0], step.losses[-1])
+        rows[0]["note"] = (f"loss on one batch, step 1 -> {loss_steps}: bf16 {final['bf16'][0]:.4f} -> "
+                           f"{final['bf16'][1]:.4f}, fp32 {final['fp32'][0]:.4f} -> {final['fp32'][1]:.4f}")
+    return rows
 
 
 def hf_step_fn(hidden: int, layers: int, heads: int, B: int, K: int, S: int, A: int):
@@ -373,7 +404,7 @@ def run_model_benchmarks(shape_name: str, shape: dict, dims: dict, rounds: int, 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--only", nargs="+", default=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"],
+    p.add_argument("--only", nargs="+", default=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"],
                    help="benchmark ids to run (B1-B3 always run together)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=3.0, help="wall time per measurement (tiny shapes)")
@@ -398,6 +429,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (quick or args.skip_gpt2):
             rows += run_model_benchmarks("gpt2", GPT2_SMALL, dims, max(rounds, args.gpt2_rounds), 0.0, peak_n,
                                          with_b8=False)
+    if "B9" in only:
+        rows += run_b9("tiny", tiny, dims, rounds, seconds, loss_steps=20 if quick else 200)
+        if not (quick or args.skip_gpt2):
+            rows += run_b9("gpt2", GPT2_SMALL, dims, max(rounds, args.gpt2_rounds), 0.0, loss_steps=0)
     if "B4" in only:
         import ray
 

@@ -209,8 +209,9 @@ def baseline_config(name: str) -> transformers.PretrainedConfig:
         return transformers.GPT2Config()
 
 
-def load_pretrained(name: str, config: transformers.PretrainedConfig) -> transformers.PreTrainedModel:
-    """Pre-trained causal LM (with its LM head) of ``name`` in float32, built with ``config``.
+def load_pretrained(name: str, config: transformers.PretrainedConfig, **kwargs) -> transformers.PreTrainedModel:
+    """Pre-trained causal LM (with its LM head) of ``name`` in float32, built with ``config``; ``kwargs``
+    go to ``from_pretrained`` (e.g. ``attn_implementation``).
 
     Raises:
         BackboneUnavailableError: weights neither local nor downloadable.
@@ -218,7 +219,7 @@ def load_pretrained(name: str, config: transformers.PretrainedConfig) -> transfo
     source = resolve(name)
     try:
         return _local_then_hub(transformers.AutoModelForCausalLM.from_pretrained, source,
-                               config=config, dtype=torch.float32)
+                               config=config, dtype=torch.float32, **kwargs)
     except OSError as err:
         raise BackboneUnavailableError(f"backbone {name!r}: cannot load its weights ({_first_line(err)}). "
                                        + _hub_hint(name)) from err

@@ -93,6 +93,10 @@ class ModelConfig(_Strict):
         False, description="Add GPT-2's learned position table wpe (true: stock GPT-2, LaMo's Atari code) or not "
         "(false: LaMo's D4RL code; the timestep embedding replaces it). Rotary backbones keep their rotary positions.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Residual, embedding and attention dropout.")
+    attention: Literal["auto", "sdpa", "eager"] = Field(
+        "auto", description="Attention kernel: 'sdpa' (PyTorch's fused scaled_dot_product_attention), 'eager' "
+        "(the model's own matmul-softmax code, what LaMo ran), or 'auto' (transformers' default: 'sdpa' where the "
+        "architecture supports it, else 'eager'). Same function; outputs agree to float32 rounding.")
     embedding: Literal["linear", "mlp"] = Field("mlp", description="LaMo's --mlp_embedding or DT's linear embeddings.")
     finetune: Literal["lora", "full", "frozen"] = Field("lora")
     lora: LoraConfig = Field(default_factory=LoraConfig)
@@ -131,6 +135,10 @@ class TrainConfig(_Strict):
     num_workers: int = Field(1, ge=1, description="Ray Train DDP workers.")
     cpus_per_worker: float = Field(1.0, gt=0.0)
     use_gpu: bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Training arithmetic: 'fp32' (LaMo), 'bf16' or 'fp16' mixed precision (torch.autocast "
+        "around forward and loss; fp32 weights and optimiser; fp16 adds a GradScaler), 'auto': bf16 on a CUDA GPU "
+        "that supports it, fp16 on other CUDA GPUs, fp32 on CPU. Evaluation always runs in fp32.")
     max_failures: int = Field(2, ge=-1, description="Restarts from the last checkpoint after an error (-1: "
                               "unlimited): of the Ray Train worker group, or of the Tune trial when it trains in its "
                               "own process. A NaN/inf loss fails the same way again after a restart, so such a trial "
@@ -173,6 +181,8 @@ class EvalConfig(_Strict):
     envs_per_actor: int = Field(10, ge=1)
     actor_cpus: float = Field(0.0, ge=0.0, description="Ray CPUs reserved per rollout actor. 0 (ours): actors "
                               "borrow the CPUs of the trial's training workers, which wait during evaluation.")
+    gpus_per_actor: float = Field(0.0, ge=0.0, le=1.0, description="GPU share per rollout actor (e.g. 0.25: four "
+                                  "actors share a GPU); > 0 runs the actor's forward on CUDA. 0: CPU actors.")
     max_episode_steps: int | None = Field(None, ge=1)
     ref_min_score: float | None = None
     ref_max_score: float | None = None

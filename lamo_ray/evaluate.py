@@ -73,15 +73,19 @@ class Rollout:
         max_episode_steps: episode cap (default: the env's own time limit).
         model: use this module instead of building one from ``spec`` (tests).
         env_kwargs: passed to `lamo_ray.envs.make_env` (e.g. kitchen's task list, from the data).
+        device: where the policy's forward runs: 'cpu', or 'cuda' for an actor given a (share of a)
+            GPU (``eval.gpus_per_actor``); the envs step on the CPU either way.
     """
 
     def __init__(self, spec: PolicySpec, env_id: str, num_envs: int, threads: int = 1,
                  max_episode_steps: int | None = None, model: torch.nn.Module | None = None,
-                 env_kwargs: dict[str, Any] | None = None):
+                 env_kwargs: dict[str, Any] | None = None, device: str = "cpu"):
         torch.set_num_threads(threads)
         self.spec = spec
         self.cfg = spec.trial
-        self.model = (model if model is not None else build_policy(spec, load_weights=False, rollout=True)).eval()
+        self.device = torch.device(device)
+        self.model = (model if model is not None else build_policy(spec, load_weights=False, rollout=True))
+        self.model = self.model.to(self.device).eval()
         self.env_id = env_id
         self.envs = [make_env(env_id, max_episode_steps=max_episode_steps, **(env_kwargs or {}))
                      for _ in range(num_envs)]
@@ -142,9 +146,9 @@ class Rollout:
             active = np.array([i for i, slot in enumerate(slots) if slot is not None])
             with torch.no_grad():
                 pred = self.model.predict_action(
-                    states=torch.from_numpy(states[active]), actions=torch.from_numpy(actions[active]),
-                    returns_to_go=torch.from_numpy(rtg[active]), timesteps=torch.from_numpy(timesteps[active]),
-                    attention_mask=torch.from_numpy(mask[active]))  # (B, A)
+                    **{k: torch.from_numpy(v[active]).to(self.device) for k, v in
+                       (("states", states), ("actions", actions), ("returns_to_go", rtg), ("timesteps", timesteps),
+                        ("attention_mask", mask))}).cpu()  # (B, A)
             chosen = pred.argmax(-1).numpy() if spec.discrete_actions else pred.numpy().astype(np.float32)
             going = []
             for row, i in enumerate(active):
@@ -206,13 +210,14 @@ class Evaluator:
         num_actors = max(1, min(eval_cfg.num_actors, math.ceil(total / eval_cfg.envs_per_actor)))
         threads = torch_threads(eval_cfg.actor_cpus) if eval_cfg.actor_cpus > 0 else 1
         self._actor_args = (spec, env_id, eval_cfg.envs_per_actor, threads, eval_cfg.max_episode_steps, None,
-                            env_kwargs)
+                            env_kwargs, "cuda" if eval_cfg.gpus_per_actor > 0 else "cpu")
         self.actors = [self._new_actor() for _ in range(num_actors)]
         self.actor_restarts = 0
         self._ready = False
 
     def _new_actor(self):
-        return RolloutActor.options(num_cpus=self.cfg.actor_cpus).remote(*self._actor_args)
+        return RolloutActor.options(num_cpus=self.cfg.actor_cpus, num_gpus=self.cfg.gpus_per_actor).remote(
+            *self._actor_args)
 
     def episodes(self) -> list[tuple[float, int]]:
         """[(target_return, env_seed)] for every requested episode (same seeds for every target)."""

@@ -110,6 +110,8 @@ def build_backbone(cfg: ModelConfig, load_weights: bool = True,
     - ``cfg.dropout`` sets GPT-2's resid/embd/attn dropout (Llama: attention dropout).
     - ``cfg.activation`` (random init only) sets the MLP activation: LaMo's DT baseline is a 3-layer,
       128-wide, 1-head GPT-2 with ReLU (REFERENCE.md "Data", LaMo ``experiment.py``).
+    - ``cfg.attention`` picks transformers' attention implementation ('sdpa' or 'eager'; 'auto' leaves
+      transformers' default, which is 'sdpa' where the architecture supports it).
     - GPT-2's ``gelu_new`` runs as ``gelu_pytorch_tanh``: the same function (max difference ~1e-7),
       one fused kernel.
 
@@ -118,7 +120,8 @@ def build_backbone(cfg: ModelConfig, load_weights: bool = True,
 
     Raises:
         BackboneUnavailableError: config or weights not found locally and not downloadable.
-        ValueError: ``vocab_size`` with a pre-trained backbone; hidden size not divisible by heads.
+        ValueError: ``vocab_size`` with a pre-trained backbone; hidden size not divisible by heads; an
+            ``attention`` implementation the architecture does not support.
     """
     name = cfg.backbone
     if cfg.pretrained:
@@ -144,8 +147,9 @@ def build_backbone(cfg: ModelConfig, load_weights: bool = True,
     if n_layer > full_depth and cfg.pretrained:
         raise ValueError(f"model.n_layer {n_layer} > {full_depth} blocks of pre-trained {name!r}")
 
+    attention = {} if cfg.attention == "auto" else {"attn_implementation": cfg.attention}
     if cfg.pretrained and load_weights:
-        backbone = load_pretrained(name, config)
+        backbone = load_pretrained(name, config, **attention)
         if n_layer < full_depth:
             total = sum(p.numel() for p in backbone.parameters())
             _keep_first_blocks(backbone, n_layer)
@@ -153,7 +157,7 @@ def build_backbone(cfg: ModelConfig, load_weights: bool = True,
                         full_depth, sum(p.numel() for p in backbone.parameters()), total)
     else:
         _set_depth(config, n_layer)
-        backbone = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        backbone = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32, **attention)
     backbone.train()
     return backbone
 

@@ -4,7 +4,7 @@ reports through ``TuneReportCallback``, or, for a 1-worker trial (``train.launch
 training loop in its own process and reports with ``ray.tune.report``; MLflow records the sweep
 and every trial.
 
-    python -m lamo_ray.sweep SWEEP.yaml [--set key.path=value ...] [--dry-run] [--resume]
+    python -m lamo_ray.sweep SWEEP.yaml [--set key.path=value ...] [--dry-run] [--resume] [--verbose]
 
 Data flow: sweep YAML -> `lamo_ray.config.load_sweep` -> preflight checks (datasets, backbones,
 environments, CPUs; before any compute) -> Tune param space -> `run_trial` -> `TorchTrainer`
@@ -194,13 +194,49 @@ def trial_cpus(sweep: SweepConfig, cfg: TrialConfig) -> float:
     return sweep.trial_cpus + cfg.train.num_workers * cfg.train.cpus_per_worker + cfg.eval.num_actors * cfg.eval.actor_cpus
 
 
+def trial_gpus(cfg: TrialConfig) -> float:
+    """Ray GPUs one trial holds: one per DDP worker with ``train.use_gpu``, plus its rollout actors' shares."""
+    return cfg.train.num_workers * float(cfg.train.use_gpu) + cfg.eval.num_actors * cfg.eval.gpus_per_actor
+
+
+def resource_plan(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus: float | None,
+                  cluster_gpus: float | None) -> str:
+    """One line per variant with what a trial asks Ray for (CPUs, GPUs), then how many trials can run at
+    once (``max_concurrent_trials``, else what the cluster's CPUs and GPUs allow; unknown without a
+    cluster). For ``--dry-run``: what to provision before submitting."""
+    lines, per_trial = [], []
+    for variant in sweep.variants:
+        cfg = next(r["config"] for r in rows if r["variant"] == variant)
+        cpus, gpus = trial_cpus(sweep, cfg), trial_gpus(cfg)
+        per_trial.append((cpus, gpus))
+        lines.append(f"  {variant}: {cpus:g} CPUs, {gpus:g} GPUs per trial ({cfg.train.num_workers} training worker(s)"
+                     f"{' on GPU' if cfg.train.use_gpu else ''}, {cfg.eval.num_actors} rollout actor(s) x "
+                     f"{cfg.eval.actor_cpus:g} CPU / {cfg.eval.gpus_per_actor:g} GPU)")
+    n = len(rows) * sweep.num_samples
+    most_cpus = max(c for c, _ in per_trial)
+    most_gpus = max(g for _, g in per_trial)
+    if sweep.max_concurrent_trials:
+        at_once = f"at most {sweep.max_concurrent_trials} at once (max_concurrent_trials)"
+    elif cluster_cpus is None:
+        at_once = "as many at once as the cluster fits"
+    else:
+        fits = int(cluster_cpus // most_cpus)
+        if most_gpus > 0:
+            fits = min(fits, int((cluster_gpus or 0) // most_gpus))
+        at_once = (f"{fits} at once on {cluster_cpus:g} CPUs" + (f" / {cluster_gpus or 0:g} GPUs" if most_gpus else "")
+                   + " (the largest trial's request)")
+    lines.append(f"  {n} trials, {at_once}; to run all at once: {n * most_cpus:g} CPUs, {n * most_gpus:g} GPUs")
+    return "\n".join(lines)
+
+
 class TrialResources:
     """Tune resource request of one trial (``tune.with_resources``), from its resolved config.
 
     A Ray Train trial's function only waits on its `TorchTrainer`: ``trial_cpus``; the worker group
     reserves its own CPUs. An 'in_trial' trial trains in its own process: ``trial_cpus +
     cpus_per_worker`` (and a GPU with ``use_gpu``), plus one bundle per rollout actor that reserves
-    CPUs (``eval.actor_cpus``), which Tune's placement group holds for the actors the trial starts."""
+    CPUs or a GPU share (``eval.actor_cpus``, ``eval.gpus_per_actor``), which Tune's placement group
+    holds for the actors the trial starts."""
 
     def __init__(self, sweep: SweepConfig):
         self.sweep = sweep
@@ -215,7 +251,8 @@ class TrialResources:
         if not cfg.train.in_trial:
             return PlacementGroupFactory([{"CPU": self.sweep.trial_cpus}])
         head = {"CPU": self.sweep.trial_cpus + cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})}
-        actors = [{"CPU": cfg.eval.actor_cpus}] * cfg.eval.num_actors if cfg.eval.actor_cpus > 0 else []
+        actor = {k: v for k, v in (("CPU", cfg.eval.actor_cpus), ("GPU", cfg.eval.gpus_per_actor)) if v > 0}
+        actors = [actor] * cfg.eval.num_actors if actor else []
         return PlacementGroupFactory([head, *actors])
 
 
@@ -253,6 +290,13 @@ def local_cpus() -> float:
         return float(get_num_cpus(override_docker_cpu_warning=True))
     except Exception:  # noqa: BLE001 - private API; fall back to the CPUs this process may use
         return float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _local_gpus() -> float:
+    """CUDA GPUs a local Ray started here would have."""
+    import torch
+
+    return float(torch.cuda.device_count()) if torch.cuda.is_available() else 0.0
 
 
 def check_storage(sweep: SweepConfig) -> Check:
@@ -430,8 +474,12 @@ def _free_port(preferred: int) -> int:
         return sock.getsockname()[1]
 
 
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None, worker_logs_to_console: bool = False) -> None:
     """Connect to ``address`` / $RAY_ADDRESS, or start a local Ray bound to 127.0.0.1.
+
+    Worker output (trial logs, rollout actors' env warnings, Ray Train internals) goes to Ray's log
+    files, whose folder is printed, unless ``worker_logs_to_console`` (``--verbose``): the console
+    stays Tune's progress table, the sweep's own lines and the summary.
 
     A local Ray also pins its workers to its own dashboard (RAY_API_SERVER_ADDRESS): Ray Train's
     placement-group cleaner looks the cluster up through the state API, and with another Ray
@@ -443,14 +491,23 @@ def _init_ray(address: str | None) -> None:
     os.environ.setdefault(HEALTH_CHECK_ENV, env_vars[HEALTH_CHECK_ENV])
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ctx = ray.init(address=address, runtime_env={"env_vars": env_vars})
+        ctx = ray.init(address=address, runtime_env={"env_vars": env_vars}, log_to_driver=worker_logs_to_console)
     else:
         # Train V2 needs the dashboard process (FACTS.md); bind it and the node to loopback only.
         port = _free_port(8265)
         env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         ctx = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-                       _node_ip_address="127.0.0.1", runtime_env={"env_vars": env_vars})
-    print(f"Ray dashboard: http://{ctx.dashboard_url}" if ctx.dashboard_url else "Ray dashboard: not running", flush=True)
+                       _node_ip_address="127.0.0.1", runtime_env={"env_vars": env_vars},
+                       log_to_driver=worker_logs_to_console)
+    if ctx.dashboard_url:
+        token = " (it asks for the Ray token: `ray get-auth-token` prints it)" \
+            if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ""
+        print(f"Ray dashboard: http://{ctx.dashboard_url}{token}", flush=True)
+    else:
+        print("Ray dashboard: not running", flush=True)
+    session_dir = (ctx.address_info or {}).get("session_dir")
+    if session_dir and not worker_logs_to_console:
+        print(f"worker logs: {Path(session_dir) / 'logs'} (--verbose shows them here)", flush=True)
 
 
 def _experiment_dir(sweep: SweepConfig, resume: bool) -> tuple[str, Path]:
@@ -471,8 +528,9 @@ def _experiment_dir(sweep: SweepConfig, resume: bool) -> tuple[str, Path]:
 
 
 def run_sweep(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | None = None,
-              resume: bool = False) -> list[dict[str, Any]]:
-    """Run the sweep to completion; returns one summary row per trial."""
+              resume: bool = False, verbose: bool = False) -> list[dict[str, Any]]:
+    """Run the sweep to completion; returns one summary row per trial. ``verbose``: Ray workers'
+    output on the console too (else only in Ray's log files)."""
     import ray
     from ray import tune
 
@@ -486,7 +544,7 @@ def run_sweep(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | Non
     uri = resolve_tracking_uri(sweep.tracking.uri)
     check_tracking(uri)
     run_name, exp_dir = _experiment_dir(sweep, resume)
-    _init_ray(address)
+    _init_ray(address, worker_logs_to_console=verbose)
     cluster_cpus = float(ray.cluster_resources().get("CPU", 0))
     resource_checks = check_resources(sweep, rows, cluster_cpus)
     print(format_checks(resource_checks), flush=True)
@@ -694,12 +752,29 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="validate, print the trial table and check inputs; no training")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray workers' output and libraries' INFO logs on the console too (default: Ray's log files)")
     return p.parse_args(argv)
+
+
+QUIET_LOGGERS = ("absl", "mlflow", "matplotlib", "alembic", "urllib3", "filelock")
+
+
+def _configure_console(verbose: bool) -> None:
+    """The sweep's own INFO lines on the console; other libraries' INFO chatter (rliable's absl, MLflow's
+    database set-up, matplotlib's font cache) and MLflow's download progress bars only with ``verbose``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose:
+        return
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its loggers' level at import
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_console(args.verbose)
     try:
         sweep = load_sweep(args.sweep_file, args.overrides)
         rows = sweep.trials
@@ -723,6 +798,8 @@ def main(argv: list[str] | None = None) -> int:
             [Check("resources", "CPUs", True, "checked against the cluster once Ray connects")]
         print("checks:")
         print(format_checks(checks))
+        print("resources:")
+        print(resource_plan(sweep, rows, local_cpus() if local else None, _local_gpus() if local else None))
         missing = [c for c in checks if not c.ok]
         broken = [c for c in missing if not c.obtainable]
         print(f"dry run: config valid, {len(rows)} trials; {len(missing)} input(s) unavailable"
@@ -733,7 +810,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if local:  # the local Ray gets this machine's CPUs: a trial that cannot fit fails before anything starts
             _raise_failed(check_resources(sweep, rows, local_cpus()))
-        summary = run_sweep(sweep, rows, address=args.address, resume=args.resume)
+        summary = run_sweep(sweep, rows, address=args.address, resume=args.resume, verbose=args.verbose)
     except PreflightError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -65,6 +65,62 @@ def make_optimizer(params: list[torch.nn.Parameter], train_cfg) -> torch.optim.A
                              fused=True)
 
 
+@dataclass(frozen=True)
+class MixedPrecision:
+    """``train.precision`` resolved for one device: autocast around forward and loss, fp32 weights
+    and optimiser state, a `torch.amp.GradScaler` for fp16 (dynamic loss scaling; steps whose
+    gradients overflow are skipped by the scaler). LaMo trains in fp32.
+
+    Attributes:
+        name: 'fp32', 'bf16' or 'fp16'.
+        device_type: 'cpu' or 'cuda' (autocast's device).
+        scaler: the fp16 loss scaler, else None.
+    """
+
+    name: str
+    device_type: str
+    scaler: torch.amp.GradScaler | None = None
+
+    DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+    @classmethod
+    def for_device(cls, precision: str, device: torch.device) -> "MixedPrecision":
+        """Resolve ``precision`` ('auto', 'fp32', 'bf16', 'fp16') for ``device``: 'auto' is bf16 on a
+        CUDA GPU that supports it, fp16 on other CUDA GPUs, fp32 elsewhere.
+
+        Raises:
+            ValueError: an unknown precision name.
+        """
+        if precision == "auto":
+            if device.type == "cuda":
+                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                precision = "fp32"
+        if precision not in ("fp32", *cls.DTYPES):
+            raise ValueError(f"train.precision: unknown precision {precision!r}; expected auto, fp32, bf16 or fp16")
+        scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        return cls(precision, device.type, scaler)
+
+    def autocast(self):
+        """Context for forward and loss: ``torch.autocast`` in bf16/fp16, a no-op for fp32."""
+        return torch.autocast(self.device_type, dtype=self.DTYPES.get(self.name, torch.float32),
+                              enabled=self.name != "fp32")
+
+    def backward_and_step(self, total: torch.Tensor, optimizer: torch.optim.Optimizer,
+                          params: list[torch.nn.Parameter], grad_clip: float) -> None:
+        """Backward, clip the (unscaled) gradient norm at ``grad_clip``, optimiser step."""
+        if self.scaler is None:
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            optimizer.step()
+            return
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
 class _SetupClock:
     """Wall-clock phases of a worker's setup, logged to MLflow as ``time/setup/<phase>_s`` (the
     per-trial overhead of benchmarks/overhead.py B7): ``process_start`` (from ``since``, the worker
@@ -238,9 +294,12 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.train.warmup_steps))
+    precision = MixedPrecision.for_device(cfg.train.precision, device)
     if optim_state is not None:
         optimizer.load_state_dict(optim_state["optimizer"])
         scheduler.load_state_dict(optim_state["scheduler"])
+        if precision.scaler is not None and "grad_scaler" in optim_state:
+            precision.scaler.load_state_dict(optim_state["grad_scaler"])
         # a resumed run draws new batches, seeded by (seed, rank, step): reproducible, not a replay
         sampler.reseed([cfg.seed, rank, start_step])
         if text is not None:
@@ -259,12 +318,13 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
     refs = reference_scores(cfg.eval, env_id, (dataset.ref_min_score, dataset.ref_max_score))
     if rank == 0:
         if loop_config.get("mlflow_run_id"):
-            from lamo_ray.tracking import NODE_ID_TAG, RunLogger  # rank 0 only: mlflow is ~1 s of imports
+            from lamo_ray.tracking import NODE_ID_TAG, PRECISION_TAG, RunLogger  # rank 0 only: mlflow is ~1 s of imports
 
             tracker = RunLogger(loop_config["mlflow_uri"], loop_config["mlflow_run_id"],
                                 outbox_dir=loop_config.get("mlflow_outbox"))
             # which Ray node trained this trial (set again by a restarted worker group, maybe elsewhere)
-            tracker.set_tags({NODE_ID_TAG: ray.get_runtime_context().get_node_id()})
+            tracker.set_tags({NODE_ID_TAG: ray.get_runtime_context().get_node_id(),
+                              PRECISION_TAG: precision.name})
             if start_step > 0:
                 tracker.log_metrics({"train/restored_from_step": start_step}, step=start_step)
             else:
@@ -278,6 +338,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                            loop_config.get("mlflow_run_id") or "", counts["trainable_share"])
     if tracker is not None:
         tracker.log_metrics(setup.metrics(), step=start_step)
+    log.info("rank %d: %s training on %s", rank, precision.name, device)
     log.info("rank %d setup: %s", rank, ", ".join(f"{k.split('/')[-1]} {v:.1f}" for k, v in setup.metrics().items()))
 
     try:
@@ -287,23 +348,22 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
         for step in range(start_step + 1, cfg.train.steps + 1):
             t0 = time.perf_counter()
             batch = _batch_to_torch(sampler.sample(local_batch), device)
-            preds = model(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"],
-                          batch["attention_mask"])
-            loss = action_loss(preds, batch["actions"], batch["attention_mask"], dataset.discrete_actions)
-            lm = None
-            if text is not None:
-                module = model.module if hasattr(model, "module") else model
-                lm = module.lm_loss(text.sample(cfg.language.batch_size).to(device))
-                total = loss + cfg.language.co_lambda * lm
-            else:
-                total = loss
+            with precision.autocast():
+                preds = model(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"],
+                              batch["attention_mask"])
+                loss = action_loss(preds.float(), batch["actions"], batch["attention_mask"], dataset.discrete_actions)
+                lm = None
+                if text is not None:
+                    module = model.module if hasattr(model, "module") else model
+                    lm = module.lm_loss(text.sample(cfg.language.batch_size).to(device)).float()
+                    total = loss + cfg.language.co_lambda * lm
+                else:
+                    total = loss
             if not torch.isfinite(total):
                 raise NonFiniteLossError(f"non-finite loss at step {step}: action loss {loss.item()}, "
                                          f"lm loss {None if lm is None else lm.item()}")
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-            optimizer.step()
+            precision.backward_and_step(total, optimizer, params, cfg.train.grad_clip)
             scheduler.step()
             train_time += time.perf_counter() - t0
             window_loss += loss.item()
@@ -322,7 +382,8 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                 window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()
 
             if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
-                reporting.evaluate_and_report(step, model, optimizer, scheduler, loss.item(), train_time)
+                reporting.evaluate_and_report(step, model, optimizer, scheduler, loss.item(), train_time,
+                                              grad_scaler=precision.scaler)
                 train_time = 0.0
     finally:  # also when Tune stops the trial (ASHA): its process may train the next trial
         if evaluator is not None:
@@ -361,14 +422,14 @@ class _Reporting:
 
     def evaluate_and_report(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                             scheduler: torch.optim.lr_scheduler.LRScheduler, last_loss: float,
-                            train_time: float) -> None:
+                            train_time: float, grad_scaler: torch.amp.GradScaler | None = None) -> None:
         """Rank 0: rollouts, MLflow (per-episode table and summary at ``step``), checkpoint; every
         rank: the session's report (a barrier under DDP).
 
         Args:
             step: the optimiser step just taken (1-based).
             model: the policy being trained (may be DDP-wrapped); put back in train mode afterwards.
-            optimizer, scheduler: their states go into the checkpoint.
+            optimizer, scheduler, grad_scaler: their states go into the checkpoint (the scaler's with fp16).
             last_loss: the action loss of ``step``'s batch.
             train_time: seconds spent in training steps since the previous report.
         """
@@ -395,6 +456,8 @@ class _Reporting:
                 self.tracker.log_metrics({**summary, "train/time_s": train_time}, step=step)
             ckpt_dir = save_checkpoint(Path(tmp) / "checkpoint", model, self.spec, self.env_id, self.refs, step,
                                        optimizer_state={"optimizer": optimizer.state_dict(),
-                                                        "scheduler": scheduler.state_dict()},
+                                                        "scheduler": scheduler.state_dict(),
+                                                        **({} if grad_scaler is None else
+                                                           {"grad_scaler": grad_scaler.state_dict()})},
                                        env_kwargs=self.env_kwargs)
             self.session.report(metrics, checkpoint_dir=ckpt_dir, step=step)

@@ -16,10 +16,12 @@ REPO = Path(__file__).resolve().parents[1]
 def test_benchmarks_quick_run(tmp_path):
     out = tmp_path / "rows.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--threads", "1",
-                           "--only", "B1", "B2", "B3", "B4", "B8", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+                           "--only", "B1", "B2", "B3", "B4", "B8", "B9", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
-    assert [r["id"].split()[0] for r in rows] == ["B1-tiny", "B2-tiny", "B2-tiny", "B3-tiny", "B3-tiny", "B8", "B4-tiny",
-                                                  "B4-tiny"]
+    assert [r["id"].split()[0] for r in rows] == ["B1-tiny", "B2-tiny", "B2-tiny", "B3-tiny", "B3-tiny", "B8", "B9-tiny",
+                                                  "B9-tiny", "B4-tiny", "B4-tiny"]
     assert "separate Q/K/V / fused c_attn" in rows[2]["id"]
+    assert "bf16/fp32" in rows[6]["id"] and "loss on one batch, step 1 -> 20" in rows[6]["note"]
+    assert "SDPA/eager" in rows[7]["id"]
     assert all(math.isfinite(r["ratio"]) and r["ratio"] > 0 for r in rows)

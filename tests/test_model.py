@@ -132,6 +132,24 @@ def test_left_padding_content_does_not_leak(backbone, gpt2_dir, llama_dir):
     assert not torch.allclose(out2[0, :2], out[0, :2])  # the padded positions did see the change
 
 
+@pytest.mark.parametrize("backbone", ["gpt2", "llama"])
+def test_sdpa_attention_matches_eager_on_left_padded_batches(backbone, gpt2_dir, llama_dir):
+    path = gpt2_dir if backbone == "gpt2" else llama_dir
+    models = {}
+    for attention in ("eager", "sdpa"):
+        torch.manual_seed(0)
+        models[attention] = DecisionTransformer(tiny_cfg(path, pretrained=True, attention=attention), (S,), A,
+                                                MAX_EP_LEN).eval()
+        assert models[attention].backbone.config._attn_implementation == attention
+    copy_own_modules(models["eager"], models["sdpa"])
+    states, actions, rtg, timesteps, mask = batch(pad=2)
+    eager, sdpa = (models[a](states, actions, rtg, timesteps, mask) for a in ("eager", "sdpa"))
+    torch.testing.assert_close(sdpa[0, 2:], eager[0, 2:], rtol=1e-5, atol=1e-5)  # real positions
+    torch.testing.assert_close(sdpa[1:], eager[1:], rtol=1e-5, atol=1e-5)
+    default = DecisionTransformer(tiny_cfg(path, pretrained=True), (S,), A, MAX_EP_LEN)
+    assert default.backbone.config._attn_implementation == "sdpa"  # 'auto': transformers' default
+
+
 def test_position_embedding_has_no_effect(gpt2_dir, tmp_path):
     lm = transformers.GPT2LMHeadModel.from_pretrained(gpt2_dir)
     ids = torch.arange(10).unsqueeze(0)

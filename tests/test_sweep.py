@@ -10,7 +10,8 @@ import yaml
 
 from lamo_ray.config import ConfigError, expand_trials, load_sweep, resolve_tune_config
 from lamo_ray.sweep import (PreflightError, TrialResources, _experiment_dir, _param_space,
-                            check_resources, format_trial_table, preflight, select_configurations, tune_max_failures)
+                            check_resources, format_trial_table, preflight, resource_plan, select_configurations,
+                            tune_max_failures)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,6 +55,27 @@ def test_trial_resources_follow_the_launcher(tmp_path):
     # the bundles add up to what check_resources counts for the trial
     (check,) = check_resources(sweep, [r for r in expand_trials(sweep) if r["variant"] == "one"], cluster_cpus=1.05)
     assert check.ok and "needs 1.05" in check.detail
+
+
+def test_rollout_actors_with_a_gpu_share_get_gpu_bundles_and_the_plan_counts_them(tmp_path):
+    sweep = load_sweep(sweep_file(tmp_path, trial_cpus=0.05, seeds=[0, 1], variants={
+        "gpu": {"train": {"cpus_per_worker": 1, "use_gpu": True}, "eval": {"num_actors": 4, "gpus_per_actor": 0.25}},
+        "cpu": {"eval": {"num_actors": 2, "actor_cpus": 0.5}}}))
+    resources = TrialResources(sweep)
+    assert resources({"variant": "gpu", "seed": 0}).bundles == [{"CPU": 1.05, "GPU": 1}] + [{"GPU": 0.25}] * 4
+    rows = expand_trials(sweep)
+    plan = resource_plan(sweep, rows, cluster_cpus=8, cluster_gpus=4)
+    assert "gpu: 1.05 CPUs, 2 GPUs per trial" in plan and "cpu: 2.05 CPUs, 0 GPUs per trial" in plan
+    # the largest request: 2.05 CPUs (8 // 2.05 = 3 trials) and 2 GPUs (4 // 2 = 2 trials)
+    assert "4 trials, 2 at once on 8 CPUs / 4 GPUs" in plan and "8.2 CPUs, 8 GPUs" in plan
+    assert "as many at once as the cluster fits" in resource_plan(sweep, rows, None, None)
+    with pytest.raises(ConfigError, match="gpus_per_actor"):
+        load_sweep(sweep_file(tmp_path, variants={"x": {"eval": {"gpus_per_actor": 2}}}))
+
+
+def test_dry_run_prints_the_resource_plan(tmp_path):
+    proc = run_cli(REPO / "sweeps" / "kitchen.yaml", "--dry-run", cwd=tmp_path)
+    assert "resources:" in proc.stdout and "GPUs per trial" in proc.stdout, proc.stdout[-2000:]
 
 
 def test_tune_retries_only_for_in_trial_trials(tmp_path):

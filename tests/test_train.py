@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,13 @@ def learnable_dataset(n: int = 16, length: int = 24, nan_rewards: bool = False) 
                              ref_max_score=0.0, env_id=None, source="in-memory")
 
 
-def trial(steps: int, eval_every: int) -> TrialConfig:
+def trial(steps: int, eval_every: int, precision: str = "auto") -> TrialConfig:
     return validate_trial({"seed": SEED,
             "data": {"source": "in-memory", "context_length": 4, "max_ep_len": 32, "rtg_scale": 10.0},
             "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1,
                       "dropout": 0.0, "finetune": "full"},
             "train": {"steps": steps, "batch_size": 32, "lr": 1e-3, "warmup_steps": 10, "eval_every": eval_every,
-                      "log_every": 10},
+                      "log_every": 10, "precision": precision},
             "eval": {"env_id": "Reacher-v5", "episodes": 2, "target_returns": [0.0]}})
 
 
@@ -144,18 +145,21 @@ def fakes(monkeypatch):
 
 
 def run(tmp_path: Path, steps: int, eval_every: int, checkpoint: Path | None = None,
-        name: str = "run") -> FakeSession:
+        name: str = "run", precision: str = "auto") -> FakeSession:
     session = FakeSession(tmp_path / name, checkpoint)
     session.out.mkdir()
-    train_loop_per_worker({"trial": trial(steps, eval_every)}, session)
+    train_loop_per_worker({"trial": trial(steps, eval_every, precision)}, session)
     return session
 
 
-def record_losses(monkeypatch, nan_at_step: int | None = None) -> list[float]:
-    """Wrap the loop's `action_loss`: returns the list of each step's loss (made NaN at step ``nan_at_step``)."""
+def record_losses(monkeypatch, nan_at_step: int | None = None, autocast: list | None = None) -> list[float]:
+    """Wrap the loop's `action_loss`: returns the list of each step's loss (made NaN at step ``nan_at_step``);
+    appends (autocast enabled, autocast dtype) on the CPU at each call to ``autocast``."""
     losses: list[float] = []
 
     def recording_loss(*args):
+        if autocast is not None:
+            autocast.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
         loss = action_loss(*args)
         if len(losses) + 1 == nan_at_step:
             loss = loss * float("nan")
@@ -234,3 +238,43 @@ def test_resume_continues_after_the_checkpoint_step_with_a_reseeded_sampler(tmp_
     state = load_optimizer_state(resumed.reports[-1][1])
     assert state["scheduler"]["last_epoch"] == 25
     assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {25}
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_mixed_precision_trains_under_autocast_with_fp32_weights(tmp_path, fakes, monkeypatch, precision, dtype):
+    autocast: list = []
+    losses = record_losses(monkeypatch, autocast=autocast)
+    session = run(tmp_path, steps=150, eval_every=150, precision=precision)
+    assert set(autocast) == {(True, dtype)}  # forward and loss ran under autocast in the asked dtype
+    assert all(math.isfinite(x) for x in losses)
+    early, late = np.mean(losses[:10]), np.mean(losses[-10:])
+    assert late < 0.3 * early, (early, late)
+    ckpt = session.reports[-1][1]
+    assert {v.dtype for v in load_file(str(ckpt / MODEL_FILE)).values()} == {torch.float32}
+    state = load_optimizer_state(ckpt)
+    assert ("grad_scaler" in state) == (precision == "fp16")  # fp16's loss scale is resumed with the run
+    if precision == "fp16":
+        assert state["grad_scaler"]["scale"] > 0
+
+
+def test_fp32_is_the_cpu_default_and_runs_without_autocast(tmp_path, fakes, monkeypatch):
+    autocast: list = []
+    record_losses(monkeypatch, autocast=autocast)
+    session = run(tmp_path, steps=5, eval_every=5)
+    assert {enabled for enabled, _ in autocast} == {False}
+    assert "grad_scaler" not in load_optimizer_state(session.reports[-1][1])
+
+
+def test_auto_precision_is_bf16_or_fp16_on_cuda_and_fp32_on_cpu(monkeypatch):
+    from lamo_ray.train import MixedPrecision
+
+    assert MixedPrecision.for_device("auto", torch.device("cpu")).name == "fp32"
+    assert MixedPrecision.for_device("bf16", torch.device("cpu")).name == "bf16"
+    for supported, expected in ((True, "bf16"), (False, "fp16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
+        with warnings.catch_warnings():  # without a GPU, torch warns that the fp16 GradScaler is disabled
+            warnings.simplefilter("ignore")
+            resolved = MixedPrecision.for_device("auto", torch.device("cuda"))
+        assert resolved.name == expected and (resolved.scaler is not None) == (expected == "fp16")
+    with pytest.raises(ValueError, match="train.precision.*'fp8'"):
+        MixedPrecision.for_device("fp8", torch.device("cpu"))

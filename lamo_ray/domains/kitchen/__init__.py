@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,11 @@ import numpy as np
 
 from lamo_ray.domains.base import Domain, EvaluationDefaults, register
 from lamo_ray.episodes import in_store
+
+# FrankaKitchen-v1 (gymnasium-robotics) returns one observation dict object from reset and every step;
+# gymnasium's passive checker warns about it on every env built. Harmless here: each observation is
+# flattened into a new array before it is kept (`d4rl_observation`).
+warnings.filterwarnings("ignore", message=r".*share an object.*", category=UserWarning)
 
 log = logging.getLogger(__name__)
 
