@@ -122,8 +122,8 @@ def run_b9(shape_name: str, shape: dict, dims: dict, rounds: int, seconds: float
             for _ in range(loss_steps):
                 step()
             final[precision] = (step.losses[0], step.losses[-1])
-        rows[0]["note"] = (f"loss on one batch, step 1 -> {loss_steps}: bf16 {final['bf16'][0]:.4f} -> "
-                           f"{final['bf16'][1]:.4f}, fp32 {final['fp32'][0]:.4f} -> {final['fp32'][1]:.4f}")
+        rows[0]["note"] = (f"loss on one batch, step 1 -> {loss_steps}: bf16 {final['bf16'][0]:.6f} -> "
+                           f"{final['bf16'][1]:.6f}, fp32 {final['fp32'][0]:.6f} -> {final['fp32'][1]:.6f}")
     return rows
 
 
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += run_model_benchmarks("gpt2", GPT2_SMALL, dims, max(rounds, args.gpt2_rounds), 0.0, peak_n,
                                          with_b8=False)
     if "B9" in only:
-        rows += run_b9("tiny", tiny, dims, rounds, seconds, loss_steps=20 if quick else 200)
+        rows += run_b9("tiny", tiny, dims, rounds, seconds, loss_steps=20 if quick else 30)
         if not (quick or args.skip_gpt2):
             rows += run_b9("gpt2", GPT2_SMALL, dims, max(rounds, args.gpt2_rounds), 0.0, loss_steps=0)
     if "B4" in only:

@@ -21,7 +21,7 @@ BASE = {
     "data": {"source": "test/reacher/tiny-v0", "rtg_scale": 10, "context_length": 3, "max_ep_len": 64},
     "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 32, "n_head": 1,
               "finetune": "full", "embedding": "linear"},
-    "train": {"steps": 600, "batch_size": 16, "lr": 1e-3, "warmup_steps": 5, "eval_every": 100, "log_every": 100,
+    "train": {"steps": 300, "batch_size": 16, "lr": 1e-3, "warmup_steps": 5, "eval_every": 100, "log_every": 100,
               "cpus_per_worker": 0.49},
     "eval": {"target_returns": [-4.0], "episodes": 2, "num_actors": 1, "envs_per_actor": 2},
 }
@@ -102,7 +102,7 @@ def test_killed_training_process_resumes_from_checkpoint(workdir, launcher):
     restored = client.get_metric_history(run.info.run_id, "train/restored_from_step")
     assert restored and restored[0].value >= 100
     steps = sorted({m.step for m in client.get_metric_history(run.info.run_id, "normalized_score")})
-    assert steps == [100, 200, 300, 400, 500, 600]
+    assert steps == [100, 200, 300]
 
 
 def test_nan_loss_fails_its_trial_and_the_sweep_goes_on(workdir):
