@@ -79,6 +79,7 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from processes import kill_tagged, tagged_pids
 
 pytestmark = pytest.mark.slow
 
@@ -124,41 +125,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def tagged_pids(var: str, value: str) -> list[int]:
-    """Processes whose environment holds ``var=value`` (this cluster's, never another one's)."""
-    needle = f"{var}={value}".encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if needle in environ:
-            pids.append(int(entry))
-    return pids
-
-
-def kill_tagged(var: str, value: str, grace_s: float = 10.0, sig: int = signal.SIGTERM) -> list[int]:
-    """Send ``sig`` to the tagged processes, SIGKILL whatever is left after ``grace_s``."""
-    pids = tagged_pids(var, value)
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-    deadline = time.time() + grace_s
-    while time.time() < deadline and tagged_pids(var, value):
-        time.sleep(0.5)
-    for pid in tagged_pids(var, value):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return pids
 
 
 def http_json(url: str, token: str | None = None, timeout: float = 10.0):

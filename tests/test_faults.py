@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from processes import tagged_pids
 
 pytestmark = pytest.mark.slow
 
@@ -122,20 +123,6 @@ def test_nan_loss_fails_its_trial_and_the_sweep_goes_on(workdir):
     assert "non-finite loss" in by_variant["diverges"].data.tags["lamo_ray.error"]
 
 
-def tagged_pids(tag: str) -> list[int]:
-    """Every process (driver, Ray services, workers) whose environment carries LAMO_RAY_TEST_TAG=tag."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if f"LAMO_RAY_TEST_TAG={tag}".encode() in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
-
-
 def test_killed_driver_resumes_with_resume_flag(workdir):
     """Issue 6: SIGKILL the sweep driver while trial 2 of 2 is mid-way; `--resume` finishes the
     sweep: trial 1 is not re-run, trial 2 continues from its last checkpoint, each trial keeps
@@ -165,9 +152,9 @@ def test_killed_driver_resumes_with_resume_flag(workdir):
     assert killed, out[-3000:]
     # what the dead driver's local Ray left behind (a user would `ray stop`): nothing of ours may run on
     end = time.time() + 60
-    while tagged_pids(tag) and time.time() < end:
+    while tagged_pids("LAMO_RAY_TEST_TAG", tag) and time.time() < end:
         time.sleep(1)
-    leftover = tagged_pids(tag)
+    leftover = tagged_pids("LAMO_RAY_TEST_TAG", tag)
     for pid in leftover:
         os.kill(pid, signal.SIGKILL)
 

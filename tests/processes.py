@@ -1,0 +1,45 @@
+"""Processes of a test's own Ray cluster, found by an environment tag (``LAMO_RAY_TEST_TAG=<unique>``,
+inherited from ``ray start`` or the sweep driver by raylets, workers and job drivers). Tests stop
+exactly those, never with ``ray stop``, which ends every Ray process of the user on the machine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+
+def tagged_pids(var: str, value: str) -> list[int]:
+    """Processes (other than this one) whose environment holds ``var=value``."""
+    needle = f"{var}={value}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if needle in environ:
+            pids.append(int(entry))
+    return pids
+
+
+def kill_tagged(var: str, value: str, grace_s: float = 10.0, sig: int = signal.SIGTERM) -> list[int]:
+    """Send ``sig`` to the tagged processes, SIGKILL whatever is left after ``grace_s``; returns the pids."""
+    pids = tagged_pids(var, value)
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + grace_s
+    while time.time() < deadline and tagged_pids(var, value):
+        time.sleep(0.5)
+    for pid in tagged_pids(var, value):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids
