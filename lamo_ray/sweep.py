@@ -263,8 +263,10 @@ def tune_max_failures(configs: list[TrialConfig]) -> int:
     return -1 if -1 in values else max(values, default=0)
 
 
-def check_resources(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus: float) -> list[Check]:
-    """Every trial must fit the cluster, or Tune would wait for it forever."""
+def check_resources(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus: float,
+                    cluster_gpus: float | None = None) -> list[Check]:
+    """Every trial must fit the cluster, or Tune would wait for it forever. GPUs are checked when
+    ``cluster_gpus`` is known; a missing GPU is ``obtainable`` (a cluster to run on, not a broken input)."""
     checks = []
     for row in rows:
         cfg = row["config"]
@@ -276,9 +278,20 @@ def check_resources(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus
                                 f"eval.num_actors x eval.actor_cpus) but the cluster has {cluster_cpus:g}; lower "
                                 f"train.num_workers or train.cpus_per_worker, or use a bigger cluster (--address)"))
             break
+        gpus = trial_gpus(cfg)
+        if cluster_gpus is not None and gpus > cluster_gpus + 1e-9:
+            checks.append(Check("resources", f"variant {row['variant']}", False,
+                                f"a trial needs {gpus:g} GPUs (train.num_workers {cfg.train.num_workers} x "
+                                f"train.use_gpu {str(cfg.train.use_gpu).lower()} + eval.num_actors x "
+                                f"eval.gpus_per_actor) but {'this machine' if cluster_gpus == 0 else 'the cluster'} "
+                                f"has {cluster_gpus:g}; run it on a GPU cluster (ray job submit / --address) or "
+                                f"--set train.use_gpu=false to train on CPUs", obtainable=True))
+            break
     if not checks:
         most = max(trial_cpus(sweep, r["config"]) for r in rows)
-        checks.append(Check("resources", "CPUs", True, f"largest trial needs {most:g} of {cluster_cpus:g} CPUs"))
+        gpus = max(trial_gpus(r["config"]) for r in rows)
+        checks.append(Check("resources", "CPUs", True, f"largest trial needs {most:g} of {cluster_cpus:g} CPUs"
+                            + (f" and {gpus:g} of {cluster_gpus:g} GPUs" if gpus and cluster_gpus is not None else "")))
     return checks
 
 
@@ -541,12 +554,14 @@ def run_sweep(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | Non
     checks = preflight(sweep, rows, generate=True, loaded=loaded)
     print(format_checks(checks), flush=True)
     _raise_failed(checks)
+    if not (address or os.environ.get("RAY_ADDRESS")):  # a local Ray gets this machine's CPUs and GPUs
+        _raise_failed(check_resources(sweep, rows, local_cpus(), _local_gpus()))
     uri = resolve_tracking_uri(sweep.tracking.uri)
     check_tracking(uri)
     run_name, exp_dir = _experiment_dir(sweep, resume)
     _init_ray(address, worker_logs_to_console=verbose)
     cluster_cpus = float(ray.cluster_resources().get("CPU", 0))
-    resource_checks = check_resources(sweep, rows, cluster_cpus)
+    resource_checks = check_resources(sweep, rows, cluster_cpus, float(ray.cluster_resources().get("GPU", 0)))
     print(format_checks(resource_checks), flush=True)
     _raise_failed(resource_checks)
 
@@ -794,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
     if args.dry_run:
         checks = preflight(sweep, rows, generate=False)
-        checks += check_resources(sweep, rows, local_cpus()) if local else \
+        checks += check_resources(sweep, rows, local_cpus(), _local_gpus()) if local else \
             [Check("resources", "CPUs", True, "checked against the cluster once Ray connects")]
         print("checks:")
         print(format_checks(checks))
@@ -808,8 +823,6 @@ def main(argv: list[str] | None = None) -> int:
             print("error: " + "\n".join(f"{c.kind} {c.name}: {c.detail}" for c in broken), file=sys.stderr)
         return 2 if broken else 0
     try:
-        if local:  # the local Ray gets this machine's CPUs: a trial that cannot fit fails before anything starts
-            _raise_failed(check_resources(sweep, rows, local_cpus()))
         summary = run_sweep(sweep, rows, address=args.address, resume=args.resume, verbose=args.verbose)
     except PreflightError as err:
         print(f"error: {err}", file=sys.stderr)
