@@ -69,6 +69,11 @@ def test_rollout_actors_with_a_gpu_share_get_gpu_bundles_and_the_plan_counts_the
     # the largest request: 2.05 CPUs (8 // 2.05 = 3 trials) and 2 GPUs (4 // 2 = 2 trials)
     assert "4 trials, 2 at once on 8 CPUs / 4 GPUs" in plan and "8.2 CPUs, 8 GPUs" in plan
     assert "as many at once as the cluster fits" in resource_plan(sweep, rows, None, None)
+    (no_gpu,) = check_resources(sweep, rows, cluster_cpus=8, cluster_gpus=0)
+    assert not no_gpu.ok and no_gpu.obtainable  # a GPU cluster to run on, not a broken input
+    assert "needs 2 GPUs" in no_gpu.detail and "train.use_gpu true" in no_gpu.detail and "this machine has 0" in no_gpu.detail
+    (fits,) = check_resources(sweep, rows, cluster_cpus=8, cluster_gpus=2)
+    assert fits.ok and "2 of 2 GPUs" in fits.detail
     with pytest.raises(ConfigError, match="gpus_per_actor"):
         load_sweep(sweep_file(tmp_path, variants={"x": {"eval": {"gpus_per_actor": 2}}}))
 
