@@ -509,7 +509,9 @@ def _init_ray(address: str | None, worker_logs_to_console: bool = False) -> None
         # Train V2 needs the dashboard process (FACTS.md); bind it and the node to loopback only.
         port = _free_port(8265)
         env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-        ctx = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+        # address="local": a new instance even when /tmp/ray/ray_current_cluster names a `ray start`
+        # cluster (alive, or dead without `ray stop`), which ray.init() would otherwise try to join
+        ctx = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
                        _node_ip_address="127.0.0.1", runtime_env={"env_vars": env_vars},
                        log_to_driver=worker_logs_to_console)
     if ctx.dashboard_url:

@@ -75,11 +75,19 @@ def test_cluster_recipe_runs_as_written_in_a_fresh_home(tmp_path):
                               "--episodes", "20", "--ref-episodes", "5"], env=env, cwd=work, capture_output=True,
                              text=True, timeout=300)
     assert collect.returncode == 0, collect.stderr[-3000:]
+    # `ray start` records its cluster in /tmp/ray/ray_current_cluster, which a later ray.init() without an
+    # address would try to join; `ray stop` removes it, so the teardown puts back what was there
+    current = Path("/tmp/ray/ray_current_cluster")
+    before = current.read_text() if current.is_file() else None
     try:
         proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, cwd=work, capture_output=True,
                               text=True, timeout=900)
     finally:
         kill_tagged("LAMO_RAY_TEST_TAG", tag)
+        if before is None:
+            current.unlink(missing_ok=True)
+        else:
+            current.write_text(before)
     assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-4000:])
     assert "Token authentication is enabled but Ray couldn't find" not in proc.stderr
     assert (home / ".ray" / "auth_token").is_file()  # made by the recipe's own line
