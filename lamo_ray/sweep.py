@@ -562,8 +562,9 @@ def run_sweep(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | Non
     check_tracking(uri)
     run_name, exp_dir = _experiment_dir(sweep, resume)
     _init_ray(address, worker_logs_to_console=verbose)
-    cluster_cpus = float(ray.cluster_resources().get("CPU", 0))
-    resource_checks = check_resources(sweep, rows, cluster_cpus, float(ray.cluster_resources().get("GPU", 0)))
+    cluster = ray.cluster_resources()
+    cluster_cpus = float(cluster.get("CPU", 0))
+    resource_checks = check_resources(sweep, rows, cluster_cpus, float(cluster.get("GPU", 0)))
     print(format_checks(resource_checks), flush=True)
     _raise_failed(resource_checks)
 
