@@ -54,6 +54,10 @@ HOME_ENV = "LAMO_RAY_HOME"
 SOURCE_FILE = "lamo_ray_source.json"  # provenance written into every fetched folder
 
 
+# backbone name -> folder received from the sweep driver in this process (`receive`)
+_RECEIVED: dict[str, Path] = {}
+
+
 class BackboneUnavailableError(RuntimeError):
     """The backbone's config, weights or tokenizer cannot be found locally nor downloaded.
     The message says how to get it."""
@@ -131,10 +135,11 @@ def _hub_offline() -> bool:
 
 
 def _hub_hint(name: str) -> str:
-    return (f"Get it with `hf download {name}` on a machine with network and point HF_HOME at that cache, "
-            f"or save it with `save_pretrained(dir)` and set model.backbone to the directory"
-            + ("" if _hub_offline() else "; set HF_HUB_OFFLINE=1 to fail at once instead of retrying the network")
-            + f". Offline pre-trained backbones: {', '.join(OFFLINE_BACKBONES)}.")
+    return ((f"Offline (--offline / HF_HUB_OFFLINE=1): nothing is downloaded. " if _hub_offline() else
+             "A sweep run without --offline downloads it first when the network allows. ")
+            + f"Get it with `hf download {name}` where the network allows and point HF_HOME at that cache, "
+            f"or save it with `save_pretrained(dir)` and set model.backbone to the directory. "
+            f"Offline pre-trained backbones: {', '.join(OFFLINE_BACKBONES)}.")
 
 
 # --------------------------------------------------------------------------- resolution
@@ -143,12 +148,15 @@ def _hub_hint(name: str) -> str:
 def resolve(name: str) -> str:
     """The path or hub id that ``from_pretrained`` should load for ``name``.
 
-    A local directory -> its absolute path; a named offline backbone -> its fetched folder;
-    anything else is returned as a hub id.
+    A copy received from the sweep driver in this process (`receive`) -> its folder; a local
+    directory -> its absolute path; a named offline backbone -> its fetched folder; anything else
+    is returned as a hub id.
 
     Raises:
         BackboneUnavailableError: a named offline backbone that has not been fetched.
     """
+    if name in _RECEIVED:
+        return str(_RECEIVED[name])
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path.resolve())
@@ -262,18 +270,202 @@ def availability(name: str, pretrained: bool) -> str:
         where = "fetched offline backbone" if name in OFFLINE_BACKBONES else "local directory"
         load_config(name)
         return f"{where} {source}"
-    if not pretrained:  # the tokenizer matters only with the language loss: the corpus check asks for it then
+    if not pretrained and name == "gpt2":  # the tokenizer matters only with the language loss: the corpus check asks for it then
         return f"architecture config available ({baseline_config(name).model_type})"
+    missing = missing_hub_parts(source, ("config", "weights") if pretrained else ("config",))
+    if missing:  # the sweep's fetch step (lamo_ray.inputs) downloads it first when the network allows
+        raise BackboneUnavailableError(f"backbone {name!r}: its {' and '.join(missing)} are not in the local "
+                                       "Hugging Face cache. " + _hub_hint(name))
+    return f"in the local Hugging Face cache ({hub_snapshot_dir(source)})"
+
+
+# --------------------------------------------------------------------------- hub downloads
+
+CONFIG_FILES = ("config.json", "generation_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "vocab.txt",
+                   "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "chat_template.jinja")
+# the first group a repo has wins: safetensors over PyTorch pickles (never both)
+WEIGHT_GROUPS = (("model.safetensors", "model.safetensors.index.json", "model-*.safetensors"),
+                 ("pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"))
+HUB_PARTS = ("config", "weights", "tokenizer")
+
+
+def _cached(repo_id: str, filename: str) -> str | None:
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(source, "config.json")
-    if isinstance(cached, str):
-        return f"in the local Hugging Face cache ({Path(cached).parent})"
-    if _hub_offline():
-        raise BackboneUnavailableError(f"backbone {name!r} is not in the local Hugging Face cache and "
-                                       f"HF_HUB_OFFLINE=1. " + _hub_hint(name))
-    load_config(name)
-    return "downloadable from the Hugging Face hub"
+    found = try_to_load_from_cache(repo_id, filename)
+    return found if isinstance(found, str) else None
+
+
+def missing_hub_parts(repo_id: str, parts: tuple[str, ...]) -> list[str]:
+    """Which of ``parts`` ("config", "weights", "tokenizer") of hub repo ``repo_id`` are not in the
+    local Hugging Face cache. Reads the cache only: no network request."""
+    have = {
+        "config": lambda: _cached(repo_id, "config.json"),
+        "weights": lambda: any(_cached(repo_id, f) for group in WEIGHT_GROUPS for f in group if "*" not in f),
+        "tokenizer": lambda: (any(_cached(repo_id, f) for f in ("tokenizer.json", "vocab.json", "tokenizer.model"))
+                              or (repo_id in GPT2_TOKENIZER_IDS and _is_fetched(GPT2_TOKENIZER))),
+    }
+    return [p for p in parts if not have[p]()]
+
+
+def hub_snapshot_dir(repo_id: str) -> Path | None:
+    """The cached snapshot folder of ``repo_id`` (the one holding its config.json), or None."""
+    found = _cached(repo_id, "config.json")
+    return Path(found).parent if found else None
+
+
+def _part_of(filename: str, parts: tuple[str, ...], weight_group: tuple[str, ...]) -> bool:
+    import fnmatch
+
+    return (filename in CONFIG_FILES
+            or ("tokenizer" in parts and filename in TOKENIZER_FILES)
+            or ("weights" in parts and any(fnmatch.fnmatch(filename, g) for g in weight_group)))
+
+
+def hub_files(repo_id: str, parts: tuple[str, ...]) -> list[tuple[str, int | None]]:
+    """The top-level files of hub repo ``repo_id`` that ``parts`` need, with their sizes in bytes
+    (one ``model_info`` request). The config always; weights as safetensors when the repo has them,
+    else PyTorch ``.bin``; tokenizer files.
+
+    Raises:
+        BackboneUnavailableError: the repo does not exist or has no config (or no weights when asked).
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        info = HfApi().model_info(repo_id, files_metadata=True)
+    except HfHubHTTPError as err:
+        raise BackboneUnavailableError(f"backbone {repo_id!r}: the hub says {_first_line(err)}") from None
+    sizes = {s.rfilename: s.size for s in info.siblings or [] if "/" not in s.rfilename}
+    group = next((g for g in WEIGHT_GROUPS if any(f in sizes for f in g if "*" not in f)), ())
+    files = sorted((f, size) for f, size in sizes.items() if _part_of(f, parts, group))
+    if "config.json" not in sizes or ("weights" in parts and not group):
+        raise BackboneUnavailableError(f"backbone {repo_id!r}: the hub repo has no "
+                                       f"{'config.json' if 'config.json' not in sizes else 'weights'} "
+                                       f"(files: {', '.join(sorted(sizes)) or 'none'})")
+    return files
+
+
+def download(repo_id: str, parts: tuple[str, ...]) -> Path:
+    """Download the files ``parts`` need (`hub_files`) from the hub (``HF_ENDPOINT``) into the
+    Hugging Face cache with ``snapshot_download``, with its progress bars; returns the snapshot folder.
+
+    Raises:
+        BackboneUnavailableError: the repo or a file is not there, or the download failed.
+    """
+    from huggingface_hub import snapshot_download
+
+    files = hub_files(repo_id, parts)
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=[f for f, _ in files]))
+    except Exception as err:  # noqa: BLE001 - network and hub errors of any kind
+        raise BackboneUnavailableError(f"backbone {repo_id!r}: download failed: {_first_line(err)}") from None
+
+
+# --------------------------------------------------------------------------- shipping to Ray workers
+
+
+@dataclass(frozen=True)
+class ShippedBackbone:
+    """A backbone's files in Ray's object store, put there once by the sweep driver so that
+    workers on nodes without the files (no HF cache, no local directory) load the same bytes.
+
+    Attributes:
+        name: the ``model.backbone`` name it stands for.
+        digest: sha256 over the files' names and contents (names the received folder).
+        files: relative path -> ``ObjectRef`` of the file's bytes (one object per file: a worker
+            fetches only what it reads).
+        sizes: relative path -> size in bytes.
+    """
+
+    name: str
+    digest: str
+    files: dict
+    sizes: dict
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.sizes.values())
+
+
+def local_folder(name: str) -> Path | None:
+    """The folder on this machine holding ``name``'s files (local directory, fetched offline
+    backbone or Hugging Face cache snapshot), or None (a random-init "gpt2" needs no files)."""
+    source = resolve(name)
+    if Path(source).is_dir():
+        return Path(source)
+    return hub_snapshot_dir(source)
+
+
+def _ship_folder(name: str, parts: tuple[str, ...]) -> Path | None:
+    """`local_folder`, or for a random-init GPT-2 that needs only its tokenizer and has none in the
+    HF cache, the offline GPT-2 tokenizer (``fetch gpt2-tokenizer``)."""
+    folder = local_folder(name)
+    if folder is None and parts == ("tokenizer",) and name in GPT2_TOKENIZER_IDS and _is_fetched(GPT2_TOKENIZER):
+        return fetched_dir(GPT2_TOKENIZER)
+    return folder
+
+
+def ship(name: str, parts: tuple[str, ...]) -> ShippedBackbone | None:
+    """Put the files of ``name`` that ``parts`` need (config always; "weights", "tokenizer") into
+    Ray's object store (call after ``ray.init``, on the driver that has them). None when there is
+    nothing to ship (no local folder: a random-init "gpt2").
+
+    Raises:
+        BackboneUnavailableError: ``name`` is a named offline backbone not fetched yet.
+    """
+    import fnmatch
+
+    import ray
+
+    folder = _ship_folder(name, parts)
+    if folder is None:
+        return None
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    group = next((g for g in WEIGHT_GROUPS if any(f in names for f in g if "*" not in f)), ())
+    wanted = [f for f in names if _part_of(f, parts, group)
+              or ("weights" in parts and f.endswith(".safetensors") and not group)
+              or ("tokenizer" in parts and fnmatch.fnmatch(f, "tokenizer*"))]
+    digest = hashlib.sha256()
+    files, sizes = {}, {}
+    for f in wanted:
+        data = (folder / f).read_bytes()  # follows the HF cache's symlinks to its blobs
+        digest.update(f.encode() + b"\0" + hashlib.sha256(data).digest())
+        files[f], sizes[f] = ray.put(data), len(data)
+        del data
+    return ShippedBackbone(name, digest.hexdigest(), files, sizes)
+
+
+RECEIVED_MARK = "lamo_ray_received.json"
+
+
+def receive(shipped: ShippedBackbone) -> Path:
+    """Write a `ShippedBackbone`'s files into ``$LAMO_RAY_HOME/received/<name>-<digest>`` on this
+    node (once per node: later trials reuse the folder; it appears atomically) and make `resolve`
+    return that folder for ``shipped.name`` in this process. Returns the folder."""
+    import ray
+
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in shipped.name)
+    final = lamo_home() / "received" / f"{safe}-{shipped.digest[:16]}"
+    if not (final / RECEIVED_MARK).is_file():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{safe}-", dir=final.parent) as tmp:
+            out = Path(tmp) / "out"
+            out.mkdir()
+            for f, ref in shipped.files.items():
+                (out / f).write_bytes(ray.get(ref))
+            (out / RECEIVED_MARK).write_text(json.dumps({"name": shipped.name, "digest": shipped.digest,
+                                                          "sizes": shipped.sizes}, indent=2) + "\n")
+            try:
+                os.replace(out, final)
+            except OSError:  # another worker on this node finished first: same digest, same files
+                if not (final / RECEIVED_MARK).is_file():
+                    raise
+        log.info("received backbone %s (%.1f MB) into %s", shipped.name, shipped.total_bytes / 1e6, final)
+    _RECEIVED[shipped.name] = final
+    return final
 
 
 # --------------------------------------------------------------------------- fetching

@@ -6,7 +6,8 @@ Layout::
     optimizer.pt          optimiser + LR-scheduler state (loaded with torch.load(weights_only=True))
     config.yaml           the resolved TrialConfig
     policy.json           state_shape, act_dim, discrete_actions, env_id, env_kwargs, ref scores,
-                          state_mean / state_std (the training data's normalisation), step
+                          state_mean / state_std (the training data's normalisation), step,
+                          backbone_config (the backbone's config: rebuilt without its files)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class PolicySpec:
     discrete_actions: bool
     state_mean: np.ndarray | None
     state_std: np.ndarray | None
+    backbone_config: dict | None = None  # `DecisionTransformer.backbone_base_config`: no backbone files needed to rebuild
 
 
 class CheckpointError(ValueError):
@@ -78,6 +80,7 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, spec: PolicyS
         "ref_min_score": refs[0], "ref_max_score": refs[1], "step": step,
         "state_mean": None if spec.state_mean is None else np.asarray(spec.state_mean).tolist(),
         "state_std": None if spec.state_std is None else np.asarray(spec.state_std).tolist(),
+        "backbone_config": spec.backbone_config,
         "extra": extra or {},
     }
     (directory / POLICY_FILE).write_text(json.dumps(policy))
@@ -112,7 +115,7 @@ def load_checkpoint(directory: str | Path) -> LoadedCheckpoint:
         std = None if policy["state_std"] is None else np.asarray(policy["state_std"], dtype=np.float32)
         spec = PolicySpec(trial=config, state_shape=tuple(int(d) for d in policy["state_shape"]),
                           act_dim=int(policy["act_dim"]), discrete_actions=bool(policy["discrete_actions"]),
-                          state_mean=mean, state_std=std)
+                          state_mean=mean, state_std=std, backbone_config=policy.get("backbone_config"))
         return LoadedCheckpoint(path=directory, config=config, spec=spec, env_id=str(policy["env_id"]),
                                 env_kwargs=dict(policy.get("env_kwargs") or {}),
                                 refs=(policy["ref_min_score"], policy["ref_max_score"]),

@@ -58,7 +58,8 @@ def build_policy(spec: PolicySpec, load_weights: bool, rollout: bool = False) ->
     model_cfg = rollout_model_config(cfg.model) if rollout else cfg.model
     return DecisionTransformer(model_cfg, spec.state_shape, spec.act_dim, cfg.data.max_ep_len,
                                discrete_actions=spec.discrete_actions,
-                               language_loss=cfg.language.co_lambda > 0, load_weights=load_weights)
+                               language_loss=cfg.language.co_lambda > 0, load_weights=load_weights,
+                               backbone_config=None if load_weights else spec.backbone_config)
 
 
 class Rollout:

@@ -91,8 +91,8 @@ def _set_vocab(config: transformers.PretrainedConfig, vocab_size: int) -> None:
             setattr(config, key, None)
 
 
-def build_backbone(cfg: ModelConfig, load_weights: bool = True,
-                   vocab_size: int | None = None) -> transformers.PreTrainedModel:
+def build_backbone(cfg: ModelConfig, load_weights: bool = True, vocab_size: int | None = None,
+                   base_config: dict | None = None) -> transformers.PreTrainedModel:
     """A causal LM with its LM head, from ``cfg.backbone``: a hub id, a local directory, or a named
     offline backbone such as ``smollm2-135m`` (resolved by `lamo_ray.backbones`).
 
@@ -115,6 +115,10 @@ def build_backbone(cfg: ModelConfig, load_weights: bool = True,
     - GPT-2's ``gelu_new`` runs as ``gelu_pytorch_tanh``: the same function (max difference ~1e-7),
       one fused kernel.
 
+    ``base_config``: the architecture config as loaded for ``cfg.backbone`` (``to_dict()``), used
+    instead of loading it again (rollout actors and checkpoints: no files or network needed there).
+    The model's ``lamo_base_config`` attribute holds it for whoever builds the model elsewhere.
+
     Returns a float32 model in train mode. Its position table, if any, is still in place
     (`DecisionTransformer` removes it).
 
@@ -124,12 +128,15 @@ def build_backbone(cfg: ModelConfig, load_weights: bool = True,
             ``attention`` implementation the architecture does not support.
     """
     name = cfg.backbone
-    if cfg.pretrained:
-        if vocab_size is not None:
-            raise ValueError("vocab_size can only be set for a randomly initialised backbone (pretrained: false)")
-        config = load_config(name)
+    if cfg.pretrained and vocab_size is not None:
+        raise ValueError("vocab_size can only be set for a randomly initialised backbone (pretrained: false)")
+    if base_config is not None:
+        fields = dict(base_config)
+        config = transformers.AutoConfig.for_model(fields.pop("model_type"), **fields)
     else:
-        config = baseline_config(name)
+        config = load_config(name) if cfg.pretrained else baseline_config(name)
+    base = config.to_dict()
+    if not cfg.pretrained:
         _set_width(config, cfg.n_embd, cfg.n_head)
         if cfg.activation is not None:
             _set_activation(config, cfg.activation)
@@ -158,6 +165,7 @@ def build_backbone(cfg: ModelConfig, load_weights: bool = True,
     else:
         _set_depth(config, n_layer)
         backbone = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32, **attention)
+    backbone.lamo_base_config = base
     backbone.train()
     return backbone
 
@@ -455,6 +463,7 @@ class DecisionTransformer(nn.Module):
             (Linear + Tanh, LaMo Atari) gives logits for cross-entropy.
         language_loss: keep the token embedding / LM head usable and, for "full", trainable (`lm_loss`).
         load_weights: passed to `build_backbone` (False: same architecture, random init).
+        backbone_config: passed to `build_backbone` as ``base_config`` (`PolicySpec.backbone_config`).
 
     Fine-tuning (``cfg.finetune``):
         "lora": peft LoRA on the attention projections (`lora_target_modules`): for GPT-2 separate
@@ -474,7 +483,8 @@ class DecisionTransformer(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, state_shape: tuple[int, ...], act_dim: int, max_ep_len: int,
-                 discrete_actions: bool = False, language_loss: bool = False, load_weights: bool = True):
+                 discrete_actions: bool = False, language_loss: bool = False, load_weights: bool = True,
+                 backbone_config: dict | None = None):
         super().__init__()
         if len(state_shape) not in (1, 3):
             raise ValueError(f"state_shape must be (S,) or (C, H, W), got {state_shape}")
@@ -484,7 +494,10 @@ class DecisionTransformer(nn.Module):
         self.language_loss = language_loss
         # Without a language loss the baseline needs no real vocabulary (FACTS.md "Models": vocab_size=1).
         tiny_vocab = not (cfg.pretrained or language_loss)
-        backbone = build_backbone(cfg, load_weights=load_weights, vocab_size=1 if tiny_vocab else None)
+        backbone = build_backbone(cfg, load_weights=load_weights, vocab_size=1 if tiny_vocab else None,
+                                  base_config=backbone_config)
+        # the backbone's config as loaded (before our overrides): rebuilds this model without its files
+        self.backbone_base_config: dict = backbone.lamo_base_config
         self.has_vocabulary = not tiny_vocab
         self.position_embedding = cfg.position_embedding
         if not cfg.position_embedding:

@@ -4,9 +4,10 @@ reports through ``TuneReportCallback``, or, for a 1-worker trial (``train.launch
 training loop in its own process and reports with ``ray.tune.report``; MLflow records the sweep
 and every trial.
 
-    python -m lamo_ray.sweep SWEEP.yaml [--set key.path=value ...] [--dry-run] [--resume] [--verbose]
+    python -m lamo_ray.sweep SWEEP.yaml [--set key.path=value ...] [--dry-run] [--resume] [--offline] [--verbose]
 
-Data flow: sweep YAML -> `lamo_ray.config.load_sweep` -> preflight checks (datasets, backbones,
+Data flow: sweep YAML -> `lamo_ray.config.load_sweep` -> missing inputs fetched (`lamo_ray.inputs`;
+not with ``--offline``) -> preflight checks (datasets, backbones,
 environments, CPUs; before any compute) -> Tune param space -> `run_trial` -> `TorchTrainer`
 workers, or the trial's own process for 1 worker (`lamo_ray.train`) -> checkpoints + rollout
 actors -> metrics -> ASHA and MLflow.
@@ -397,7 +398,7 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 
 def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, str],
-              dataset_refs: dict[str, Any] | None = None) -> None:
+              dataset_refs: dict[str, Any] | None = None, backbone_refs: dict[str, Any] | None = None) -> None:
     """Tune function trainable: resolve one trial's config, open its MLflow run, and train: in this
     process (`lamo_ray.train.TuneTrialSession`) when ``train.in_trial``, else with a TorchTrainer.
 
@@ -405,7 +406,8 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     search trial), or ``point`` = {variant, params} (a confirmation trial).
     ``dataset_refs``: {source: ObjectRef of its loaded `TrajectoryDataset`} put in Ray's object store
     once by the sweep driver; the workers read it from there (zero-copy arrays on the same node)
-    instead of each loading the files again.
+    instead of each loading the files again. ``backbone_refs``: {backbone name:
+    `lamo_ray.backbones.ShippedBackbone`} (`ship_backbones`), the same for backbone files.
     """
     from ray import tune
 
@@ -421,7 +423,8 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
                                  trial_name, tune_variant_and_params(config)[0], cfg, trial_id=trial_id,
                                  stage=config.get("stage", "main"))
     loop_config = {"trial": cfg, "mlflow_uri": tracking["uri"], "mlflow_run_id": run_id,
-                   "mlflow_outbox": tracking.get("outbox"), "dataset_ref": (dataset_refs or {}).get(cfg.data.source)}
+                   "mlflow_outbox": tracking.get("outbox"), "dataset_ref": (dataset_refs or {}).get(cfg.data.source),
+                   "backbone": (backbone_refs or {}).get(cfg.model.backbone)}
     fit_started = time.time()
     if cfg.train.in_trial:
         from lamo_ray.train import TuneTrialSession, train_loop_per_worker
@@ -542,16 +545,36 @@ def _experiment_dir(sweep: SweepConfig, resume: bool) -> tuple[str, Path]:
     return sweep.name, path
 
 
+def ship_backbones(configs: list[TrialConfig]) -> dict[str, Any]:
+    """Put each backbone's files (config, weights, tokenizer: what the trials read) into Ray's object
+    store once: {name: `lamo_ray.backbones.ShippedBackbone`}. Train workers on any node load them from
+    there (`lamo_ray.backbones.receive`), so only this machine needs the files."""
+    from lamo_ray.backbones import ship
+    from lamo_ray.inputs import backbone_parts
+
+    shipped = {}
+    for name, parts in sorted(backbone_parts(configs).items()):
+        item = ship(name, parts)
+        if item is not None:
+            shipped[name] = item
+            print(f"backbone {name}: {', '.join(parts)} ({item.total_bytes / 1e6:.1f} MB) in Ray's object store "
+                  "for the workers on every node", flush=True)
+    return shipped
+
+
 def run_sweep(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | None = None,
-              resume: bool = False, verbose: bool = False) -> list[dict[str, Any]]:
+              resume: bool = False, verbose: bool = False, offline: bool = False) -> list[dict[str, Any]]:
     """Run the sweep to completion; returns one summary row per trial. ``verbose``: Ray workers'
-    output on the console too (else only in Ray's log files)."""
+    output on the console too (else only in Ray's log files). Missing inputs are fetched first
+    (`lamo_ray.inputs`) unless ``offline``."""
     import ray
     from ray import tune
 
+    from lamo_ray.inputs import fetch_inputs, plan_inputs
     from lamo_ray.report import ReportError, generate_report
     from lamo_ray.tracking import check_tracking, finish_sweep_run, resolve_tracking_uri, start_sweep_run, trial_outcomes
 
+    fetch_inputs(plan_inputs([r["config"] for r in rows]), offline)
     loaded: dict[str, Any] = {}
     checks = preflight(sweep, rows, generate=True, loaded=loaded)
     print(format_checks(checks), flush=True)
@@ -574,12 +597,13 @@ def run_sweep(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | Non
                 "train_storage": str(exp_dir.parent / f"{run_name}_train")}
     tracking["outbox"] = str(Path(tracking["train_storage"]) / "mlflow_outbox")  # MLflow writes made in an outage
     # vector datasets go to the object store once (image datasets stay lazily read from their files)
-    dataset_refs = {source: ray.put(ds) for source, ds in loaded.items() if len(ds.obs_shape) == 1}
+    shared = {"dataset_refs": {source: ray.put(ds) for source, ds in loaded.items() if len(ds.obs_shape) == 1},
+              "backbone_refs": ship_backbones([r["config"] for r in rows])}
     max_concurrent = sweep.max_concurrent_trials or max(1, int(cluster_cpus // max(
         trial_cpus(sweep, r["config"]) for r in rows)))
     stage = "search" if sweep.confirm else "main"
     t0 = time.time()
-    results = _run_stage(sweep, rows, tracking, dataset_refs, run_name, exp_dir, resume, max_concurrent,
+    results = _run_stage(sweep, rows, tracking, shared, run_name, exp_dir, resume, max_concurrent,
                          _param_space(sweep, stage), scheduler_type=sweep.scheduler.type)
     tune_results = list(results)
     num_errors = results.num_errors
@@ -594,7 +618,7 @@ def run_sweep(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | Non
                  "seed": tune.grid_search(sweep.confirm.seeds), "stage": "confirm"}
         confirmed = _run_stage(sweep, [{"config": resolve_trial(sweep, r["variant"], r["seed"], r["params"])}
                                        for r in confirm_rows],
-                               dict(tracking, run_name=confirm_name), dataset_refs, confirm_name, confirm_dir,
+                               dict(tracking, run_name=confirm_name), shared, confirm_name, confirm_dir,
                                resume and confirm_dir.exists(), max_concurrent, space, scheduler_type="fifo")
         tune_results += list(confirmed)
         num_errors += confirmed.num_errors
@@ -623,19 +647,19 @@ def run_sweep(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | Non
 CONFIRM_SUFFIX = "-confirm"   # Tune experiment of the confirmation stage: <sweep run name>-confirm
 
 
-def _run_stage(sweep: SweepConfig, rows: list[dict[str, Any]], tracking: dict[str, str], dataset_refs: dict[str, Any],
+def _run_stage(sweep: SweepConfig, rows: list[dict[str, Any]], tracking: dict[str, str], shared: dict[str, Any],
                name: str, exp_dir: Path, resume: bool, max_concurrent: int, param_space: dict[str, Any],
                scheduler_type: str):
     """One Tune experiment ``name`` of the sweep (its search, or its confirmation stage) over
-    ``param_space``; ``rows`` hold the `TrialConfig` of every trial it runs (for Tune's retry budget).
-    Returns Tune's ``ResultGrid``."""
+    ``param_space``; ``rows`` hold the `TrialConfig` of every trial it runs (for Tune's retry budget);
+    ``shared``: `run_trial`'s ``dataset_refs`` and ``backbone_refs``. Returns Tune's ``ResultGrid``."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from lamo_ray.tracking import MLflowTrialFinalizer
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=sweep, tracking=tracking,
-                                                         dataset_refs=dataset_refs),
+                                                         **shared),
                                     TrialResources(sweep))
     if resume:
         # Tune restores its own RunConfig (with the MLflowTrialFinalizer it was given) from tuner.pkl;
@@ -770,6 +794,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="validate, print the trial table and check inputs; no training")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
+    p.add_argument("--offline", action="store_true",
+                   help="fetch nothing and make no hub request (as HF_HUB_OFFLINE=1): missing inputs are errors "
+                        "naming the command that gets them")
     p.add_argument("--verbose", action="store_true",
                    help="Ray workers' output and libraries' INFO logs on the console too (default: Ray's log files)")
     return p.parse_args(argv)
@@ -791,8 +818,13 @@ def _configure_console(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lamo_ray.inputs import format_plan, go_offline, offline_requested, plan_inputs
+
     args = _parse(argv)
     _configure_console(args.verbose)
+    if args.offline:
+        go_offline()
+    offline = offline_requested()
     try:
         sweep = load_sweep(args.sweep_file, args.overrides)
         rows = sweep.trials
@@ -811,6 +843,7 @@ def main(argv: list[str] | None = None) -> int:
               "train.steps (FIFO); the report scores arms only from these", flush=True)
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
     if args.dry_run:
+        print(format_plan(plan_inputs([r["config"] for r in rows]), offline))
         checks = preflight(sweep, rows, generate=False)
         checks += check_resources(sweep, rows, local_cpus(), _local_gpus()) if local else \
             [Check("resources", "CPUs", True, "checked against the cluster once Ray connects")]
@@ -826,7 +859,8 @@ def main(argv: list[str] | None = None) -> int:
             print("error: " + "\n".join(f"{c.kind} {c.name}: {c.detail}" for c in broken), file=sys.stderr)
         return 2 if broken else 0
     try:
-        summary = run_sweep(sweep, rows, address=args.address, resume=args.resume, verbose=args.verbose)
+        summary = run_sweep(sweep, rows, address=args.address, resume=args.resume, verbose=args.verbose,
+                            offline=offline)
     except PreflightError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

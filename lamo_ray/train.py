@@ -253,6 +253,11 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
 
     # ---- data: whole-trajectory sample ratio, normalisation from the kept data (REFERENCE "Data")
     setup = _SetupClock(entered, session.started)
+    shipped = loop_config.get("backbone")  # the backbone's files from the sweep driver (any node, no cache needed)
+    if shipped is not None:
+        from lamo_ray.backbones import receive
+
+        receive(shipped)
     ref = loop_config.get("dataset_ref")  # put in the object store by the sweep driver, else read the files
     dataset = subsample(ray.get(ref) if ref is not None else load_dataset(cfg.data.source), cfg.data.sample_ratio,
                         cfg.seed, weighting=cfg.data.subsample)
@@ -310,7 +315,9 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
     evaluator = None
     spec = PolicySpec(trial=cfg, state_shape=tuple(dataset.obs_shape), act_dim=dataset.act_dim,
                       discrete_actions=dataset.discrete_actions,
-                      state_mean=None if image_obs else mean, state_std=None if image_obs else std)
+                      state_mean=None if image_obs else mean, state_std=None if image_obs else std,
+                      backbone_config=model.module.backbone_base_config if hasattr(model, "module")
+                      else model.backbone_base_config)
     env_id = cfg.eval.env_id or dataset.env_id
     if env_id is None:
         raise ValueError(f"eval.env_id: not set and dataset {cfg.data.source!r} names no environment")

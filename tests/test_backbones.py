@@ -83,7 +83,7 @@ def test_missing_hub_id_fails_fast_offline(offline_hub, empty_home):
         backbones.load_config(name)
     with pytest.raises(BackboneUnavailableError, match=name):
         load_tokenizer(name)
-    with pytest.raises(BackboneUnavailableError, match="HF_HUB_OFFLINE=1"):
+    with pytest.raises(BackboneUnavailableError, match=r"Offline \(--offline / HF_HUB_OFFLINE=1\)"):
         availability(name, pretrained=True)
     check = check_backbone(name, pretrained=True)
     assert not check.ok and name in check.detail

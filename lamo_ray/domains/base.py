@@ -163,6 +163,16 @@ class Domain:
         Minari) load it."""
         return None
 
+    def own_format(self, source: str) -> bool:
+        """Whether `load_dataset` reads ``source`` in a format of this domain's own (not a Minari id
+        nor a D4RL HDF5 file), so the sweep never tries to download it from Minari's remote."""
+        return False
+
+    def download_url(self, source: str) -> str | None:
+        """The URL a missing dataset file ``source`` is downloaded from (`lamo_ray.inputs`), or None:
+        e.g. D4RL's gym-MuJoCo HDF5 files. Minari ids are downloaded from Minari's remote instead."""
+        return None
+
     def missing_dataset_hint(self, source: str) -> str | None:
         """How to get a dataset ``source`` of this domain that is not here (a download command, the
         local alternative), or None. Never a substitute: the user has to ask for the alternative."""

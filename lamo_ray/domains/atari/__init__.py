@@ -164,6 +164,11 @@ class AtariDomain(Domain):
         self.register_envs()
         return make_atari_env(env_id, max_episode_steps=max_episode_steps, **kwargs)
 
+    def own_format(self, source: str) -> bool:
+        from lamo_ray.domains.atari.dqn_replay import is_dqn_replay_source
+
+        return is_dqn_replay_source(source)
+
     def load_dataset(self, source: str):
         """DQN-replay checkpoints (`lamo_ray.domains.atari.dqn_replay.load_dqn_replay`); None for the
         Minari datasets made here."""

@@ -103,6 +103,10 @@ class MujocoDomain(Domain):
         return super().serves_dataset(source) or (name.endswith((".hdf5", ".h5"))
                                                   and any(f in name for f in ENV_IDS))
 
+    def download_url(self, source: str) -> str | None:
+        """D4RL's URL for a gym-MuJoCo v2 file path such as ``~/.d4rl/datasets/hopper-medium-v2.hdf5``."""
+        return d4rl_url(Path(source).expanduser().name) if source.lower().endswith((".hdf5", ".h5")) else None
+
     def missing_dataset_hint(self, source: str) -> str | None:
         """For a D4RL file: where D4RL serves it and the local alternative; for a Minari ``mujoco/*``
         id: the local alternative."""
