@@ -231,3 +231,59 @@ def test_random_init_gpt2_preflight_makes_no_network_request(monkeypatch, tmp_pa
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     assert availability("gpt2", pretrained=False) == "architecture config available (gpt2)"
+
+
+# --------------------------------------------------------------------------- files for workers elsewhere
+
+
+def test_model_rebuilds_from_its_recorded_config_without_the_backbone_files(tmp_path, offline_hub):
+    """Rollout actors and checkpoints rebuild the architecture from `backbone_base_config`: the
+    backbone's folder may be gone (another node) and the result is the same architecture."""
+    import shutil
+
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    folder = tmp_path / "llama"
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    cfg = ModelConfig(backbone=str(folder), pretrained=True, finetune="full", n_layer=2)
+    trained = DecisionTransformer(cfg, (3,), 2, 16)
+    recorded = trained.backbone_base_config
+    shutil.rmtree(folder)
+    with pytest.raises(BackboneUnavailableError):
+        DecisionTransformer(cfg, (3,), 2, 16, load_weights=False)
+    rebuilt = DecisionTransformer(cfg, (3,), 2, 16, load_weights=False, backbone_config=recorded)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
+        {k: v.shape for k, v in trained.state_dict().items()}
+    rebuilt.load_state_dict(trained.state_dict())
+    assert rebuilt.backbone_base_config["num_hidden_layers"] == 3  # as loaded; n_layer=2 applied again
+
+
+def test_shipped_backbone_is_received_on_a_node_without_the_files(tmp_path, monkeypatch, offline_hub):
+    """The driver puts the files in Ray's object store; a worker whose $LAMO_RAY_HOME is empty and
+    which cannot see the driver's folder receives them and loads the same weights."""
+    import shutil
+
+    import ray
+
+    config = transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=64, n_positions=32)
+    folder = tmp_path / "tiny-gpt2"
+    model = transformers.GPT2LMHeadModel(config)
+    model.save_pretrained(folder)
+    monkeypatch.setenv(backbones.HOME_ENV, str(tmp_path / "worker-home"))
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        shipped = backbones.ship(str(folder), ("config", "weights"))
+        assert set(shipped.files) == {"config.json", "generation_config.json", "model.safetensors"}
+        assert shipped.total_bytes == sum((folder / f).stat().st_size for f in shipped.files)
+        shutil.move(folder, tmp_path / "elsewhere")  # the worker's node does not have it
+        received = backbones.receive(shipped)
+        assert received.parent == tmp_path / "worker-home" / "received"
+        assert backbones.resolve(str(folder)) == str(received)
+        loaded = backbones.load_pretrained(str(folder), backbones.load_config(str(folder)))
+        for key, value in model.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), key
+        again = backbones.receive(shipped)  # a second trial on the node reuses the folder
+        assert again == received and len(list(received.parent.iterdir())) == 1
+    finally:
+        ray.shutdown()
+        backbones._RECEIVED.clear()
