@@ -69,6 +69,14 @@ class Input:
         return f"{self.kind} {self.name} ({self.what}) from {self.where}"
 
 
+def format_bytes(n: int) -> str:
+    """``n`` bytes as "532.1 MB", "12.0 kB", "90 B" (decimal units, as the download bars show)."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
 def hub_endpoint() -> str:
     """The Hugging Face hub the libraries use (``HF_ENDPOINT``, default https://huggingface.co)."""
     import huggingface_hub.constants
@@ -138,7 +146,7 @@ def _download_minari(source: str) -> str:
             shutil.rmtree(path, ignore_errors=True)
         raise
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return f"{path} ({size / 1e6:.1f} MB)"
+    return f"{path} ({format_bytes(size)})"
 
 
 def _url_input(source: str, url: str, dest: Path) -> Input:
@@ -171,7 +179,7 @@ def download_url(url: str, dest: Path) -> str:
         os.replace(part, dest)
     finally:
         part.unlink(missing_ok=True)
-    return f"{dest} ({dest.stat().st_size / 1e6:.1f} MB)"
+    return f"{dest} ({format_bytes(dest.stat().st_size)})"
 
 
 def _dataset_inputs(configs: list[TrialConfig]) -> list[Input]:

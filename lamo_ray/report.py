@@ -786,8 +786,10 @@ def supported_findings(content: ReportContent) -> list[str]:
         lines.append(f"Sample ratio {ratio:g}: {c.sentence()}")
     for arm in content.stats:
         if not arm.complete and arm.planned:
-            lines.append(f"{arm.label} at sample ratio {arm.sample_ratio:g} has {arm.seeds_text} scored "
-                         f"({', '.join(f'{v} {k}' for k, v in sorted(arm.counts.items()) if k != COMPLETED)}): "
+            why = (", ".join(f"{v} {k}" for k, v in sorted(arm.counts.items()) if k != COMPLETED)
+                   or f"{arm.counts.get(COMPLETED, 0)} completed without a normalized score: no reference scores "
+                      "for the env, or no evaluation")
+            lines.append(f"{arm.label} at sample ratio {arm.sample_ratio:g} has {arm.seeds_text} scored ({why}): "
                          "its mean is over the seeds that finished, so it is not compared.")
     if not content.comparisons and content.stats and not any(c for c in lines):
         lines.append(f"No comparison: no complete arm has a complete baseline ({content.baseline!r}) arm at its "

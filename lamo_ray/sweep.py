@@ -549,14 +549,14 @@ def ship_backbones(configs: list[TrialConfig]) -> dict[str, Any]:
     store once: {name: `lamo_ray.backbones.ShippedBackbone`}. Train workers on any node load them from
     there (`lamo_ray.backbones.receive`), so only this machine needs the files."""
     from lamo_ray.backbones import ship
-    from lamo_ray.inputs import backbone_parts
+    from lamo_ray.inputs import backbone_parts, format_bytes
 
     shipped = {}
     for name, parts in sorted(backbone_parts(configs).items()):
         item = ship(name, parts)
         if item is not None:
             shipped[name] = item
-            print(f"backbone {name}: {', '.join(parts)} ({item.total_bytes / 1e6:.1f} MB) in Ray's object store "
+            print(f"backbone {name}: {', '.join(parts)} ({format_bytes(item.total_bytes)}) in Ray's object store "
                   "for the workers on every node", flush=True)
     return shipped
 
@@ -801,7 +801,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-QUIET_LOGGERS = ("absl", "mlflow", "matplotlib", "alembic", "urllib3", "filelock")
+QUIET_LOGGERS = ("absl", "mlflow", "matplotlib", "alembic", "urllib3", "filelock", "httpx", "httpx2", "httpcore", "httpcore2")
 
 
 def _configure_console(verbose: bool) -> None:

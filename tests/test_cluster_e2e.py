@@ -169,7 +169,9 @@ class RayCluster:
         else:
             args += [f"--address={self.gcs_address}"]
         before = set(self.alive_nodes())
-        env = dict(self.env, LAMO_RAY_TEST_NODE=f"{self.tag}-{label}")
+        # each node its own (empty) Hugging Face cache and $LAMO_RAY_HOME, as separate machines have
+        env = dict(self.env, LAMO_RAY_TEST_NODE=f"{self.tag}-{label}", HF_HOME=str(self.home(label) / "hf"),
+                   LAMO_RAY_HOME=str(self.home(label) / "lamo_ray"))
         proc = subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=180)
         assert proc.returncode == 0, f"ray {' '.join(args)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         deadline = time.time() + 60
@@ -180,6 +182,10 @@ class RayCluster:
                 return self.nodes[label]
             time.sleep(1)
         raise AssertionError(f"node {label} ({ip}) did not register: {self.alive_nodes()}")
+
+    def home(self, label: str) -> Path:
+        """The node's own HF_HOME / LAMO_RAY_HOME parent."""
+        return self.root / f"{label}-home"
 
     def list_nodes(self) -> list[dict]:
         if not self.dashboard:
@@ -503,6 +509,113 @@ NODE_LOSS_SWEEP = {
     "variants": {"dt": {}},
     "report_baseline": "dt",
 }
+
+
+# --------------------------------------------------------------------------- inputs only on the head node
+
+NOCACHE_BACKBONE = "standin-org/tiny-gpt2"
+NOCACHE_DATASET = "D4RL/pendulum/random-v0"
+NOCACHE_SWEEP = {
+    "name": "cluster_nocache",
+    "seeds": [0],
+    "trial_cpus": 0.99,
+    "base": {
+        "data": {"source": NOCACHE_DATASET, "rtg_scale": 100, "context_length": 5, "max_ep_len": 64},
+        "model": {"backbone": NOCACHE_BACKBONE, "pretrained": True},
+        "train": {"steps": 20, "batch_size": 8, "lr": 1e-3, "warmup_steps": 5, "eval_every": 20, "log_every": 10,
+                  "cpus_per_worker": 0.01},
+        "eval": {"target_returns": [-100], "episodes": 1, "num_actors": 1, "envs_per_actor": 1,
+                 "ref_min_score": -700, "ref_max_score": 0},  # Pendulum has no D4RL reference scores
+    },
+    "scheduler": {"type": "fifo"},
+    "variants": {"lamo": {"model": {"finetune": "lora", "embedding": "mlp"}},
+                 "lamo_full": {"model": {"finetune": "full", "embedding": "linear"}}},
+}
+
+
+def publish_nocache_inputs(root: Path, made: Path) -> None:
+    """A tiny pre-trained GPT-2 and a Minari Pendulum dataset on the stand-in hub."""
+    import gymnasium as gym
+    import minari
+    import numpy as np
+    import torch
+    import transformers
+    from hub_standin import add_minari_dataset, add_model_repo
+    from minari.data_collector import EpisodeBuffer
+
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64,
+                                                                 n_positions=64, bos_token_id=0, eos_token_id=0))
+    model.save_pretrained(made / "model")
+    add_model_repo(root, NOCACHE_BACKBONE, {p.name: p.read_bytes() for p in (made / "model").iterdir()})
+    env = gym.make("Pendulum-v1", max_episode_steps=40)
+    buffers = []
+    for seed in range(4):
+        obs, _ = env.reset(seed=seed)
+        observations, actions, rewards = [obs], [], []
+        env.action_space.seed(seed)
+        for _ in range(40):
+            actions.append(env.action_space.sample())
+            obs, reward, *_ = env.step(actions[-1])
+            observations.append(obs)
+            rewards.append(reward)
+        buffers.append(EpisodeBuffer(id=seed, seed=seed, observations=np.array(observations),
+                                     actions=np.array(actions), rewards=np.array(rewards),
+                                     terminations=np.zeros(40, dtype=bool), truncations=np.eye(40, dtype=bool)[-1]))
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(made / "minari")
+    try:
+        minari.create_dataset_from_buffers(NOCACHE_DATASET, buffers, env=env, eval_env=env, algorithm_name="random",
+                                           author="test", author_email="test@example.org", code_permalink="tests",
+                                           description="cluster no-cache test")
+    finally:
+        os.environ.pop("MINARI_DATASETS_PATH") if old is None else os.environ.update(MINARI_DATASETS_PATH=old)
+    add_minari_dataset(root, NOCACHE_DATASET, made / "minari" / "D4RL" / "pendulum" / "random-v0")
+
+
+def test_inputs_on_the_head_only_a_node_without_caches_trains_from_the_object_store(
+        cluster, mlflow_server, tmp_path_factory):
+    """Issue 16: a sweep whose backbone and dataset are on no node. The job's driver (head node)
+    fetches both from a stand-in hub on 127.0.0.1 (HF_ENDPOINT; Minari's hf:// remote) and puts the
+    backbone's files in Ray's object store; the trial on the second node, whose HF cache and
+    $LAMO_RAY_HOME are empty, trains from there: nothing is downloaded twice and nothing lands in
+    its HF cache. Runs before the node-loss test (which removes the second node)."""
+    from hub_standin import HubStandin
+
+    workdir = tmp_path_factory.mktemp("nocache")
+    publish_nocache_inputs(workdir / "hub", workdir / "made")
+    store = workdir / "minari_empty"
+    submission_id = f"lamo-nocache-{uuid.uuid4().hex[:8]}"
+    with HubStandin(workdir / "hub") as hub:
+        sweep_file = workdir / "cluster_nocache.yaml"
+        sweep_file.write_text(yaml.safe_dump(dict(NOCACHE_SWEEP, storage_path=str(workdir / "ray_results"))))
+        runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": mlflow_server.uri, "MINARI_DATASETS_PATH": str(store),
+                                    "HF_ENDPOINT": hub.endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
+                                    "RAY_ADDRESS": cluster.gcs_address},
+                       "excludes": EXCLUDES}
+        cluster.ray("job", "submit", "--address", cluster.dashboard, "--submission-id", submission_id, "--no-wait",
+                    "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env),
+                    "--", "python", "-m", "lamo_ray.sweep", str(sweep_file), timeout=180)
+        status = wait_for_job(cluster, submission_id)
+        logs = job_logs(cluster, submission_id)
+        requests = list(hub.requests)
+    assert status["status"] == "SUCCEEDED", (status, logs[-8000:])
+    assert "inputs: fetching 2 missing input(s) before any compute" in logs, logs[-8000:]
+    assert f"backbone {NOCACHE_BACKBONE}: config, weights" in logs and "in Ray's object store" in logs
+
+    _, _, parents, trials = sweep_runs(mlflow_server.uri, NOCACHE_SWEEP["name"])
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
+    assert all(r.data.metrics.get("normalized_score") is not None for r in trials)  # trained and evaluated
+    assert {r.data.tags.get("ray.node_id") for r in trials} == set(cluster.nodes.values())
+    # the weights crossed the network once: to the driver; the second node got them from the object store
+    assert sum(r.startswith("GET /lfs/") and "model.safetensors" in r for r in requests) == 1, requests
+    b_home = cluster.home("b")
+    assert not list((b_home / "hf").rglob("*.safetensors"))
+    (received,) = (b_home / "lamo_ray" / "received").iterdir()
+    assert received.name.startswith("standin-org_tiny-gpt2-")
+    assert sorted(p.name for p in received.iterdir()) == ["config.json", "generation_config.json",
+                                                          "lamo_ray_received.json", "model.safetensors"]
+    assert list((cluster.home("head") / "hf" / "hub").glob("models--standin-org--tiny-gpt2"))
 
 
 def test_node_removed_mid_sweep_the_sweep_completes(sweep_job, cluster, mlflow_server, minari_store,
