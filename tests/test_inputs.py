@@ -150,3 +150,13 @@ def test_mujoco_d4rl_file_is_planned_from_d4rls_url(fresh_machine, no_network):
     assert item.endpoint == "http://rail.eecs.berkeley.edu"
     (fresh_machine / "hopper-medium-v2.hdf5").write_bytes(b"present")
     assert inputs.plan_inputs([trial(source=str(fresh_machine / "hopper-medium-v2.hdf5"))]) == []
+
+
+@pytest.mark.parametrize("name", ["quickstart", "reacher", "kitchen_local", "reacher_search"])
+def test_the_cpu_sweeps_need_nothing_fetched(fresh_machine, no_network, name):
+    """README command 1 (and the other CPU sweeps) on a fresh machine: nothing to fetch, so no probe
+    and no request (their data are generated here, their GPT-2 is randomly initialised)."""
+    from lamo_ray.config import load_sweep
+
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / f"{name}.yaml")
+    assert inputs.plan_inputs([r["config"] for r in sweep.trials]) == []

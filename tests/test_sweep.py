@@ -179,6 +179,9 @@ def test_cli_dry_run_paper_scale_kitchen_lists_what_to_download(tmp_path):
     assert any("D4RL/kitchen/complete-v2" in ln and "minari download" in ln for ln in missing)
     assert any("gpt2 (pretrained)" in ln and "hf download gpt2" in ln for ln in missing)
     assert "to download or fetch" in proc.stdout
+    assert "inputs: 4 not fetched (offline):" in proc.stdout  # run_cli sets HF_HUB_OFFLINE=1
+    assert "  backbone gpt2 (config, weights, tokenizer) from the Hugging Face hub" in proc.stdout
+    assert "  corpus wikitext-103-raw-v1 (train split, via `datasets`)" in proc.stdout  # lamo_cotrain
     real = run_cli(REPO / "sweeps" / "kitchen.yaml", "--set", "storage_path=" + str(tmp_path / "results"),
                    cwd=tmp_path, env=env)
     assert real.returncode == 2
@@ -255,3 +258,25 @@ def test_selection_ranks_by_steps_reached_then_mean_score_and_confirms_with_the_
     assert cfg.train.lr == 1e-2 and cfg.seed == 10
     with pytest.raises(PreflightError, match="variant 'b'"):
         select_configurations(sweep, results[:6])
+
+
+def test_cli_unreachable_hub_is_one_line_then_the_preflight_names_what_is_missing(tmp_path):
+    """Issue 16: online but the hub does not answer (HF_ENDPOINT on a closed port): one line, no retry
+    storm, no download attempt, exit 2 before any compute naming the inputs."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "RAY_ADDRESS", "HF_DATASETS_OFFLINE")}
+    env.update(MINARI_DATASETS_PATH=str(tmp_path / "minari"), HF_ENDPOINT=f"http://127.0.0.1:{port}",
+               HF_HOME=str(tmp_path / "hf"), LAMO_RAY_HOME=str(tmp_path / "lamo"))
+    proc = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(REPO / "sweeps" / "kitchen.yaml"),
+                           "--set", f"storage_path={tmp_path / 'results'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    unreachable = [ln for ln in proc.stdout.splitlines() if "cannot reach" in ln]
+    assert len(unreachable) == 1 and f"127.0.0.1:{port}" in unreachable[0], proc.stdout
+    assert "Retrying" not in proc.stdout + proc.stderr and "Downloading" not in proc.stdout
+    assert "D4RL/kitchen/partial-v2" in proc.stderr and "hf download gpt2" in proc.stderr
+    assert not (tmp_path / "results").exists() and not any((tmp_path / "minari").rglob("*.hdf5"))
