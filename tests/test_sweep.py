@@ -280,3 +280,22 @@ def test_cli_unreachable_hub_is_one_line_then_the_preflight_names_what_is_missin
     assert "Retrying" not in proc.stdout + proc.stderr and "Downloading" not in proc.stdout
     assert "D4RL/kitchen/partial-v2" in proc.stderr and "hf download gpt2" in proc.stderr
     assert not (tmp_path / "results").exists() and not any((tmp_path / "minari").rglob("*.hdf5"))
+
+
+def test_cli_offline_flag_fetches_nothing_and_asks_nothing(tmp_path):
+    """--offline without HF_HUB_OFFLINE in the environment: the same as HF_HUB_OFFLINE=1 (no probe,
+    no request: the hub endpoint is a closed port and nothing reports it unreachable)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "RAY_ADDRESS", "HF_DATASETS_OFFLINE")}
+    env.update(MINARI_DATASETS_PATH=str(tmp_path / "minari"), HF_ENDPOINT=f"http://127.0.0.1:{port}",
+               HF_HOME=str(tmp_path / "hf"))
+    proc = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(REPO / "sweeps" / "kitchen_search.yaml"),
+                           "--offline", "--set", f"storage_path={tmp_path / 'results'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "inputs: offline, not fetching 2 missing input(s)" in proc.stdout, proc.stdout[-2000:]
+    assert "cannot reach" not in proc.stdout and "Offline (--offline / HF_HUB_OFFLINE=1)" in proc.stderr
