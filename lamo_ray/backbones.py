@@ -287,7 +287,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "mer
 # the first group a repo has wins: safetensors over PyTorch pickles (never both)
 WEIGHT_GROUPS = (("model.safetensors", "model.safetensors.index.json", "model-*.safetensors"),
                  ("pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"))
-HUB_PARTS = ("config", "weights", "tokenizer")
 
 
 def _cached(repo_id: str, filename: str) -> str | None:
@@ -348,9 +347,10 @@ def hub_files(repo_id: str, parts: tuple[str, ...]) -> list[tuple[str, int | Non
     return files
 
 
-def download(repo_id: str, parts: tuple[str, ...]) -> Path:
+def download(repo_id: str, parts: tuple[str, ...]) -> tuple[Path, list[tuple[str, int | None]]]:
     """Download the files ``parts`` need (`hub_files`) from the hub (``HF_ENDPOINT``) into the
-    Hugging Face cache with ``snapshot_download``, with its progress bars; returns the snapshot folder.
+    Hugging Face cache with ``snapshot_download``, with its progress bars. Returns the snapshot
+    folder and the files with their sizes in bytes.
 
     Raises:
         BackboneUnavailableError: the repo or a file is not there, or the download failed.
@@ -359,7 +359,7 @@ def download(repo_id: str, parts: tuple[str, ...]) -> Path:
 
     files = hub_files(repo_id, parts)
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=[f for f, _ in files]))
+        return Path(snapshot_download(repo_id, allow_patterns=[f for f, _ in files])), files
     except Exception as err:  # noqa: BLE001 - network and hub errors of any kind
         raise BackboneUnavailableError(f"backbone {repo_id!r}: download failed: {_first_line(err)}") from None
 

@@ -249,8 +249,15 @@ def _backbone_inputs(configs: list[TrialConfig]) -> list[Input]:
         missing = backbones.missing_hub_parts(name, parts)
         if missing:
             inputs.append(Input("backbone", name, ", ".join(missing), f"the Hugging Face hub {hub_endpoint()}",
-                                hub_endpoint(), lambda name=name, parts=parts: str(backbones.download(name, parts))))
+                                hub_endpoint(), lambda name=name, parts=parts: _download_backbone(name, parts)))
     return inputs
+
+
+def _download_backbone(name: str, parts: tuple[str, ...]) -> str:
+    from lamo_ray import backbones
+
+    folder, files = backbones.download(name, parts)
+    return f"{folder} ({len(files)} files, {format_bytes(sum(size or 0 for _, size in files))})"
 
 
 def _corpus_inputs(configs: list[TrialConfig]) -> list[Input]:

@@ -86,6 +86,9 @@ def test_sweep_fetches_backbone_and_minari_dataset_then_the_preflight_passes(hub
     assert hub.requests[0] == PROBE and hub.requests.count(PROBE) == 1  # one probe for both (same endpoint)
     assert hub.misses == [PROBE], hub.misses
     assert sum(ln.startswith("  cannot reach") or "failed" in ln for ln in lines) == 0, lines
+    size = sum(p.stat().st_size for p in (tmp_path / "made").iterdir())  # config, generation config, weights
+    assert any(ln.startswith(f"  backbone {BACKBONE}: ") and f"(3 files, {inputs.format_bytes(size)})" in ln
+               for ln in lines), lines
 
     # the backbone: config + safetensors only (not the .bin, not the README)
     snapshot = next((tmp_path / "hf_home" / "hub" / "models--standin-org--tiny-gpt2" / "snapshots").iterdir())
