@@ -99,7 +99,8 @@ class Rollout:
         """Run ``episodes`` = [(target_return, env_seed), ...]; returns one record per episode:
         ``{"target_return", "seed", "return", "length"}`` in the order given, plus
         ``"tasks_completed": {subtask: bool}`` for multi-task envs that report subtasks
-        (FrankaKitchen's ``info["tasks_to_complete"]`` at reset / ``info["episode_task_completions"]``).
+        (FrankaKitchen's ``info["tasks_to_complete"]`` at reset / ``info["episode_task_completions"]``),
+        and ``"success": bool`` for envs that report ``info["success"]`` (true at any step: PointMaze).
 
         Each env slot keeps its last K steps in rolling arrays (left-padded, as the training
         segments; the current step's action entry zero, as DT), so a lock-step builds the model's
@@ -134,7 +135,7 @@ class Rollout:
             idx, (target, seed) = pending.pop(0)
             obs, info = self.envs[slot].reset(seed=int(seed))
             slots[slot] = {"idx": idx, "target": target, "seed": seed, "ret": 0.0, "t": 0,
-                           "tasks": info.get("tasks_to_complete")}
+                           "tasks": info.get("tasks_to_complete"), "success": None}
             for buf in (states, actions, rtg, timesteps, mask):
                 buf[slot] = 0
             states[slot, K - 1] = state_row(obs)
@@ -161,9 +162,13 @@ class Rollout:
                 obs, reward, terminated, truncated, info = env.step(action)
                 slot["ret"] += float(reward)
                 slot["t"] += 1
+                if "success" in info:
+                    slot["success"] = bool(slot["success"]) or bool(info["success"])
                 if terminated or truncated:
                     results[slot["idx"]] = {"target_return": slot["target"], "seed": slot["seed"],
                                             "return": slot["ret"], "length": slot["t"]}
+                    if slot["success"] is not None:
+                        results[slot["idx"]]["success"] = slot["success"]
                     if slot["tasks"] is not None and "episode_task_completions" in info:
                         done_tasks = set(info["episode_task_completions"])
                         results[slot["idx"]]["tasks_completed"] = {t: t in done_tasks for t in sorted(slot["tasks"])}
@@ -289,6 +294,8 @@ def summarize(records: list[dict[str, Any]], refs: tuple[float | None, float | N
     ``_ci_high`` and ``return_mean`` of the best target (highest mean return: LaMo reports the best
     target). Records with ``tasks_completed`` (kitchen) add ``eval/target_T/success/<subtask>`` (spaces
     as underscores, e.g. ``success/light_switch``): the share of that target's episodes completing it.
+    Records with ``success`` (PointMaze) add ``eval/target_T/success_rate``, and ``success_rate`` for
+    the best target.
     """
     from lamo_ray.intervals import mean_ci
 
@@ -311,11 +318,16 @@ def summarize(records: list[dict[str, Any]], refs: tuple[float | None, float | N
         done = [r["tasks_completed"] for r in records if r["target_return"] == target and "tasks_completed" in r]
         for task in sorted({t for d in done for t in d}):
             out[f"{key}/success/{task.replace(' ', '_')}"] = float(np.mean([bool(d.get(task, False)) for d in done]))
+        success = [r["success"] for r in records if r["target_return"] == target and "success" in r]
+        if success:
+            out[f"{key}/success_rate"] = float(np.mean(success))
         if float(rets.mean()) > best_return:
             best_return, best_key = float(rets.mean()), key
     out["return_mean"] = best_return
     for suffix in (SCORE_METRIC, f"{SCORE_METRIC}_ci_low", f"{SCORE_METRIC}_ci_high"):
         out[suffix] = out[f"{best_key}/{suffix}"]
+    if f"{best_key}/success_rate" in out:
+        out["success_rate"] = out[f"{best_key}/success_rate"]
     return out
 
 
