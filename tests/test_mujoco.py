@@ -48,18 +48,19 @@ def use_store(store, monkeypatch):
 # --------------------------------------------------------------------------- collector
 
 
-def test_collector_writes_three_datasets_with_snapshots_and_refs(use_store):
+def test_collector_writes_four_datasets_with_snapshots_and_refs(use_store):
     report = use_store
     assert report.ids == {"medium": "lamo/mujoco/hopper/medium-v0",
                           "medium-replay": "lamo/mujoco/hopper/medium-replay-v0",
-                          "expert": "lamo/mujoco/hopper/expert-v0"}
+                          "expert": "lamo/mujoco/hopper/expert-v0", "random": "lamo/mujoco/hopper/random-v0"}
     assert all((report.paths[k] / "data" / "main_data.hdf5").is_file() for k in MUJOCO_KINDS)
     assert report.snapshot_timesteps == [50, 100, 150, 200, 250]  # intermediate only: the final policy is expert
     # medium = the snapshot whose evaluation return is closest to a third of the final policy's
     target = report.final_return / 3
     best = min(zip(report.snapshot_timesteps, report.snapshot_returns), key=lambda s: abs(s[1] - target))
     assert (report.medium_timestep, report.medium_return) == best
-    assert report.episodes["medium"] == report.episodes["expert"] == 3
+    assert report.episodes["medium"] == report.episodes["expert"] == report.episodes["random"] == 3
+    assert report.dataset_returns["random"] < report.dataset_returns["expert"]
     assert report.transitions["medium-replay"] == report.medium_timestep
     assert report.ref_min_score != report.ref_max_score
     assert report.seconds >= report.train_seconds > 0
@@ -151,7 +152,7 @@ def test_ensure_uses_existing_data_and_refuses_mixed_runs(use_store, tmp_path, m
     with pytest.raises(ValueError, match="not a local MuJoCo dataset id"):
         MUJOCO.ensure_dataset("lamo/mujoco/ant/medium-v0")
     with pytest.raises(ValueError, match="not a local MuJoCo dataset id"):
-        MUJOCO.ensure_dataset("lamo/mujoco/hopper/random-v0")
+        MUJOCO.ensure_dataset("lamo/mujoco/hopper/full-replay-v0")
     # only the expert sibling present: generating medium alone would mix two SAC runs
     other = tmp_path / "minari"
     shutil.copytree(store[0] / "lamo" / "mujoco" / "hopper" / "expert-v0", other / "lamo" / "mujoco" / "hopper" / "expert-v0")

@@ -8,7 +8,7 @@
   made here carry their own in their metadata.
 - Data: D4RL HDF5 files (``~/.d4rl/datasets/hopper-medium-v2.hdf5``; `d4rl_url` says where D4RL
   serves each), Minari ``mujoco/<env>/{expert,medium,simple}-v0``, and, made here with D4RL's recipe
-  (`lamo_ray.domains.mujoco.collect`), ``lamo/mujoco/<env>/{medium,medium-replay,expert}-v0``.
+  (`lamo_ray.domains.mujoco.collect`), ``lamo/mujoco/<env>/{medium,medium-replay,expert,random}-v0``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ TARGET_RETURNS: dict[str, tuple[float, ...]] = {
     "Hopper-v5": (3600, 2600, 2200, 1800), "HalfCheetah-v5": (12000, 8000, 6000, 4500),
     "Walker2d-v5": (5000, 4000, 3000, 2500)}
 #: the datasets `lamo_ray.domains.mujoco.collect.collect_mujoco` makes per env
-KINDS: tuple[str, ...] = ("medium", "medium-replay", "expert")
+KINDS: tuple[str, ...] = ("medium", "medium-replay", "expert", "random")
 # D4RL's gym-MuJoCo v2 files (d4rl/infos.py): dataset hopper-medium-replay-v2 is served as
 # hopper_medium_replay-v2.hdf5 from this folder.
 D4RL_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/{env}_{kind}-v2.hdf5"
@@ -78,7 +78,7 @@ def _minari_env_name(source: str) -> str | None:
 
 def _local_alternative(family: str) -> str:
     return (f"the local alternative is SAC data made here with D4RL's recipe (its own ref scores): "
-            f"lamo/mujoco/{family}/{{medium,medium-replay,expert}}-v0, made by "
+            f"lamo/mujoco/{family}/{{medium,medium-replay,expert,random}}-v0, made by "
             f"`python -m lamo_ray.collect mujoco --env {family}`; use it by setting data.source")
 
 
@@ -120,21 +120,21 @@ class MujocoDomain(Domain):
         return None if family is None else f"Offline, {_local_alternative(family)}"
 
     def ensure_dataset(self, dataset_id: str, seed: int = 0) -> None:
-        """Collect ``dataset_id`` (``lamo/mujoco/<env>/<medium|medium-replay|expert>-vN``) and its two
+        """Collect ``dataset_id`` (``lamo/mujoco/<env>/<medium|medium-replay|expert|random>-vN``) and its three
         siblings with `lamo_ray.domains.mujoco.collect.collect_mujoco` at a local budget (30k SAC
         steps, 50 episodes per rollout dataset) unless it is already in the Minari store.
 
         Raises:
             ValueError: ``dataset_id`` is not such an id.
             FileExistsError: ``dataset_id`` is missing but a sibling from the same SAC run exists
-                (regenerate all three with ``--force`` rather than mixing runs).
+                (regenerate all four with ``--force`` rather than mixing runs).
         """
         if in_store(dataset_id):
             return
         from lamo_ray.domains.mujoco.collect import LOCAL_EPISODES, LOCAL_TIMESTEPS, collect_mujoco
 
         parts = dataset_id.split("/")
-        usage = "use lamo/mujoco/<hopper|walker2d|halfcheetah>/<medium|medium-replay|expert>-vN"
+        usage = "use lamo/mujoco/<hopper|walker2d|halfcheetah>/<medium|medium-replay|expert|random>-vN"
         if len(parts) != 4 or parts[:2] != ["lamo", "mujoco"] or "-v" not in parts[3]:
             raise ValueError(f"{dataset_id}: not a local MuJoCo dataset id; {usage}")
         kind, _, version = parts[3].rpartition("-v")
@@ -144,7 +144,7 @@ class MujocoDomain(Domain):
         present = [i for i in ids.values() if dataset_path(i).exists()]
         if present:
             raise FileExistsError(f"{dataset_id}: missing, but {', '.join(present)} from the same SAC run exist(s); "
-                                  f"regenerate all three with `python -m lamo_ray.collect mujoco --env {parts[2]} --force`")
+                                  f"regenerate all four with `python -m lamo_ray.collect mujoco --env {parts[2]} --force`")
         log.info("generating %s (SAC %d steps on %s, seed %d); first use only", ", ".join(ids.values()),
                  LOCAL_TIMESTEPS, ENV_IDS[parts[2]], seed)
         collect_mujoco(parts[2], timesteps=LOCAL_TIMESTEPS, episodes=LOCAL_EPISODES, seed=seed,
@@ -154,7 +154,7 @@ class MujocoDomain(Domain):
         from lamo_ray.domains.mujoco.collect import add_collect_arguments
 
         add_collect_arguments(commands.add_parser(
-            self.name, help="SAC behaviour policy (D4RL recipe) -> medium, medium-replay, expert Minari datasets"))
+            self.name, help="SAC behaviour policy (D4RL recipe) -> medium, medium-replay, expert, random Minari datasets"))
 
 
 MUJOCO = register(MujocoDomain())

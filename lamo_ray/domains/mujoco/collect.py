@@ -131,8 +131,10 @@ def collect_mujoco(env: str = "Hopper", timesteps: int = DEFAULT_TIMESTEPS,
                    namespace: str | None = None, version: int = 0, force: bool = False, threads: int = 1,
                    progress: bool | None = None) -> MujocoCollectionReport:
     """D4RL's recipe for MuJoCo locomotion data on Gymnasium ``<Env>-v5``: train a behaviour
-    policy with stable-baselines3 SAC and record three Minari datasets (`mujoco_dataset_ids`,
-    default ``lamo/mujoco/<env>/{medium,medium-replay,expert}-v0``).
+    policy with stable-baselines3 SAC and record four Minari datasets (`mujoco_dataset_ids`,
+    default ``lamo/mujoco/<env>/{medium,medium-replay,expert,random}-v0``). "random" is ``episodes``
+    episodes of uniform random actions (the issue-18 reading of D4RL's hopper-random, where the
+    ODT-TD3 paper's online gains are largest), with the same reference scores as the other three.
 
     Source followed: D4RL (Fu et al. 2020, sec. 5): "medium" = rollouts of a SAC policy stopped
     early at about a third of the expert's return, "medium-replay" = the replay buffer up to that
@@ -166,7 +168,7 @@ def collect_mujoco(env: str = "Hopper", timesteps: int = DEFAULT_TIMESTEPS,
         a `MujocoCollectionReport`.
 
     Raises:
-        FileExistsError: one of the three ids exists and ``force`` is false (checked before training).
+        FileExistsError: one of the four ids exists and ``force`` is false (checked before training).
         ValueError: unknown env, malformed ids, ``timesteps`` < 2, ``snapshot_every`` not in
             [1, timesteps), ``episodes``/``eval_episodes``/``ref_episodes``/``threads`` < 1,
             ``learning_starts`` < 0.
@@ -197,7 +199,8 @@ def collect_mujoco(env: str = "Hopper", timesteps: int = DEFAULT_TIMESTEPS,
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        sac_seq, reset_seq, torch_seq = np.random.SeedSequence(seed).spawn(3)
+        # a fourth child for the random episodes: the first three (and so the other datasets) are as before
+        sac_seq, reset_seq, torch_seq, random_seq = np.random.SeedSequence(seed).spawn(4)
         reset_seeds = np.random.default_rng(reset_seq).choice(
             2**31 - 1, size=eval_episodes + 2 * episodes + 2 * ref_episodes, replace=False)
         eval_seeds, medium_seeds, expert_seeds, min_seeds, max_seeds = np.split(
@@ -235,13 +238,19 @@ def collect_mujoco(env: str = "Hopper", timesteps: int = DEFAULT_TIMESTEPS,
         model.actor.load_state_dict(medium_actor)
         data["medium"] = rollouts("medium", medium_seeds, torch_seeds[2])
         data["medium-replay"] = _replay_episodes(model, medium_step)
+        random_rng = np.random.default_rng(random_seq)
+        random_seeds = random_rng.choice(2**31 - 1, size=episodes, replace=False)
+        random_policy = uniform_random(eval_env, random_rng)
+        data["random"] = [run_episode(eval_env, random_policy, int(s))
+                          for s in tqdm(random_seeds, desc=f"rollouts {ids['random']}", unit="ep", disable=hide)]
         model.actor.load_state_dict(final_actor)
         log.info("%s: ref_min_score (uniform random) %.1f, ref_max_score (final SAC policy) %.1f", env_id, ref_min, ref_max)
 
         policies = {"medium": f"SAC snapshot at step {medium_step} of {timesteps}",
                     "medium-replay": f"SAC replay buffer, steps 0-{medium_step} of {timesteps}",
-                    "expert": f"final SAC policy after {timesteps} steps"}
-        seed_lists = {"medium": medium_seeds, "expert": expert_seeds}
+                    "expert": f"final SAC policy after {timesteps} steps",
+                    "random": "uniform random actions"}
+        seed_lists = {"medium": medium_seeds, "expert": expert_seeds, "random": random_seeds}
         for kind in MUJOCO_KINDS:
             buffers = [EpisodeBuffer(id=i, seed=int(seed_lists[kind][i]) if kind in seed_lists else None, **episode)
                        for i, episode in enumerate(data[kind])]
