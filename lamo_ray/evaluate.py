@@ -26,6 +26,7 @@ import torch
 from pydantic import ValidationError
 
 from lamo_ray.checkpoint import PolicySpec
+from lamo_ray.data.trajectories import Trajectory
 from lamo_ray.config import SCORE_METRIC, EvalConfig, torch_threads
 from lamo_ray.envs import flatten_observation, make_env, reference_scores_for
 
@@ -95,12 +96,20 @@ class Rollout:
         """Load `DecisionTransformer.rollout_state_dict` weights (LoRA merged)."""
         self.model.load_state_dict(state_dict)
 
-    def run(self, episodes: list[tuple[float, int]]) -> list[dict[str, Any]]:
+    def run(self, episodes: list[tuple[float, int]], record: bool = False, action_noise: float = 0.0,
+            noise_seed: int | None = None) -> list[dict[str, Any]]:
         """Run ``episodes`` = [(target_return, env_seed), ...]; returns one record per episode:
         ``{"target_return", "seed", "return", "length"}`` in the order given, plus
         ``"tasks_completed": {subtask: bool}`` for multi-task envs that report subtasks
         (FrankaKitchen's ``info["tasks_to_complete"]`` at reset / ``info["episode_task_completions"]``),
         and ``"success": bool`` for envs that report ``info["success"]`` (true at any step: PointMaze).
+
+        Online collection (ODT-TD3's exploration, REFERENCE_ODT_TD3.md "Online loop"): ``action_noise``
+        adds N(0, action_noise^2) per dimension to the deterministic action, then clamps it to the
+        action space (noise drawn from ``noise_seed``); that executed action is what the env gets and
+        what the context holds. ``record`` adds ``"trajectory"``: a
+        `lamo_ray.data.trajectories.Trajectory` of the flattened (un-normalised) states, executed
+        actions and rewards, ``terminated`` as the env said.
 
         Each env slot keeps its last K steps in rolling arrays (left-padded, as the training
         segments; the current step's action entry zero, as DT), so a lock-step builds the model's
@@ -113,6 +122,9 @@ class Rollout:
         mean = None if spec.state_mean is None else np.asarray(spec.state_mean, dtype=np.float32)
         std = None if spec.state_std is None else np.asarray(spec.state_std, dtype=np.float32)
         n = len(self.envs)
+        if action_noise < 0 or (action_noise > 0 and spec.discrete_actions):
+            raise ValueError(f"action_noise must be >= 0 and only for continuous actions, got {action_noise}")
+        noise_rng = np.random.default_rng(noise_seed)
         # rolling windows, one row per env slot: position K-1 is the current step
         states = np.zeros((n, K) + tuple(spec.state_shape), dtype=np.uint8 if image else np.float32)
         actions = np.zeros((n, K) if spec.discrete_actions else (n, K, spec.act_dim),
@@ -135,7 +147,8 @@ class Rollout:
             idx, (target, seed) = pending.pop(0)
             obs, info = self.envs[slot].reset(seed=int(seed))
             slots[slot] = {"idx": idx, "target": target, "seed": seed, "ret": 0.0, "t": 0,
-                           "tasks": info.get("tasks_to_complete"), "success": None}
+                           "tasks": info.get("tasks_to_complete"), "success": None,
+                           "states": [self._state(obs)] if record else None, "actions": [], "rewards": []}
             for buf in (states, actions, rtg, timesteps, mask):
                 buf[slot] = 0
             states[slot, K - 1] = state_row(obs)
@@ -157,9 +170,16 @@ class Rollout:
                 slot = slots[i]
                 env = self.envs[i]
                 action = chosen[row]
+                if action_noise > 0:
+                    action = np.clip(action + action_noise * noise_rng.standard_normal(action.shape),
+                                     env.action_space.low, env.action_space.high).astype(np.float32)
+                    chosen[row] = action  # the context holds the executed action
                 if self.cfg.eval.clip_actions and not spec.discrete_actions:
                     action = np.clip(action, env.action_space.low, env.action_space.high)
                 obs, reward, terminated, truncated, info = env.step(action)
+                if record:
+                    slot["actions"].append(np.asarray(action))
+                    slot["rewards"].append(float(reward))
                 slot["ret"] += float(reward)
                 slot["t"] += 1
                 if "success" in info:
@@ -169,12 +189,18 @@ class Rollout:
                                             "return": slot["ret"], "length": slot["t"]}
                     if slot["success"] is not None:
                         results[slot["idx"]]["success"] = slot["success"]
+                    if record:
+                        results[slot["idx"]]["trajectory"] = Trajectory(
+                            np.asarray(slot["states"]), np.asarray(slot["actions"]),
+                            np.asarray(slot["rewards"], dtype=np.float32), bool(terminated))
                     if slot["tasks"] is not None and "episode_task_completions" in info:
                         done_tasks = set(info["episode_task_completions"])
                         results[slot["idx"]]["tasks_completed"] = {t: t in done_tasks for t in sorted(slot["tasks"])}
                     start(i)
                     continue
                 actions[i, K - 1] = chosen[row]  # the model's (unclipped) action in the history, as LaMo
+                if record:
+                    slot["states"].append(self._state(obs))
                 going.append((i, state_row(obs), rtg[i, K - 1, 0] - float(reward) / scale, slot["t"]))
             if going:
                 rows = np.array([g[0] for g in going])

@@ -136,3 +136,28 @@ def test_summarize_reports_best_target():
     assert math.isnan(one["normalized_score_ci_low"])          # one episode: no interval
     unknown = summarize(recs, (None, None))
     assert math.isnan(unknown["normalized_score"]) and math.isnan(unknown["normalized_score_ci_high"])
+
+
+def test_collection_records_trajectories_and_explores_with_clamped_noise():
+    """Online collection (issue 18): the record's trajectory is exactly what happened (states as the
+    env gave them, executed actions, rewards summing to the return), noise is seeded, clamped to the
+    action space, and held in the context."""
+    cfg = trial(K=3)
+    spy = SpyPolicy()
+    rollout = Rollout(spec_for(cfg), ENV, num_envs=2, model=spy)
+    plain = rollout.run([(-4.0, 1), (-4.0, 2)], record=True)
+    for rec in plain:
+        t = rec["trajectory"]
+        assert t.observations.shape == (rec["length"], 10) and t.actions.shape == (rec["length"], 2)
+        assert t.rewards.sum() == pytest.approx(rec["return"], abs=1e-4) and not t.terminated  # Reacher times out
+        # noise-free: the executed action is the policy's, tanh of the state's first 2 dims
+        assert np.allclose(t.actions, np.tanh(t.observations[:, :2]), atol=1e-5)
+    noisy = [rollout.run([(-4.0, 1)], record=True, action_noise=0.5, noise_seed=s)[0] for s in (7, 7, 8)]
+    a = [r["trajectory"].actions for r in noisy]
+    assert np.array_equal(a[0], a[1]) and not np.array_equal(a[0], a[2])      # seeded
+    assert np.abs(a[0]).max() <= 1.0 and not np.allclose(a[0], np.tanh(noisy[0]["trajectory"].observations[:, :2]))
+    spy.calls.clear()
+    rollout.run([(-4.0, 1)], record=True, action_noise=0.5, noise_seed=7)
+    assert torch.allclose(spy.calls[1]["actions"][0, -2], torch.from_numpy(a[0][0]))  # the context holds it
+    with pytest.raises(ValueError, match="action_noise"):
+        rollout.run([(-4.0, 1)], action_noise=-0.1)
