@@ -70,6 +70,12 @@ class SegmentSampler:
             states = np.concatenate([t.observations for t in trajectories])  # (total, *obs_shape)
             self._states = ((states - state_mean) / state_std).astype(np.float32)
         self._actions = np.concatenate([t.actions for t in trajectories])   # (total, A) or (total,)
+        self._rewards = np.concatenate([t.rewards for t in trajectories]).astype(np.float32)
+        ends = self._starts + self._lengths - 1                             # last step of each trajectory
+        self._last = np.zeros(len(self._rewards), dtype=bool)
+        self._last[ends] = True
+        self._done = np.zeros(len(self._rewards), dtype=bool)
+        self._done[ends[[t.terminated for t in trajectories]]] = True
         self._rtg = np.concatenate([returns_to_go(t.rewards, rtg_includes_current_reward)
                                     for t in trajectories]) / np.float32(rtg_scale)
         self._timesteps = np.minimum(np.concatenate([np.arange(n) for n in self._lengths]), max_ep_len - 1)
@@ -89,8 +95,15 @@ class SegmentSampler:
         restore from a checkpoint so a resumed run does not replay the batches of step 0."""
         self._rng = np.random.default_rng(seed)
 
-    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+    def sample(self, batch_size: int, transitions: bool = False) -> dict[str, np.ndarray]:
         """One batch of B = ``batch_size`` segments of K steps (padded as ``segments`` says).
+
+        ``transitions`` (vector states only; the TD3 critic of `lamo_ray.online`) adds, per position:
+        ``rewards`` (B, K) float32 (raw, pad 0); ``dones`` (B, K) float32, 1 at the final step of a
+        terminated trajectory; ``critic_mask`` (B, K) float32, 1 on real steps that have a successor or
+        are done; and ``next_states`` / ``next_actions`` / ``next_returns_to_go`` / ``next_timesteps``:
+        the window shifted by one step (each position's successor; a final step repeats itself, its
+        output unused), with the same ``attention_mask``.
 
         Returns:
             states: ``(B, K, *obs_shape)`` float32 normalised (uint8 raw for images), pad 0.
@@ -121,10 +134,22 @@ class SegmentSampler:
             out[~mask] = pad
             return out
 
-        return {
+        batch = {
             "states": self._gather_images(traj, start, mask) if self.images else gather(self._states, 0),
             "actions": gather(self._actions, self._action_pad),
             "returns_to_go": gather(self._rtg, 0)[..., None],
             "timesteps": gather(self._timesteps, 0).astype(np.int64),
             "attention_mask": mask.astype(np.float32),
         }
+        if transitions:
+            if self.images:
+                raise ValueError("transitions (the TD3 critic) need vector states, not images")
+            done = self._done[index] & mask
+            has_next = ~self._last[index] & mask
+            batch.update(rewards=gather(self._rewards, 0), dones=done.astype(np.float32),
+                         critic_mask=(has_next | done).astype(np.float32))
+            index = np.where(has_next, index + 1, index)  # each position's successor (`gather` reads it)
+            batch.update(next_states=gather(self._states, 0), next_actions=gather(self._actions, self._action_pad),
+                         next_returns_to_go=gather(self._rtg, 0)[..., None],
+                         next_timesteps=gather(self._timesteps, 0).astype(np.int64))
+        return batch

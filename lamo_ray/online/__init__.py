@@ -7,9 +7,13 @@ REFERENCE_ODT_TD3.md). Pieces, each following the authors' code (and Online DT's
 - `lamo_ray.online.critic`: the TD3 twin critic over (state, action) per context position, its
   target, the actor's RL term and the soft target update;
 - `lamo_ray.online.stochastic`: ODT's tanh-Gaussian action head with a learned temperature;
+- `lamo_ray.online.learner`: one ODT-TD3 update of a Decision Transformer (critic, delayed actor with
+  the RL term, target networks), from `lamo_ray.data.sampling.SegmentSampler` transitions;
 - collection: `lamo_ray.evaluate.Rollout.run` with ``record=True`` and ``action_noise`` returns whole
   trajectories explored with clamped Gaussian noise (the rollout actors' side of the loop).
 
-The online loop (rollout actors collecting with the current weights, the learner updating, resume,
-MLflow curves) builds on these; it is not in this package yet.
+Not built yet: the loop that ties them into a trial (an ``online:`` config section, rollout actors
+collecting with the current weights each iteration, the learner updating, evaluation cadence,
+checkpoints for ``--resume``, MLflow curves against ``online/transitions``), the stochastic head
+inside `lamo_ray.model.DecisionTransformer`, the variants, sweeps and benchmarks.
 """

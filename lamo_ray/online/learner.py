@@ -1,0 +1,129 @@
+"""One ODT-TD3 learner update on a Decision Transformer (the authors' ``trainer.py``;
+REFERENCE_ODT_TD3.md "Critic and TD3"), for deterministic action heads (TD3+ODT, and TD3 alone
+with ``sup_coeff`` 0; ODT's stochastic variant uses `lamo_ray.online.stochastic`).
+
+Per batch (`lamo_ray.data.sampling.SegmentSampler.sample` with ``transitions=True``):
+
+1. critic: target actions from the target (EMA) DT on the window shifted by one step, smoothed
+   (`target_actions`), then TD3's twin-Q loss (`critic_loss`) at the real positions that have a
+   successor or are terminal; one step of the critic's own optimiser (AdamW);
+2. every ``policy_delay`` batches, the actor: ``sup_coeff x`` masked MSE to the data's actions
+   ``+ rl_coeff x (-Q1(s_t, DT(s)_t))`` over the real positions; one step of the DT's optimiser (its
+   trainable parameters only: with LoRA the critic's gradient reaches LoRA, embeddings and head, never
+   the frozen trunk); then the target critic and the target DT move ``tau`` toward their sources.
+
+Rewards enter the critic multiplied by ``reward_scale`` (the authors: 1 for Adroit and mazes, 0.001
+for MuJoCo).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from lamo_ray.model import action_loss
+from lamo_ray.online.critic import TwinQ, actor_rl_loss, critic_loss, ema_copy, soft_update, target_actions
+
+
+@dataclass(frozen=True)
+class TD3Settings:
+    """The paper's knobs (REFERENCE_ODT_TD3.md "Per-domain settings"; defaults: Adroit / mazes)."""
+
+    sup_coeff: float = 1.0
+    rl_coeff: float = 0.1
+    gamma: float = 0.99
+    tau: float = 0.005
+    policy_noise: float = 0.2
+    noise_clip: float = 0.5
+    policy_delay: int = 1
+    critic_lr: float = 2e-4
+    critic_hidden: int = 256
+    critic_layer_norm: bool = True
+    reward_scale: float = 1.0
+    grad_clip: float = 0.25
+
+    def __post_init__(self):
+        if self.rl_coeff < 0 or self.sup_coeff < 0:
+            raise ValueError(f"online rl_coeff and sup_coeff must be >= 0, got {self.rl_coeff}, {self.sup_coeff}")
+        if self.rl_coeff == 0 and self.sup_coeff == 0:
+            raise ValueError("online sup_coeff and rl_coeff are both 0: the actor would learn nothing")
+        if self.policy_delay < 1 or not 0 < self.tau <= 1 or not 0 <= self.gamma <= 1:
+            raise ValueError(f"need policy_delay >= 1, 0 < tau <= 1, 0 <= gamma <= 1; got {self.policy_delay}, "
+                             f"{self.tau}, {self.gamma}")
+
+
+class TD3Learner:
+    """The DT (actor), its target, the twin critic, its target, and their optimisers.
+
+    Args:
+        model: a continuous-action `lamo_ray.model.DecisionTransformer` (pre-trained offline).
+        optimizer: the DT's optimiser over its trainable parameters.
+        state_dim, act_dim: sizes of one position's (normalised) state and action.
+        settings: `TD3Settings`.
+        action_low, action_high: the action range (target actions are clamped into it).
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state_dim: int, act_dim: int,
+                 settings: TD3Settings = TD3Settings(), action_low: float = -1.0, action_high: float = 1.0):
+        self.model, self.optimizer, self.settings = model, optimizer, settings
+        self.target_model = ema_copy(model)
+        self.critic = TwinQ(state_dim, act_dim, settings.critic_hidden, settings.critic_layer_norm)
+        self.target_critic = ema_copy(self.critic)
+        self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=settings.critic_lr)
+        self.low, self.high = action_low, action_high
+        self.updates = 0
+
+    def update(self, batch: dict[str, np.ndarray], generator: torch.Generator | None = None) -> dict[str, float]:
+        """One update (module docstring) from a ``transitions=True`` batch; returns logging values
+        (``online/critic_loss``, ``online/q1_mean``, and on actor steps ``online/actor_sup_loss``,
+        ``online/actor_rl_loss``)."""
+        s = self.settings
+        t = {k: torch.from_numpy(v) for k, v in batch.items()}
+        mask = t["attention_mask"]
+        with torch.no_grad():
+            self.target_model.eval()
+            next_pred = self.target_model(t["next_states"], t["next_actions"], t["next_returns_to_go"],
+                                          t["next_timesteps"], mask)
+            next_actions = target_actions(next_pred, s.policy_noise, s.noise_clip, self.low, self.high, generator)
+        closs, info = critic_loss(self.critic, self.target_critic, t["states"], t["actions"],
+                                  t["rewards"] * s.reward_scale, t["next_states"], next_actions, t["dones"],
+                                  t["critic_mask"], s.gamma)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        closs.backward()
+        self.critic_optimizer.step()
+        self.updates += 1
+        out: dict[str, Any] = {"online/critic_loss": float(closs), "online/q1_mean": info["q1_mean"]}
+        if self.updates % s.policy_delay:
+            return out
+        self.model.train()
+        pred = self.model(t["states"], t["actions"], t["returns_to_go"], t["timesteps"], mask)
+        sup = action_loss(pred, t["actions"], mask, discrete=False)
+        rl = actor_rl_loss(self.critic, t["states"], pred, mask)
+        loss = s.sup_coeff * sup + s.rl_coeff * rl
+        self.optimizer.zero_grad(set_to_none=True)
+        self.critic.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], s.grad_clip)
+        self.optimizer.step()
+        self.critic.zero_grad(set_to_none=True)  # the actor's loss does not train the critic
+        soft_update(self.target_critic, self.critic, s.tau)
+        soft_update(self.target_model, self.model, s.tau)
+        out.update({"online/actor_sup_loss": float(sup), "online/actor_rl_loss": float(rl)})
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Critic, targets and both optimisers (for `--resume`)."""
+        return {"target_model": self.target_model.state_dict(), "critic": self.critic.state_dict(),
+                "target_critic": self.target_critic.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "critic_optimizer": self.critic_optimizer.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.target_model.load_state_dict(state["target_model"])
+        self.critic.load_state_dict(state["critic"])
+        self.target_critic.load_state_dict(state["target_critic"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.updates = int(state["updates"])
