@@ -50,7 +50,7 @@ def run_episode(env: gym.Env, policy: Policy, seed: int, action_dtype: type = np
     """One episode from ``env.reset(seed=seed)`` until terminated or truncated.
 
     Returns Minari episode arrays: observations ``(T+1, *obs_shape)`` (the last one after the final
-    step), actions ``(T, A)`` (or ``(T,)`` for discrete actions) of ``action_dtype``, rewards ``(T,)``
+    step; a dict of such arrays for dict observations), actions ``(T, A)`` (or ``(T,)`` for discrete actions) of ``action_dtype``, rewards ``(T,)``
     (``reward_dtype``, default numpy's), terminations/truncations ``(T,)`` bool.
     """
     obs, _ = env.reset(seed=seed)
@@ -65,7 +65,11 @@ def run_episode(env: gym.Env, policy: Policy, seed: int, action_dtype: type = np
         terminations.append(terminated)
         truncations.append(truncated)
         done = terminated or truncated
-    return {"observations": np.array(observations), "actions": np.array(actions, dtype=action_dtype),
+    if isinstance(observations[0], dict):  # dict observation spaces (goal-conditioned envs): one array per key
+        stacked = {k: np.asarray([o[k] for o in observations]) for k in observations[0]}
+    else:
+        stacked = np.array(observations)
+    return {"observations": stacked, "actions": np.array(actions, dtype=action_dtype),
             "rewards": np.array(rewards, dtype=reward_dtype), "terminations": np.array(terminations),
             "truncations": np.array(truncations)}
 

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lamo_ray.domains.pointmaze import MAZE_NAMES, POINTMAZE, Maze, maze
-from lamo_ray.episodes import mean_return, uniform_random, writable_path, write_minari
+from lamo_ray.episodes import mean_return, noisy, run_episode, uniform_random, writable_path, write_minari
 
 log = logging.getLogger(__name__)
 
@@ -107,35 +107,6 @@ class WaypointController:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
-def _noisy(policy, noise: float, rng: np.random.Generator):
-    def act(obs):
-        return np.clip(policy(obs) + noise * rng.standard_normal(2), -1.0, 1.0).astype(np.float32)
-
-    return act if noise > 0 else policy
-
-
-def _run(env, policy, seed: int) -> dict[str, np.ndarray]:
-    """One episode of the dict-observation env as Minari episode arrays (dict observations kept)."""
-    obs, _ = env.reset(seed=seed)
-    keys = sorted(obs)
-    observations = {k: [obs[k]] for k in keys}
-    actions, rewards, terminations, truncations = [], [], [], []
-    done = False
-    while not done:
-        action = policy(obs)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        for k in keys:
-            observations[k].append(obs[k])
-        actions.append(action)
-        rewards.append(reward)
-        terminations.append(terminated)
-        truncations.append(truncated)
-        done = terminated or truncated
-    return {"observations": {k: np.asarray(v) for k, v in observations.items()}, "actions": np.asarray(actions),
-            "rewards": np.asarray(rewards), "terminations": np.asarray(terminations),
-            "truncations": np.asarray(truncations)}
-
-
 @dataclass
 class CollectionReport:
     """What `collect_pointmaze` wrote: folder, mean return and success share of the data, the
@@ -175,11 +146,11 @@ def collect_pointmaze(name: str, dataset_id: str | None = None, episodes: int = 
     reset_seeds = seed_rng.choice(2**31 - 1, size=episodes + 2 * ref_episodes, replace=False)
     data_seeds, min_seeds, max_seeds = np.split(reset_seeds, [episodes, episodes + ref_episodes])
     env = POINTMAZE.make_env(layout.env_id, **layout.env_kwargs())
-    wanderer = _noisy(WaypointController(env, goal_rng), noise, noise_rng)
+    wanderer = noisy(WaypointController(env, goal_rng), noise, noise_rng)
     buffers, returns, successes = [], [], []
     for i in tqdm(range(episodes), desc=f"collecting {dataset_id}", unit="ep",
                   disable=None if progress is None else not progress):
-        episode = _run(env, wanderer, int(data_seeds[i]))
+        episode = run_episode(env, wanderer, int(data_seeds[i]))
         buffers.append(EpisodeBuffer(id=i, seed=int(data_seeds[i]), **episode))
         returns.append(float(episode["rewards"].sum()))
         successes.append(bool(episode["rewards"].max() > 0))
