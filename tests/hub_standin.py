@@ -394,6 +394,52 @@ def add_minari_dataset(root: Path, dataset_id: str, local_dataset_dir: Path, aut
     add_dataset_repo(root, f"{author}/{repo_name}", files)
 
 
+# --------------------------------------------------------------------------- test inputs
+
+
+def make_pendulum_dataset(dataset_id: str, store: Path, episodes: int, steps: int) -> Path:
+    """A Minari dataset ``dataset_id`` in the store ``store``: ``episodes`` episodes of ``steps``
+    uniform-random actions on ``Pendulum-v1`` (reset seeds 0, 1, ...; `lamo_ray.episodes.run_episode`),
+    written with `lamo_ray.episodes.write_minari` (``minari.DataCollector`` would need jax). The
+    caller's ``MINARI_DATASETS_PATH`` is left as it was. Returns the dataset's folder."""
+    import os
+
+    import gymnasium as gym
+    import numpy as np
+    from minari.data_collector import EpisodeBuffer
+
+    from lamo_ray.episodes import dataset_path, run_episode, uniform_random, write_minari
+
+    env = gym.make("Pendulum-v1", max_episode_steps=steps)
+    policy = uniform_random(env, np.random.default_rng(0))
+    buffers = [EpisodeBuffer(id=seed, seed=seed, **run_episode(env, policy, seed)) for seed in range(episodes)]
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(store)
+    try:
+        path = dataset_path(dataset_id)
+        write_minari(dataset_id, path, buffers, env=env, eval_env=env, algorithm_name="uniform random actions",
+                     code_permalink="tests/hub_standin.py", description="test data")
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH")
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+    return path
+
+
+def make_tiny_gpt2(folder: Path):
+    """A pre-trained-looking tiny GPT-2 (1 layer, 16 wide, 64 tokens, seed 0) saved with
+    ``save_pretrained`` into ``folder``; returns the model."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64,
+                                                                 n_positions=64, bos_token_id=0, eos_token_id=0))
+    model.save_pretrained(folder)
+    return model
+
+
 # --------------------------------------------------------------------------- clients
 
 

@@ -535,42 +535,12 @@ NOCACHE_SWEEP = {
 
 def publish_nocache_inputs(root: Path, made: Path) -> None:
     """A tiny pre-trained GPT-2 and a Minari Pendulum dataset on the stand-in hub."""
-    import gymnasium as gym
-    import minari
-    import numpy as np
-    import torch
-    import transformers
-    from hub_standin import add_minari_dataset, add_model_repo
-    from minari.data_collector import EpisodeBuffer
+    from hub_standin import add_minari_dataset, add_model_repo, make_pendulum_dataset, make_tiny_gpt2
 
-    torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64,
-                                                                 n_positions=64, bos_token_id=0, eos_token_id=0))
-    model.save_pretrained(made / "model")
+    make_tiny_gpt2(made / "model")
     add_model_repo(root, NOCACHE_BACKBONE, {p.name: p.read_bytes() for p in (made / "model").iterdir()})
-    env = gym.make("Pendulum-v1", max_episode_steps=40)
-    buffers = []
-    for seed in range(4):
-        obs, _ = env.reset(seed=seed)
-        observations, actions, rewards = [obs], [], []
-        env.action_space.seed(seed)
-        for _ in range(40):
-            actions.append(env.action_space.sample())
-            obs, reward, *_ = env.step(actions[-1])
-            observations.append(obs)
-            rewards.append(reward)
-        buffers.append(EpisodeBuffer(id=seed, seed=seed, observations=np.array(observations),
-                                     actions=np.array(actions), rewards=np.array(rewards),
-                                     terminations=np.zeros(40, dtype=bool), truncations=np.eye(40, dtype=bool)[-1]))
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(made / "minari")
-    try:
-        minari.create_dataset_from_buffers(NOCACHE_DATASET, buffers, env=env, eval_env=env, algorithm_name="random",
-                                           author="test", author_email="test@example.org", code_permalink="tests",
-                                           description="cluster no-cache test")
-    finally:
-        os.environ.pop("MINARI_DATASETS_PATH") if old is None else os.environ.update(MINARI_DATASETS_PATH=old)
-    add_minari_dataset(root, NOCACHE_DATASET, made / "minari" / "D4RL" / "pendulum" / "random-v0")
+    add_minari_dataset(root, NOCACHE_DATASET, make_pendulum_dataset(NOCACHE_DATASET, made / "minari", episodes=4,
+                                                                    steps=40))
 
 
 def test_inputs_on_the_head_only_a_node_without_caches_trains_from_the_object_store(

@@ -13,6 +13,7 @@ from hub_standin import (
     add_dataset_repo,
     add_minari_dataset,
     add_model_repo,
+    make_pendulum_dataset,
     standin_env,
 )
 
@@ -127,31 +128,12 @@ def test_tiny_gpt2_loads_through_transformers(hub, tmp_path):
 
 
 def test_minari_dataset_round_trip(hub, tmp_path, monkeypatch):
-    import gymnasium as gym
     import minari
-    from minari.data_collector import EpisodeBuffer
 
     made, downloaded = tmp_path / "made", tmp_path / "downloaded"
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(made))
     monkeypatch.setenv("MINARI_REMOTE", "hf://farama-minari")
-    env = gym.make("Pendulum-v1", max_episode_steps=12)
-    buffers = []
-    for seed in range(3):  # minari.DataCollector needs jax: record the episodes by hand
-        obs, _ = env.reset(seed=seed)
-        observations, actions, rewards = [obs], [], []
-        env.action_space.seed(seed)
-        for _ in range(12):
-            actions.append(env.action_space.sample())
-            obs, reward, *_ = env.step(actions[-1])
-            observations.append(obs)
-            rewards.append(reward)
-        buffers.append(EpisodeBuffer(id=seed, seed=seed, observations=np.array(observations), actions=np.array(actions),
-                                     rewards=np.array(rewards), terminations=np.zeros(12, dtype=bool),
-                                     truncations=np.eye(12, dtype=bool)[-1]))
     dataset_id = "D4RL/pendulum/random-v0"
-    minari.create_dataset_from_buffers(dataset_id, buffers, env=env, eval_env=env, algorithm_name="random",
-                                       author="test", author_email="test@example.org", code_permalink="tests",
-                                       description="stand-in round trip")
+    make_pendulum_dataset(dataset_id, made, episodes=3, steps=12)
     add_minari_dataset(hub.root, dataset_id, made / "D4RL" / "pendulum" / "random-v0")
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(downloaded))

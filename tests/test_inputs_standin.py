@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 import pytest
 import torch
 import transformers
-from hub_standin import HubStandin, add_dataset_repo, add_minari_dataset, add_model_repo, standin_env
+from hub_standin import (HubStandin, add_dataset_repo, add_minari_dataset, add_model_repo, make_pendulum_dataset,
+                         make_tiny_gpt2, standin_env)
 
 from lamo_ray import inputs
 from lamo_ray.config import validate_trial
@@ -32,40 +32,15 @@ def hub(tmp_path, monkeypatch):
 
 
 def publish_tiny_gpt2(hub, tmp_path) -> transformers.PreTrainedModel:
-    torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64,
-                                                                 n_positions=64, bos_token_id=0, eos_token_id=0))
-    model.save_pretrained(tmp_path / "made")
+    model = make_tiny_gpt2(tmp_path / "made")
     add_model_repo(hub.root, BACKBONE, {p.name: p.read_bytes() for p in (tmp_path / "made").iterdir()}
                    | {"pytorch_model.bin": b"\0" * 64, "README.md": b"not needed"})
     return model
 
 
-def publish_pendulum(hub, tmp_path, monkeypatch):
-    import gymnasium as gym
-    import minari
-    from minari.data_collector import EpisodeBuffer
-
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "made_minari"))
-    env = gym.make("Pendulum-v1", max_episode_steps=10)
-    buffers = []
-    for seed in range(3):
-        obs, _ = env.reset(seed=seed)
-        observations, actions, rewards = [obs], [], []
-        env.action_space.seed(seed)
-        for _ in range(10):
-            actions.append(env.action_space.sample())
-            obs, reward, *_ = env.step(actions[-1])
-            observations.append(obs)
-            rewards.append(reward)
-        buffers.append(EpisodeBuffer(id=seed, seed=seed, observations=np.array(observations),
-                                     actions=np.array(actions), rewards=np.array(rewards),
-                                     terminations=np.zeros(10, dtype=bool), truncations=np.eye(10, dtype=bool)[-1]))
-    minari.create_dataset_from_buffers(DATASET, buffers, env=env, eval_env=env, algorithm_name="random",
-                                       author="test", author_email="test@example.org", code_permalink="tests",
-                                       description="stand-in")
-    add_minari_dataset(hub.root, DATASET, tmp_path / "made_minari" / "D4RL" / "pendulum" / "random-v0")
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+def publish_pendulum(hub, tmp_path):
+    made = make_pendulum_dataset(DATASET, tmp_path / "made_minari", episodes=3, steps=10)
+    add_minari_dataset(hub.root, DATASET, made)
 
 
 def trial(**language):
@@ -75,7 +50,7 @@ def trial(**language):
 
 def test_sweep_fetches_backbone_and_minari_dataset_then_the_preflight_passes(hub, tmp_path, monkeypatch):
     model = publish_tiny_gpt2(hub, tmp_path)
-    publish_pendulum(hub, tmp_path, monkeypatch)
+    publish_pendulum(hub, tmp_path)
     configs = [trial()]
     planned = inputs.plan_inputs(configs)
     assert [(i.kind, i.name, i.what) for i in planned] == [("dataset", DATASET, "Minari dataset"),

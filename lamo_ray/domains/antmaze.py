@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from lamo_ray.domains.base import Domain, register
+from lamo_ray.domains.base import Domain, concat_keys, register
 
 # name -> (env id, gymnasium-robotics map name, reset cell, goal cell): D4RL's *_MAZE_TEST maps
 MAZES = {"umaze": ("AntMaze_UMaze-v4", "U_MAZE", (1, 1), (3, 1)),
@@ -57,11 +57,7 @@ def antmaze_observation(obs: Mapping[str, Any], batch_dims: int = 0) -> np.ndarr
     Raises:
         ValueError: a key is missing.
     """
-    try:
-        return np.concatenate([np.asarray(obs["achieved_goal"], dtype=np.float32),
-                               np.asarray(obs["observation"], dtype=np.float32)], axis=-1)
-    except KeyError as err:
-        raise ValueError(f"AntMaze observation without {err}; keys: {sorted(obs)}") from None
+    return concat_keys(obs, ("achieved_goal", "observation"), "AntMaze")
 
 
 class AntMazeDomain(Domain):

@@ -54,6 +54,19 @@ def concat_sorted_keys(obs: Mapping[str, Any], batch_dims: int = 0) -> np.ndarra
     return np.concatenate(parts, axis=-1)
 
 
+def concat_keys(obs: Mapping[str, Any], keys: Sequence[str], env: str) -> np.ndarray:
+    """A domain's dict-observation rule by name: the values of ``keys``, in that order, concatenated
+    on the last axis as float32 (``(..., sum of their sizes)``; leading axes kept).
+
+    Raises:
+        ValueError: a key is missing (the message names ``env`` and the keys present).
+    """
+    try:
+        return np.concatenate([np.asarray(obs[k], dtype=np.float32) for k in keys], axis=-1)
+    except KeyError as err:
+        raise ValueError(f"{env} observation without {err}; keys: {sorted(obs)}") from None
+
+
 class Domain:
     """A benchmark family. The base class is a plain Gymnasium env with vector (or dict, flattened
     by `concat_sorted_keys`) observations and no reference scores; domain modules override what

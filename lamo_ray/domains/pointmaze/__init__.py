@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from lamo_ray.domains.base import Domain, EvaluationDefaults, register
+from lamo_ray.domains.base import Domain, EvaluationDefaults, concat_keys, register
 from lamo_ray.episodes import in_store
 
 log = logging.getLogger(__name__)
@@ -104,11 +104,7 @@ def pointmaze_observation(obs: Mapping[str, Any], batch_dims: int = 0) -> np.nda
     Raises:
         ValueError: either key is missing.
     """
-    try:
-        return np.concatenate([np.asarray(obs["observation"], dtype=np.float32),
-                               np.asarray(obs["desired_goal"], dtype=np.float32)], axis=-1)
-    except KeyError as err:
-        raise ValueError(f"PointMaze observation without {err}; keys: {sorted(obs)}") from None
+    return concat_keys(obs, ("observation", "desired_goal"), "PointMaze")
 
 
 class PointMazeDomain(Domain):
