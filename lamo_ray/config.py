@@ -98,6 +98,11 @@ class ModelConfig(_Strict):
         "(the model's own matmul-softmax code, what LaMo ran), or 'auto' (transformers' default: 'sdpa' where the "
         "architecture supports it, else 'eager'). Same function; outputs agree to float32 rounding.")
     embedding: Literal["linear", "mlp"] = Field("mlp", description="LaMo's --mlp_embedding or DT's linear embeddings.")
+    action_head: Literal["deterministic", "tanh_gaussian"] = Field(
+        "deterministic", description="'deterministic': the embedding's head (LaMo / DT), trained with MSE; "
+        "'tanh_gaussian': Online DT's stochastic head (tanh-squashed Gaussian, learned temperature toward entropy "
+        "-act_dim), trained with NLL - T x entropy offline and online; its mean action is used for evaluation. "
+        "Continuous actions only.")
     finetune: Literal["lora", "full", "frozen"] = Field("lora")
     lora: LoraConfig = Field(default_factory=LoraConfig)
 
@@ -193,6 +198,62 @@ class EvalConfig(_Strict):
         "FrankaKitchen clips itself).")
 
 
+ONLINE_METHODS = ("odt", "td3_odt", "td3")
+
+
+class OnlineConfig(_Strict):
+    """Online fine-tuning after the offline ``train.steps`` (ODT, and ODT with a TD3 critic's gradient:
+    REFERENCE_ODT_TD3.md "Online loop", "Critic and TD3"; defaults: the paper's Adroit / maze settings).
+
+    One iteration: rollout actors collect whole episodes at ``target_return`` with the current
+    weights until ``transitions_per_iteration`` are collected, they enter the trajectory replay, then
+    ``updates_per_iteration`` learner updates. ``method``: 'odt' (stochastic head, NLL - T x entropy,
+    no critic; needs ``model.action_head: tanh_gaussian``), 'td3_odt' (deterministic head, MSE +
+    ``rl_coeff`` x -Q1), 'td3' (the RL term alone: ``sup_coeff`` 0)."""
+
+    method: Literal["odt", "td3_odt", "td3"] = Field(description="odt, td3_odt or td3 (the paper's three variants).")
+    iterations: int = Field(ge=1, description="Online iterations (collect, then update).")
+    transitions_per_iteration: int = Field(1000, ge=1, description="Collect whole episodes until at least this "
+                                           "many transitions (the authors' minimum_sapairs_per_iter).")
+    updates_per_iteration: int = Field(300, ge=1, description="Actor updates per iteration (the critic updates "
+                                       "every batch: policy_delay x as many).")
+    replay_size: int = Field(1000, ge=1, description="Trajectories the replay buffer holds.")
+    target_return: float = Field(description="Return-to-go the collecting policy is conditioned on (online RTG); "
+                                 "evaluation uses eval.target_returns.")
+    exploration_noise: float = Field(0.1, ge=0.0, description="Std of the Gaussian noise added to a deterministic "
+                                     "policy's actions while collecting (a stochastic head samples instead).")
+    eval_every: int = Field(10, ge=1, description="Iterations between evaluations (each a checkpoint and a report).")
+    num_actors: int = Field(2, ge=1, description="Rollout actors collecting in parallel (ours; the paper: one env).")
+    envs_per_actor: int = Field(1, ge=1, description="Environments each collecting actor steps together.")
+    overlap: bool = Field(False, description="Collect iteration i+1 with iteration i's weights while the learner "
+                          "updates (ours); false: the paper's schedule, collect then update.")
+    rl_coeff: float = Field(0.1, ge=0.0, description="Weight of the critic term -Q1 in the actor loss (td3_odt, td3).")
+    gamma: float = Field(0.99, ge=0.0, le=1.0)
+    tau: float = Field(0.005, gt=0.0, le=1.0, description="Soft update of the target critic and target DT.")
+    policy_noise: float = Field(0.2, ge=0.0, description="TD3 target smoothing noise std.")
+    noise_clip: float = Field(0.5, ge=0.0)
+    policy_delay: int = Field(1, ge=1, description="Critic updates per actor update (MuJoCo 2).")
+    critic_lr: float = Field(2e-4, gt=0.0, description="Critic AdamW learning rate (MuJoCo 1e-3).")
+    critic_hidden: int = Field(256, ge=1)
+    critic_layer_norm: bool = Field(True, description="Parameter-free LayerNorm in the critic (all but MuJoCo).")
+    reward_scale: float = Field(1.0, gt=0.0, description="Rewards are multiplied by this for the critic "
+                                "(1 for Adroit and mazes, 0.001 for MuJoCo).")
+
+    @model_validator(mode="after")
+    def _method_coefficients(self) -> "OnlineConfig":
+        if self.method == "odt" and "rl_coeff" in self.model_fields_set and self.rl_coeff > 0:
+            raise ValueError(f"online.rl_coeff: method 'odt' has no critic term (got {self.rl_coeff}); use "
+                             "method td3_odt for supervised + critic")
+        if self.method in ("td3_odt", "td3") and self.rl_coeff == 0:
+            raise ValueError(f"online.rl_coeff: method {self.method!r} needs rl_coeff > 0 (0 is method 'odt')")
+        return self
+
+    @property
+    def sup_coeff(self) -> float:
+        """Weight of the supervised term: 0 for 'td3' (the authors' actor_sup_coeff), else 1."""
+        return 0.0 if self.method == "td3" else 1.0
+
+
 class TrialConfig(_Strict):
     """Everything one training run needs."""
 
@@ -202,6 +263,34 @@ class TrialConfig(_Strict):
     language: LanguageConfig = Field(default_factory=LanguageConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    online: OnlineConfig | None = Field(None, description="Online fine-tuning after the offline steps; none: "
+                                        "offline only.")
+
+    @model_validator(mode="after")
+    def _online_fits(self) -> "TrialConfig":
+        if self.online is None:
+            return self
+        head = self.model.action_head
+        if self.online.method == "odt" and head != "tanh_gaussian":
+            raise ValueError("online.method 'odt' needs model.action_head: tanh_gaussian (Online DT's stochastic "
+                             f"head; the authors' code asserts it), got {head!r}")
+        if self.online.method != "odt" and head != "deterministic":
+            raise ValueError(f"online.method {self.online.method!r} trains a deterministic policy with the critic's "
+                             f"gradient: it needs model.action_head: deterministic, got {head!r}")
+        if self.train.num_workers != 1:
+            raise ValueError(f"online: needs train.num_workers 1 (got {self.train.num_workers}); the online phase "
+                             "learns in one process while rollout actors collect")
+        return self
+
+    @property
+    def online_steps(self) -> int:
+        """Learner updates of the online phase (``iterations x updates_per_iteration``; 0 offline only)."""
+        return 0 if self.online is None else self.online.iterations * self.online.updates_per_iteration
+
+    @property
+    def total_steps(self) -> int:
+        """The last step a trial reports: ``train.steps`` plus `online_steps` (one per online actor update)."""
+        return self.train.steps + self.online_steps
 
 
 class SchedulerConfig(_Strict):
@@ -476,7 +565,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, SweepConfig, "", origin)) from None
     sweep._origin = origin
-    max_steps = max(r["config"].train.steps for r in sweep.trials)  # expands and validates every trial, once
+    max_steps = max(r["config"].total_steps for r in sweep.trials)  # expands and validates every trial, once
     if sweep.scheduler.type == "asha" and sweep.scheduler.grace_period > max_steps:
         raise ConfigError(f"{origin}: scheduler.grace_period ({sweep.scheduler.grace_period}) exceeds the longest "
                           f"trial's train.steps ({max_steps}); ASHA could never compare trials")

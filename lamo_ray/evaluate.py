@@ -97,7 +97,7 @@ class Rollout:
         self.model.load_state_dict(state_dict)
 
     def run(self, episodes: list[tuple[float, int]], record: bool = False, action_noise: float = 0.0,
-            noise_seed: int | None = None) -> list[dict[str, Any]]:
+            noise_seed: int | None = None, sample: bool = False) -> list[dict[str, Any]]:
         """Run ``episodes`` = [(target_return, env_seed), ...]; returns one record per episode:
         ``{"target_return", "seed", "return", "length"}`` in the order given, plus
         ``"tasks_completed": {subtask: bool}`` for multi-task envs that report subtasks
@@ -106,8 +106,11 @@ class Rollout:
 
         Online collection (ODT-TD3's exploration, REFERENCE_ODT_TD3.md "Online loop"): ``action_noise``
         adds N(0, action_noise^2) per dimension to the deterministic action, then clamps it to the
-        action space (noise drawn from ``noise_seed``); that executed action is what the env gets and
-        what the context holds. ``record`` adds ``"trajectory"``: a
+        action space; ``sample`` (a policy with ODT's tanh-Gaussian head) draws the action from the
+        policy instead of taking its mean. The draws of each episode come from its own generator,
+        seeded by ``(noise_seed, env seed)``, so an episode does not depend on which actor or env slot
+        ran it. The executed action is what the env gets and what the context holds. ``record`` adds
+        ``"trajectory"``: a
         `lamo_ray.data.trajectories.Trajectory` of the flattened (un-normalised) states, executed
         actions and rewards, ``terminated`` as the env said.
 
@@ -124,7 +127,9 @@ class Rollout:
         n = len(self.envs)
         if action_noise < 0 or (action_noise > 0 and spec.discrete_actions):
             raise ValueError(f"action_noise must be >= 0 and only for continuous actions, got {action_noise}")
-        noise_rng = np.random.default_rng(noise_seed)
+        if sample and not getattr(self.model, "stochastic", False):
+            raise ValueError("sample=True needs a policy with a stochastic head (model.action_head: tanh_gaussian)")
+        noise_base = 0 if noise_seed is None else int(noise_seed)
         # rolling windows, one row per env slot: position K-1 is the current step
         states = np.zeros((n, K) + tuple(spec.state_shape), dtype=np.uint8 if image else np.float32)
         actions = np.zeros((n, K) if spec.discrete_actions else (n, K, spec.act_dim),
@@ -147,6 +152,7 @@ class Rollout:
             idx, (target, seed) = pending.pop(0)
             obs, info = self.envs[slot].reset(seed=int(seed))
             slots[slot] = {"idx": idx, "target": target, "seed": seed, "ret": 0.0, "t": 0,
+                           "rng": np.random.default_rng([noise_base, int(seed)]),
                            "tasks": info.get("tasks_to_complete"), "success": None,
                            "states": [self._state(obs)] if record else None, "actions": [], "rewards": []}
             for buf in (states, actions, rtg, timesteps, mask):
@@ -159,11 +165,16 @@ class Rollout:
             start(s)
         while any(slot is not None for slot in slots):
             active = np.array([i for i, slot in enumerate(slots) if slot is not None])
+            inputs = {k: torch.from_numpy(v[active]).to(self.device) for k, v in
+                      (("states", states), ("actions", actions), ("returns_to_go", rtg), ("timesteps", timesteps),
+                       ("attention_mask", mask))}
             with torch.no_grad():
-                pred = self.model.predict_action(
-                    **{k: torch.from_numpy(v[active]).to(self.device) for k, v in
-                       (("states", states), ("actions", actions), ("returns_to_go", rtg), ("timesteps", timesteps),
-                        ("attention_mask", mask))}).cpu()  # (B, A)
+                if sample:  # tanh(loc + std * eps), eps from each episode's generator
+                    loc, scale_ = (x.cpu().numpy() for x in self.model.predict_gaussian(**inputs))
+                    eps = np.stack([slots[i]["rng"].standard_normal(spec.act_dim) for i in active])
+                    pred = torch.from_numpy(np.tanh(loc + scale_ * eps).astype(np.float32))
+                else:
+                    pred = self.model.predict_action(**inputs).cpu()  # (B, A)
             chosen = pred.argmax(-1).numpy() if spec.discrete_actions else pred.numpy().astype(np.float32)
             going = []
             for row, i in enumerate(active):
@@ -171,7 +182,7 @@ class Rollout:
                 env = self.envs[i]
                 action = chosen[row]
                 if action_noise > 0:
-                    action = np.clip(action + action_noise * noise_rng.standard_normal(action.shape),
+                    action = np.clip(action + action_noise * slot["rng"].standard_normal(action.shape),
                                      env.action_space.low, env.action_space.high).astype(np.float32)
                     chosen[row] = action  # the context holds the executed action
                 if self.cfg.eval.clip_actions and not spec.discrete_actions:

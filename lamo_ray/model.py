@@ -517,7 +517,16 @@ class DecisionTransformer(nn.Module):
             self.embed_action = _token_embedding(act_dim, h, cfg.embedding)
         self.embed_timestep = nn.Embedding(max_ep_len, h)
         self.embed_ln = nn.LayerNorm(h)
-        self.action_head = _action_head(h, act_dim, cfg.embedding, discrete_actions)
+        self.stochastic = cfg.action_head == "tanh_gaussian"
+        if self.stochastic:
+            if discrete_actions:
+                raise ValueError("model.action_head 'tanh_gaussian' is for continuous actions; this data's actions "
+                                 "are discrete")
+            from lamo_ray.online.stochastic import TanhGaussianHead
+
+            self.action_head = TanhGaussianHead(h, act_dim)
+        else:
+            self.action_head = _action_head(h, act_dim, cfg.embedding, discrete_actions)
         self.backbone = self._finetune(backbone, cfg, language_loss)
         _use_fast_dropout(self)
 
@@ -588,7 +597,7 @@ class DecisionTransformer(nn.Module):
                 raise ValueError(f"{key}: expected shape {shape}, got {tuple(given[key].shape)}")
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-                timesteps: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+                timesteps: torch.Tensor, attention_mask: torch.Tensor, distribution: bool = False):
         """Action predictions at every timestep.
 
         Args:
@@ -598,12 +607,18 @@ class DecisionTransformer(nn.Module):
             timesteps: (B, K) long, < max_ep_len.
             attention_mask: (B, K), 1 for real steps, 0 for (left) padding.
 
+            distribution: with the tanh-Gaussian head (``stochastic``), return the action distribution
+                (`lamo_ray.online.stochastic.TanhGaussianHead`) instead of its mean action.
+
         Returns:
-            (B, K, A) actions (logits if discrete). The prediction at step t sees R_<=t, s_<=t, a_<t.
+            (B, K, A) actions (logits if discrete; tanh of the Gaussian's mean for the stochastic head).
+            The prediction at step t sees R_<=t, s_<=t, a_<t.
 
         Raises:
-            ValueError: an input's shape does not match.
+            ValueError: an input's shape does not match, or ``distribution`` without a stochastic head.
         """
+        if distribution and not self.stochastic:
+            raise ValueError("distribution=True needs model.action_head: tanh_gaussian")
         self._check_inputs(states, actions, returns_to_go, timesteps, attention_mask)
         b, k = timesteps.shape
         tokens = torch.stack(
@@ -621,7 +636,22 @@ class DecisionTransformer(nn.Module):
         hidden = self.trunk(inputs_embeds=tokens, attention_mask=token_mask, position_ids=positions,
                             use_cache=False).last_hidden_state
         state_out = hidden.reshape(b, k, 3, self.hidden_size)[:, :, 1]  # (B, K, h): outputs at the state tokens
+        if self.stochastic:
+            dist = self.action_head(state_out)
+            return dist if distribution else self.action_head.mean_action(dist)
         return self.action_head(state_out)
+
+    @torch.no_grad()
+    def predict_gaussian(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
+                         timesteps: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stochastic head's pre-tanh Gaussian for the latest step: ``(loc, std)``, each (B, A), without
+        gradient (an action sample is ``tanh(loc + std * eps)``). Inputs as `predict_action`.
+
+        Raises:
+            ValueError: the model has no stochastic head.
+        """
+        dist = self.forward(states, actions, returns_to_go, timesteps, attention_mask, distribution=True)
+        return dist.base_dist.loc[:, -1], dist.base_dist.scale[:, -1]
 
     @torch.no_grad()
     def predict_action(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,

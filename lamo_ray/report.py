@@ -73,6 +73,7 @@ TARGET_SCORE = re.compile(rf"^eval/target_(?P<target>.+)/{SCORE_METRIC}$")
 BOOTSTRAP_REPS = 2000         # bootstrap replicates per CI (rliable's default 50000 is slow and unneeded for a few seeds)
 RATIO_PARAM = "data.sample_ratio"
 STEPS_PARAM = "train.steps"
+ONLINE_PARAMS = ("online.iterations", "online.updates_per_iteration")
 COMPLETED, STOPPED, FAILED, RUNNING, UNFINISHED = "completed", "stopped_by_scheduler", "failed", "running", "unfinished"
 NO_CI = "single seed: no CI"
 
@@ -159,6 +160,16 @@ def rung_of(stopped_at_step: int, rungs: list[int]) -> int | None:
     return passed[-1] if passed else None
 
 
+def planned_steps(params: dict[str, str]) -> int:
+    """A trial's last step from its MLflow params: ``train.steps``, plus ``online.iterations x
+    online.updates_per_iteration`` for a trial with an online phase (`TrialConfig.total_steps`), so the
+    final-score window of an online trial is the last 20% of its online updates."""
+    steps = int(params[STEPS_PARAM])
+    if all(params.get(p) not in (None, "None") for p in ONLINE_PARAMS):
+        steps += int(params[ONLINE_PARAMS[0]]) * int(params[ONLINE_PARAMS[1]])
+    return steps
+
+
 def _outcome(run: Run, last_step: int | None, steps: int) -> str:
     """The trial's outcome tag; without one: running (MLflow RUNNING), failed (FAILED/KILLED), else
     completed if its last evaluation reached ``train.steps`` (unfinished if not)."""
@@ -175,7 +186,7 @@ def _outcome(run: Run, last_step: int | None, steps: int) -> str:
 def load_trial(client: MlflowClient, run: Run, swept_paths: list[str]) -> TrialResult:
     """Read one trial run: config params, outcome, curve and (completed trials only) final score."""
     params, tags = run.data.params, run.data.tags
-    steps = int(params[STEPS_PARAM])
+    steps = planned_steps(params)
     curve = metric_by_step(client, run.info.run_id, SCORE_METRIC)
     low = metric_by_step(client, run.info.run_id, f"{SCORE_METRIC}_ci_low")
     high = metric_by_step(client, run.info.run_id, f"{SCORE_METRIC}_ci_high")

@@ -159,6 +159,29 @@ def check_environments(configs: list[TrialConfig], datasets: dict[str, Any]) -> 
     return checks
 
 
+def check_online(configs: list[TrialConfig], datasets: dict[str, Any]) -> list[Check]:
+    """Trials with an ``online:`` section: an environment to collect in (the dataset's, or
+    ``eval.env_id``) and continuous actions (the TD3 critic and ODT's tanh-Gaussian head need them).
+    Whether the env can be made, with the data's sizes, is `check_environments`."""
+    checks, seen = [], set()
+    for c in configs:
+        ds = datasets.get(c.data.source)
+        if c.online is None or ds is None or (c.data.source, c.online.method) in seen:
+            continue
+        seen.add((c.data.source, c.online.method))
+        name = f"{c.online.method} on {c.data.source}"
+        if (c.eval.env_id or ds.env_id) is None:
+            checks.append(Check("online", name, False, f"online: dataset {c.data.source!r} names no environment and "
+                                "eval.env_id is not set, so there is no simulator to collect in"))
+        elif ds.discrete_actions:
+            checks.append(Check("online", name, False, f"online.method {c.online.method!r}: dataset "
+                                f"{c.data.source!r} has discrete actions; online fine-tuning here (TD3 critic, "
+                                "tanh-Gaussian head) needs continuous actions"))
+        else:
+            checks.append(Check("online", name, True, f"collects in {c.eval.env_id or ds.env_id}"))
+    return checks
+
+
 def check_corpora(configs: list[TrialConfig]) -> list[Check]:
     """For trials with the language loss: the corpus can be read and the backbone's tokenizer loaded.
     WikiText-103 is checked in the `datasets` cache (no network request)."""
@@ -343,6 +366,7 @@ def preflight(sweep: SweepConfig, rows: list[dict[str, Any]], generate: bool,
     for name, pretrained in sorted({(c.model.backbone, c.model.pretrained) for c in configs}):
         checks.append(check_backbone(name, pretrained))
     checks += check_environments(configs, datasets)
+    checks += check_online(configs, datasets)
     checks += check_corpora(configs)
     return checks
 
@@ -359,12 +383,16 @@ def _raise_failed(checks: list[Check]) -> None:
 TABLE_FIELDS = [("backbone", "model.backbone"), ("pre", "model.pretrained"), ("finetune", "model.finetune"),
                 ("embed", "model.embedding"), ("co_lambda", "language.co_lambda"), ("ratio", "data.sample_ratio"),
                 ("K", "data.context_length"), ("steps", "train.steps"), ("workers", "train.num_workers"),
-                ("launcher", "train.resolved_launcher")]
+                ("launcher", "train.resolved_launcher"), ("online", "online.method"),
+                ("online_iters", "online.iterations")]
 
 
 def _get(cfg: TrialConfig, dotted: str) -> Any:
+    """``cfg``'s value at ``dotted``; None below an unset optional section (``online`` offline)."""
     node: Any = cfg
     for part in dotted.split("."):
+        if node is None:
+            return None
         node = getattr(node, part)
     return node
 
@@ -375,8 +403,10 @@ def format_trial_table(rows: list[dict[str, Any]]) -> str:
     import pandas as pd
 
     extra = sorted({k for r in rows for k in r["params"] if k not in dict(TABLE_FIELDS).values()})
+    # the online columns only for sweeps with online trials
+    fields = [(h, path) for h, path in TABLE_FIELDS if any(_get(r["config"], path) is not None for r in rows)]
     table = pd.DataFrame([{"variant": r["variant"], "seed": r["seed"],
-                           **{h: str(_get(r["config"], path)) for h, path in TABLE_FIELDS},
+                           **{h: str(_get(r["config"], path)) for h, path in fields},
                            **{k: str(r["params"].get(k, "")) for k in extra}} for r in rows])
     return table.to_string()
 
@@ -667,7 +697,7 @@ def _run_stage(sweep: SweepConfig, rows: list[dict[str, Any]], tracking: dict[st
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
                                   resume_errored=True).fit()
     if scheduler_type == "asha":
-        scheduler = ASHAScheduler(time_attr="step", max_t=max(r["config"].train.steps for r in rows),
+        scheduler = ASHAScheduler(time_attr="step", max_t=max(r["config"].total_steps for r in rows),
                                   grace_period=sweep.scheduler.grace_period,
                                   reduction_factor=sweep.scheduler.reduction_factor)
     else:

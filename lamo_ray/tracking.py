@@ -148,7 +148,7 @@ def start_sweep_run(uri: str, experiment: str, run_name: str, sweep: SweepConfig
                  for r in rows]
         (Path(tmp) / "trials.yaml").write_text(yaml.safe_dump(table, sort_keys=False))
         client.log_artifact(run.info.run_id, str(Path(tmp) / "trials.yaml"))
-    rungs = sweep.scheduler.rungs(max(r["config"].train.steps for r in rows))
+    rungs = sweep.scheduler.rungs(max(r["config"].total_steps for r in rows))
     client.log_batch(run.info.run_id, params=[
         Param("num_trials", str(len(rows) * sweep.num_samples)), Param(BASELINE_PARAM, sweep.report_baseline),
         Param(METRIC_PARAM, sweep.scheduler.metric), Param(RUNGS_PARAM, ",".join(map(str, rungs)))])

@@ -57,12 +57,27 @@ def warmup_lambda(warmup_steps: int):
     return lambda step: min(1.0, (step + 1) / max(1, warmup_steps))
 
 
-def make_optimizer(params: list[torch.nn.Parameter], train_cfg) -> torch.optim.AdamW:
+#: Online DT's temperature optimiser: Adam, lr 1e-4, default eps, no weight decay, no warm-up
+TEMPERATURE_GROUP = {"lr": 1e-4, "weight_decay": 0.0, "eps": 1e-8}
+
+
+def make_optimizer(params: list[torch.nn.Parameter], train_cfg,
+                   temperature: list[torch.nn.Parameter] = ()) -> torch.optim.AdamW:
     """AdamW with LaMo's lr, weight decay and eps (REFERENCE.md "Optimiser"), as torch's fused kernel
     (one pass over all parameters; CPU and CUDA). Same update as the default for-each AdamW, up to
-    float rounding; measured 7.4x faster for 56M parameters on 2 CPU threads (142 -> 19 ms a step)."""
-    return torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay, eps=train_cfg.adam_eps,
+    float rounding; measured 7.4x faster for 56M parameters on 2 CPU threads (142 -> 19 ms a step).
+    ``temperature``: ODT's log-temperature, in a second group with `TEMPERATURE_GROUP`'s settings."""
+    groups = [{"params": list(params)}]
+    if temperature:
+        groups.append({"params": list(temperature), **TEMPERATURE_GROUP})
+    return torch.optim.AdamW(groups, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay, eps=train_cfg.adam_eps,
                              fused=True)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up (`warmup_lambda`) for the first group; later groups (ODT's temperature) constant."""
+    constant = [lambda step: 1.0] * (len(optimizer.param_groups) - 1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [warmup_lambda(train_cfg.warmup_steps), *constant])
 
 
 @dataclass(frozen=True)
@@ -296,10 +311,22 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
         log.info("rank %d restored step %d from checkpoint", rank, start_step)
 
     model = session.prepare_model(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, cfg.train)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.train.warmup_steps))
+    from lamo_ray.online.loop import ONLINE_FILE, make_learner, stochastic_loss, temperature_parameters
+
+    temperature = temperature_parameters(model)
+    params = [p for p in model.parameters() if p.requires_grad and not any(p is t for t in temperature)]
+    optimizer = make_optimizer(params, cfg.train, temperature)
+    scheduler = make_scheduler(optimizer, cfg.train)
     precision = MixedPrecision.for_device(cfg.train.precision, device)
+    # TD3+ODT / TD3: the critic trains beside the offline steps (the authors' pretraining)
+    learner = make_learner(cfg, model, optimizer, scheduler, int(np.prod(dataset.obs_shape)), dataset.act_dim, device)
+    online_state = None
+    if ckpt is not None and cfg.online is not None:
+        with ckpt.as_directory() as d:
+            if (Path(d) / ONLINE_FILE).is_file():
+                online_state = torch.load(Path(d) / ONLINE_FILE, map_location="cpu", weights_only=True)
+    if learner is not None and online_state is not None and online_state.get("learner") is not None:
+        learner.load_state_dict(online_state["learner"])
     if optim_state is not None:
         optimizer.load_state_dict(optim_state["optimizer"])
         scheduler.load_state_dict(optim_state["scheduler"])
@@ -348,33 +375,58 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
     log.info("rank %d: %s training on %s", rank, precision.name, device)
     log.info("rank %d setup: %s", rank, ", ".join(f"{k.split('/')[-1]} {v:.1f}" for k, v in setup.metrics().items()))
 
+    stochastic = getattr(model.module if hasattr(model, "module") else model, "stochastic", False)
+
+    def supervised_step(batch: dict[str, torch.Tensor], step: int, with_text: bool = True) -> dict[str, float]:
+        """One optimiser step on a batch of segments: masked MSE / cross-entropy, or ODT's NLL - T x
+        entropy (plus its temperature loss) for the stochastic head; + co_lambda x LM loss (offline)."""
+        info: dict[str, float] = {}
+        with precision.autocast():
+            if stochastic:
+                loss, temperature_loss, info = stochastic_loss(model, batch)
+            else:
+                preds = model(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"],
+                              batch["attention_mask"])
+                loss = action_loss(preds.float(), batch["actions"], batch["attention_mask"], dataset.discrete_actions)
+                temperature_loss = 0.0
+            lm = None
+            total = loss + temperature_loss
+            if text is not None and with_text:
+                module = model.module if hasattr(model, "module") else model
+                lm = module.lm_loss(text.sample(cfg.language.batch_size).to(device)).float()
+                total = total + cfg.language.co_lambda * lm
+        if not torch.isfinite(total):
+            raise NonFiniteLossError(f"non-finite loss at step {step}: action loss {loss.item()}, "
+                                     f"lm loss {None if lm is None else lm.item()}")
+        optimizer.zero_grad(set_to_none=True)
+        precision.backward_and_step(total, optimizer, params, cfg.train.grad_clip)
+        scheduler.step()
+        out = {"train/action_loss": loss.item(), **{f"train/{k}": v for k, v in info.items()}}
+        if lm is not None:
+            out["train/lm_loss"] = lm.item()
+        return out
+
     try:
         model.train()
         window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()
         train_time = 0.0
         for step in range(start_step + 1, cfg.train.steps + 1):
             t0 = time.perf_counter()
-            batch = _batch_to_torch(sampler.sample(local_batch), device)
-            with precision.autocast():
-                preds = model(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"],
-                              batch["attention_mask"])
-                loss = action_loss(preds.float(), batch["actions"], batch["attention_mask"], dataset.discrete_actions)
-                lm = None
-                if text is not None:
-                    module = model.module if hasattr(model, "module") else model
-                    lm = module.lm_loss(text.sample(cfg.language.batch_size).to(device)).float()
-                    total = loss + cfg.language.co_lambda * lm
-                else:
-                    total = loss
-            if not torch.isfinite(total):
-                raise NonFiniteLossError(f"non-finite loss at step {step}: action loss {loss.item()}, "
-                                         f"lm loss {None if lm is None else lm.item()}")
-            optimizer.zero_grad(set_to_none=True)
-            precision.backward_and_step(total, optimizer, params, cfg.train.grad_clip)
-            scheduler.step()
+            if learner is not None:  # the critic's policy_delay steps, then the (supervised) actor step
+                for _ in range(learner.settings.policy_delay):
+                    raw = sampler.sample(local_batch, transitions=True)
+                    critic_info = learner.critic_update(_batch_to_torch(raw, device))
+                batch = _batch_to_torch({k: raw[k] for k in ("states", "actions", "returns_to_go", "timesteps",
+                                                             "attention_mask")}, device)
+            else:
+                batch = _batch_to_torch(sampler.sample(local_batch), device)
+            logged = supervised_step(batch, step)
+            if learner is not None:
+                learner.soft_update_targets()
             train_time += time.perf_counter() - t0
-            window_loss += loss.item()
-            window_lm += 0.0 if lm is None else lm.item()
+            loss_value, lm_value = logged["train/action_loss"], logged.get("train/lm_loss")
+            window_loss += loss_value
+            window_lm += 0.0 if lm_value is None else lm_value
             window_n += 1
 
             if tracker is not None and (step % cfg.train.log_every == 0 or step == cfg.train.steps):
@@ -384,17 +436,71 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                 if text is not None:
                     metrics["train/lm_loss"] = window_lm / window_n
                     metrics["train/lm_perplexity"] = math.exp(min(window_lm / window_n, 50.0))
+                if stochastic:
+                    metrics.update({k: logged[k] for k in ("train/entropy", "train/temperature")})
+                if learner is not None:
+                    metrics.update({"train/critic_loss": critic_info["online/critic_loss"],
+                                    "train/q1_mean": critic_info["online/q1_mean"]})
                 tracker.log_metrics(metrics, step=step)
             if step % cfg.train.log_every == 0:
                 window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()
 
             if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
-                reporting.evaluate_and_report(step, model, optimizer, scheduler, loss.item(), train_time,
-                                              grad_scaler=precision.scaler)
+                reporting.evaluate_and_report(step, model, optimizer, scheduler, loss_value, train_time,
+                                              grad_scaler=precision.scaler,
+                                              online_state=None if learner is None else
+                                              {"iteration": 0, "replay": None, "learner": learner.state_dict()})
                 train_time = 0.0
+        if cfg.online is not None:
+            phase = _online_phase(cfg, model, learner, dataset, mean, std, spec, env_id, env_kwargs,
+                                  lambda batch: supervised_step(batch, cfg.train.steps, with_text=False), device)
+            try:
+                if online_state is not None and online_state.get("replay") is not None:
+                    phase.load_state_dict(online_state)
+                    log.info("resuming the online phase after iteration %d", phase.iteration)
+                _run_online(phase, reporting, model, optimizer, scheduler, tracker)
+            finally:
+                phase.shutdown()
     finally:  # also when Tune stops the trial (ASHA): its process may train the next trial
         if evaluator is not None:
             evaluator.shutdown()
+
+
+def _online_phase(cfg: TrialConfig, model, learner, dataset, mean, std, spec: PolicySpec, env_id: str,
+                  env_kwargs: dict[str, Any], supervised_step, device: torch.device):
+    """The trial's `lamo_ray.online.loop.OnlinePhase` with its rollout actors."""
+    from lamo_ray.online.loop import Collector, OnlinePhase
+
+    module = model.module if hasattr(model, "module") else model
+    collector = Collector(spec, env_id, cfg.online, cfg.seed, stochastic=getattr(module, "stochastic", False),
+                          env_kwargs=env_kwargs, max_episode_steps=cfg.eval.max_episode_steps,
+                          actor_cpus=cfg.eval.actor_cpus)
+    return OnlinePhase(cfg, model, learner, dataset, mean, std, collector, supervised_step, device)
+
+
+def _run_online(phase, reporting: "_Reporting", model, optimizer, scheduler, tracker) -> None:
+    """The online iterations left (`OnlinePhase.run_iteration`), metrics to MLflow at each iteration's
+    last step, evaluation + checkpoint (with the online state) every ``online.eval_every`` iterations
+    and after the last."""
+    online = phase.online
+    model.train()
+    train_time = 0.0
+    while phase.iteration < online.iterations:
+        t0 = time.perf_counter()
+        metrics = phase.run_iteration()
+        train_time += time.perf_counter() - t0
+        step = phase.step_after(phase.iteration - 1)
+        if tracker is not None:
+            tracker.log_metrics({**metrics, "train/lr": scheduler.get_last_lr()[0]}, step=step)
+        log.info("online iteration %d/%d: %d transitions, collected return %.2f", phase.iteration, online.iterations,
+                 int(metrics["online/transitions"]), metrics["online/collect/return_mean"])
+        if phase.iteration % online.eval_every == 0 or phase.iteration == online.iterations:
+            loss = metrics.get("online/actor_sup_loss", metrics.get("train/action_loss", float("nan")))
+            reporting.evaluate_and_report(step, model, optimizer, scheduler, loss, train_time,
+                                          online_state=phase.state_dict(),
+                                          extra_metrics={"online/transitions": metrics["online/transitions"],
+                                                         "online/iteration": float(phase.iteration)})
+            train_time = 0.0
 
 
 @dataclass(frozen=True)
@@ -429,7 +535,9 @@ class _Reporting:
 
     def evaluate_and_report(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                             scheduler: torch.optim.lr_scheduler.LRScheduler, last_loss: float,
-                            train_time: float, grad_scaler: torch.amp.GradScaler | None = None) -> None:
+                            train_time: float, grad_scaler: torch.amp.GradScaler | None = None,
+                            online_state: dict[str, Any] | None = None,
+                            extra_metrics: dict[str, float] | None = None) -> None:
         """Rank 0: rollouts, MLflow (per-episode table and summary at ``step``), checkpoint; every
         rank: the session's report (a barrier under DDP).
 
@@ -439,10 +547,13 @@ class _Reporting:
             optimizer, scheduler, grad_scaler: their states go into the checkpoint (the scaler's with fp16).
             last_loss: the action loss of ``step``'s batch.
             train_time: seconds spent in training steps since the previous report.
+            online_state: the online phase's state (`OnlinePhase.state_dict`: replay, critic, targets),
+                saved as ``online.pt`` in the checkpoint.
+            extra_metrics: also reported and logged (``online/transitions`` in the online phase).
         """
         metrics: dict[str, Any] = {"step": step, "train/action_loss": last_loss, "train/time_s": train_time,
                                    "mlflow_run_id": self.mlflow_run_id, "params/trainable_share": self.trainable_share,
-                                   "steps_total": self.cfg.train.steps}
+                                   "steps_total": self.cfg.total_steps, **(extra_metrics or {})}
         if self.session.rank != 0:
             self.session.report(metrics)
             return
@@ -460,11 +571,15 @@ class _Reporting:
                 table = Path(tmp) / f"step_{step:07d}.parquet"
                 pd.DataFrame(records).assign(step=step).to_parquet(table)
                 self.tracker.log_artifact(table, "eval")
-                self.tracker.log_metrics({**summary, "train/time_s": train_time}, step=step)
+                self.tracker.log_metrics({**summary, "train/time_s": train_time, **(extra_metrics or {})}, step=step)
             ckpt_dir = save_checkpoint(Path(tmp) / "checkpoint", model, self.spec, self.env_id, self.refs, step,
                                        optimizer_state={"optimizer": optimizer.state_dict(),
                                                         "scheduler": scheduler.state_dict(),
                                                         **({} if grad_scaler is None else
                                                            {"grad_scaler": grad_scaler.state_dict()})},
                                        env_kwargs=self.env_kwargs)
+            if online_state is not None:
+                from lamo_ray.online.loop import ONLINE_FILE
+
+                torch.save(online_state, ckpt_dir / ONLINE_FILE)
             self.session.report(metrics, checkpoint_dir=ckpt_dir, step=step)

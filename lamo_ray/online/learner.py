@@ -61,27 +61,29 @@ class TD3Learner:
     Args:
         model: a continuous-action `lamo_ray.model.DecisionTransformer` (pre-trained offline).
         optimizer: the DT's optimiser over its trainable parameters.
+        scheduler: the DT's LR scheduler, stepped after each actor step (the authors'), or None.
+        device: where the model is and the critic goes; batches are moved there.
         state_dim, act_dim: sizes of one position's (normalised) state and action.
         settings: `TD3Settings`.
         action_low, action_high: the action range (target actions are clamped into it).
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state_dim: int, act_dim: int,
-                 settings: TD3Settings = TD3Settings(), action_low: float = -1.0, action_high: float = 1.0):
-        self.model, self.optimizer, self.settings = model, optimizer, settings
+                 settings: TD3Settings = TD3Settings(), action_low: float = -1.0, action_high: float = 1.0,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, device: str | torch.device = "cpu"):
+        self.model, self.optimizer, self.settings, self.scheduler = model, optimizer, settings, scheduler
+        self.device = torch.device(device)
         self.target_model = ema_copy(model)
-        self.critic = TwinQ(state_dim, act_dim, settings.critic_hidden, settings.critic_layer_norm)
+        self.critic = TwinQ(state_dim, act_dim, settings.critic_hidden, settings.critic_layer_norm).to(self.device)
         self.target_critic = ema_copy(self.critic)
         self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=settings.critic_lr)
         self.low, self.high = action_low, action_high
         self.updates = 0
 
-    def update(self, batch: dict[str, np.ndarray], generator: torch.Generator | None = None) -> dict[str, float]:
-        """One update (module docstring) from a ``transitions=True`` batch; returns logging values
-        (``online/critic_loss``, ``online/q1_mean``, and on actor steps ``online/actor_sup_loss``,
-        ``online/actor_rl_loss``)."""
+    def critic_update(self, t: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, float]:
+        """One critic step (module docstring, 1.) on a ``transitions=True`` batch as tensors; returns
+        ``online/critic_loss``, ``online/q1_mean``, ``online/q_target_mean``."""
         s = self.settings
-        t = {k: torch.from_numpy(v) for k, v in batch.items()}
         mask = t["attention_mask"]
         with torch.no_grad():
             self.target_model.eval()
@@ -94,8 +96,23 @@ class TD3Learner:
         self.critic_optimizer.zero_grad(set_to_none=True)
         closs.backward()
         self.critic_optimizer.step()
+        return {"online/critic_loss": float(closs), "online/q1_mean": info["q1_mean"],
+                "online/q_target_mean": info["target_mean"]}
+
+    def soft_update_targets(self) -> None:
+        """Move the target critic and the target DT ``tau`` toward their sources (after an actor step)."""
+        soft_update(self.target_critic, self.critic, self.settings.tau)
+        soft_update(self.target_model, self.model, self.settings.tau)
+
+    def update(self, batch: dict[str, np.ndarray], generator: torch.Generator | None = None) -> dict[str, float]:
+        """One update (module docstring) from a ``transitions=True`` batch; returns logging values
+        (``online/critic_loss``, ``online/q1_mean``, ``online/q_target_mean``, and on actor steps
+        ``online/actor_sup_loss``, ``online/actor_rl_loss``)."""
+        s = self.settings
+        t = {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
+        mask = t["attention_mask"]
+        out: dict[str, Any] = self.critic_update(t, generator)
         self.updates += 1
-        out: dict[str, Any] = {"online/critic_loss": float(closs), "online/q1_mean": info["q1_mean"]}
         if self.updates % s.policy_delay:
             return out
         self.model.train()
@@ -108,9 +125,10 @@ class TD3Learner:
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], s.grad_clip)
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         self.critic.zero_grad(set_to_none=True)  # the actor's loss does not train the critic
-        soft_update(self.target_critic, self.critic, s.tau)
-        soft_update(self.target_model, self.model, s.tau)
+        self.soft_update_targets()
         out.update({"online/actor_sup_loss": float(sup), "online/actor_rl_loss": float(rl)})
         return out
 
