@@ -1,0 +1,116 @@
+"""A short online sweep end to end (issue 18): ODT and TD3+ODT trials pre-train offline on PointMaze
+data collected here, then fine-tune online with rollout actors; MLflow holds the online curves
+against ``online/transitions``; the report scores the trials over their online updates; an online
+trial whose process is killed resumes from its checkpoint (replay and critic included) and ends
+with the same number of online transitions as the uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from test_faults import start_sweep, training_pids, trial_runs
+
+pytestmark = pytest.mark.slow
+
+ITERATIONS, UPDATES, BUDGET, OFFLINE = 4, 4, 300, 20
+BASE = {
+    "data": {"source": "test/pointmaze/tiny-v0", "rtg_scale": 1, "context_length": 2, "max_ep_len": 1000},
+    "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 32, "n_head": 1,
+              "finetune": "full", "embedding": "linear"},
+    "train": {"steps": OFFLINE, "batch_size": 16, "lr": 1e-3, "warmup_steps": 5, "eval_every": OFFLINE,
+              "log_every": 10, "cpus_per_worker": 0.49},
+    "eval": {"target_returns": [60], "episodes": 2, "num_actors": 1, "envs_per_actor": 2},
+    "online": {"method": "td3_odt", "iterations": ITERATIONS, "transitions_per_iteration": BUDGET,
+               "updates_per_iteration": UPDATES, "replay_size": 30, "target_return": 60, "eval_every": 2,
+               "num_actors": 1, "envs_per_actor": 1},
+}
+VARIANTS = {"td3_odt": {}, "odt": {"model": {"action_head": "tanh_gaussian"}, "online": {"method": "odt"}}}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("online")
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp / "minari"), HF_HUB_OFFLINE="1")
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run([sys.executable, "-m", "lamo_ray.collect", "pointmaze", "--maze", "umaze", "--dataset-id",
+                    "test/pointmaze/tiny-v0", "--episodes", "12", "--ref-episodes", "3"], env=env, cwd=tmp,
+                   check=True, capture_output=True, timeout=300)
+    return tmp, env
+
+
+@pytest.fixture(scope="module")
+def online_sweep(workdir):
+    tmp, env = workdir
+    proc, uri = start_sweep(tmp, env, "online", {"name": "online", "base": BASE, "variants": VARIANTS,
+                                                 "scheduler": {"type": "fifo"}, "report_baseline": "odt"})
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    client, runs = trial_runs(uri, "online")
+    return out, client, {r.data.tags["variant"]: r for r in runs}
+
+
+def history(client, run, key):
+    return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+
+
+def test_both_methods_complete_with_online_curves(online_sweep):
+    out, client, runs = online_sweep
+    assert set(runs) == {"td3_odt", "odt"}
+    last = OFFLINE + ITERATIONS * UPDATES
+    for variant, run in runs.items():
+        assert run.data.tags["lamo_ray.outcome"] == "completed", variant
+        transitions = history(client, run, "online/transitions")
+        # one value per iteration (plus the evaluation's), at the iteration's last update
+        steps = sorted({s for s, _ in transitions})
+        assert steps == [OFFLINE + (i + 1) * UPDATES for i in range(ITERATIONS)]
+        values = dict(transitions)
+        assert all(values[a] < values[b] for a, b in zip(steps, steps[1:]))
+        assert values[last] >= ITERATIONS * BUDGET
+        # evaluated after the offline phase and every 2 online iterations
+        assert [s for s, _ in history(client, run, "normalized_score")] == [OFFLINE, OFFLINE + 2 * UPDATES, last]
+    # the critic belongs to TD3+ODT only; the learned temperature to ODT only
+    assert history(client, runs["td3_odt"], "online/critic_loss")
+    assert not history(client, runs["odt"], "online/critic_loss")
+    temperature = history(client, runs["odt"], "train/temperature")
+    assert temperature and not history(client, runs["td3_odt"], "train/temperature")
+
+
+def test_report_scores_the_online_updates(online_sweep):
+    out, client, runs = online_sweep
+    # the final-score window is the last 20% of train.steps + online updates: the last evaluation only
+    for run in runs.values():
+        final = history(client, run, "normalized_score")[-1][1]
+        assert f"{final:.1f}" in out
+
+
+def test_killed_online_trial_resumes_with_the_same_transitions(workdir, online_sweep):
+    tmp, env = workdir
+    _, client0, runs0 = online_sweep
+    name = "online_kill"
+    tag = f"online-kill-{os.getpid()}-{time.time()}"
+    sweep = {"name": name, "base": BASE, "variants": {"td3_odt": {}}, "scheduler": {"type": "fifo"}}
+    proc, uri = start_sweep(tmp, dict(env, LAMO_RAY_TEST_TAG=tag), name, sweep)
+    deadline, killed = time.time() + 600, False
+    while time.time() < deadline and proc.poll() is None:
+        # the second report's checkpoint (after online iteration 2 of 4) on disk: kill mid-phase
+        if list((tmp / name).glob(f"{name}/*/checkpoint_000001")):
+            pids = training_pids(tag, "ImplicitFunc")
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            killed = bool(pids)
+            break
+        time.sleep(0.1)
+    out, _ = proc.communicate(timeout=900)
+    assert killed, out[-3000:]
+    assert proc.returncode == 0, out[-3000:]
+    client, runs = trial_runs(uri, name)
+    assert len(runs) == 1 and runs[0].data.tags["lamo_ray.outcome"] == "completed"
+    restored = history(client, runs[0], "train/restored_from_step")
+    assert restored and restored[-1][1] >= OFFLINE + 2 * UPDATES
+    final = history(client, runs[0], "online/transitions")[-1]
+    uninterrupted = history(client0, runs0["td3_odt"], "online/transitions")[-1]
+    assert final == uninterrupted
