@@ -152,6 +152,7 @@ def test_cli_missing_dataset_fails_before_compute(tmp_path):
     ("quickstart", 6, "lamo/kitchen/complete-v0"),
     ("reacher", 8, "lamo/reacher/mixed-v0"),
     ("kitchen_local", 4, "lamo/kitchen/partial-v0"),
+    ("online_local", 12, "lamo/pointmaze/umaze-v0"),
 ])
 def test_cli_dry_run_local_sweeps(tmp_path, name, trials, dataset):
     """The shipped CPU sweeps validate with their local data not yet generated (the quick start is
@@ -188,6 +189,22 @@ def test_cli_dry_run_paper_scale_kitchen_lists_what_to_download(tmp_path):
     assert "D4RL/kitchen/partial-v2" in real.stderr and "gpt2" in real.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()
     assert not any((tmp_path / "minari").rglob("*.hdf5"))
+
+
+def test_cli_dry_run_paper_scale_online_lists_what_to_fetch(tmp_path):
+    """Issue 18: online.yaml (4 variants x 5 seeds, maze2d-umaze) validates here, listing Minari's
+    D4RL/pointmaze data, GPT-2 (lamo_td3) and WikiText as inputs to fetch, and the online checks pass."""
+    proc = run_cli(REPO / "sweeps" / "online.yaml", "--dry-run", cwd=tmp_path,
+                   env={"MINARI_DATASETS_PATH": str(tmp_path / "minari")})
+    assert proc.returncode == 0, proc.stderr
+    assert "20 trials" in proc.stdout
+    missing = [ln for ln in proc.stdout.splitlines() if "[MISSING]" in ln]
+    assert any("D4RL/pointmaze/umaze-v2" in ln and "minari download" in ln for ln in missing)
+    assert any("gpt2 (pretrained)" in ln for ln in missing)
+    assert "inputs: 3 not fetched (offline):" in proc.stdout
+    assert "[ok] env       PointMaze_UMaze-v3: observation (6,), action 2" in proc.stdout
+    table = proc.stdout.split("inputs:")[0]
+    assert all(v in table for v in ("odt", "td3_odt", "td3", "lamo_td3")) and "875" in table
 
 
 def test_missing_corpus_is_reported_before_compute(tmp_path):
