@@ -96,7 +96,7 @@ class TD3Learner:
         self.critic_optimizer.zero_grad(set_to_none=True)
         closs.backward()
         self.critic_optimizer.step()
-        return {"online/critic_loss": float(closs), "online/q1_mean": info["q1_mean"],
+        return {"online/critic_loss": closs.item(), "online/q1_mean": info["q1_mean"],
                 "online/q_target_mean": info["target_mean"]}
 
     def soft_update_targets(self) -> None:
@@ -129,7 +129,7 @@ class TD3Learner:
             self.scheduler.step()
         self.critic.zero_grad(set_to_none=True)  # the actor's loss does not train the critic
         self.soft_update_targets()
-        out.update({"online/actor_sup_loss": float(sup), "online/actor_rl_loss": float(rl)})
+        out.update({"online/actor_sup_loss": sup.item(), "online/actor_rl_loss": rl.item()})
         return out
 
     def state_dict(self) -> dict[str, Any]:
