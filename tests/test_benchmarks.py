@@ -25,3 +25,16 @@ def test_benchmarks_quick_run(tmp_path):
     assert "bf16/fp32" in rows[6]["id"] and "loss on one batch, step 1 -> 20" in rows[6]["note"]
     assert "SDPA/eager" in rows[7]["id"]
     assert all(math.isfinite(r["ratio"]) and r["ratio"] > 0 for r in rows)
+
+
+def test_online_benchmarks_quick_run(tmp_path):
+    """benchmarks/online.py (B10 collection, B11 overlap) runs at tiny budgets and reports both rows."""
+    out = tmp_path / "online.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "online.py"), "--quick", "--rounds", "1",
+                           "--iterations", "2", "--json", str(out)], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path, env={**__import__("os").environ, "MINARI_DATASETS_PATH": str(tmp_path / "m")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["id"].split()[0] for r in rows] == ["B10", "B11"]
+    assert "2 actors x 2 envs" in rows[0]["id"] and "overlapped / synchronous" in rows[1]["id"]
+    assert all(math.isfinite(r["ratio"]) and r["ratio"] > 0 for r in rows)
