@@ -212,9 +212,17 @@ def check_corpora(configs: list[TrialConfig]) -> list[Check]:
     return checks
 
 
+def collecting_actors(cfg: TrialConfig) -> int:
+    """Rollout actors a trial's online phase starts (``online.num_actors``; 0 offline). They run on CPUs
+    and reserve ``eval.actor_cpus`` each, as the evaluation actors."""
+    return 0 if cfg.online is None else cfg.online.num_actors
+
+
 def trial_cpus(sweep: SweepConfig, cfg: TrialConfig) -> float:
-    """Ray CPUs one trial holds: its driver, its DDP workers and its rollout actors."""
-    return sweep.trial_cpus + cfg.train.num_workers * cfg.train.cpus_per_worker + cfg.eval.num_actors * cfg.eval.actor_cpus
+    """Ray CPUs one trial holds: its driver, its DDP workers and its rollout actors (evaluating and
+    collecting)."""
+    return (sweep.trial_cpus + cfg.train.num_workers * cfg.train.cpus_per_worker
+            + (cfg.eval.num_actors + collecting_actors(cfg)) * cfg.eval.actor_cpus)
 
 
 def trial_gpus(cfg: TrialConfig) -> float:
@@ -234,7 +242,9 @@ def resource_plan(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus: 
         per_trial.append((cpus, gpus))
         lines.append(f"  {variant}: {cpus:g} CPUs, {gpus:g} GPUs per trial ({cfg.train.num_workers} training worker(s)"
                      f"{' on GPU' if cfg.train.use_gpu else ''}, {cfg.eval.num_actors} rollout actor(s) x "
-                     f"{cfg.eval.actor_cpus:g} CPU / {cfg.eval.gpus_per_actor:g} GPU)")
+                     f"{cfg.eval.actor_cpus:g} CPU / {cfg.eval.gpus_per_actor:g} GPU"
+                     + (f", {collecting_actors(cfg)} collecting actor(s) x {cfg.eval.actor_cpus:g} CPU"
+                        if collecting_actors(cfg) else "") + ")")
     n = len(rows) * sweep.num_samples
     most_cpus = max(c for c, _ in per_trial)
     most_gpus = max(g for _, g in per_trial)
@@ -276,6 +286,8 @@ class TrialResources:
         head = {"CPU": self.sweep.trial_cpus + cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})}
         actor = {k: v for k, v in (("CPU", cfg.eval.actor_cpus), ("GPU", cfg.eval.gpus_per_actor)) if v > 0}
         actors = [actor] * cfg.eval.num_actors if actor else []
+        if cfg.eval.actor_cpus > 0:  # the online phase's collecting actors (CPU only)
+            actors += [{"CPU": cfg.eval.actor_cpus}] * collecting_actors(cfg)
         return PlacementGroupFactory([head, *actors])
 
 
@@ -298,7 +310,7 @@ def check_resources(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus
             checks.append(Check("resources", f"variant {row['variant']}", False,
                                 f"a trial needs {need:g} CPUs (trial_cpus {sweep.trial_cpus:g} + train.num_workers "
                                 f"{cfg.train.num_workers} x train.cpus_per_worker {cfg.train.cpus_per_worker:g} + "
-                                f"eval.num_actors x eval.actor_cpus) but the cluster has {cluster_cpus:g}; lower "
+                                f"(eval.num_actors + online.num_actors) x eval.actor_cpus) but the cluster has {cluster_cpus:g}; lower "
                                 f"train.num_workers or train.cpus_per_worker, or use a bigger cluster (--address)"))
             break
         gpus = trial_gpus(cfg)

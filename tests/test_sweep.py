@@ -57,6 +57,23 @@ def test_trial_resources_follow_the_launcher(tmp_path):
     assert check.ok and "needs 1.05" in check.detail
 
 
+def test_online_collecting_actors_are_reserved_and_counted(tmp_path):
+    """An online trial's collecting actors (online.num_actors) reserve eval.actor_cpus each, beside
+    the evaluation actors; the plan and the CPU check count them."""
+    online = {"method": "td3_odt", "iterations": 2, "target_return": 60, "num_actors": 3}
+    sweep = load_sweep(sweep_file(tmp_path, trial_cpus=0.05, variants={
+        "on": {"train": {"cpus_per_worker": 0.5}, "eval": {"num_actors": 1, "actor_cpus": 0.25}, "online": online},
+        "free": {"train": {"cpus_per_worker": 0.5}, "online": online}}))
+    resources = TrialResources(sweep)
+    assert resources({"variant": "on", "seed": 0}).bundles == [{"CPU": 0.55}] + [{"CPU": 0.25}] * 4
+    assert resources({"variant": "free", "seed": 0}).bundles == [{"CPU": 0.55}]  # actors borrow the trial's CPUs
+    rows = expand_trials(sweep)
+    plan = resource_plan(sweep, rows, cluster_cpus=2, cluster_gpus=0)
+    assert "on: 1.55 CPUs" in plan and "3 collecting actor(s) x 0.25 CPU" in plan
+    (check,) = check_resources(sweep, [r for r in rows if r["variant"] == "on"], cluster_cpus=1.5)
+    assert not check.ok and "online.num_actors" in check.detail
+
+
 def test_rollout_actors_with_a_gpu_share_get_gpu_bundles_and_the_plan_counts_them(tmp_path):
     sweep = load_sweep(sweep_file(tmp_path, trial_cpus=0.05, seeds=[0, 1], variants={
         "gpu": {"train": {"cpus_per_worker": 1, "use_gpu": True}, "eval": {"num_actors": 4, "gpus_per_actor": 0.25}},
