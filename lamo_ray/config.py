@@ -18,6 +18,7 @@ import difflib
 import functools
 import itertools
 import math
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -409,7 +410,7 @@ def _format_error(e: dict[str, Any], model: type[BaseModel], prefix: str, origin
         msg = msg.removeprefix("Value error, ")
     elif "input" in e and e["type"] not in ("missing",):
         msg = f"{msg} (got {e['input']!r})" + _domain_hint(e["input"])
-    return f"{origin}: {path}: {msg}"
+    return f"{origin}: {path}: {msg}" if path else f"{origin}: {msg}"
 
 
 def _domain_hint(value: Any) -> str:
@@ -429,6 +430,9 @@ def _submodel(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
         if field is None:
             return None
         current = field.annotation
+        if not isinstance(current, type):  # an optional section (``OnlineConfig | None``): its model
+            current = next((a for a in typing.get_args(current) if isinstance(a, type) and issubclass(a, BaseModel)),
+                           current)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
@@ -651,6 +655,8 @@ def resolve_trial(sweep: SweepConfig, variant: str, seed: int, params: dict[str,
         for e in err.errors():
             loc = ".".join(str(p) for p in e["loc"])
             in_variant = any(p == loc or p.startswith(loc + ".") or loc.startswith(p + ".") for p in set_by_variant)
+            # a rule across sections (TrialConfig's validators) has no location: its message names the keys
+            in_variant = in_variant or (not loc and any(p in e["msg"] for p in set_by_variant))
             lines.append(_format_error(e, TrialConfig, f"variants.{variant}" if in_variant else "base", origin))
         raise ConfigError("\n".join(lines)) from None
 

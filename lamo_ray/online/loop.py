@@ -208,9 +208,8 @@ def make_learner(cfg: TrialConfig, model: torch.nn.Module, optimizer: torch.opti
 
 def trajectories_state(trajectories: list[Trajectory]) -> list[dict[str, torch.Tensor]]:
     """Trajectories as tensors (checkpoints load with ``torch.load(weights_only=True)``)."""
-    return [{"observations": torch.from_numpy(np.ascontiguousarray(t.observations)),
-             "actions": torch.from_numpy(np.ascontiguousarray(t.actions)),
-             "rewards": torch.from_numpy(np.ascontiguousarray(t.rewards)),
+    return [{"observations": torch.tensor(t.observations), "actions": torch.tensor(t.actions),
+             "rewards": torch.tensor(t.rewards),
              "terminated": torch.tensor(bool(t.terminated))} for t in trajectories]
 
 

@@ -67,5 +67,5 @@ class TanhGaussianHead(nn.Module):
         temperature = self.temperature()
         policy_loss = -(log_likelihood + temperature.detach() * entropy)
         temperature_loss = temperature * (entropy - self.target_entropy).detach()
-        return policy_loss, temperature_loss, {"nll": float(-log_likelihood), "entropy": float(entropy),
-                                               "temperature": float(temperature)}
+        return policy_loss, temperature_loss, {"nll": -log_likelihood.item(), "entropy": entropy.item(),
+                                               "temperature": temperature.item()}
