@@ -7,7 +7,7 @@ Reads one sweep from MLflow (layout in `lamo_ray.tracking`: the parent run tagge
 ``lamo_ray.role=sweep`` with its ``sweep.yaml``, one child run per trial), writes into ``--out``:
 
 - ``report.md`` and ``report.html`` (self-contained: figures embedded as base64 PNG),
-- ``score_vs_sample_ratio.png`` (LaMo Fig. 1 style), ``learning_curves.png``, ``asha.png``,
+- ``score_vs_sample_ratio.png`` (LaMo Fig. 1 style), ``learning_curves.png``, ``online_curves.png`` (trials with an online phase), ``asha.png``,
 - ``final_scores.csv`` (one row per trial), ``best_config.yaml`` (a sweep file with only the best
   variant at its best sample ratio, ready for ``python -m lamo_ray.sweep``),
 
@@ -110,6 +110,8 @@ class TrialResult:
     curve: list[tuple[int, float]] = field(default_factory=list)
     curve_ci: dict[int, tuple[float, float]] = field(default_factory=dict)   # step -> 95% CI over episodes
     stage: str = "main"
+    offline_steps: int | None = None           # train.steps of a trial with an online phase, else None
+    transitions: dict[int, float] = field(default_factory=dict)   # step -> online/transitions collected by then
 
     @property
     def label(self) -> str:
@@ -200,6 +202,9 @@ def load_trial(client: MlflowClient, run: Run, swept_paths: list[str]) -> TrialR
         curve=sorted(curve.items()), stage=tags.get(STAGE_TAG, "main"),
         curve_ci={s: (low[s], high[s]) for s in curve if s in low and s in high
                   and not (math.isnan(low[s]) or math.isnan(high[s]))})
+    if steps != int(params[STEPS_PARAM]):  # an online phase after the offline steps
+        trial.offline_steps = int(params[STEPS_PARAM])
+        trial.transitions = metric_by_step(client, run.info.run_id, "online/transitions")
     if tags.get(STOPPED_AT_TAG):
         trial.stopped_at_step = int(float(tags[STOPPED_AT_TAG]))
     if trial.outcome == COMPLETED:
@@ -671,6 +676,45 @@ def plot_learning_curves(trials: list[TrialResult], path: Path, colors: dict[str
     return path
 
 
+def plot_online_curves(trials: list[TrialResult], path: Path, colors: dict[str, Any]) -> Path | None:
+    """For trials with an online phase: ``normalized_score`` over online transitions collected (0 = the
+    evaluation at the end of the offline steps), per variant the mean over its seeds with its 95% CI
+    band (Student-t over seeds; over episodes for one seed), as the ODT-TD3 paper plots score vs
+    environment steps. None when no trial has an online phase."""
+    online = [t for t in trials if t.offline_steps is not None and t.curve
+              and t.outcome in (COMPLETED, RUNNING, UNFINISHED)]
+    if not online:
+        return None
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for label in colors:
+        runs = [t for t in online if t.label == label]
+        if not runs:
+            continue
+        grid = sorted({s for t in runs for s, _ in t.curve if s >= t.offline_steps})
+        values = np.full((len(runs), len(grid)), np.nan)
+        xs = np.full((len(runs), len(grid)), np.nan)
+        for i, t in enumerate(runs):
+            for s, v in t.curve:
+                if s in grid:
+                    values[i, grid.index(s)] = v
+                    xs[i, grid.index(s)] = 0.0 if s <= t.offline_steps else t.transitions.get(s, np.nan)
+        with np.errstate(all="ignore"):
+            mean, x = np.nanmean(values, axis=0), np.nanmean(xs, axis=0)
+        ax.plot(x, mean, "-o", ms=3, color=colors[label], lw=2, label=f"{label} (n={len(runs)})")
+        band = _curve_band(runs, grid, values)
+        if band is not None:
+            ax.fill_between(x, band[0], band[1], color=colors[label], alpha=0.2, lw=0)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_xlabel("online transitions collected")
+    ax.set_ylabel("normalized score (best target, x100)")
+    ax.grid(alpha=0.3)
+    fig.suptitle("Online fine-tuning: mean over seeds\nband = 95% CI (over seeds; over episodes for one seed)",
+                 fontsize=10)
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def _curve_band(runs: list[TrialResult], grid: list[int], values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(low, high) per grid step: Student-t over the seeds evaluated there (>= 2), else the single
     seed's CI over its episodes; NaN where neither exists. None when no step has one."""
@@ -825,7 +869,8 @@ def build_sections(content: ReportContent) -> list[Section]:
     if findings:
         sec += [Section("heading", "What the data support")] + [Section("text", line) for line in findings]
     sec.append(Section("text", "Final score (LaMo protocol, REFERENCE.md \"Evaluation\"): mean of the evaluations in "
-                               f"the last {FINAL_WINDOW:.0%} of the trial's train.steps at the best target return (the "
+                               f"the last {FINAL_WINDOW:.0%} of the trial's train.steps (plus its online updates, for a "
+                               "trial with an online phase) at the best target return (the "
                                "target with the highest such mean); normalized score x100. Only completed trials have "
                                "one. Per arm: mean with its 95% Student-t CI over seeds, IQM with its 95% "
                                "stratified-bootstrap CI (rliable). Comparisons: difference of means with Welch's 95% "
@@ -856,6 +901,8 @@ def build_sections(content: ReportContent) -> list[Section]:
                                f"{i.probability:.3f}", i.note or _fmt_ci(i.ci)] for i in c.improvements])]
     sec += [Section("figure", "Final score vs sample ratio", path=c.figures["score"]),
             Section("figure", "Learning curves", path=c.figures["curves"])]
+    if "online" in c.figures:
+        sec.append(Section("figure", "Online fine-tuning: score vs online transitions", path=c.figures["online"]))
     if c.search:
         sec += [Section("heading", "Search"),
                 Section("text", "The search's configurations, ranked per variant by the furthest step reached, then "
@@ -1027,6 +1074,9 @@ def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, par
     figures = {"score": plot_score_vs_ratio(stats, out / "score_vs_sample_ratio.png", colors),
                "curves": plot_learning_curves(scored, out / "learning_curves.png", colors),
                "asha": plot_asha(search or trials, asha, out / "asha.png")}
+    online_figure = plot_online_curves(scored, out / "online_curves.png", colors)
+    if online_figure is not None:
+        figures["online"] = online_figure
     best = best_arm(stats)
     best_yaml = None
     files = [*figures.values(), write_scores_csv(trials, out / "final_scores.csv")]

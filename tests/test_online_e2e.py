@@ -79,8 +79,11 @@ def test_both_methods_complete_with_online_curves(online_sweep):
     assert temperature and not history(client, runs["td3_odt"], "train/temperature")
 
 
-def test_report_scores_the_online_updates(online_sweep):
+def test_report_scores_the_online_updates(workdir, online_sweep):
     out, client, runs = online_sweep
+    report = workdir[0] / "online" / "online" / "report"
+    assert (report / "online_curves.png").stat().st_size > 0
+    assert "Online fine-tuning: score vs online transitions" in (report / "report.md").read_text()
     # the final-score window is the last 20% of train.steps + online updates: the last evaluation only
     for run in runs.values():
         final = history(client, run, "normalized_score")[-1][1]
