@@ -99,8 +99,9 @@ def bench_collection(cfg, rounds: int, actors: int, envs: int) -> list[dict]:
                      f"per round actors {[round(x) for x in rows['actors']]}, single {[round(x) for x in rows['single']]}"}]
 
 
-def bench_overlap(cfg, iterations: int) -> list[dict]:
-    """B11: seconds per online iteration (TD3+ODT), synchronous vs overlapped, learner on 1 thread."""
+def bench_overlap(cfg, iterations: int, repeats: int = 2) -> list[dict]:
+    """B11: seconds per online iteration (TD3+ODT), synchronous vs overlapped, learner on 1 thread;
+    the two modes alternated, each run ``repeats`` times."""
     import ray
     import torch
 
@@ -109,7 +110,7 @@ def bench_overlap(cfg, iterations: int) -> list[dict]:
 
     torch.set_num_threads(1)
     out, waits = {}, {}
-    for overlap in (False, True, False, True):  # alternated: each mode twice
+    for overlap in (False, True) * repeats:  # alternated
         c = cfg.model_copy(update={"online": cfg.online.model_copy(update={"overlap": overlap,
                                                                             "iterations": iterations})})
         model, dataset, mean, std, spec, env_id, env_kwargs = build(c)
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if "B10" in args.only:
         rows += bench_collection(cfg, args.rounds, args.actors, args.envs)
     if "B11" in args.only:
-        rows += bench_overlap(cfg, args.iterations)
+        rows += bench_overlap(cfg, args.iterations, repeats=1 if args.quick else 2)
     ray.shutdown()
     for r in rows:
         print(f"{r['id']}: {r['a']:.2f} vs {r['b']:.2f} -> ratio {r['ratio']:.2f}  ({r['note']})")
