@@ -12,8 +12,10 @@ REFERENCE_ODT_TD3.md). Pieces, each following the authors' code (and Online DT's
 - collection: `lamo_ray.evaluate.Rollout.run` with ``record=True`` and ``action_noise`` returns whole
   trajectories explored with clamped Gaussian noise (the rollout actors' side of the loop).
 
-Not built yet: the loop that ties them into a trial (an ``online:`` config section, rollout actors
-collecting with the current weights each iteration, the learner updating, evaluation cadence,
-checkpoints for ``--resume``, MLflow curves against ``online/transitions``), the stochastic head
-inside `lamo_ray.model.DecisionTransformer`, the variants, sweeps and benchmarks.
+- `lamo_ray.online.loop`: the online phase of a trial (``online:`` in its config): rollout actors
+  collecting with the current weights each iteration, the learner's updates on the replay, the state
+  that checkpoints carry for ``--resume``; `lamo_ray.train` runs it after the offline steps.
+
+Not built yet (docs/differences.md): a separate evaluation context length, delayed rewards, the RL term
+during pre-training (``RL_from_start``), rl_coeff normalised by mean |Q|.
 """
