@@ -10,8 +10,7 @@ REFERENCE_ODT_TD3.md). Pieces, each following the authors' code (and Online DT's
 - `lamo_ray.online.learner`: one ODT-TD3 update of a Decision Transformer (critic, delayed actor with
   the RL term, target networks), from `lamo_ray.data.sampling.SegmentSampler` transitions;
 - collection: `lamo_ray.evaluate.Rollout.run` with ``record=True`` and ``action_noise`` returns whole
-  trajectories explored with clamped Gaussian noise (the rollout actors' side of the loop).
-
+  trajectories explored with clamped Gaussian noise (the rollout actors' side of the loop);
 - `lamo_ray.online.loop`: the online phase of a trial (``online:`` in its config): rollout actors
   collecting with the current weights each iteration, the learner's updates on the replay, the state
   that checkpoints carry for ``--resume``; `lamo_ray.train` runs it after the offline steps.
