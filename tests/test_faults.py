@@ -64,6 +64,22 @@ def training_pids(tag: str, process: str) -> list[int]:
     return pids
 
 
+def kill_training_when(proc: subprocess.Popen, storage: Path, pattern: str, tag: str, process: str,
+                       timeout: float) -> bool:
+    """SIGKILL the training processes named ``process`` of the cluster tagged ``tag`` as soon as a path
+    matching ``pattern`` exists under ``storage`` (a checkpoint written); True if any was killed before
+    ``proc`` (the sweep) ended or ``timeout`` seconds passed."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if list(storage.glob(pattern)):
+            pids = training_pids(tag, process)
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            return bool(pids)
+        time.sleep(0.1)
+    return False
+
+
 def trial_runs(uri: str, experiment: str):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
@@ -83,16 +99,8 @@ def test_killed_training_process_resumes_from_checkpoint(workdir, launcher):
     # the second checkpoint on disk means the first (step 100) is registered: the restart must resume
     # from >= 100 (Ray Train names checkpoints by step, Tune by report index)
     pattern = f"{name}_train/*/checkpoint_0000200" if launcher == "ray_train" else f"{name}/*/checkpoint_000001"
-    deadline = time.time() + 300
-    killed = False
-    while time.time() < deadline and proc.poll() is None:
-        if list((tmp / name).glob(pattern)):
-            pids = training_pids(tag, "RayTrainWorker" if launcher == "ray_train" else "ImplicitFunc")
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
-            killed = bool(pids)
-            break
-        time.sleep(0.1)
+    killed = kill_training_when(proc, tmp / name, pattern, tag,
+                                "RayTrainWorker" if launcher == "ray_train" else "ImplicitFunc", timeout=300)
     out, _ = proc.communicate(timeout=600)
     assert killed, out[-3000:]
     assert proc.returncode == 0, out[-3000:]

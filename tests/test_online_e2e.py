@@ -5,14 +5,12 @@ trial whose process is killed resumes from its checkpoint (replay and critic inc
 with the same number of online transitions as the uninterrupted run."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
-import yaml
-from test_faults import start_sweep, training_pids, trial_runs
+from test_faults import kill_training_when, start_sweep, trial_runs
 
 pytestmark = pytest.mark.slow
 
@@ -97,16 +95,8 @@ def test_killed_online_trial_resumes_with_the_same_transitions(workdir, online_s
     tag = f"online-kill-{os.getpid()}-{time.time()}"
     sweep = {"name": name, "base": BASE, "variants": {"td3_odt": {}}, "scheduler": {"type": "fifo"}}
     proc, uri = start_sweep(tmp, dict(env, LAMO_RAY_TEST_TAG=tag), name, sweep)
-    deadline, killed = time.time() + 600, False
-    while time.time() < deadline and proc.poll() is None:
-        # the second report's checkpoint (after online iteration 2 of 4) on disk: kill mid-phase
-        if list((tmp / name).glob(f"{name}/*/checkpoint_000001")):
-            pids = training_pids(tag, "ImplicitFunc")
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
-            killed = bool(pids)
-            break
-        time.sleep(0.1)
+    # the second report's checkpoint (after online iteration 2 of 4) on disk: kill mid-phase
+    killed = kill_training_when(proc, tmp / name, f"{name}/*/checkpoint_000001", tag, "ImplicitFunc", timeout=600)
     out, _ = proc.communicate(timeout=900)
     assert killed, out[-3000:]
     assert proc.returncode == 0, out[-3000:]
