@@ -259,6 +259,8 @@ class TrialConfig(_Strict):
     """Everything one training run needs."""
 
     seed: int = 0
+    task: str | None = Field(None, description="Name of the sweep's `tasks` entry this trial takes its settings "
+                             "from (a label; the settings are merged by `resolve_trial`).")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     language: LanguageConfig = Field(default_factory=LanguageConfig)
@@ -348,6 +350,10 @@ class SweepConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     base: dict[str, Any]
     variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"default": {}}, min_length=1)
+    tasks: dict[str, dict[str, Any]] | None = Field(
+        None, description="Named settings of a task (its dataset, evaluation env, target returns, ...), chosen by "
+        "base.task (usually {grid: [...]}): a trial is base + its task + its variant, and the report compares "
+        "variants task by task.")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     num_samples: int = Field(1, ge=1, description="Samples of the random domains per grid point.")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
@@ -372,6 +378,35 @@ class SweepConfig(_Strict):
         if len(set(v)) != len(v):
             raise ValueError(f"seeds must be unique, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _tasks_are_chosen(self) -> "SweepConfig":
+        chosen = self.base.get("task")
+        if self.tasks is None:
+            if chosen is not None:
+                raise ValueError(f"base.task is {chosen!r} but the sweep has no tasks: section to take it from")
+            return self
+        if not self.tasks:
+            raise ValueError("tasks: is empty; give at least one named task, or remove the section")
+        if chosen is None:
+            raise ValueError(f"tasks: defined ({', '.join(self.tasks)}) but base.task does not choose one: set "
+                             f"base.task: {{grid: [{', '.join(self.tasks)}]}} (or one name)")
+        names = chosen[next(iter(chosen))] if _is_domain(chosen) else [chosen]
+        for name in names if isinstance(names, list) else [names]:
+            if name not in self.tasks:
+                close = difflib.get_close_matches(str(name), list(self.tasks), n=1)
+                raise ValueError(f"base.task: unknown task {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                                 + f" (tasks: {', '.join(self.tasks)})")
+        swept = set(find_domains(self.base))
+        for name, overrides in self.tasks.items():
+            if find_domains(overrides):
+                raise ValueError(f"tasks.{name}: search domains belong in base, not in tasks "
+                                 f"(at {', '.join(find_domains(overrides))})")
+            clash = sorted(p for p in _leaf_paths(overrides) if p in swept or p == "task")
+            if clash:
+                raise ValueError(f"tasks.{name} sets {', '.join(clash)}, which base sweeps: the task would override "
+                                 "every swept value")
+        return self
 
     @model_validator(mode="after")
     def _confirm_needs_a_search(self) -> "SweepConfig":
@@ -630,16 +665,24 @@ def resolve_tune_config(sweep: SweepConfig, config: dict[str, Any]) -> TrialConf
 
 def resolve_trial(sweep: SweepConfig, variant: str, seed: int, params: dict[str, Any],
                   origin: str = "sweep") -> TrialConfig:
-    """Base config + variant overrides + sampled params + seed, validated.
+    """Base config + sampled params + the chosen task's settings + variant overrides + seed, validated.
 
     Raises:
-        ConfigError: unknown variant or invalid result, naming the variant and key path.
+        ConfigError: unknown variant or task, or invalid result, naming the variant, task or base and the
+            key path.
     """
     if variant not in sweep.variants:
         raise ConfigError(f"{origin}: unknown variant {variant!r}; known: {', '.join(sweep.variants)}")
     raw = copy.deepcopy(sweep.base)
     for p, value in params.items():
         set_path(raw, p, value)
+    task = raw.get("task")
+    task_overrides: dict[str, Any] = {}
+    if task is not None and not _is_domain(task):
+        if not sweep.tasks or task not in sweep.tasks:
+            raise ConfigError(f"{origin}: task: unknown task {task!r}; known: {', '.join(sweep.tasks or []) or 'none'}")
+        task_overrides = sweep.tasks[task]
+        raw = deep_merge(raw, task_overrides)
     raw = deep_merge(raw, sweep.variants[variant])
     raw["seed"] = seed
     leftover = find_domains(raw)
@@ -650,15 +693,25 @@ def resolve_trial(sweep: SweepConfig, variant: str, seed: int, params: dict[str,
         return TrialConfig.model_validate(raw)
     except ValidationError as err:
         # name each bad key where the user wrote it: the variant if it sets that key, else base
-        set_by_variant = _leaf_paths(sweep.variants[variant])
         lines = []
         for e in err.errors():
-            loc = ".".join(str(p) for p in e["loc"])
-            in_variant = any(p == loc or p.startswith(loc + ".") or loc.startswith(p + ".") for p in set_by_variant)
-            # a rule across sections (TrialConfig's validators) has no location: its message names the keys
-            in_variant = in_variant or (not loc and any(p in e["msg"] for p in set_by_variant))
-            lines.append(_format_error(e, TrialConfig, f"variants.{variant}" if in_variant else "base", origin))
+            where = "base"
+            for prefix, tree in ((f"variants.{variant}", sweep.variants[variant]), (f"tasks.{task}", task_overrides)):
+                if _sets(tree, e):
+                    where = prefix
+                    break
+            lines.append(_format_error(e, TrialConfig, where, origin))
         raise ConfigError("\n".join(lines)) from None
+
+
+def _sets(tree: dict[str, Any], error: dict[str, Any]) -> bool:
+    """Whether the override mapping ``tree`` sets the key a pydantic ``error`` is about (or, for a rule
+    across sections, which has no location, a key its message names)."""
+    loc = ".".join(str(p) for p in error["loc"])
+    paths = _leaf_paths(tree)
+    if any(p == loc or p.startswith(loc + ".") or loc.startswith(p + ".") for p in paths):
+        return True
+    return not loc and any(p in error["msg"] for p in paths)
 
 
 def _leaf_paths(tree: dict[str, Any], prefix: str = "") -> set[str]:

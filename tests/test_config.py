@@ -107,6 +107,44 @@ def test_trials_are_variants_x_grid_x_seeds(tmp_path):
     assert rows[0]["params"]["train.lr"] == {"loguniform": [1e-5, 1e-3]}
 
 
+TASKS = {"name": "t", "seeds": [0, 1],
+         "base": {"data": {"source": "x", "context_length": 20}, "task": {"grid": ["hop", "pen"]}},
+         "tasks": {"hop": {"data": {"source": "hop-data"}, "eval": {"target_returns": [3600]}},
+                   "pen": {"data": {"source": "pen-data", "context_length": 5}, "eval": {"target_returns": [12000]}}},
+         "variants": {"odt": {}, "short": {"data": {"context_length": 1}}}}
+
+
+def test_tasks_cross_variants_and_merge_between_base_and_variant(tmp_path):
+    rows = expand_trials(load_sweep(write(tmp_path, TASKS)))
+    assert len(rows) == 2 * 2 * 2
+    got = {(r["variant"], r["params"]["task"], r["seed"]): r["config"] for r in rows}
+    pen = got[("odt", "pen", 1)]
+    assert (pen.task, pen.data.source, pen.data.context_length, pen.eval.target_returns) == ("pen", "pen-data", 5, [12000])
+    hop = got[("odt", "hop", 0)]
+    assert (hop.data.source, hop.data.context_length, hop.eval.target_returns) == ("hop-data", 20, [3600])
+    assert got[("short", "pen", 0)].data.context_length == 1        # the variant wins over the task
+    one = expand_trials(load_sweep(write(tmp_path, TASKS), ["task=pen"]))   # --set picks one task
+    assert {r["config"].task for r in one} == {"pen"} and len(one) == 4
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda d: d["base"].update(task={"grid": ["hop", "pem"]}), r"base\.task: unknown task 'pem'; did you mean 'pen'"),
+    (lambda d: d["base"].pop("task"), r"base\.task does not choose one"),
+    (lambda d: d.pop("tasks"), r"no tasks: section"),
+    (lambda d: d["tasks"]["pen"].update(eval={"episods": 3}), r"tasks\.pen\.eval\.episods: unknown key.*'episodes'"),
+    (lambda d: d["tasks"]["hop"].update(eval={"episodes": 0}), r"tasks\.hop\.eval\.episodes"),
+    (lambda d: d["base"]["data"].update(sample_ratio={"grid": [0.1, 1.0]}) or d["tasks"]["hop"]["data"].update(
+        sample_ratio=0.5), r"tasks\.hop sets data\.sample_ratio, which base sweeps"),
+    (lambda d: d["tasks"]["hop"].update(train={"lr": {"grid": [1e-4]}}), r"tasks\.hop: search domains belong in base"),
+])
+def test_bad_tasks_name_the_key(tmp_path, change, match):
+    import copy
+    data = copy.deepcopy(TASKS)
+    change(data)
+    with pytest.raises(ConfigError, match=match):
+        load_sweep(write(tmp_path, data))
+
+
 def test_grid_value_out_of_range_is_caught_before_compute(tmp_path):
     data = {"name": "t", "base": {"data": {"source": "x", "sample_ratio": {"grid": [0.5, 2.0]}}}}
     with pytest.raises(ConfigError, match="data.sample_ratio"):

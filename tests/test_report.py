@@ -354,3 +354,30 @@ def test_single_seed_arms_are_compared_over_their_episodes_and_say_so(tmp_path):
     diff, (low, high) = difference_ci(episodes["lamo"], episodes["dt"])
     assert f"difference {diff:+.1f}, 95% CI [{low:+.1f}, {high:+.1f}] (20 vs 20 episodes)" in text
     assert "covers evaluation noise only" in text
+
+
+def test_variants_are_compared_task_by_task(tmp_path):
+    """A sweep with `tasks`: each variant's arm per task, compared with the baseline's arm on the same task
+    (not with the baseline on another task), and the best config fixes the task."""
+    sweep = dict(SWEEP, name="tk", seeds=[0, 1])
+    sweep["base"] = dict(SWEEP["base"], data={"source": "lamo/reacher/mixed-v0", "sample_ratio": 0.1},
+                         task={"grid": ["easy", "hard"]})
+    sweep["tasks"] = {"easy": {"eval": {"target_returns": [10]}}, "hard": {"eval": {"target_returns": [20]}}}
+    cfg = SweepConfig.model_validate(sweep)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp_id, parent = start_sweep_run(uri, "tk", "tk", cfg)
+    # (variant, task) -> scores of seeds 0, 1: lamo beats dt by 10 on easy and loses by 20 on hard
+    scores = {("lamo", "easy"): (90, 92), ("dt", "easy"): (80, 82), ("lamo", "hard"): (10, 12), ("dt", "hard"): (30, 32)}
+    for row in expand_trials(cfg):
+        c = row["config"]
+        target = str(int(c.eval.target_returns[0]))
+        score = float(scores[(row["variant"], c.task)][row["seed"]])
+        _trial(uri, exp_id, parent, c, f"t_{row['variant']}_{c.task}_{row['seed']}", row["variant"], "main",
+               {target: {s: score for s in EVAL_STEPS}})
+    text = generate_report(uri, "tk", tmp_path / "out", reps=REPS, log_to_mlflow=False).path.read_text()
+    rows = {r[0]: r for r in _table_rows(text, "variant | baseline | sample ratio | difference")}
+    assert set(rows) == {"lamo (task=easy)", "lamo (task=hard)"}
+    assert rows["lamo (task=easy)"][1] == "dt (task=easy)" and rows["lamo (task=easy)"][3] == "+10.00"
+    assert rows["lamo (task=hard)"][1] == "dt (task=hard)" and rows["lamo (task=hard)"][3] == "-20.00"
+    best = yaml.safe_load((tmp_path / "out" / "best_config.yaml").read_text())
+    assert best["base"]["task"] == "easy" and list(best["variants"]) == ["lamo"]
