@@ -62,6 +62,19 @@ class DataConfig(_Strict):
     rtg_includes_current_reward: bool = Field(
         True, description="Return-to-go at step t: sum of rewards from t on (true: DT / LaMo D4RL) or after t "
         "(false: LaMo's Atari buffer).")
+    reward_shift: float = Field(
+        0.0, description="Added to every reward the trial learns from, in the data and in rollouts (ODT-TD3's "
+        "AntMaze: -1, so returns-to-go count steps to the goal); scores use the env's own rewards.")
+    delayed_reward: int = Field(
+        0, ge=0, description="M >= 2: each block of M steps reports its summed reward at its last step, 0 elsewhere, "
+        "in the data and in rollouts (ODT-TD3's --delayed_reward); 0: off.")
+
+    @field_validator("delayed_reward")
+    @classmethod
+    def _delay_not_one(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("must be 0 (off) or >= 2: a delay of 1 step changes nothing (the authors' code forbids it)")
+        return v
 
 
 class LoraConfig(_Strict):
@@ -190,6 +203,9 @@ class EvalConfig(_Strict):
     gpus_per_actor: float = Field(0.0, ge=0.0, le=1.0, description="GPU share per rollout actor (e.g. 0.25: four "
                                   "actors share a GPU); > 0 runs the actor's forward on CUDA. 0: CPU actors.")
     max_episode_steps: int | None = Field(None, ge=1)
+    context_length: int | None = Field(
+        None, ge=1, description="Rollouts (evaluation and online collection) condition on the last N steps only, "
+        "padded to data.context_length (ODT's eval_context_length); none: all K.")
     ref_min_score: float | None = None
     ref_max_score: float | None = None
     seed_offset: int = Field(10_000, ge=0, description="Env seeds are trial seed + offset + episode index.")
@@ -239,6 +255,9 @@ class OnlineConfig(_Strict):
     critic_layer_norm: bool = Field(True, description="Parameter-free LayerNorm in the critic (all but MuJoCo).")
     reward_scale: float = Field(1.0, gt=0.0, description="Rewards are multiplied by this for the critic "
                                 "(1 for Adroit and mazes, 0.001 for MuJoCo).")
+    rl_from_start: bool = Field(False, description="The actor's loss has the critic term during the offline steps "
+                                "too (sup_coeff x supervised + rl_coeff x -Q1; the authors' RL_from_start, AntMaze); "
+                                "false: offline steps are supervised while the critic trains beside them.")
 
     @model_validator(mode="after")
     def _method_coefficients(self) -> "OnlineConfig":
@@ -247,6 +266,8 @@ class OnlineConfig(_Strict):
                              "method td3_odt for supervised + critic")
         if self.method in ("td3_odt", "td3") and self.rl_coeff == 0:
             raise ValueError(f"online.rl_coeff: method {self.method!r} needs rl_coeff > 0 (0 is method 'odt')")
+        if self.method == "odt" and self.rl_from_start:
+            raise ValueError("online.rl_from_start: method 'odt' has no critic term to start early")
         return self
 
     @property
@@ -268,6 +289,14 @@ class TrialConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     online: OnlineConfig | None = Field(None, description="Online fine-tuning after the offline steps; none: "
                                         "offline only.")
+
+    @model_validator(mode="after")
+    def _eval_context_fits(self) -> "TrialConfig":
+        if self.eval.context_length is not None and self.eval.context_length > self.data.context_length:
+            raise ValueError(f"eval.context_length ({self.eval.context_length}) exceeds data.context_length "
+                             f"({self.data.context_length}): a rollout cannot condition on more steps than the model "
+                             "was trained on")
+        return self
 
     @model_validator(mode="after")
     def _online_fits(self) -> "TrialConfig":

@@ -26,6 +26,7 @@ import torch
 from pydantic import ValidationError
 
 from lamo_ray.checkpoint import PolicySpec
+from lamo_ray.data.rewards import RewardTransform
 from lamo_ray.data.trajectories import Trajectory
 from lamo_ray.config import SCORE_METRIC, EvalConfig, torch_threads
 from lamo_ray.envs import flatten_observation, make_env, reference_scores_for
@@ -130,6 +131,8 @@ class Rollout:
         if sample and not getattr(self.model, "stochastic", False):
             raise ValueError("sample=True needs a policy with a stochastic head (model.action_head: tanh_gaussian)")
         noise_base = 0 if noise_seed is None else int(noise_seed)
+        transform = RewardTransform.of(self.cfg.data)
+        ctx = self.cfg.eval.context_length or K  # ODT's eval_context_length: older positions are padding
         # rolling windows, one row per env slot: position K-1 is the current step
         states = np.zeros((n, K) + tuple(spec.state_shape), dtype=np.uint8 if image else np.float32)
         actions = np.zeros((n, K) if spec.discrete_actions else (n, K, spec.act_dim),
@@ -153,6 +156,7 @@ class Rollout:
             obs, info = self.envs[slot].reset(seed=int(seed))
             slots[slot] = {"idx": idx, "target": target, "seed": seed, "ret": 0.0, "t": 0,
                            "rng": np.random.default_rng([noise_base, int(seed)]),
+                           "reward": transform.stream(),
                            "tasks": info.get("tasks_to_complete"), "success": None,
                            "states": [self._state(obs)] if record else None, "actions": [], "rewards": []}
             for buf in (states, actions, rtg, timesteps, mask):
@@ -165,9 +169,12 @@ class Rollout:
             start(s)
         while any(slot is not None for slot in slots):
             active = np.array([i for i, slot in enumerate(slots) if slot is not None])
-            inputs = {k: torch.from_numpy(v[active]).to(self.device) for k, v in
-                      (("states", states), ("actions", actions), ("returns_to_go", rtg), ("timesteps", timesteps),
-                       ("attention_mask", mask))}
+            batch = {k: v[active] for k, v in (("states", states), ("actions", actions), ("returns_to_go", rtg),
+                                               ("timesteps", timesteps), ("attention_mask", mask))}
+            if ctx < K:  # copies (fancy indexing): the rolling windows keep all K steps
+                for v in batch.values():
+                    v[:, :K - ctx] = 0
+            inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
             with torch.no_grad():
                 if sample:  # tanh(loc + std * eps), eps from each episode's generator
                     loc, scale_ = (x.cpu().numpy() for x in self.model.predict_gaussian(**inputs))
@@ -188,10 +195,11 @@ class Rollout:
                 if self.cfg.eval.clip_actions and not spec.discrete_actions:
                     action = np.clip(action, env.action_space.low, env.action_space.high)
                 obs, reward, terminated, truncated, info = env.step(action)
+                learned = slot["reward"].step(float(reward), terminated or truncated)  # what RTG and replay see
                 if record:
                     slot["actions"].append(np.asarray(action))
-                    slot["rewards"].append(float(reward))
-                slot["ret"] += float(reward)
+                    slot["rewards"].append(learned)
+                slot["ret"] += float(reward)  # the score: the env's own reward
                 slot["t"] += 1
                 if "success" in info:
                     slot["success"] = bool(slot["success"]) or bool(info["success"])
@@ -212,7 +220,7 @@ class Rollout:
                 actions[i, K - 1] = chosen[row]  # the model's (unclipped) action in the history, as LaMo
                 if record:
                     slot["states"].append(self._state(obs))
-                going.append((i, state_row(obs), rtg[i, K - 1, 0] - float(reward) / scale, slot["t"]))
+                going.append((i, state_row(obs), rtg[i, K - 1, 0] - learned / scale, slot["t"]))
             if going:
                 rows = np.array([g[0] for g in going])
                 for buf in (states, actions, rtg, timesteps, mask):  # drop the oldest step, open step K-1

@@ -36,6 +36,7 @@ from lamo_ray.checkpoint import (CheckpointError, PolicySpec, load_checkpoint, l
                                  save_checkpoint)
 from lamo_ray.config import TrialConfig, torch_threads
 from lamo_ray.data.loading import load_dataset
+from lamo_ray.data.rewards import RewardTransform
 from lamo_ray.data.sampling import SegmentSampler
 from lamo_ray.data.trajectories import state_stats, subsample
 from lamo_ray.envs import evaluation_env_kwargs
@@ -276,6 +277,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
     ref = loop_config.get("dataset_ref")  # put in the object store by the sweep driver, else read the files
     dataset = subsample(ray.get(ref) if ref is not None else load_dataset(cfg.data.source), cfg.data.sample_ratio,
                         cfg.seed, weighting=cfg.data.subsample)
+    dataset = RewardTransform.of(cfg.data).dataset(dataset)  # reward shift / delayed reward (ODT-TD3), if any
     mean, std = state_stats(dataset)
     image_obs = len(dataset.obs_shape) > 1
     sampler = SegmentSampler(dataset, cfg.data.context_length, cfg.data.rtg_scale, cfg.data.max_ep_len,
@@ -311,6 +313,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
         log.info("rank %d restored step %d from checkpoint", rank, start_step)
 
     model = session.prepare_model(model)
+    from lamo_ray.online.critic import actor_rl_loss
     from lamo_ray.online.loop import ONLINE_FILE, make_learner, stochastic_loss, temperature_parameters
 
     temperature = temperature_parameters(model)
@@ -377,11 +380,16 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
 
     stochastic = getattr(model.module if hasattr(model, "module") else model, "stochastic", False)
 
-    def supervised_step(batch: dict[str, torch.Tensor], step: int, with_text: bool = True) -> dict[str, float]:
+    rl_from_start = learner is not None and cfg.online.rl_from_start
+
+    def supervised_step(batch: dict[str, torch.Tensor], step: int, with_text: bool = True,
+                        rl_term: bool = False) -> dict[str, float]:
         """One optimiser step on a batch of segments: masked MSE / cross-entropy, or ODT's NLL - T x
-        entropy (plus its temperature loss) for the stochastic head; + co_lambda x LM loss (offline)."""
+        entropy (plus its temperature loss) for the stochastic head; + co_lambda x LM loss (offline).
+        ``rl_term`` (``online.rl_from_start``): sup_coeff x MSE + rl_coeff x (-Q1), as the online actor."""
         info: dict[str, float] = {}
         with precision.autocast():
+            rl = None
             if stochastic:
                 loss, temperature_loss, info = stochastic_loss(model, batch)
             else:
@@ -389,8 +397,11 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                               batch["attention_mask"])
                 loss = action_loss(preds.float(), batch["actions"], batch["attention_mask"], dataset.discrete_actions)
                 temperature_loss = 0.0
+                if rl_term:
+                    rl = actor_rl_loss(learner.critic, batch["states"], preds.float(), batch["attention_mask"])
             lm = None
-            total = loss + temperature_loss
+            total = loss + temperature_loss if rl is None else (
+                learner.settings.sup_coeff * loss + learner.settings.rl_coeff * rl)
             if text is not None and with_text:
                 module = model.module if hasattr(model, "module") else model
                 lm = module.lm_loss(text.sample(cfg.language.batch_size).to(device)).float()
@@ -402,6 +413,9 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
         precision.backward_and_step(total, optimizer, params, cfg.train.grad_clip)
         scheduler.step()
         out = {"train/action_loss": loss.item(), **{f"train/{k}": v for k, v in info.items()}}
+        if rl is not None:
+            learner.critic.zero_grad(set_to_none=True)  # the actor's loss does not train the critic
+            out["train/actor_rl_loss"] = rl.item()
         if lm is not None:
             out["train/lm_loss"] = lm.item()
         return out
@@ -420,7 +434,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                                                              "attention_mask")}, device)
             else:
                 batch = _batch_to_torch(sampler.sample(local_batch), device)
-            logged = supervised_step(batch, step)
+            logged = supervised_step(batch, step, rl_term=rl_from_start)
             if learner is not None:
                 learner.soft_update_targets()
             train_time += time.perf_counter() - t0
@@ -441,6 +455,8 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                 if learner is not None:
                     metrics.update({"train/critic_loss": critic_info["online/critic_loss"],
                                     "train/q1_mean": critic_info["online/q1_mean"]})
+                if "train/actor_rl_loss" in logged:
+                    metrics["train/actor_rl_loss"] = logged["train/actor_rl_loss"]
                 tracker.log_metrics(metrics, step=step)
             if step % cfg.train.log_every == 0:
                 window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()

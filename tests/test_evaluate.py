@@ -161,3 +161,41 @@ def test_collection_records_trajectories_and_explores_with_clamped_noise():
     assert torch.allclose(spy.calls[1]["actions"][0, -2], torch.from_numpy(a[0][0]))  # the context holds it
     with pytest.raises(ValueError, match="action_noise"):
         rollout.run([(-4.0, 1)], action_noise=-0.1)
+
+
+def test_reward_shift_and_delay_reach_rtg_and_record_but_not_the_score():
+    """data.reward_shift / data.delayed_reward (ODT-TD3): the return-to-go a rollout conditions on and the
+    recorded trajectory use the transformed rewards, equal to transforming the raw ones after the fact;
+    the episode's return (the score) is the env's own."""
+    from lamo_ray.data.rewards import RewardTransform
+
+    cfg = trial(K=3)
+    (raw,) = Rollout(spec_for(cfg), ENV, num_envs=1, model=SpyPolicy()).run([(-4.0, 5)], record=True)
+    moved = cfg.model_copy(update={"data": cfg.data.model_copy(update={"reward_shift": -1.0, "delayed_reward": 4})})
+    spy = SpyPolicy()
+    (rec,) = Rollout(spec_for(moved), ENV, num_envs=1, model=spy).run([(-4.0, 5)], record=True)
+    assert rec["return"] == pytest.approx(raw["return"], abs=1e-6) and rec["length"] == raw["length"] == 50
+    expected = RewardTransform(shift=-1.0, delay=4).trajectory(raw["trajectory"].rewards)
+    assert np.allclose(rec["trajectory"].rewards, expected, atol=1e-5)
+    assert np.count_nonzero(expected) == 13 and expected[3] == pytest.approx(raw["trajectory"].rewards[:4].sum() - 4, abs=1e-5)
+    rtgs = np.array([c["rtg"][0, -1, 0].item() for c in spy.calls])
+    assert np.allclose(-np.diff(rtgs) * 10.0, expected[:-1], atol=1e-4)
+
+
+def test_eval_context_length_pads_the_older_steps():
+    """eval.context_length (ODT's eval_context_length): the model sees only the last N steps, padded to K
+    like an episode's start; the rolling windows still hold K steps."""
+    cfg = trial(K=4)
+    short = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"context_length": 2})})
+    spy = SpyPolicy()
+    Rollout(spec_for(short), ENV, num_envs=1, model=spy).run([(-4.0, 3)])
+    full = SpyPolicy()
+    Rollout(spec_for(cfg), ENV, num_envs=1, model=full).run([(-4.0, 3)])
+    assert full.calls[5]["mask"][0].tolist() == [1.0, 1.0, 1.0, 1.0]
+    call = spy.calls[5]
+    assert call["mask"][0].tolist() == [0.0, 0.0, 1.0, 1.0]
+    for key in ("states", "actions", "rtg", "timesteps"):
+        assert torch.all(call[key][0, :2] == 0), key
+        assert torch.equal(call[key][0, 2:], full.calls[5][key][0, 2:]), key
+    with pytest.raises(Exception, match="eval.context_length"):
+        validate_trial({"data": {"source": "x", "context_length": 2}, "eval": {"context_length": 3}})

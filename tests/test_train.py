@@ -119,8 +119,8 @@ class SpySampler(SegmentSampler):
         self.reseeds.append(seed)
         super().reseed(seed)
 
-    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
-        batch = super().sample(batch_size)
+    def sample(self, batch_size: int, **kwargs) -> dict[str, np.ndarray]:
+        batch = super().sample(batch_size, **kwargs)
         self.batches.append({k: v.copy() for k, v in batch.items()})
         return batch
 
@@ -278,3 +278,37 @@ def test_auto_precision_is_bf16_or_fp16_on_cuda_and_fp32_on_cpu(monkeypatch):
         assert resolved.name == expected and (resolved.scaler is not None) == (expected == "fp16")
     with pytest.raises(ValueError, match="train.precision.*'fp8'"):
         MixedPrecision.for_device("fp8", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("rl_from_start", [False, True])
+def test_rl_from_start_puts_the_critic_term_into_the_offline_steps(tmp_path, fakes, monkeypatch, rl_from_start):
+    """online.rl_from_start (the authors' AntMaze): each offline actor step's loss is sup_coeff x MSE +
+    rl_coeff x (-Q1) through the critic training beside it; without it the offline steps are supervised.
+    The online phase itself is stubbed out: only the offline steps run."""
+    import lamo_ray.online.critic as critic_module
+
+    calls = []
+    real = critic_module.actor_rl_loss
+
+    def spy(critic, states, actions, mask):
+        out = real(critic, states, actions, mask)
+        calls.append((out.item(), actions.requires_grad))
+        return out
+
+    monkeypatch.setattr(critic_module, "actor_rl_loss", spy)
+
+    class NoOnline:
+        def shutdown(self):
+            pass
+
+    monkeypatch.setattr(train, "_online_phase", lambda *a, **k: NoOnline())
+    monkeypatch.setattr(train, "_run_online", lambda *a, **k: None)
+    cfg = trial(steps=12, eval_every=12).model_dump()
+    cfg["online"] = {"method": "td3_odt", "iterations": 1, "target_return": 0.0, "rl_from_start": rl_from_start}
+    session = FakeSession(tmp_path / "s")
+    session.out.mkdir()
+    train_loop_per_worker({"trial": validate_trial(cfg)}, session)
+    if rl_from_start:
+        assert len(calls) == 12 and all(grad for _, grad in calls)   # every offline actor step, through the DT
+    else:
+        assert calls == []
