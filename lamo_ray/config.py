@@ -257,7 +257,8 @@ class OnlineConfig(_Strict):
                                 "(1 for Adroit and mazes, 0.001 for MuJoCo).")
     rl_from_start: bool = Field(False, description="The actor's loss has the critic term during the offline steps "
                                 "too (sup_coeff x supervised + rl_coeff x -Q1; the authors' RL_from_start, AntMaze); "
-                                "false: offline steps are supervised while the critic trains beside them.")
+                                "false: offline steps are supervised while the critic trains beside them. No effect with method 'odt' (no "
+                                "critic term), as the authors' flag, so one task can set it for every method.")
 
     @model_validator(mode="after")
     def _method_coefficients(self) -> "OnlineConfig":
@@ -266,8 +267,6 @@ class OnlineConfig(_Strict):
                              "method td3_odt for supervised + critic")
         if self.method in ("td3_odt", "td3") and self.rl_coeff == 0:
             raise ValueError(f"online.rl_coeff: method {self.method!r} needs rl_coeff > 0 (0 is method 'odt')")
-        if self.method == "odt" and self.rl_from_start:
-            raise ValueError("online.rl_from_start: method 'odt' has no critic term to start early")
         return self
 
     @property

@@ -176,8 +176,3 @@ def test_check_online_passes_continuous_data_with_an_env_and_skips_offline_trial
     # one check per (data, method), however many seeds or grid points share it
     assert len(check_online(configs() * 3, {SOURCE: ds})) == 1
 
-
-def test_odt_has_no_critic_term_to_start_early():
-    msg = rejected(trial({**ONLINE, "method": "odt", "rl_from_start": True}, model={"action_head": "tanh_gaussian"}))
-    assert "online.rl_from_start" in msg and "'odt'" in msg
-    assert validate_trial(trial({**ONLINE, "rl_from_start": True})).online.rl_from_start

@@ -209,19 +209,40 @@ def test_cli_dry_run_paper_scale_kitchen_lists_what_to_download(tmp_path):
 
 
 def test_cli_dry_run_paper_scale_online_lists_what_to_fetch(tmp_path):
-    """Issue 18: online.yaml (4 variants x 5 seeds, maze2d-umaze) validates here, listing Minari's
-    D4RL/pointmaze data, GPT-2 (lamo_td3) and WikiText as inputs to fetch, and the online checks pass."""
+    """Issue 18: online.yaml (4 variants x 7 tasks x 5 seeds, each task with the authors' settings) validates
+    here, listing every task's data, GPT-2 (lamo_td3) and WikiText as inputs to fetch; every task's env builds."""
     proc = run_cli(REPO / "sweeps" / "online.yaml", "--dry-run", cwd=tmp_path,
                    env={"MINARI_DATASETS_PATH": str(tmp_path / "minari")})
     assert proc.returncode == 0, proc.stderr
-    assert "20 trials" in proc.stdout
+    assert "140 trials" in proc.stdout
     missing = [ln for ln in proc.stdout.splitlines() if "[MISSING]" in ln]
-    assert any("D4RL/pointmaze/umaze-v2" in ln and "minari download" in ln for ln in missing)
+    for source in ("D4RL/pointmaze/umaze-v2", "D4RL/pointmaze/medium-v2", "D4RL/pen/human-v2", "D4RL/hammer/human-v2",
+                   "D4RL/antmaze/umaze-v1"):
+        assert any(source in ln and "minari download" in ln for ln in missing), source
+    for name in ("hopper-medium-v2.hdf5", "hopper-random-v2.hdf5"):
+        assert any(name in ln and "wget" in ln for ln in missing), name
     assert any("gpt2 (pretrained)" in ln for ln in missing)
-    assert "inputs: 3 not fetched (offline):" in proc.stdout
-    assert "[ok] env       PointMaze_UMaze-v3: observation (6,), action 2" in proc.stdout
+    assert "inputs: 9 not fetched (offline):" in proc.stdout
+    for env in ("PointMaze_UMaze-v3: observation (6,), action 2", "Hopper-v5: observation (11,), action 3",
+                "AdroitHandPen-v1: observation (45,), action 24", "AntMaze_UMaze-v4: observation (29,), action 8"):
+        assert f"[ok] env       {env}" in proc.stdout
     table = proc.stdout.split("inputs:")[0]
-    assert all(v in table for v in ("odt", "td3_odt", "td3", "lamo_td3")) and "875" in table
+    assert all(v in table for v in ("odt", "td3_odt", "td3", "lamo_td3", "antmaze_umaze", "hopper_random"))
+
+
+def test_paper_scale_online_tasks_follow_the_authors_commands():
+    """REFERENCE_ODT_TD3.md "Per-domain settings", in this project's units (rewards stay the env's)."""
+    rows = {(r["variant"], r["config"].task): r["config"] for r in expand_trials(load_sweep(REPO / "sweeps" / "online.yaml"))
+            if r["seed"] == 0}
+    hop, pen, ant = rows[("td3_odt", "hopper_medium")], rows[("td3_odt", "pen_human")], rows[("td3_odt", "antmaze_umaze")]
+    assert (hop.data.context_length, hop.eval.context_length, hop.online.target_return, hop.online.policy_delay,
+            hop.online.critic_layer_norm, hop.train.steps) == (20, 5, 7200, 2, False, 5000)
+    # pen: rewards / 100 and RTG scale 1 in the authors' code = rtg_scale 100 on env rewards; RTG 120 -> 12000
+    assert (pen.data.rtg_scale, pen.eval.target_returns, pen.online.reward_scale) == (100, [12000], 0.01)
+    assert (ant.data.reward_shift, ant.online.rl_from_start, ant.online.gamma, ant.eval.target_returns) == \
+        (-1, True, 0.998, [-100])
+    assert rows[("odt", "pen_human")].model.action_head == "tanh_gaussian"
+    assert rows[("lamo_td3", "pen_human")].model.finetune == "lora"
 
 
 def test_missing_corpus_is_reported_before_compute(tmp_path):

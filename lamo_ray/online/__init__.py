@@ -15,6 +15,7 @@ REFERENCE_ODT_TD3.md). Pieces, each following the authors' code (and Online DT's
   collecting with the current weights each iteration, the learner's updates on the replay, the state
   that checkpoints carry for ``--resume``; `lamo_ray.train` runs it after the offline steps.
 
-Not built yet (docs/differences.md): a separate evaluation context length, delayed rewards, the RL term
-during pre-training (``RL_from_start``), rl_coeff normalised by mean |Q|.
+The authors' per-task settings live beside it: ``eval.context_length``, ``data.reward_shift`` and
+``data.delayed_reward`` (`lamo_ray.data.rewards`), ``online.rl_from_start``. Not built
+(docs/differences.md): rl_coeff normalised by mean |Q|, the recurrent critic, the other RL algorithms.
 """
