@@ -253,8 +253,9 @@ def test_paper_scale_sweep_dry_run_lists_d4rl_files_to_fetch(tmp_path):
         assert env_id in proc.stdout
     sweep = yaml.safe_load((REPO / "sweeps" / "mujoco.yaml").read_text())
     assert sweep["base"]["data"]["sample_ratio"] == {"grid": [0.005, 0.01, 0.1, 1.0]}
-    assert sweep["variants"]["dt_walker2d"]["eval"]["target_returns"] == [5000, 4000, 3000, 2500]
-    assert sweep["variants"]["lamo_halfcheetah"]["eval"]["target_returns"] == [12000, 8000, 6000, 4500]
+    assert set(sweep["variants"]) == {"lamo", "dt"} and sweep["report_baseline"] == "dt"
+    assert sweep["tasks"]["walker2d"]["eval"]["target_returns"] == [5000, 4000, 3000, 2500]
+    assert sweep["tasks"]["halfcheetah"]["eval"]["target_returns"] == [12000, 8000, 6000, 4500]
 
 
 @pytest.mark.slow
