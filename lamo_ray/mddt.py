@@ -127,11 +127,33 @@ class MultiDomainDecisionTransformer(nn.Module):
         self.embed_timestep = nn.Embedding(max_ep_len, h)
         self.embed_ln = nn.LayerNorm(h)
         self.action_head = nn.Linear(h, bins)
+        self.pool = None            # L2M's modulation pool, once `attach_pool` adds one
+        self.pool_query: torch.Tensor | None = None
         _use_fast_dropout(self)
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         logger.info("MultiDomainDecisionTransformer(%s, %s): %d trainable / %d total parameters", cfg.backbone,
                     "pretrained" if cfg.pretrained else "random init", trainable,
                     sum(p.numel() for p in self.parameters()))
+
+    def attach_pool(self, pool) -> None:
+        """Modulate the trunk with L2M's pool (`lamo_ray.continual.pool`) and freeze everything else:
+        from now on only the pool's keys and modulators train, and every forward selects a modulator
+        per sample from the query of its states (or the task index given as ``task``)."""
+        from lamo_ray.continual.pool import attach_pool
+
+        self.requires_grad_(False)
+        attach_pool(self.trunk, pool)
+        self.pool = pool
+        pool.requires_grad_(True)
+
+    def _select(self, x: torch.Tensor, attention_mask: torch.Tensor, task: torch.Tensor | None) -> None:
+        """With a pool: the query (masked mean over real steps of the state tokens' embeddings, after
+        the LayerNorm) and the selection of each sample's modulator for the next trunk passes."""
+        if self.pool is None:
+            return
+        m = attention_mask[..., None].to(x.dtype)
+        self.pool_query = (x[:, :, 0] * m).sum(1) / m.sum(1).clamp(min=1)
+        self.pool.select(self.pool_query, task)
 
     @property
     def trunk(self) -> nn.Module:
@@ -158,7 +180,8 @@ class MultiDomainDecisionTransformer(nn.Module):
         return self.embed_ln(x)
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-                rewards: torch.Tensor, timesteps: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+                rewards: torch.Tensor, timesteps: torch.Tensor, attention_mask: torch.Tensor,
+                task: torch.Tensor | None = None) -> torch.Tensor:
         """Action-token logits at every step.
 
         Args:
@@ -166,6 +189,7 @@ class MultiDomainDecisionTransformer(nn.Module):
             actions: (B, K, A) float in [-1, 1], A <= act_dim (zero-padded here); tokenised here.
             returns_to_go, rewards: (B, K, 1), divided by the data's scale.
             timesteps: (B, K) long < max_ep_len. attention_mask: (B, K), 1 real, 0 (left) padding.
+            task: (B,) long task indices for a pool's task-id oracle; None: the pool's keys select.
 
         Returns:
             (B, K, act_dim, bins) logits; dimension i at step t sees s_<=t, rtg_<=t, a_<t, r_<t and
@@ -173,6 +197,7 @@ class MultiDomainDecisionTransformer(nn.Module):
         """
         b, k = timesteps.shape
         x = self._embed(states, actions, returns_to_go, rewards, timesteps, attention_mask)
+        self._select(x, attention_mask, task)
         n = self.tokens_per_step
         mask = attention_mask.long().repeat_interleave(n, dim=1)
         hidden = self.trunk(inputs_embeds=x.reshape(b, k * n, self.hidden_size), attention_mask=mask,
@@ -207,7 +232,7 @@ class MultiDomainDecisionTransformer(nn.Module):
     @torch.no_grad()
     def predict_action(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
                        rewards: torch.Tensor, timesteps: torch.Tensor, attention_mask: torch.Tensor,
-                       cache: bool = True) -> torch.Tensor:
+                       cache: bool = True, task: torch.Tensor | None = None) -> torch.Tensor:
         """The latest step's action, one dimension after another (argmax, detokenised): inputs as
         `forward`, the last step's action and reward entries placeholders; returns (B, A) for the
         A action dims given. The padded dims stay 0, as in training data.
@@ -221,12 +246,13 @@ class MultiDomainDecisionTransformer(nn.Module):
         actions[:, -1] = 0.0
         if not cache:
             for i in range(real):
-                logits = self.forward(states, actions, returns_to_go, rewards, timesteps, attention_mask)
+                logits = self.forward(states, actions, returns_to_go, rewards, timesteps, attention_mask, task)
                 actions[:, -1, i] = self.tokenizer.detokenize(logits[:, -1, i].argmax(-1))
             return actions[:, -1, :real]
         b, k = timesteps.shape
         n = self.tokens_per_step
         x = self._embed(states, actions, returns_to_go, rewards, timesteps, attention_mask)
+        self._select(x, attention_mask, task)   # the state tokens do not depend on the actions decoded
         prefix = x.reshape(b, k * n, self.hidden_size)[:, : (k - 1) * n + 2]   # ... s_t, rtg_t
         mask = attention_mask.long().repeat_interleave(n, dim=1)[:, : (k - 1) * n + 2]
         out = self.trunk(inputs_embeds=prefix, attention_mask=mask, use_cache=True)

@@ -1,0 +1,154 @@
+"""L2M's pool of LoRA modulators with learned keys (REFERENCE_L2M.md "The modulation pool"; ml-jku/L2M
+``prompt/l2m.py`` ``L2MLoRA``, ``prompt/l2p.py``).
+
+- ``size`` modulators; each has a key (``hidden`` numbers, init uniform(-1, 1)) and, in every
+  transformer layer, low-rank updates (rank r, scaling alpha / r; A kaiming-uniform, B zeros):
+  on the query and the value parts of GPT-2's fused ``c_attn`` output (``x A B``), and a residual on
+  the ``c_fc`` output before the activation (``h + h A B``, 4h -> r -> 4h).
+- Selection (`ModulationPool.select`): the query is the masked mean of the state tokens' input
+  embeddings (after the embedding LayerNorm, no transformer pass); its cosine similarity with every
+  key picks the top-1 modulator per sample, in training and evaluation. From the second task on,
+  training scores are ``((cos + 1) / 2) x inv_freq``, ``inv_freq`` the normalised inverse selection
+  count so far, refreshed at each task switch (`ModulationPool.start_task`), so new tasks drift to
+  unused modulators. A task-id oracle selects modulator ``task index`` instead (L2M's oracle).
+- Key loss (`ModulationPool.key_loss`): ``- mean cos(selected key, query)``, weighted 0.5 in the
+  total; the query is detached, so keys learn only through it.
+- The backbone and the action head stay frozen; only keys and modulators train.
+
+Ours: a batch is applied grouped by selected modulator (one matrix product per modulator in use, not
+per sample): `PoolModulatedLinear`. peft's LoRA cannot do this in training (its mixed-adapter batches
+are inference only) nor express the ``c_fc``-output residual, so the pool is its own module here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ModulationPool(nn.Module):
+    """Keys and per-layer low-rank modulators (module docstring).
+
+    Args:
+        hidden: the trunk's hidden size h. inner: its MLP width (GPT-2: 4h). n_layer: blocks.
+        size: modulators in the pool (L2M: 30). rank, alpha: LoRA rank and alpha (L2M: 8, 16).
+
+    Raises:
+        ValueError: size, rank or n_layer < 1.
+    """
+
+    def __init__(self, hidden: int, inner: int, n_layer: int, size: int = 30, rank: int = 8, alpha: float = 16.0):
+        super().__init__()
+        if size < 1 or rank < 1 or n_layer < 1:
+            raise ValueError(f"continual.pool: size, rank and n_layer must be >= 1, got {size}, {rank}, {n_layer}")
+        self.size, self.rank, self.scaling = size, rank, alpha / rank
+        self.keys = nn.Parameter(torch.empty(size, hidden).uniform_(-1.0, 1.0))
+
+        def pair(n_in, n_out):
+            a = nn.Parameter(torch.empty(size, n_layer, n_in, rank))
+            for i in range(size):
+                for j in range(n_layer):  # kaiming-uniform per matrix, as nn.Linear / L2M
+                    nn.init.kaiming_uniform_(a.data[i, j].T, a=math.sqrt(5))
+            return a, nn.Parameter(torch.zeros(size, n_layer, rank, n_out))
+
+        self.q_a, self.q_b = pair(hidden, hidden)
+        self.v_a, self.v_b = pair(hidden, hidden)
+        self.ff_a, self.ff_b = pair(inner, inner)
+        self.register_buffer("counts", torch.zeros(size))
+        self.register_buffer("inv_freq", torch.ones(size))
+        self.penalize = False
+        self.selected: torch.Tensor | None = None   # (B,) modulator per sample for the next trunk pass
+
+    def start_task(self, index: int) -> None:
+        """A new task begins (stage ``index``): from the second on, training selection is penalised by the
+        normalised inverse selection counts so far."""
+        self.penalize = index > 0
+        if self.penalize:
+            inv = 1.0 / (self.counts + 1.0)
+            self.inv_freq = inv / inv.sum() * self.size
+
+    def select(self, query: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        """Choose a modulator per sample and make it the active one: ``query`` (B, h) -> (B,) long.
+        ``task`` (B,) long: the task-id oracle instead of the keys (needs ``size`` > the task index)."""
+        if task is not None:
+            if int(task.max()) >= self.size:
+                raise ValueError(f"task-id oracle: task index {int(task.max())} but the pool has {self.size} modulators")
+            chosen = task.long()
+        else:
+            cos = F.cosine_similarity(query.detach()[:, None, :], self.keys.detach()[None], dim=-1)   # (B, size)
+            score = (cos + 1) / 2 * self.inv_freq if (self.training and self.penalize) else cos
+            chosen = score.argmax(-1)
+        if self.training:
+            self.counts += torch.bincount(chosen, minlength=self.size).to(self.counts)
+        self.selected = chosen
+        return chosen
+
+    def key_loss(self, query: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """``- mean cos(keys[chosen], query.detach())``: pulls the selected keys toward their queries."""
+        return -F.cosine_similarity(self.keys[chosen], query.detach(), dim=-1).mean()
+
+    def delta(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, layer: int) -> torch.Tensor:
+        """``scaling x A_m B_m`` for each sample's selected modulator m, grouped by m: x (B, T, n_in) ->
+        (B, T, n_out)."""
+        chosen = self.selected
+        if chosen is None:
+            raise RuntimeError("ModulationPool: no modulator selected for this pass (call select first)")
+        out = x.new_zeros(x.shape[:-1] + (b.shape[-1],))
+        for m in torch.unique(chosen).tolist():
+            rows = (chosen == m).nonzero(as_tuple=True)[0]
+            out = out.index_put((rows,), (x[rows] @ a[m, layer]) @ b[m, layer])
+        return out * self.scaling
+
+    def modulator_parameters(self, m: int) -> int:
+        """Parameters of one modulator (all layers; its key not counted)."""
+        return sum(p[m].numel() for p in (self.q_a, self.q_b, self.v_a, self.v_b, self.ff_a, self.ff_b))
+
+
+class PoolModulatedLinear(nn.Module):
+    """GPT-2's ``c_attn`` or ``c_fc`` (a ``Conv1D``) plus the pool's modulation of its output.
+
+    ``kind`` "attn": adds ``x A B`` to the query (first h) and value (last h) parts of the fused
+    q|k|v output; "ff": adds ``y A B`` to the output ``y`` itself (L2M's residual before the activation).
+    """
+
+    def __init__(self, base: nn.Module, pool: ModulationPool, layer: int, kind: str):
+        super().__init__()
+        if kind not in ("attn", "ff"):
+            raise ValueError(f"kind must be 'attn' or 'ff', got {kind!r}")
+        self.base, self.layer, self.kind = base, layer, kind
+        self._pool = [pool]   # not a submodule: the pool's parameters belong to the pool once
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        pool = self._pool[0]
+        if self.kind == "ff":
+            return y + pool.delta(y, pool.ff_a, pool.ff_b, self.layer)
+        h = x.shape[-1]
+        if y.shape[-1] != 3 * h:
+            raise ValueError(f"c_attn output of width {y.shape[-1]}, expected 3 x {h} (GPT-2's fused q|k|v)")
+        q = pool.delta(x, pool.q_a, pool.q_b, self.layer)
+        v = pool.delta(x, pool.v_a, pool.v_b, self.layer)
+        return y + torch.cat([q, torch.zeros_like(q), v], dim=-1)
+
+
+def attach_pool(trunk: nn.Module, pool: ModulationPool) -> None:
+    """Wrap every GPT-2 block's ``attn.c_attn`` and ``mlp.c_fc`` of ``trunk`` (a ``GPT2Model``) with
+    `PoolModulatedLinear`.
+
+    Raises:
+        ValueError: not a GPT-2 trunk (no ``h`` blocks with ``c_attn`` / ``c_fc``), or a layer count
+            other than the pool's.
+    """
+    blocks = getattr(trunk, "h", None)
+    if blocks is None or not all(hasattr(b, "attn") and hasattr(b.attn, "c_attn") and hasattr(b.mlp, "c_fc")
+                                 for b in blocks):
+        raise ValueError(f"{type(trunk).__name__}: L2M's modulation pool needs a GPT-2 trunk (blocks h[i] with "
+                         "attn.c_attn and mlp.c_fc)")
+    if len(blocks) != pool.q_a.shape[1]:
+        raise ValueError(f"the trunk has {len(blocks)} blocks but the pool {pool.q_a.shape[1]} layers")
+    for i, block in enumerate(blocks):
+        block.attn.c_attn = PoolModulatedLinear(block.attn.c_attn, pool, i, "attn")
+        block.mlp.c_fc = PoolModulatedLinear(block.mlp.c_fc, pool, i, "ff")
