@@ -61,6 +61,8 @@ class ModulationPool(nn.Module):
         self.register_buffer("inv_freq", torch.ones(size))
         self.penalize = False
         self.selected: torch.Tensor | None = None   # (B,) modulator per sample for the next trunk pass
+        self._order = self._inverse = None
+        self._groups: list[tuple[int, int]] = []
 
     def start_task(self, index: int) -> None:
         """A new task begins (stage ``index``): from the second on, training selection is penalised by the
@@ -84,6 +86,11 @@ class ModulationPool(nn.Module):
         if self.training:
             self.counts += torch.bincount(chosen, minlength=self.size).to(self.counts)
         self.selected = chosen
+        # samples sorted by modulator once per pass: each layer gathers, multiplies per group, scatters back
+        self._order = torch.argsort(chosen, stable=True)
+        self._inverse = torch.argsort(self._order)
+        used, counts = torch.unique_consecutive(chosen[self._order], return_counts=True)
+        self._groups = list(zip(used.tolist(), counts.tolist()))
         return chosen
 
     def key_loss(self, query: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
@@ -91,16 +98,16 @@ class ModulationPool(nn.Module):
         return -F.cosine_similarity(self.keys[chosen], query.detach(), dim=-1).mean()
 
     def delta(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, layer: int) -> torch.Tensor:
-        """``scaling x A_m B_m`` for each sample's selected modulator m, grouped by m: x (B, T, n_in) ->
-        (B, T, n_out)."""
-        chosen = self.selected
-        if chosen is None:
+        """``scaling x A_m B_m`` for each sample's selected modulator m, grouped by m (one gather, one
+        product pair per modulator in use, one scatter): x (B, T, n_in) -> (B, T, n_out)."""
+        if self.selected is None:
             raise RuntimeError("ModulationPool: no modulator selected for this pass (call select first)")
-        out = x.new_zeros(x.shape[:-1] + (b.shape[-1],))
-        for m in torch.unique(chosen).tolist():
-            rows = (chosen == m).nonzero(as_tuple=True)[0]
-            out = out.index_put((rows,), (x[rows] @ a[m, layer]) @ b[m, layer])
-        return out * self.scaling
+        if len(self._groups) == 1:
+            m = self._groups[0][0]
+            return (x @ a[m, layer]) @ b[m, layer] * self.scaling
+        parts = torch.split(x[self._order], [n for _, n in self._groups])
+        out = torch.cat([(p @ a[m, layer]) @ b[m, layer] for (m, _), p in zip(self._groups, parts)])
+        return out[self._inverse] * self.scaling
 
     def modulator_parameters(self, m: int) -> int:
         """Parameters of one modulator (all layers; its key not counted)."""
