@@ -98,7 +98,7 @@ class Rollout:
         self.model.load_state_dict(state_dict)
 
     def run(self, episodes: list[tuple[float, int]], record: bool = False, action_noise: float = 0.0,
-            noise_seed: int | None = None, sample: bool = False) -> list[dict[str, Any]]:
+            noise_seed: int | None = None, sample: bool = False, task_index: int | None = None) -> list[dict[str, Any]]:
         """Run ``episodes`` = [(target_return, env_seed), ...]; returns one record per episode:
         ``{"target_return", "seed", "return", "length"}`` in the order given, plus
         ``"tasks_completed": {subtask: bool}`` for multi-task envs that report subtasks
@@ -117,7 +117,11 @@ class Rollout:
 
         Each env slot keeps its last K steps in rolling arrays (left-padded, as the training
         segments; the current step's action entry zero, as DT), so a lock-step builds the model's
-        batch with one indexing per input instead of per-env Python work."""
+        batch with one indexing per input instead of per-env Python work.
+
+        A model with ``uses_rewards`` (L2M's multi-domain DT, `lamo_ray.mddt`) also gets the rewards
+        of the window (``rewards`` (B, K, 1), each step's learned reward / rtg_scale, the current
+        step's 0), and ``task_index`` is passed to it as ``task`` (a pool's task-id oracle)."""
         K = self.cfg.data.context_length
         scale = self.cfg.data.rtg_scale
         max_t = self.cfg.data.max_ep_len
@@ -133,11 +137,15 @@ class Rollout:
         noise_base = 0 if noise_seed is None else int(noise_seed)
         transform = RewardTransform.of(self.cfg.data)
         ctx = self.cfg.eval.context_length or K  # ODT's eval_context_length: older positions are padding
+        uses_rewards = getattr(self.model, "uses_rewards", False)
+        if task_index is not None and not uses_rewards:
+            raise ValueError("task_index is for a multi-domain DT with a task-id oracle (lamo_ray.mddt)")
         # rolling windows, one row per env slot: position K-1 is the current step
         states = np.zeros((n, K) + tuple(spec.state_shape), dtype=np.uint8 if image else np.float32)
         actions = np.zeros((n, K) if spec.discrete_actions else (n, K, spec.act_dim),
                            dtype=np.int64 if spec.discrete_actions else np.float32)
         rtg = np.zeros((n, K, 1), dtype=np.float32)
+        rewards = np.zeros((n, K, 1), dtype=np.float32)   # only read by models with uses_rewards
         timesteps = np.zeros((n, K), dtype=np.int64)
         mask = np.zeros((n, K), dtype=np.float32)
         pending = list(enumerate(episodes))
@@ -159,7 +167,7 @@ class Rollout:
                            "reward": transform.stream(),
                            "tasks": info.get("tasks_to_complete"), "success": None,
                            "states": [self._state(obs)] if record else None, "actions": [], "rewards": []}
-            for buf in (states, actions, rtg, timesteps, mask):
+            for buf in (states, actions, rtg, rewards, timesteps, mask):
                 buf[slot] = 0
             states[slot, K - 1] = state_row(obs)
             rtg[slot, K - 1, 0] = target / scale
@@ -171,10 +179,14 @@ class Rollout:
             active = np.array([i for i, slot in enumerate(slots) if slot is not None])
             batch = {k: v[active] for k, v in (("states", states), ("actions", actions), ("returns_to_go", rtg),
                                                ("timesteps", timesteps), ("attention_mask", mask))}
+            if uses_rewards:
+                batch["rewards"] = rewards[active]
             if ctx < K:  # copies (fancy indexing): the rolling windows keep all K steps
                 for v in batch.values():
                     v[:, :K - ctx] = 0
             inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+            if task_index is not None:
+                inputs["task"] = torch.full((len(active),), int(task_index), dtype=torch.long, device=self.device)
             with torch.no_grad():
                 if sample:  # tanh(loc + std * eps), eps from each episode's generator
                     loc, scale_ = (x.cpu().numpy() for x in self.model.predict_gaussian(**inputs))
@@ -220,12 +232,14 @@ class Rollout:
                 actions[i, K - 1] = chosen[row]  # the model's (unclipped) action in the history, as LaMo
                 if record:
                     slot["states"].append(self._state(obs))
+                rewards[i, K - 1, 0] = learned / scale   # this step's reward, before the window slides
                 going.append((i, state_row(obs), rtg[i, K - 1, 0] - learned / scale, slot["t"]))
             if going:
                 rows = np.array([g[0] for g in going])
-                for buf in (states, actions, rtg, timesteps, mask):  # drop the oldest step, open step K-1
+                for buf in (states, actions, rtg, rewards, timesteps, mask):  # drop the oldest step, open step K-1
                     buf[rows, :-1] = buf[rows, 1:]
                 actions[rows, K - 1] = 0
+                rewards[rows, K - 1] = 0
                 mask[rows, K - 1] = 1.0
                 for i, s, r, t in going:
                     states[i, K - 1] = s

@@ -160,6 +160,10 @@ class MultiDomainDecisionTransformer(nn.Module):
         """The backbone without its LM head (GPT-2 ``transformer``, Llama ``model``)."""
         return self.backbone.base_model
 
+    #: rollouts feed this model the rewards of its window (`lamo_ray.evaluate.Rollout`)
+    uses_rewards = True
+    stochastic = False
+
     @property
     def tokens_per_step(self) -> int:
         """``act_dim + 3``: s, rtg, the action dims, r."""

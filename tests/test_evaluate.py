@@ -199,3 +199,29 @@ def test_eval_context_length_pads_the_older_steps():
         assert torch.equal(call[key][0, 2:], full.calls[5][key][0, 2:]), key
     with pytest.raises(Exception, match="eval.context_length"):
         validate_trial({"data": {"source": "x", "context_length": 2}, "eval": {"context_length": 3}})
+
+
+class RewardSpy(SpyPolicy):
+    """A policy that reads the window's rewards (as `lamo_ray.mddt`'s model) and records them and ``task``."""
+
+    uses_rewards = True
+
+    def predict_action(self, states, actions, returns_to_go, rewards, timesteps, attention_mask, task=None):
+        self.calls.append({"rewards": rewards.clone(), "rtg": returns_to_go.clone(), "task": task,
+                           "mask": attention_mask.clone()})
+        return torch.tanh(states[:, -1, :2])
+
+
+def test_a_reward_reading_model_gets_each_steps_reward_and_the_task_index():
+    cfg = trial(K=3, scale=10.0)
+    spy = RewardSpy()
+    (rec,) = Rollout(spec_for(cfg), ENV, num_envs=1, model=spy).run([(-4.0, 7)], record=True, task_index=2)
+    rewards = rec["trajectory"].rewards
+    assert all(c["task"].tolist() == [2] for c in spy.calls)
+    for t in (1, 2, 5, 20):
+        window = spy.calls[t]["rewards"][0, :, 0].numpy()
+        assert window[-1] == 0                                            # the current step's reward is unknown
+        expected = rewards[max(0, t - 2):t] / 10.0                        # the previous steps', left-padded
+        assert np.allclose(window[3 - 1 - len(expected):-1], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="task_index"):
+        Rollout(spec_for(cfg), ENV, num_envs=1, model=SpyPolicy()).run([(-4.0, 7)], task_index=0)

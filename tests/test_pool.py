@@ -111,3 +111,26 @@ def test_a_pooled_model_learns_while_the_backbone_stays_put_and_decoding_agrees(
         assert torch.equal(v, after[k if k in after else wrapped]), k
     m.eval()
     assert torch.equal(m.predict_action(**x, cache=True), m.predict_action(**x, cache=False))
+
+
+def test_a_pooled_mddt_runs_meta_world_episodes_in_rollouts():
+    """The model in `lamo_ray.evaluate.Rollout` on a Meta-World env: raw 39-dim states padded inside,
+    4 of 6 action dims decoded, the oracle's task index passed per episode, 200-step episodes."""
+    import numpy as np
+
+    from lamo_ray.checkpoint import PolicySpec
+    from lamo_ray.config import validate_trial
+    from lamo_ray.domains.metaworld import env_id
+    from lamo_ray.evaluate import Rollout
+
+    m, _ = pooled(size=3)
+    m.eval()
+    cfg = validate_trial({"data": {"source": "unused", "context_length": 3, "rtg_scale": 200, "max_ep_len": 10},
+                          "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 2, "n_embd": 32, "n_head": 2}})
+    spec = PolicySpec(trial=cfg, state_shape=(39,), act_dim=4, discrete_actions=False, state_mean=None, state_std=None)
+    recs = Rollout(spec, env_id("window-close"), num_envs=2, model=m, max_episode_steps=20).run(
+        [(1000.0, 0), (1000.0, 1)], record=True, task_index=2)
+    assert [r["length"] for r in recs] == [20, 20] and all("success" in r for r in recs)
+    actions = recs[0]["trajectory"].actions
+    assert actions.shape == (20, 4) and np.all(np.abs(actions) <= 1.0)
+    assert set(m.pool.selected.tolist()) == {2}                                  # the oracle's modulator
