@@ -33,9 +33,9 @@ def test_local_ids_are_the_ones_a_domain_generates():
     assert domains.get("kitchen").generates("lamo/kitchen/partial-v0")
     assert not domains.get("kitchen").generates("D4RL/kitchen/partial-v2")
     assert [d.name for d in domains.registered()] == ["reacher", "kitchen", "mujoco", "atari", "pointmaze", "antmaze",
-                                                        "adroit"]
-    with pytest.raises(KeyError, match="known: reacher, kitchen, mujoco, atari, pointmaze, antmaze, adroit"):
-        domains.get("metaworld")
+                                                        "adroit", "metaworld"]
+    with pytest.raises(KeyError, match="known: reacher, kitchen, mujoco, atari, pointmaze, antmaze, adroit, metaworld"):
+        domains.get("dmcontrol")
     with pytest.raises(ValueError, match="already registered"):
         domains.register(domains.get("reacher"))
 
