@@ -257,8 +257,9 @@ class OnlineConfig(_Strict):
                                 "(1 for Adroit and mazes, 0.001 for MuJoCo).")
     rl_from_start: bool = Field(False, description="The actor's loss has the critic term during the offline steps "
                                 "too (sup_coeff x supervised + rl_coeff x -Q1; the authors' RL_from_start, AntMaze); "
-                                "false: offline steps are supervised while the critic trains beside them. No effect with method 'odt' (no "
-                                "critic term), as the authors' flag, so one task can set it for every method.")
+                                "false: offline steps are supervised while the critic trains beside them. No effect "
+                                "with method 'odt' (no critic term), as the authors' flag, so one task can set it for "
+                                "every method.")
 
     @model_validator(mode="after")
     def _method_coefficients(self) -> "OnlineConfig":
@@ -273,6 +274,79 @@ class OnlineConfig(_Strict):
     def sup_coeff(self) -> float:
         """Weight of the supervised term: 0 for 'td3' (the authors' actor_sup_coeff), else 1."""
         return 0.0 if self.method == "td3" else 1.0
+
+
+CONTINUAL_METHODS = ("l2m", "l2m_oracle", "lora", "ft")
+
+
+class PoolConfig(_Strict):
+    """L2M's modulation pool (REFERENCE_L2M.md "The modulation pool"; `lamo_ray.continual.pool`)."""
+
+    size: int = Field(30, ge=1, description="Modulators in the pool (L2M: 30).")
+    rank: int = Field(8, ge=1, description="LoRA rank of each modulator (L2M: 8).")
+    alpha: float = Field(16.0, gt=0.0, description="LoRA alpha; the update is scaled by alpha / rank (L2M: 16).")
+    top_k: int = Field(1, ge=1, description="Modulators selected per sample (L2M: 1, the only value built).")
+    key_loss: float = Field(0.5, ge=0.0, description="Weight of the key pull term -cos(key, query) (L2M: 0.5).")
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> "PoolConfig":
+        if self.top_k > self.size:
+            raise ValueError(f"continual.pool.top_k ({self.top_k}) is larger than the pool (size {self.size})")
+        if self.top_k != 1:
+            raise ValueError(f"continual.pool.top_k {self.top_k}: L2M selects one modulator per sample; only 1 is built")
+        return self
+
+
+class MDDTConfig(_Strict):
+    """L2M's multi-domain DT sizes (`lamo_ray.mddt`)."""
+
+    state_dim: int = Field(204, ge=1, description="Shared state space; a task's states are zero-padded to it.")
+    action_dim: int = Field(6, ge=1, description="Shared action size; a task's actions are zero-padded, and masked.")
+    action_bins: int = Field(64, ge=2, description="Tokens per action dimension, over [-1, 1].")
+    action_dim_embedding: bool = Field(False, description="Add an embedding of the action dimension's index to its "
+                                       "token (L2M's a_pos_embds, off in its configs).")
+
+
+class ContinualConfig(_Strict):
+    """Multi-task pre-training, then continual fine-tuning over a task sequence (L2M; Continual World's
+    protocol, REFERENCE_L2M.md). Each stage trains on one task's data only and every ``eval_every``
+    steps evaluates every task of ``eval_tasks`` (default: the sequence)."""
+
+    pretrain_tasks: list[str] = Field(min_length=1, description="Tasks of the multi-task pre-training (batches "
+                                      "mixed uniformly across them); its steps are pretrain_steps.")
+    pretrain_steps: int = Field(ge=1, description="Multi-task pre-training steps (all of the MDDT trains).")
+    tasks: list[str] = Field(min_length=1, description="The continual sequence, in order ('cw10' for Continual "
+                             "World's).")
+    steps_per_task: int = Field(ge=1, description="Training steps of each stage (Continual World: 100k).")
+    eval_every: int = Field(ge=1, description="Steps between evaluations within a stage (each stage's end too).")
+    eval_tasks: list[str] | None = Field(None, description="Tasks evaluated at each evaluation; default the sequence.")
+    eval_episodes: int = Field(5, ge=1, description="Episodes per task and evaluation (L2M: 5).")
+    method: Literal["l2m", "l2m_oracle", "lora", "ft"] = Field(
+        description="l2m (pool selected by keys), l2m_oracle (a modulator per task by task id), lora (one "
+        "modulator for every task), ft (the whole model fine-tuned).")
+    lr: float = Field(1e-4, gt=0.0, description="Constant learning rate of the continual stages (L2M).")
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+    mddt: MDDTConfig = Field(default_factory=MDDTConfig)
+
+    @field_validator("pretrain_tasks", "tasks", "eval_tasks")
+    @classmethod
+    def _tasks_known(cls, v: list[str] | None, info) -> list[str] | None:
+        """Meta-World task names (did-you-mean), with named lists (cw10, mt40, mt50) expanded."""
+        from lamo_ray.domains.metaworld import check_tasks
+
+        return None if v is None else list(check_tasks(v, key=f"continual.{info.field_name}"))
+
+    @model_validator(mode="after")
+    def _oracle_has_a_modulator_per_task(self) -> "ContinualConfig":
+        if self.method == "l2m_oracle" and self.pool.size < len(dict.fromkeys(self.tasks)):
+            raise ValueError(f"continual.pool.size {self.pool.size}: the task-id oracle needs a modulator per task "
+                             f"({len(dict.fromkeys(self.tasks))} tasks)")
+        return self
+
+    @property
+    def evaluated(self) -> list[str]:
+        """The tasks of every evaluation: ``eval_tasks``, else the sequence (each once)."""
+        return list(dict.fromkeys(self.eval_tasks if self.eval_tasks is not None else self.tasks))
 
 
 class TrialConfig(_Strict):

@@ -1,0 +1,215 @@
+"""One continual run of L2M's protocol (REFERENCE_L2M.md "Continual World protocol"), in one process:
+multi-task pre-training of a `lamo_ray.mddt.MultiDomainDecisionTransformer`, then one stage per task
+of the sequence, each trained on that task's data only, with every evaluated task scored every
+``eval_every`` steps and at each stage's end.
+
+Methods (``continual.method``):
+
+- ``ft``: the whole model (the backbone's unused token table aside) fine-tuned at every stage;
+- ``lora``: one modulator (`lamo_ray.continual.pool` with a pool of one) trained through every stage,
+  the pre-trained model frozen: a single LoRA in L2M's placement (q, v, c_fc output);
+- ``l2m``: the pool of ``continual.pool.size`` modulators selected per sample by its keys, with the
+  count penalty from the second stage and the key pull term;
+- ``l2m_oracle``: the pool with each task's own modulator chosen by task id; an evaluated task outside
+  the sequence gets a modulator no stage trained (B = 0: the pre-trained model).
+
+The pre-training follows ``train`` (lr with its linear warm-up, weight decay, eps, clip, batch); the
+stages use ``continual.lr`` constant (L2M), a fresh AdamW per stage, the same clip and batch.
+`ContinualRunner.run` calls back after every evaluation with the new `Evaluation` and the runner, so
+the caller logs, checkpoints (`state_dict`) and reports; `load_state_dict` resumes after the last
+evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from lamo_ray.config import ContinualConfig, TrainConfig
+from lamo_ray.continual.metrics import Evaluation
+
+log = logging.getLogger(__name__)
+
+PRETRAIN = -1   # the stage index of multi-task pre-training
+
+#: a batch source: ``sample(batch_size) -> dict`` as `lamo_ray.data.shards.ShardedSampler`
+Sampler = Any
+#: ``evaluate(model, tasks, task_index) -> {task: success rate}``; ``task_index(task)`` gives the
+#: oracle's modulator for a task (None for the other methods)
+Evaluate = Callable[[torch.nn.Module, Sequence[str], Callable[[str], int | None]], dict[str, float]]
+
+
+class ContinualRunner:
+    """Pre-training plus the continual stages of one model (module docstring).
+
+    Args:
+        model: the MDDT, freshly built (pre-training trains all of it).
+        cfg: the ``continual`` settings.
+        train: the pre-training optimiser settings (``train.steps`` is not used here: ``pretrain_steps``).
+        sampler_for: ``sampler_for(tasks, seed)``: a sampler mixing those tasks' data.
+        evaluate: see `Evaluate`.
+        seed: seeds the samplers (per phase) and torch.
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: ContinualConfig, train: TrainConfig,
+                 sampler_for: Callable[[Sequence[str], Any], Sampler], evaluate: Evaluate, seed: int = 0,
+                 device: str | torch.device = "cpu"):
+        self.model, self.cfg, self.train = model, cfg, train
+        self.sampler_for, self.evaluate, self.seed = sampler_for, evaluate, seed
+        self.device = torch.device(device)
+        self.history: list[Evaluation] = []
+        self.stage = PRETRAIN          # the phase in progress (or the next to start)
+        self.step = 0                  # global step over pre-training and stages
+        self.stage_step = 0            # steps done in the phase in progress
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler = None
+        self._pool_attached = False
+        unseen = [t for t in cfg.evaluated if t not in cfg.tasks]
+        self._sequence = list(dict.fromkeys(cfg.tasks))
+        if cfg.method == "l2m_oracle" and unseen and cfg.pool.size <= len(self._sequence):
+            raise ValueError(f"continual.pool.size {cfg.pool.size}: the oracle needs one modulator more than the "
+                             f"{len(self._sequence)} tasks for the evaluated tasks outside the sequence {unseen}")
+
+    # ------------------------------------------------------------------ methods
+
+    def task_index(self, task: str) -> int | None:
+        """The modulator the oracle gives ``task`` (its place in the sequence; an unused one for a task
+        outside it), 0 for ``lora``'s single modulator, None otherwise (the keys select, or no pool)."""
+        if self.cfg.method == "lora":
+            return 0
+        if self.cfg.method != "l2m_oracle":
+            return None
+        return self._sequence.index(task) if task in self._sequence else len(self._sequence)
+
+    def _attach(self) -> None:
+        """After pre-training: the method's trainable parameters."""
+        if self._pool_attached or self.cfg.method == "ft":
+            return
+        from lamo_ray.continual.pool import ModulationPool
+
+        p = self.cfg.pool
+        trunk = self.model.trunk
+        size = 1 if self.cfg.method == "lora" else p.size
+        pool = ModulationPool(self.model.hidden_size, trunk.h[0].mlp.c_fc.nf, len(trunk.h), size=size,
+                              rank=p.rank, alpha=p.alpha).to(self.device)
+        self.model.attach_pool(pool)
+        self._pool_attached = True
+
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        return [q for q in self.model.parameters() if q.requires_grad]
+
+    def _begin_phase(self) -> None:
+        """Optimiser (and pool state) of the phase ``self.stage``."""
+        torch.manual_seed(self.seed * 1000 + self.stage + 1)
+        if self.stage == PRETRAIN:
+            from lamo_ray.train import make_optimizer, make_scheduler
+
+            self.optimizer = make_optimizer(self._trainable(), self.train)
+            self.scheduler = make_scheduler(self.optimizer, self.train)
+        else:
+            self._attach()
+            if self.model.pool is not None and self.cfg.method == "l2m":
+                self.model.pool.start_task(self.stage)
+            self.optimizer = torch.optim.AdamW(self._trainable(), lr=self.cfg.lr, weight_decay=self.train.weight_decay,
+                                               eps=self.train.adam_eps)
+            self.scheduler = None
+
+    def _phase_tasks(self) -> list[str]:
+        return self.cfg.pretrain_tasks if self.stage == PRETRAIN else [self.cfg.tasks[self.stage]]
+
+    def _phase_steps(self) -> int:
+        return self.cfg.pretrain_steps if self.stage == PRETRAIN else self.cfg.steps_per_task
+
+    # ------------------------------------------------------------------ training
+
+    def _train_step(self, sampler: Sampler) -> float:
+        batch = {k: torch.as_tensor(v, device=self.device) for k, v in sampler.sample(self.train.batch_size).items()}
+        task = None
+        index = self.task_index(self.cfg.tasks[self.stage]) if self.stage != PRETRAIN else None
+        if index is not None:
+            task = torch.full((len(batch["task"]),), index, dtype=torch.long, device=self.device)
+        self.model.train()
+        logits = self.model(batch["states"], batch["actions"], batch["returns_to_go"], batch["rewards"],
+                            batch["timesteps"], batch["attention_mask"], task=task)
+        loss = self.model.loss(logits, batch["actions"], batch["attention_mask"], batch["action_mask"])
+        if self.model.pool is not None and self.cfg.method == "l2m":
+            loss = loss + self.cfg.pool.key_loss * self.model.pool.key_loss(self.model.pool_query, self.model.pool.selected)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {self.step} (stage {self.stage})")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self._trainable(), self.train.grad_clip)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.item()
+
+    def _evaluate(self, stage: int) -> Evaluation:
+        self.model.eval()
+        success = self.evaluate(self.model, self.cfg.evaluated, self.task_index)
+        missing = [t for t in self.cfg.evaluated if t not in success]
+        if missing:
+            raise ValueError(f"evaluate returned no success rate for {missing}")
+        record = Evaluation(stage=stage, step=self.step, success={t: float(success[t]) for t in self.cfg.evaluated})
+        self.history.append(record)
+        return record
+
+    def run(self, on_evaluation: Callable[[Evaluation, "ContinualRunner"], None] | None = None,
+            on_log: Callable[[int, dict[str, float]], None] | None = None, log_every: int = 100) -> list[Evaluation]:
+        """Pre-training (evaluated once at its end), then every stage (evaluated every ``eval_every``
+        steps and at its end), from where `load_state_dict` left off. Returns the continual stages'
+        evaluations (the pre-training one has stage -1 and is left out: `lamo_ray.continual.metrics`
+        takes the rest)."""
+        while self.stage < len(self.cfg.tasks):
+            if self.optimizer is None:
+                self._begin_phase()
+            sampler = self.sampler_for(self._phase_tasks(), [self.seed, self.stage + 1, self.stage_step])
+            steps = self._phase_steps()
+            losses = []
+            while self.stage_step < steps:
+                losses.append(self._train_step(sampler))
+                self.step += 1
+                self.stage_step += 1
+                if on_log is not None and self.step % log_every == 0:
+                    on_log(self.step, {"train/action_loss": float(np.mean(losses[-log_every:])),
+                                       "continual/stage": float(self.stage)})
+                end = self.stage_step == steps
+                if end or (self.stage != PRETRAIN and self.stage_step % self.cfg.eval_every == 0):
+                    stage = self.stage
+                    if end:   # the phase is done: the checkpoint taken in the callback resumes at the next one
+                        self.stage, self.stage_step, self.optimizer, self.scheduler = self.stage + 1, 0, None, None
+                    record = self._evaluate(stage)
+                    if on_evaluation is not None:
+                        on_evaluation(record, self)
+                    if end:
+                        break
+        return [e for e in self.history if e.stage != PRETRAIN]
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything `load_state_dict` needs to continue: model (pool included), optimiser, phase,
+        steps, evaluations."""
+        return {"model": self.model.state_dict(), "pool_attached": self._pool_attached,
+                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "stage": self.stage, "step": self.step, "stage_step": self.stage_step,
+                "history": [(e.stage, e.step, dict(e.success)) for e in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict` into this runner (built with the same model and settings)."""
+        if state["pool_attached"]:
+            self._attach()
+        self.model.load_state_dict(state["model"])
+        self.stage, self.step, self.stage_step = state["stage"], state["step"], state["stage_step"]
+        self.history = [Evaluation(s, t, succ) for s, t, succ in state["history"]]
+        self.optimizer = self.scheduler = None
+        if state["optimizer"] is not None:
+            self._begin_phase()
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state["scheduler"] is not None:
+                self.scheduler.load_state_dict(state["scheduler"])

@@ -1,0 +1,106 @@
+"""The continual runner (L2M's protocol in one process) on synthetic data with a stand-in evaluator:
+the evaluation schedule and stage labels, what each method trains, the oracle's task indices, and a
+run resumed from its state after an evaluation."""
+
+import numpy as np
+import pytest
+import torch
+
+from lamo_ray.config import ContinualConfig, ModelConfig, TrainConfig
+from lamo_ray.continual.metrics import success_matrix
+from lamo_ray.continual.runner import PRETRAIN, ContinualRunner
+from lamo_ray.data.shards import ShardedSampler, write_task
+from lamo_ray.data.trajectories import Trajectory, TrajectoryDataset
+from lamo_ray.mddt import MultiDomainDecisionTransformer
+
+TASKS = ["hammer", "push-wall", "faucet-close", "reach"]
+MODEL = ModelConfig(backbone="gpt2", pretrained=False, n_layer=2, n_embd=32, n_head=2, finetune="full", dropout=0.0)
+TRAIN = TrainConfig(steps=1, batch_size=8, lr=1e-3, warmup_steps=2)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    for i, task in enumerate(TASKS):
+        rng = np.random.default_rng(i)
+        trajs = [Trajectory(rng.normal(size=(20, 39)).astype(np.float32), rng.uniform(-1, 1, (20, 4)).astype(np.float32),
+                            rng.uniform(0, 1, 20).astype(np.float32), False) for _ in range(5)]
+        write_task(TrajectoryDataset(trajs, (39,), 4, False, 0.0, 20.0, None, f"synthetic/{task}-v0"), root / task, task)
+    return root
+
+
+def runner(shards, method, calls=None, **overrides):
+    settings = dict(pretrain_tasks=["reach", "hammer"], pretrain_steps=4, tasks=["hammer", "push-wall", "faucet-close"],
+                    steps_per_task=6, eval_every=3, eval_tasks=["hammer", "push-wall", "faucet-close", "reach"],
+                    method=method, pool={"size": 5, "rank": 2, "alpha": 4})
+    settings.update(overrides)
+    cfg = ContinualConfig(**settings)
+    torch.manual_seed(0)
+    model = MultiDomainDecisionTransformer(MODEL, max_ep_len=50)
+
+    def sampler_for(tasks, seed):
+        return ShardedSampler([shards / t for t in tasks], 3, 20.0, 50, 204, 6, seed=seed)
+
+    def evaluate(m, tasks, task_index):
+        if calls is not None:
+            calls.append((m.training, {t: task_index(t) for t in tasks}))
+        return {t: float(sum(p.detach().abs().sum() for p in m.parameters()) % 1) for t in tasks}
+
+    return ContinualRunner(model, cfg, TRAIN, sampler_for, evaluate, seed=0)
+
+
+
+
+def test_evaluations_every_eval_every_and_at_each_stage_end(shards):
+    calls = []
+    r = runner(shards, "l2m", calls)
+    history = r.run()
+    assert [(e.stage, e.step) for e in r.history] == [(PRETRAIN, 4), (0, 7), (0, 10), (1, 13), (1, 16), (2, 19), (2, 22)]
+    assert [(e.stage, e.step) for e in history] == [(e.stage, e.step) for e in r.history[1:]]
+    assert all(not training for training, _ in calls)                           # evaluated in eval mode
+    assert success_matrix(history, ["hammer", "push-wall", "faucet-close"], tasks=TASKS).shape == (4, 3)
+    assert r.model.pool.size == 5 and r.model.pool.counts.sum() == 3 * 6 * 8   # every stage sample selected once
+
+
+def test_what_each_method_trains_and_the_oracles_modulators(shards):
+    calls = []
+    ft = runner(shards, "ft")
+    ft.run()
+    assert ft.model.pool is None and any(p.requires_grad for p in ft.model.trunk.parameters())
+    lora = runner(shards, "lora", calls)
+    lora.run()
+    assert lora.model.pool.size == 1 and {n for n, p in lora.model.named_parameters() if p.requires_grad} == \
+        {f"pool.{n}" for n in ("keys", "q_a", "q_b", "v_a", "v_b", "ff_a", "ff_b")}
+    assert calls[-1][1] == {t: 0 for t in TASKS}
+    calls.clear()
+    oracle = runner(shards, "l2m_oracle", calls)
+    oracle.run()
+    assert calls[-1][1] == {"hammer": 0, "push-wall": 1, "faucet-close": 2, "reach": 3}   # reach: an untrained one
+    assert oracle.model.pool.q_b[3].abs().sum() == 0 and oracle.model.pool.q_b[1].abs().sum() > 0
+    with pytest.raises(ValueError, match="one modulator more than the 3 tasks"):
+        runner(shards, "l2m_oracle", pool={"size": 3, "rank": 2})
+
+
+@pytest.mark.parametrize("stop_after, resumes_at", [(2, (0, 3, 7)), (3, (1, 0, 10))])   # mid-stage, stage end
+def test_a_run_resumed_after_an_evaluation_continues_where_it_stopped(shards, stop_after, resumes_at):
+    class Stop(Exception):
+        pass
+
+    saved = {}
+
+    def stop_after_third(record, r):
+        saved["state"] = {k: (v.copy() if isinstance(v, dict) else v) for k, v in r.state_dict().items()}
+        saved["state"]["model"] = {k: t.clone() for k, t in r.state_dict()["model"].items()}
+        if len(r.history) == stop_after:
+            raise Stop
+
+    first = runner(shards, "l2m")
+    with pytest.raises(Stop):
+        first.run(stop_after_third)
+    resumed = runner(shards, "l2m")
+    resumed.load_state_dict(saved["state"])
+    assert (resumed.stage, resumed.stage_step, resumed.step) == resumes_at
+    history = resumed.run()
+    assert [(e.stage, e.step) for e in resumed.history] == [(PRETRAIN, 4), (0, 7), (0, 10), (1, 13), (1, 16), (2, 19),
+                                                             (2, 22)]
+    assert len(history) == 6 and resumed.model.pool.counts.sum() == 3 * 6 * 8   # no stage step repeated or lost
