@@ -46,8 +46,10 @@ def uniform_random(env: gym.Env, rng: np.random.Generator) -> Policy:
 
 
 def run_episode(env: gym.Env, policy: Policy, seed: int, action_dtype: type = np.float32,
-                reward_dtype: type | None = None) -> dict[str, np.ndarray]:
-    """One episode from ``env.reset(seed=seed)`` until terminated or truncated.
+                reward_dtype: type | None = None,
+                on_info: Callable[[dict], None] | None = None) -> dict[str, np.ndarray]:
+    """One episode from ``env.reset(seed=seed)`` until terminated or truncated; ``on_info`` gets each
+    step's ``info`` (e.g. a success flag the arrays do not hold).
 
     Returns Minari episode arrays: observations ``(T+1, *obs_shape)`` (the last one after the final
     step; a dict of such arrays for dict observations), actions ``(T, A)`` (or ``(T,)`` for discrete actions) of ``action_dtype``, rewards ``(T,)``
@@ -58,7 +60,9 @@ def run_episode(env: gym.Env, policy: Policy, seed: int, action_dtype: type = np
     done = False
     while not done:
         action = policy(obs)
-        obs, reward, terminated, truncated, _ = env.step(action)
+        obs, reward, terminated, truncated, info = env.step(action)
+        if on_info is not None:
+            on_info(info)
         observations.append(obs)
         actions.append(action)
         rewards.append(reward)

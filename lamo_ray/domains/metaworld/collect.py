@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lamo_ray.domains.metaworld import CW10, METAWORLD, check_tasks, env_id
-from lamo_ray.episodes import writable_path, write_minari
+from lamo_ray.episodes import run_episode, writable_path, write_minari
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +51,10 @@ def expert_policy(task: str):
 
 def _run(env, act, seed: int) -> tuple[dict[str, np.ndarray], bool]:
     """One episode from ``reset(seed)``: Minari episode arrays, and whether ``info["success"]`` was set."""
-    obs, _ = env.reset(seed=seed)
-    observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
-    success = False
-    done = False
-    while not done:
-        action = act(obs)
-        obs, reward, terminated, truncated, info = env.step(action)
-        success = success or bool(info.get("success", 0.0))
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(reward)
-        terminations.append(terminated)
-        truncations.append(truncated)
-        done = terminated or truncated
-    return {"observations": np.asarray(observations, dtype=np.float64), "actions": np.asarray(actions, np.float32),
-            "rewards": np.asarray(rewards, dtype=np.float64), "terminations": np.asarray(terminations),
-            "truncations": np.asarray(truncations)}, success
+    flags: list[bool] = []
+    episode = run_episode(env, act, seed, reward_dtype=np.float64,
+                          on_info=lambda info: flags.append(bool(info.get("success", 0.0))))
+    return episode, any(flags)
 
 
 def _behaviour(level: float | str, expert, rng: np.random.Generator, low: np.ndarray, high: np.ndarray):
