@@ -76,7 +76,7 @@ def pad_last(x: torch.Tensor, size: int, what: str) -> torch.Tensor:
     """
     if x.shape[-1] > size:
         raise ValueError(f"{what} has {x.shape[-1]} dimensions, more than the multi-domain model's {size}; "
-                         f"raise model.mddt.{'state_dim' if what == 'state' else 'action_dim'}")
+                         f"raise continual.mddt.{'state_dim' if what == 'state' else 'action_dim'}")
     return F.pad(x, (0, size - x.shape[-1])) if x.shape[-1] < size else x
 
 

@@ -62,9 +62,9 @@ def test_padding_errors_and_the_loss_counts_real_dims_only():
     real = x["attention_mask"].bool()
     ce = torch.nn.functional.cross_entropy(logits[:, :, :4][real].reshape(-1, ACTION_BINS), tokens[real].reshape(-1))
     assert loss.item() == pytest.approx(ce.item(), rel=1e-5)
-    with pytest.raises(ValueError, match=r"state has 205 dimensions.*model.mddt.state_dim"):
+    with pytest.raises(ValueError, match=r"state has 205 dimensions.*continual.mddt.state_dim"):
         m(**inputs(s=205))
-    with pytest.raises(ValueError, match=r"action has 9 dimensions.*model.mddt.action_dim"):
+    with pytest.raises(ValueError, match=r"action has 9 dimensions.*continual.mddt.action_dim"):
         m(**inputs(a=9))
     with pytest.raises(ValueError, match="not an MDDT mode"):
         MultiDomainDecisionTransformer(CFG.model_copy(update={"finetune": "lora"}), max_ep_len=10)
