@@ -65,6 +65,13 @@ def test_segments_are_exact_slices_padded_into_the_shared_space(tmp_path):
         assert np.array_equal(batch["timesteps"][b][mask], np.minimum(steps, 19))
     same = ShardedSampler(paths, 4, 10.0, 20, 12, 6, seed=0).sample(400)
     assert all(np.array_equal(same[k], batch[k]) for k in batch)                 # seeded
+    normed = ShardedSampler(paths, 4, 10.0, 20, 12, 6, seed=0, normalize=True).sample(400)
+    for b in (0, 1, 2):   # the same segments, each task's states standardised by its own statistics
+        task, mask = ShardedTask.open(paths[int(batch["task"][b])]), batch["attention_mask"][b].astype(bool)
+        s = task.meta["obs_dim"]
+        expected = (batch["states"][b][mask][:, :s] - np.array(task.meta["state_mean"], np.float32)) / \
+            np.array(task.meta["state_std"], np.float32)
+        assert np.allclose(normed["states"][b][mask][:, :s], expected, atol=1e-5)
 
 
 def test_a_task_wider_than_the_shared_space_is_named(tmp_path):

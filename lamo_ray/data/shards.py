@@ -173,6 +173,8 @@ class ShardedSampler:
         self.k, self.rtg_scale, self.max_ep_len = context_length, float(rtg_scale), max_ep_len
         self.state_dim, self.act_dim, self.normalize = state_dim, act_dim, normalize
         self._probs = [t.length / t.length.sum() for t in self.tasks]   # length-weighted within a task, as DT
+        self._stats = [(np.asarray(t.meta["state_mean"], np.float32), np.asarray(t.meta["state_std"], np.float32))
+                       for t in self.tasks]
         self._rng = np.random.default_rng(seed)
 
     def reseed(self, seed) -> None:
@@ -216,8 +218,8 @@ class ShardedSampler:
                 # sorted, unique page reads would help a cold cache; numpy's take on the map reads what it needs
                 states = task.observations[shard][index]
                 if self.normalize:
-                    states = (states - np.asarray(task.meta["state_mean"], np.float32)) / \
-                        np.asarray(task.meta["state_std"], np.float32)
+                    mean, std = self._stats[ti]
+                    states = (states - mean) / std
                 out["states"][r, :, :s] = np.where(m[..., None], states, 0)
                 out["actions"][r, :, :a] = np.where(m[..., None], task.actions[shard][index], 0)
                 out["returns_to_go"][r, :, 0] = np.where(m, task.rtg[shard][index], 0) / self.rtg_scale
