@@ -15,7 +15,7 @@ same session, MLflow run and checkpoint mechanics as the other trials (`lamo_ray
   ``continual/average_success``, ``continual/forgetting/<task>`` and the success matrix as
   ``continual/success_matrix.json``.
 
-WIP (branch wip/l2m-trial): not yet dispatched from `lamo_ray.train` and not run end to end.
+WIP (branch wip/l2m-trial): dispatched from `lamo_ray.train`; tested in process with a stand-in evaluator, not yet through a sweep (Tune, MLflow checkpoints, report).
 """
 
 from __future__ import annotations
