@@ -313,8 +313,7 @@ class ContinualConfig(_Strict):
     steps evaluates every task of ``eval_tasks`` (default: the sequence)."""
 
     pretrain_tasks: list[str] = Field(min_length=1, description="Tasks of the multi-task pre-training (batches "
-                                      "mixed uniformly across them); its steps are pretrain_steps.")
-    pretrain_steps: int = Field(ge=1, description="Multi-task pre-training steps (all of the MDDT trains).")
+                                      "mixed uniformly across them) for train.steps steps, all of the MDDT trained.")
     tasks: list[str] = Field(min_length=1, description="The continual sequence, in order ('cw10' for Continual "
                              "World's).")
     steps_per_task: int = Field(ge=1, description="Training steps of each stage (Continual World: 100k).")
@@ -362,6 +361,40 @@ class TrialConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     online: OnlineConfig | None = Field(None, description="Online fine-tuning after the offline steps; none: "
                                         "offline only.")
+    continual: ContinualConfig | None = Field(None, description="L2M: multi-task pre-training of a multi-domain DT "
+                                              "for train.steps, then a continual task sequence; data.source is a "
+                                              "template with {task}.")
+
+    @model_validator(mode="after")
+    def _continual_fits(self) -> "TrialConfig":
+        if self.continual is None:
+            if "{task}" in self.data.source:
+                raise ValueError(f"data.source {self.data.source!r} has a {{task}} placeholder, which only a "
+                                 "continual: section fills")
+            return self
+        if "{task}" not in self.data.source:
+            raise ValueError(f"continual: data.source must be a template with {{task}} (e.g. "
+                             f"'lamo/metaworld/{{task}}-v0'), got {self.data.source!r}")
+        if self.online is not None:
+            raise ValueError("online: and continual: are two different second phases; a trial has at most one")
+        if self.train.num_workers != 1:
+            raise ValueError(f"continual: needs train.num_workers 1 (got {self.train.num_workers})")
+        return self
+
+    @property
+    def data_sources(self) -> dict[str | None, str]:
+        """``{task: dataset source}`` of every task a continual trial reads (pre-training, sequence,
+        evaluation); ``{None: data.source}`` for other trials."""
+        if self.continual is None:
+            return {None: self.data.source}
+        c = self.continual
+        tasks = dict.fromkeys([*c.pretrain_tasks, *c.tasks, *c.evaluated])
+        return {t: self.data.source.replace("{task}", t) for t in tasks}
+
+    @property
+    def continual_steps(self) -> int:
+        """Steps of the continual stages (``len(tasks) x steps_per_task``; 0 without a continual section)."""
+        return 0 if self.continual is None else len(self.continual.tasks) * self.continual.steps_per_task
 
     @model_validator(mode="after")
     def _eval_context_fits(self) -> "TrialConfig":
@@ -394,8 +427,9 @@ class TrialConfig(_Strict):
 
     @property
     def total_steps(self) -> int:
-        """The last step a trial reports: ``train.steps`` plus `online_steps` (one per online actor update)."""
-        return self.train.steps + self.online_steps
+        """The last step a trial reports: ``train.steps`` plus `online_steps` (one per online actor update)
+        plus `continual_steps`."""
+        return self.train.steps + self.online_steps + self.continual_steps
 
 
 class SchedulerConfig(_Strict):

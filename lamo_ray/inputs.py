@@ -186,7 +186,7 @@ def _dataset_inputs(configs: list[TrialConfig]) -> list[Input]:
     from lamo_ray import domains
 
     inputs = []
-    for source in sorted({c.data.source for c in configs}):
+    for source in sorted({src for c in configs for src in c.data_sources.values()}):
         domain = domains.for_dataset(source)
         if domain is not None and domain.generates(source):
             continue  # made here by the preflight

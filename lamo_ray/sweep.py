@@ -68,7 +68,7 @@ def check_datasets(configs: list[TrialConfig], generate: bool) -> tuple[list[Che
     from lamo_ray.data.trajectories import DatasetError, DatasetNotDownloadedError, subsample
 
     checks, loaded = [], {}
-    for source in sorted({c.data.source for c in configs}):
+    for source in sorted({src for c in configs for src in c.data_sources.values()}):
         domain = domains.for_dataset(source)
         maker = domain if domain is not None and domain.generates(source) else None
         try:
@@ -92,13 +92,14 @@ def check_datasets(configs: list[TrialConfig], generate: bool) -> tuple[list[Che
                             f"{len(ds.trajectories)} trajectories, {ds.num_transitions} transitions, "
                             f"obs {tuple(ds.obs_shape)}, act {ds.act_dim}"))
     for c in configs:
-        ds = loaded.get(c.data.source)
-        if ds is None:
-            continue
-        try:
-            subsample(ds, c.data.sample_ratio, c.seed, weighting=c.data.subsample)
-        except DatasetError as err:
-            checks.append(Check("dataset", f"{c.data.source} @ data.sample_ratio={c.data.sample_ratio}", False, str(err)))
+        for source in c.data_sources.values():
+            ds = loaded.get(source)
+            if ds is None:
+                continue
+            try:
+                subsample(ds, c.data.sample_ratio, c.seed, weighting=c.data.subsample)
+            except DatasetError as err:
+                checks.append(Check("dataset", f"{source} @ data.sample_ratio={c.data.sample_ratio}", False, str(err)))
     return checks, loaded
 
 
@@ -127,15 +128,15 @@ def check_environments(configs: list[TrialConfig], datasets: dict[str, Any]) -> 
     from lamo_ray.envs import evaluation_env_kwargs, flatten_observation, make_env
 
     checks, seen = [], set()
-    for c in configs:
-        ds = datasets.get(c.data.source)
+    for c, source in ((c, source) for c in configs for source in c.data_sources.values()):
+        ds = datasets.get(source)
         env_id = c.eval.env_id or (ds.env_id if ds is not None else None)
         if env_id is None:
             if ds is not None:
-                checks.append(Check("env", f"(for {c.data.source})", False,
-                                    f"eval.env_id not set and dataset {c.data.source!r} names no environment"))
+                checks.append(Check("env", f"(for {source})", False,
+                                    f"eval.env_id not set and dataset {source!r} names no environment"))
             continue
-        key = (env_id, c.data.source)
+        key = (env_id, source)
         if key in seen:
             continue
         seen.add(key)
@@ -153,7 +154,7 @@ def check_environments(configs: list[TrialConfig], datasets: dict[str, Any]) -> 
         if ds is not None and (tuple(obs_shape) != tuple(ds.obs_shape) or act_dim != ds.act_dim):
             checks.append(Check("env", env_id, False,
                                 f"eval.env_id={env_id!r} has observation {tuple(obs_shape)} / action {act_dim} but "
-                                f"dataset {c.data.source!r} has {tuple(ds.obs_shape)} / {ds.act_dim}"))
+                                f"dataset {source!r} has {tuple(ds.obs_shape)} / {ds.act_dim}"))
         else:
             checks.append(Check("env", env_id, True, f"observation {tuple(obs_shape)}, action {act_dim}"))
     return checks
@@ -179,6 +180,35 @@ def check_online(configs: list[TrialConfig], datasets: dict[str, Any]) -> list[C
                                 "tanh-Gaussian head) needs continuous actions"))
         else:
             checks.append(Check("online", name, True, f"collects in {c.eval.env_id or ds.env_id}"))
+    return checks
+
+
+def check_continual(configs: list[TrialConfig], datasets: dict[str, Any]) -> list[Check]:
+    """Trials with a ``continual:`` section: every task's data fit the multi-domain DT's shared
+    state and action sizes (``continual.mddt``), with vector states and continuous actions. Missing
+    data are `check_datasets`'s."""
+    checks, seen = [], set()
+    for c in configs:
+        if c.continual is None:
+            continue
+        m = c.continual.mddt
+        for task, source in c.data_sources.items():
+            ds = datasets.get(source)
+            if ds is None or (source, m.state_dim, m.action_dim) in seen:
+                continue
+            seen.add((source, m.state_dim, m.action_dim))
+            s = int(ds.obs_shape[0]) if len(ds.obs_shape) == 1 else None
+            if s is None or ds.discrete_actions:
+                checks.append(Check("continual", f"{task}: {source}", False, f"continual: task {task!r} needs vector "
+                                    f"states and continuous actions; {source!r} has {tuple(ds.obs_shape)} / "
+                                    f"{'discrete' if ds.discrete_actions else 'continuous'} actions"))
+            elif s > m.state_dim or ds.act_dim > m.action_dim:
+                checks.append(Check("continual", f"{task}: {source}", False,
+                                    f"continual.mddt: task {task!r} has state {s} / action {ds.act_dim} dimensions, "
+                                    f"above continual.mddt.state_dim {m.state_dim} / action_dim {m.action_dim}"))
+            else:
+                checks.append(Check("continual", f"{task}: {source}", True,
+                                    f"state {s} / action {ds.act_dim} in {m.state_dim} / {m.action_dim}"))
     return checks
 
 
@@ -379,6 +409,7 @@ def preflight(sweep: SweepConfig, rows: list[dict[str, Any]], generate: bool,
         checks.append(check_backbone(name, pretrained))
     checks += check_environments(configs, datasets)
     checks += check_online(configs, datasets)
+    checks += check_continual(configs, datasets)
     checks += check_corpora(configs)
     return checks
 

@@ -262,6 +262,11 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
     entered = time.time()
     cfg: TrialConfig = loop_config["trial"]
     session = session or TrainSession()
+    if cfg.continual is not None:  # L2M's protocol: its own loop (lamo_ray.continual.trial)
+        from lamo_ray.continual.trial import run_continual_trial
+
+        run_continual_trial(loop_config, session)
+        return
     rank, world = session.rank, session.world_size
     torch.set_num_threads(torch_threads(cfg.train.cpus_per_worker))
     torch.manual_seed(cfg.seed * 1000 + rank)

@@ -15,7 +15,7 @@ from lamo_ray.mddt import MultiDomainDecisionTransformer
 
 TASKS = ["hammer", "push-wall", "faucet-close", "reach"]
 MODEL = ModelConfig(backbone="gpt2", pretrained=False, n_layer=2, n_embd=32, n_head=2, finetune="full", dropout=0.0)
-TRAIN = TrainConfig(steps=1, batch_size=8, lr=1e-3, warmup_steps=2)
+TRAIN = TrainConfig(steps=4, batch_size=8, lr=1e-3, warmup_steps=2)   # 4 pre-training steps
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def shards(tmp_path_factory):
 
 
 def runner(shards, method, calls=None, **overrides):
-    settings = dict(pretrain_tasks=["reach", "hammer"], pretrain_steps=4, tasks=["hammer", "push-wall", "faucet-close"],
+    settings = dict(pretrain_tasks=["reach", "hammer"], tasks=["hammer", "push-wall", "faucet-close"],
                     steps_per_task=6, eval_every=3, eval_tasks=["hammer", "push-wall", "faucet-close", "reach"],
                     method=method, pool={"size": 5, "rank": 2, "alpha": 4})
     settings.update(overrides)

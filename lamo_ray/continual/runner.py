@@ -49,7 +49,7 @@ class ContinualRunner:
     Args:
         model: the MDDT, freshly built (pre-training trains all of it).
         cfg: the ``continual`` settings.
-        train: the pre-training optimiser settings (``train.steps`` is not used here: ``pretrain_steps``).
+        train: the pre-training's steps (``train.steps``) and optimiser settings.
         sampler_for: ``sampler_for(tasks, seed)``: a sampler mixing those tasks' data.
         evaluate: see `Evaluate`.
         seed: seeds the samplers (per phase) and torch.
@@ -122,7 +122,7 @@ class ContinualRunner:
         return self.cfg.pretrain_tasks if self.stage == PRETRAIN else [self.cfg.tasks[self.stage]]
 
     def _phase_steps(self) -> int:
-        return self.cfg.pretrain_steps if self.stage == PRETRAIN else self.cfg.steps_per_task
+        return self.train.steps if self.stage == PRETRAIN else self.cfg.steps_per_task
 
     # ------------------------------------------------------------------ training
 

@@ -1,0 +1,126 @@
+"""A continual trial (a trial config with ``continual:``): L2M's protocol as one Tune trial, on the
+same session, MLflow run and checkpoint mechanics as the other trials (`lamo_ray.train`).
+
+- Data: every task's dataset (``data.source`` with ``{task}`` filled), down-sampled by
+  ``data.sample_ratio``, written once per trial as memory-mapped shards in a temporary directory
+  (`lamo_ray.data.shards`); batches come from `ShardedSampler` with raw states (L2M).
+- Model: `lamo_ray.mddt.MultiDomainDecisionTransformer` of ``model`` and ``continual.mddt``.
+- Evaluation: `lamo_ray.continual.evaluation.TaskEvaluator`, one rollout actor per evaluated task,
+  each task conditioned on its data's expert return (``ref_max_score``, else the data's best return).
+- Each evaluation: MLflow gets ``eval/<task>/success_rate`` and ``eval/<task>/return``, and
+  ``success_rate`` (the mean over the evaluated tasks); the session gets a report with
+  ``normalized_score`` = 100 x that mean (the sweep's scheduler metric) and a checkpoint holding the
+  runner's state (``continual.pt``), from which a restarted trial resumes after that evaluation.
+- At the end: Continual World's metrics (`lamo_ray.continual.metrics`) of the sequence, logged as
+  ``continual/average_success``, ``continual/forgetting/<task>`` and the success matrix as
+  ``continual/success_matrix.json``.
+
+WIP (branch wip/l2m-trial): dispatched from `lamo_ray.train`; tested in process with a stand-in evaluator, not yet through a sweep (Tune, MLflow checkpoints, report).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lamo_ray.checkpoint import PolicySpec
+from lamo_ray.config import TrialConfig, torch_threads
+
+log = logging.getLogger(__name__)
+
+CONTINUAL_FILE = "continual.pt"
+
+
+def run_continual_trial(loop_config: dict[str, Any], session) -> None:
+    """The loop of a continual trial (module docstring); ``session`` as `lamo_ray.train`'s."""
+    from lamo_ray.continual.evaluation import TaskEvaluator
+    from lamo_ray.continual.metrics import average_success, forgetting, success_matrix
+    from lamo_ray.continual.runner import ContinualRunner
+    from lamo_ray.data.loading import load_dataset
+    from lamo_ray.data.shards import ShardedSampler, write_task
+    from lamo_ray.data.trajectories import subsample
+    from lamo_ray.mddt import MultiDomainDecisionTransformer
+
+    cfg: TrialConfig = loop_config["trial"]
+    c = cfg.continual
+    torch.set_num_threads(torch_threads(cfg.train.cpus_per_worker))
+    torch.manual_seed(cfg.seed)
+    tracker = None
+    if loop_config.get("mlflow_run_id"):
+        from lamo_ray.tracking import RunLogger
+
+        tracker = RunLogger(loop_config["mlflow_uri"], loop_config["mlflow_run_id"],
+                            outbox_dir=loop_config.get("mlflow_outbox"))
+    workdir = Path(tempfile.mkdtemp(prefix="lamo_ray-continual-"))
+    evaluator = None
+    try:
+        env_ids, dims, targets, paths = {}, {}, {}, {}
+        for task, source in cfg.data_sources.items():
+            ds = subsample(load_dataset(source), cfg.data.sample_ratio, cfg.seed, weighting=cfg.data.subsample)
+            paths[task] = write_task(ds, workdir / task, task)
+            env_ids[task], dims[task] = ds.env_id, (int(ds.obs_shape[0]), ds.act_dim)
+            targets[task] = ds.ref_max_score if ds.ref_max_score is not None else float(ds.returns.max())
+        m = c.mddt
+        model = MultiDomainDecisionTransformer(cfg.model, cfg.data.max_ep_len, state_dim=m.state_dim,
+                                               act_dim=m.action_dim, bins=m.action_bins,
+                                               action_dim_embedding=m.action_dim_embedding)
+        first = c.evaluated[0]
+        spec = PolicySpec(trial=cfg, state_shape=(dims[first][0],), act_dim=dims[first][1], discrete_actions=False,
+                          state_mean=None, state_std=None, backbone_config=model.backbone_base_config)
+        evaluator = TaskEvaluator(spec, model, {t: env_ids[t] for t in c.evaluated}, dims, targets,
+                                  c.eval_episodes, cfg.seed, cfg.eval.seed_offset, cfg.eval.max_episode_steps,
+                                  cfg.eval.actor_cpus)
+
+        def sampler_for(tasks, seed):
+            return ShardedSampler([paths[t] for t in tasks], cfg.data.context_length, cfg.data.rtg_scale,
+                                  cfg.data.max_ep_len, m.state_dim, m.action_dim, seed=seed)
+
+        runner = ContinualRunner(model, c, cfg.train, sampler_for, evaluator, seed=cfg.seed)
+        ckpt = session.get_checkpoint()
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                runner.load_state_dict(torch.load(Path(d) / CONTINUAL_FILE, map_location="cpu", weights_only=False))
+            log.info("continual trial resumed at stage %d, step %d", runner.stage, runner.step)
+
+        def on_evaluation(record, r) -> None:
+            mean = float(np.mean(list(record.success.values())))
+            metrics = {"step": record.step, "steps_total": cfg.total_steps, "normalized_score": 100.0 * mean,
+                       "success_rate": mean, "continual/stage": float(record.stage),
+                       "mlflow_run_id": loop_config.get("mlflow_run_id") or ""}
+            per_task = {f"eval/{t}/success_rate": v for t, v in record.success.items()}
+            per_task.update({f"eval/{t}/return": v for t, v in evaluator.last_returns.items()})
+            if tracker is not None:
+                tracker.log_metrics({**per_task, "success_rate": mean, "normalized_score": 100.0 * mean,
+                                     "continual/stage": float(record.stage)}, step=record.step)
+            with tempfile.TemporaryDirectory() as tmp:
+                ckpt_dir = Path(tmp) / "checkpoint"
+                ckpt_dir.mkdir()
+                torch.save(r.state_dict(), ckpt_dir / CONTINUAL_FILE)
+                session.report({**metrics, **per_task}, checkpoint_dir=ckpt_dir, step=record.step)
+
+        def on_log(step, values) -> None:
+            if tracker is not None:
+                tracker.log_metrics(values, step=step)
+
+        history = runner.run(on_evaluation, on_log, log_every=cfg.train.log_every)
+        if tracker is not None:
+            tasks = list(dict.fromkeys(c.tasks))
+            matrix = success_matrix(history, c.tasks, tasks=c.evaluated)
+            final = {"continual/average_success": average_success(history, c.tasks),
+                     **{f"continual/forgetting/{t}": v for t, v in forgetting(history, c.tasks).items()}}
+            tracker.log_metrics(final, step=runner.step)
+            path = workdir / "success_matrix.json"
+            path.write_text(json.dumps({"stages": c.tasks, "tasks": c.evaluated, "success": matrix.tolist(),
+                                        "sequence": tasks}, indent=1))
+            tracker.log_artifact(path, "continual")
+    finally:
+        if evaluator is not None:
+            evaluator.shutdown()
+        shutil.rmtree(workdir, ignore_errors=True)

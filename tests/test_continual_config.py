@@ -1,0 +1,48 @@
+"""A trial's continual: section (issue 19): the data template, what it excludes, its step count, the
+sources it reads, and the preflight check of every task's data against the shared sizes."""
+
+import pytest
+
+from lamo_ray.config import ConfigError, validate_trial
+
+CONTINUAL = {"pretrain_tasks": ["reach", "push"], "tasks": ["hammer", "push-wall"], "steps_per_task": 50,
+             "eval_every": 25, "eval_tasks": ["hammer", "push-wall", "window-close"], "method": "l2m"}
+
+
+def trial(source="lamo/metaworld/{task}-v0", **extra):
+    raw = {"data": {"source": source, "context_length": 5, "rtg_scale": 200, "max_ep_len": 200},
+           "model": {"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1},
+           "train": {"steps": 100}, "continual": CONTINUAL}
+    raw.update(extra)
+    return raw
+
+
+def test_sources_steps_and_the_template():
+    cfg = validate_trial(trial())
+    assert cfg.data_sources == {t: f"lamo/metaworld/{t}-v0" for t in ["reach", "push", "hammer", "push-wall",
+                                                                      "window-close"]}
+    assert cfg.total_steps == 100 + 2 * 50 and cfg.continual_steps == 100
+    with pytest.raises(ConfigError, match=r"data.source must be a template with \{task\}"):
+        validate_trial(trial(source="lamo/metaworld/hammer-v0"))
+    with pytest.raises(ConfigError, match=r"placeholder, which only a continual: section fills"):
+        validate_trial({"data": {"source": "lamo/metaworld/{task}-v0"}})
+    with pytest.raises(ConfigError, match="at most one"):
+        validate_trial(trial(online={"method": "td3_odt", "iterations": 1, "target_return": 1.0}))
+    with pytest.raises(ConfigError, match="did you mean 'hammer'"):
+        validate_trial(trial(continual={**CONTINUAL, "tasks": ["hamer"]}))
+
+
+def test_preflight_checks_each_tasks_data_against_the_shared_sizes(tmp_path, monkeypatch):
+    from lamo_ray.domains.metaworld.collect import collect_metaworld
+    from lamo_ray.sweep import check_continual, check_datasets
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    for task in ("reach", "push", "hammer", "push-wall", "window-close"):
+        collect_metaworld(task, episodes=1, ref_episodes=1)
+    ok, narrow = validate_trial(trial()), validate_trial(trial(continual={**CONTINUAL, "mddt": {"state_dim": 20}}))
+    checks, datasets = check_datasets([ok, narrow], generate=False)
+    assert all(c.ok for c in checks) and len(datasets) == 5
+    results = check_continual([ok, narrow], datasets)
+    assert sum(c.ok for c in results) == 5
+    bad = [c for c in results if not c.ok]
+    assert len(bad) == 5 and "continual.mddt.state_dim 20" in bad[0].detail and "state 39" in bad[0].detail

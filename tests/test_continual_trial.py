@@ -1,0 +1,87 @@
+"""A continual trial through `lamo_ray.train.train_loop_per_worker` without Ray: a fake session and a
+stand-in for the per-task rollout actors, on tiny Meta-World data made by the collector. Reports at
+every evaluation with a checkpoint, and a trial restarted from one of them resumes after it."""
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import ray.train
+import torch
+
+from lamo_ray import train
+from lamo_ray.config import validate_trial
+
+TASKS = ["reach", "window-close", "hammer"]
+
+
+class Session:
+    rank, world_size, device = 0, 1, torch.device("cpu")
+
+    def __init__(self, out: Path, checkpoint: Path | None = None):
+        self.out, self.checkpoint, self.started, self.reports = out, checkpoint, time.time(), []
+        out.mkdir(parents=True, exist_ok=True)
+
+    def get_checkpoint(self):
+        return None if self.checkpoint is None else ray.train.Checkpoint.from_directory(str(self.checkpoint))
+
+    def report(self, metrics, checkpoint_dir=None, step=0):
+        saved = None
+        if checkpoint_dir is not None:
+            saved = self.out / f"checkpoint_{step:07d}"
+            shutil.copytree(checkpoint_dir, saved)
+        self.reports.append((dict(metrics), saved))
+
+
+class StandIn:
+    """TaskEvaluator's interface in this process: success = a fixed function of the weights."""
+
+    def __init__(self, spec, model, env_ids, dims, targets, *args, **kwargs):
+        self.env_ids, self.dims, self.targets, self.last_returns = env_ids, dims, targets, {}
+
+    def __call__(self, model, tasks, task_index):
+        total = float(sum(p.detach().abs().sum() for p in model.parameters()))
+        self.last_returns = {t: total for t in tasks}
+        return {t: (total * (i + 1)) % 1.0 for i, t in enumerate(tasks)}
+
+    def shutdown(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from lamo_ray.domains.metaworld.collect import collect_metaworld
+
+    root = tmp_path_factory.mktemp("minari")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MINARI_DATASETS_PATH", str(root))
+    for task in TASKS:
+        collect_metaworld(task, episodes=3, ref_episodes=1)
+    yield root
+    mp.undo()
+
+
+def config():
+    return validate_trial({
+        "data": {"source": "lamo/metaworld/{task}-v0", "context_length": 2, "rtg_scale": 200, "max_ep_len": 200},
+        "model": {"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1, "finetune": "full"},
+        "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "log_every": 2},
+        "continual": {"pretrain_tasks": ["reach"], "tasks": ["window-close", "hammer"], "steps_per_task": 4,
+                      "eval_every": 2, "method": "l2m", "pool": {"size": 3, "rank": 2}}})
+
+
+def test_reports_checkpoints_and_resume(data, tmp_path, monkeypatch):
+    import lamo_ray.continual.evaluation as evaluation
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(data))
+    monkeypatch.setattr(evaluation, "TaskEvaluator", StandIn)
+    cfg = config()
+    whole = Session(tmp_path / "whole")
+    train.train_loop_per_worker({"trial": cfg}, whole)
+    assert [m["step"] for m, _ in whole.reports] == [4, 6, 8, 10, 12]
+    assert all(c is not None for _, c in whole.reports) and whole.reports[-1][0]["steps_total"] == 12
+    assert {"eval/window-close/success_rate", "eval/hammer/success_rate"} <= set(whole.reports[-1][0])
+    resumed = Session(tmp_path / "resumed", checkpoint=whole.reports[2][1])     # after step 8 (end of stage 0)
+    train.train_loop_per_worker({"trial": cfg}, resumed)
+    assert [m["step"] for m, _ in resumed.reports] == [10, 12]
