@@ -8,6 +8,7 @@ Reads one sweep from MLflow (layout in `lamo_ray.tracking`: the parent run tagge
 
 - ``report.md`` and ``report.html`` (self-contained: figures embedded as base64 PNG),
 - ``score_vs_sample_ratio.png`` (LaMo Fig. 1 style), ``learning_curves.png``, ``online_curves.png`` (trials with an online phase), ``asha.png``,
+- ``success_matrix.png`` (continual trials: a success-matrix heatmap per variant),
 - ``final_scores.csv`` (one row per trial), ``best_config.yaml`` (a sweep file with only the best
   variant at its best sample ratio, ready for ``python -m lamo_ray.sweep``),
 
@@ -18,6 +19,10 @@ last 20% of its configured ``train.steps`` (LaMo: the last 20k of 100k steps, i.
 at steps > 80k), taken at the best target return, the target whose such mean is highest. Only trials
 that ran to completion get one: trials ASHA stopped are listed with their rung, failed and still
 running trials are listed as such. Scores are D4RL-normalised x100, as logged by `lamo_ray.evaluate`.
+
+A continual trial (``continual:``, `lamo_ray.continual.trial`) is scored by Continual World's average
+success after its last stage, x100; the report adds its forgetting per arm with CIs, the forgetting
+difference from the baseline, and the success matrices.
 
 Which trials score the arms: in a sweep with a confirmation stage (``confirm:``), only the
 confirmation trials (every seed trained to the end); the search (ASHA) is shown on its own, since
@@ -43,6 +48,7 @@ import contextlib
 import csv
 import functools
 import html
+import json
 import logging
 import math
 import re
@@ -76,6 +82,10 @@ STEPS_PARAM = "train.steps"
 ONLINE_PARAMS = ("online.iterations", "online.updates_per_iteration")
 COMPLETED, STOPPED, FAILED, RUNNING, UNFINISHED = "completed", "stopped_by_scheduler", "failed", "running", "unfinished"
 NO_CI = "single seed: no CI"
+AVERAGE_SUCCESS = "continual/average_success"   # `lamo_ray.continual.trial`: Continual World's metrics of a trial
+FORGETTING = "continual/forgetting"
+MATRIX_ARTIFACT = "continual/success_matrix.json"
+CONTINUAL_PARAM = "continual.method"
 
 
 class ReportError(RuntimeError):
@@ -112,6 +122,10 @@ class TrialResult:
     stage: str = "main"
     offline_steps: int | None = None           # train.steps of a trial with an online phase, else None
     transitions: dict[int, float] = field(default_factory=dict)   # step -> online/transitions collected by then
+    average_success: float | None = None      # a continual trial: Continual World's metrics at its end (x100)
+    forgetting: float | None = None
+    success_matrix: dict[str, Any] | None = None   # its continual/success_matrix.json
+    continual: bool = False                   # a trial config with continual: (`TrialConfig.continual`)
 
     @property
     def label(self) -> str:
@@ -207,7 +221,14 @@ def load_trial(client: MlflowClient, run: Run, swept_paths: list[str]) -> TrialR
         trial.transitions = metric_by_step(client, run.info.run_id, "online/transitions")
     if tags.get(STOPPED_AT_TAG):
         trial.stopped_at_step = int(float(tags[STOPPED_AT_TAG]))
-    if trial.outcome == COMPLETED:
+    trial.continual = params.get(CONTINUAL_PARAM) not in (None, "None")
+    if AVERAGE_SUCCESS in run.data.metrics:   # a continual trial: scored by its average success at the end
+        trial.average_success = 100.0 * run.data.metrics[AVERAGE_SUCCESS]
+        if FORGETTING in run.data.metrics:
+            trial.forgetting = 100.0 * run.data.metrics[FORGETTING]
+        if trial.outcome == COMPLETED:
+            trial.final_score, trial.best_target = trial.average_success, "average success"
+    elif trial.outcome == COMPLETED:
         targets = {m["target"]: metric_by_step(client, run.info.run_id, key)
                    for key in run.data.metrics if (m := TARGET_SCORE.match(key))}
         scored = final_score(targets, steps)
@@ -349,6 +370,135 @@ def arm_stats(trials: list[TrialResult], reps: int = BOOTSTRAP_REPS, seed: int =
                 stats.iqm_ci = (float(ci[label][0, 1]), float(ci[label][1, 1]))
         out.append(stats)
     return out
+
+
+# --------------------------------------------------------------------------- continual trials
+
+
+@dataclass
+class ContinualArm:
+    """Continual World's metrics of one (label, sample ratio) across seeds (x100; CIs as `ArmStats`:
+    None for an incomplete arm or fewer than 2 seeds). ``matrix``: the success matrices' mean over seeds,
+    ``(len(tasks), len(stages))``, None without matrices or when the seeds' layouts differ."""
+
+    label: str
+    sample_ratio: float
+    planned: int
+    average_success: np.ndarray          # (n,) per completed seed
+    forgetting: np.ndarray               # (n,)
+    tasks: list[str] = field(default_factory=list)
+    stages: list[str] = field(default_factory=list)
+    matrix: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.average_success)
+
+    @property
+    def complete(self) -> bool:
+        return self.n == self.planned and self.n > 0
+
+    def ci(self, values: np.ndarray) -> tuple[float | None, tuple[float, float] | None]:
+        if not len(values):
+            return None, None
+        mean, ci = mean_ci(values)
+        return mean, ci if self.complete else None
+
+
+def continual_arms(trials: list[TrialResult]) -> list[ContinualArm]:
+    """One `ContinualArm` per (label, sample ratio) of the continual trials (those that logged
+    ``continual/average_success``, or are continual by their params and did not finish)."""
+    groups: dict[tuple[str, float], list[TrialResult]] = defaultdict(list)
+    for t in trials:
+        if t.average_success is not None or t.success_matrix is not None or t.continual:
+            groups[(t.label, t.sample_ratio)].append(t)
+    arms = []
+    for (label, ratio), members in sorted(groups.items()):
+        done = [t for t in members if t.outcome == COMPLETED and t.average_success is not None
+                and t.forgetting is not None]
+        arm = ContinualArm(label, ratio, len(members), np.array([t.average_success for t in done]),
+                           np.array([t.forgetting for t in done]))
+        matrices = [t.success_matrix for t in done if t.success_matrix is not None]
+        layouts = {(tuple(m["tasks"]), tuple(m["stages"])) for m in matrices}
+        if matrices and len(layouts) == 1:
+            arm.tasks, arm.stages = list(matrices[0]["tasks"]), list(matrices[0]["stages"])
+            arm.matrix = np.mean([np.asarray(m["success"], dtype=float) for m in matrices], axis=0)
+        arms.append(arm)
+    return arms
+
+
+@dataclass(frozen=True)
+class ForgettingComparison:
+    """Forgetting of ``comparison.label`` minus the baseline's (x100; lower = forgets less)."""
+
+    sample_ratio: float
+    comparison: Comparison
+
+    @property
+    def verdict(self) -> str:
+        return {"higher": "forgets more", "lower": "forgets less"}.get(self.comparison.verdict,
+                                                                       self.comparison.verdict)
+
+    def sentence(self) -> str:
+        c = self.comparison
+        sizes = f"({c.n} vs {c.n_baseline} seeds)"
+        if c.ci is None:
+            return (f"Forgetting, {c.label} vs {c.baseline} at sample ratio {self.sample_ratio:g}: difference "
+                    f"{c.difference:+.1f} from {sizes}: too few to give a confidence interval, so no conclusion.")
+        ci = f"difference {c.difference:+.1f}, 95% CI [{c.ci[0]:+.1f}, {c.ci[1]:+.1f}] {sizes}"
+        if c.verdict == "not distinguishable":
+            return (f"Forgetting at sample ratio {self.sample_ratio:g}: {c.label} and {c.baseline} are not "
+                    f"distinguishable here: {ci}.")
+        return f"Forgetting at sample ratio {self.sample_ratio:g}: {c.label} {self.verdict} than {c.baseline} here: {ci}."
+
+
+def compare_forgetting(arms: list[ContinualArm], trials: list[TrialResult],
+                       baseline_variant: str) -> list[ForgettingComparison]:
+    """Each complete continual arm vs the baseline variant's complete arm at the same sample ratio (and
+    other swept values: `_baseline_arm`): Welch's 95% CI of the difference in mean forgetting over seeds."""
+    setting_of = {t.label: t.setting for t in trials}
+    variant_of = {t.label: t.variant for t in trials}
+    complete = {(a.label, a.sample_ratio): a for a in arms if a.complete}
+    out = []
+    for (label, ratio), arm in sorted(complete.items()):
+        if variant_of[label] == baseline_variant:
+            continue
+        base = _baseline_arm(complete, variant_of, baseline_variant, arm_label(baseline_variant, setting_of[label]),
+                             ratio)
+        if base is not None:
+            out.append(ForgettingComparison(ratio, compare(label, base.label, arm.forgetting, base.forgetting)))
+    return out
+
+
+def plot_success_matrices(arms: list[ContinualArm], path: Path) -> Path:
+    """One heatmap per continual arm: success (0-1) of each evaluated task (rows) at the end of each stage
+    (columns, named by the stage's task), mean over the arm's completed seeds, each cell annotated."""
+    shown = [a for a in arms if a.matrix is not None]
+    cols = max(min(len(shown), 3), 1)
+    rows = max(math.ceil(len(shown) / cols), 1)
+    width = max(len(a.stages) for a in shown) if shown else 1
+    height = max(len(a.tasks) for a in shown) if shown else 1
+    fig = Figure(figsize=(cols * (1.6 + 0.55 * width), rows * (1.2 + 0.4 * height)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
+    if not shown:
+        _empty(axes[0], "no completed continual trial with a success matrix")
+    image = None
+    for ax, arm in zip(axes, shown):
+        image = ax.imshow(arm.matrix, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+        for (i, j), v in np.ndenumerate(arm.matrix):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
+        ax.set_xticks(range(len(arm.stages)))
+        ax.set_xticklabels([f"{j + 1}:{s}" for j, s in enumerate(arm.stages)], rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(arm.tasks)))
+        ax.set_yticklabels(arm.tasks, fontsize=7)
+        ax.set_title(f"{arm.label} (ratio {arm.sample_ratio:g}, n={arm.n})", fontsize=9)
+    for ax in axes[len(shown):] if shown else []:
+        ax.axis("off")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes[:len(shown)]), shrink=0.8, label="success rate")
+    fig.suptitle("Success matrix: task (row) after stage (column), mean over seeds", fontsize=10)
+    fig.savefig(path, dpi=110)
+    return path
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -831,6 +981,8 @@ class ReportContent:
     selection: list[dict[str, Any]]
     notes: list[str]
     baseline: str
+    continual: list[ContinualArm] = field(default_factory=list)
+    forgetting: list[ForgettingComparison] = field(default_factory=list)
 
 
 def supported_findings(content: ReportContent) -> list[str]:
@@ -839,6 +991,7 @@ def supported_findings(content: ReportContent) -> list[str]:
     lines = []
     for ratio, c in content.comparisons:
         lines.append(f"Sample ratio {ratio:g}: {c.sentence()}")
+    lines += [f.sentence() for f in content.forgetting]
     for arm in content.stats:
         if not arm.complete and arm.planned:
             why = (", ".join(f"{v} {k}" for k, v in sorted(arm.counts.items()) if k != COMPLETED)
@@ -875,7 +1028,9 @@ def build_sections(content: ReportContent) -> list[Section]:
                                "one. Per arm: mean with its 95% Student-t CI over seeds, IQM with its 95% "
                                "stratified-bootstrap CI (rliable). Comparisons: difference of means with Welch's 95% "
                                "CI; a difference is supported when its CI excludes 0. No correction for multiple "
-                               "comparisons."))
+                               "comparisons."
+                               + (" A continual trial's final score is instead its average success after the last "
+                                  "stage, x100 (\"Continual learning\" below)." if c.continual else "")))
     sec += [Section("text", f"**Note:** {n}") for n in c.notes]
     sec += [Section("heading", "Final score per variant and sample ratio"),
             Section("table", headers=["variant", "sample ratio", "seeds", "mean", "mean 95% CI", "IQM", "IQM 95% CI",
@@ -899,6 +1054,8 @@ def build_sections(content: ReportContent) -> list[Section]:
                 Section("table", headers=["variant", "baseline", "sample ratio", "P(variant > baseline)", "95% CI"],
                         rows=[[i.label, i.baseline, "all (average)" if i.sample_ratio is None else f"{i.sample_ratio:g}",
                                f"{i.probability:.3f}", i.note or _fmt_ci(i.ci)] for i in c.improvements])]
+    if c.continual:
+        sec += continual_sections(c)
     sec += [Section("figure", "Final score vs sample ratio", path=c.figures["score"]),
             Section("figure", "Learning curves", path=c.figures["curves"])]
     if "online" in c.figures:
@@ -943,6 +1100,39 @@ def build_sections(content: ReportContent) -> list[Section]:
         sec.append(Section("text", text))
         if c.best_yaml:
             sec.append(Section("code", c.best_yaml))
+    return sec
+
+
+def continual_sections(c: ReportContent) -> list[Section]:
+    """The continual trials' part of the report: definitions, per-arm table, forgetting comparisons,
+    success-matrix heatmaps."""
+    rows = []
+    for a in c.continual:
+        (success, success_ci), (forget, forget_ci) = a.ci(a.average_success), a.ci(a.forgetting)
+        why = "none: incomplete arm" if not a.complete else NO_CI
+        rows.append([a.label, f"{a.sample_ratio:g}", str(a.n) if a.complete else f"{a.n} of {a.planned} seeds",
+                     _fmt(success), _fmt_ci(success_ci) if success_ci else why,
+                     _fmt(forget), _fmt_ci(forget_ci) if forget_ci else why])
+    sec = [Section("heading", "Continual learning (Continual World metrics)"),
+           Section("text", "Success matrix: the success rate of each evaluated task (rows) at the end of each stage "
+                           "(columns). Average success: the mean over the sequence's tasks after the last stage (the "
+                           "final score of a continual trial, x100). Forgetting: per task, its success at the end of "
+                           "its own stage minus its success at the end of the sequence, averaged over the sequence's "
+                           "tasks (the last task's is 0 by construction), x100; lower is better (Continual World's "
+                           "definitions, `lamo_ray.continual.metrics`). Per arm: mean with its 95% Student-t CI over "
+                           "seeds; forgetting is compared with the baseline by Welch's 95% CI of the difference."),
+           Section("table", headers=["variant", "sample ratio", "seeds", "average success", "95% CI", "forgetting",
+                                     "95% CI"], rows=rows)]
+    if c.forgetting:
+        sec.append(Section("table", headers=["variant", "baseline", "sample ratio", "forgetting difference", "95% CI",
+                                             "over", "the data say"],
+                           rows=[[f.comparison.label, f.comparison.baseline, f"{f.sample_ratio:g}",
+                                  f"{f.comparison.difference:+.2f}",
+                                  "-" if f.comparison.ci is None
+                                  else f"[{f.comparison.ci[0]:+.2f}, {f.comparison.ci[1]:+.2f}]",
+                                  f"{f.comparison.n} vs {f.comparison.n_baseline} seeds", f.verdict]
+                                 for f in c.forgetting]))
+    sec.append(Section("figure", "Success matrix per variant", path=c.figures["matrix"]))
     return sec
 
 
@@ -1057,6 +1247,13 @@ def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, par
                               filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' "
                                             f"and tags.`{ROLE_TAG}` = 'trial'")
     trials = [load_trial(client, r, swept) for r in runs]
+    with tempfile.TemporaryDirectory() as tmp:
+        for t in trials:
+            if t.continual and t.outcome == COMPLETED:
+                try:
+                    t.success_matrix = json.loads(_download_text(client, t.run_id, MATRIX_ARTIFACT, Path(tmp)))
+                except (MlflowException, OSError, ValueError) as err:
+                    log.warning("trial %s: no readable %s (%s)", t.name, MATRIX_ARTIFACT, err)
     log.info("sweep %s: %d trial runs under parent run %s", sweep.get("name"), len(trials), parent.info.run_id)
     # a sweep with a confirmation stage is scored from its confirmation trials only (module docstring)
     search = [t for t in trials if t.stage == "search"]
@@ -1075,6 +1272,9 @@ def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, par
                "curves": plot_learning_curves(scored, out / "learning_curves.png", colors),
                "asha": plot_asha(search or trials, asha, out / "asha.png")}
     online_figure = plot_online_curves(scored, out / "online_curves.png", colors)
+    continual = continual_arms(scored)
+    if continual:
+        figures["matrix"] = plot_success_matrices(continual, out / "success_matrix.png")
     if online_figure is not None:
         figures["online"] = online_figure
     best = best_arm(stats)
@@ -1091,7 +1291,8 @@ def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, par
             files[-1].write_text(best_yaml)
     content = ReportContent(sweep.get("name", experiment), parent, trials, scored, search, stats, comparisons,
                             improvements, asha, figures, best, best_versus_runner_up(stats, best) if best else None,
-                            best_yaml, selection, notes, baseline_variant)
+                            best_yaml, selection, notes, baseline_variant, continual,
+                            compare_forgetting(continual, scored, baseline_variant) if has_baseline else [])
     sections = build_sections(content)
     md, page = out / "report.md", out / "report.html"
     md.write_text(render_markdown(sections))

@@ -12,10 +12,9 @@ same session, MLflow run and checkpoint mechanics as the other trials (`lamo_ray
   ``normalized_score`` = 100 x that mean (the sweep's scheduler metric) and a checkpoint holding the
   runner's state (``continual.pt``), from which a restarted trial resumes after that evaluation.
 - At the end: Continual World's metrics (`lamo_ray.continual.metrics`) of the sequence, logged as
-  ``continual/average_success``, ``continual/forgetting/<task>`` and the success matrix as
-  ``continual/success_matrix.json``.
-
-WIP (branch wip/l2m-trial): dispatched from `lamo_ray.train`; tested in process with a stand-in evaluator, not yet through a sweep (Tune, MLflow checkpoints, report).
+  ``continual/average_success``, ``continual/forgetting/<task>``, their mean over the sequence's
+  stages ``continual/forgetting`` (Continual World's average forgetting) and the success matrix as
+  ``continual/success_matrix.json``; the report (`lamo_ray.report`) reads them.
 """
 
 from __future__ import annotations
@@ -113,8 +112,10 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
         if tracker is not None:
             tasks = list(dict.fromkeys(c.tasks))
             matrix = success_matrix(history, c.tasks, tasks=c.evaluated)
+            per_task = forgetting(history, c.tasks)
             final = {"continual/average_success": average_success(history, c.tasks),
-                     **{f"continual/forgetting/{t}": v for t, v in forgetting(history, c.tasks).items()}}
+                     "continual/forgetting": float(np.mean([per_task[t] for t in c.tasks])),
+                     **{f"continual/forgetting/{t}": v for t, v in per_task.items()}}
             tracker.log_metrics(final, step=runner.step)
             path = workdir / "success_matrix.json"
             path.write_text(json.dumps({"stages": c.tasks, "tasks": c.evaluated, "success": matrix.tolist(),
