@@ -1,0 +1,131 @@
+"""The report on continual trials (`lamo_ray.report` "Continual learning"): a hand-made MLflow store laid
+out as `lamo_ray.continual.trial` logs it, with known Continual World metrics and success matrices."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+from mlflow.entities import Metric
+
+from lamo_ray.config import SweepConfig, expand_trials
+from lamo_ray.intervals import difference_ci, mean_ci
+from lamo_ray.report import continual_arms, generate_report
+from lamo_ray.tracking import OUTCOME_TAG, RunLogger, start_sweep_run, start_trial_run
+
+TASKS = ["faucet-close", "window-close"]
+SWEEP = {
+    "name": "cl",
+    "seeds": [0, 1, 2],
+    "base": {"data": {"source": "lamo/metaworld/{task}-v0", "context_length": 3, "max_ep_len": 200},
+             "model": {"pretrained": False, "n_layer": 1, "n_embd": 8, "n_head": 1},
+             "train": {"steps": 10},
+             "continual": {"pretrain_tasks": ["reach"], "tasks": TASKS, "steps_per_task": 10, "eval_every": 5}},
+    "scheduler": {"type": "fifo"},
+    "report_baseline": "ft",
+    "variants": {"l2m": {"continual": {"method": "l2m"}}, "ft": {"continual": {"method": "ft"}},
+                 "lora": {"continual": {"method": "lora"}}},
+}
+# (variant, seed) -> success matrix [task][stage]; forgetting = S[t, own stage] - S[t, last]
+MATRICES = {
+    ("ft", 0): [[0.8, 0.0], [0.0, 0.9]], ("ft", 1): [[1.0, 0.2], [0.1, 1.0]], ("ft", 2): [[0.9, 0.1], [0.0, 0.8]],
+    ("l2m", 0): [[0.8, 0.8], [0.0, 0.9]], ("l2m", 1): [[1.0, 0.9], [0.1, 1.0]], ("l2m", 2): [[0.9, 0.9], [0.0, 0.7]],
+    ("lora", 0): [[0.5, 0.1], [0.0, 0.6]], ("lora", 1): [[0.7, 0.3], [0.0, 0.5]],   # seed 2 fails
+}
+
+
+def _values(matrix):
+    m = np.asarray(matrix)
+    return 100 * m[:, -1].mean(), 100 * float(np.mean([m[i, i] - m[i, -1] for i in range(len(TASKS))]))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cl")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    cfg = SweepConfig.model_validate(SWEEP)
+    exp_id, parent = start_sweep_run(uri, "cl", "cl", cfg)
+    for i, row in enumerate(expand_trials(cfg)):
+        key = (row["variant"], row["seed"])
+        run_id = start_trial_run(uri, exp_id, parent, f"run_trial_{i:05d}", row["variant"], row["config"],
+                                 trial_id=f"t{i:05d}")
+        logger = RunLogger(uri, run_id)
+        ts = int(time.time() * 1000)
+        total = row["config"].total_steps
+        if key not in MATRICES:
+            logger.client.log_batch(run_id, metrics=[Metric("normalized_score", 10.0, ts, 15)])
+            logger.set_tags({OUTCOME_TAG: "failed"})
+            logger.finish("FAILED")
+            continue
+        m = np.asarray(MATRICES[key])
+        success, forget = _values(m)
+        logger.client.log_batch(run_id, metrics=[
+            Metric("normalized_score", 100 * m[:, 0].mean(), ts, 20), Metric("normalized_score", success, ts, total),
+            Metric("continual/average_success", success / 100, ts, total),
+            Metric("continual/forgetting", forget / 100, ts, total)])
+        path = tmp / run_id / "success_matrix.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps({"stages": TASKS, "tasks": TASKS, "success": m.tolist(), "sequence": TASKS}))
+        logger.client.log_artifact(run_id, str(path), "continual")
+        logger.set_tags({OUTCOME_TAG: "completed"})
+        logger.finish("FINISHED")
+    rep = generate_report(uri, "cl", tmp / "out", reps=200, log_to_mlflow=False)
+    return tmp, rep
+
+
+def _rows(text: str, header: str) -> dict[str, list[str]]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {header}"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells
+    return rows
+
+
+def test_per_arm_average_success_and_forgetting_with_their_intervals(report):
+    _, rep = report
+    rows = _rows(rep.path.read_text(), "variant | sample ratio | seeds | average success")
+    for variant in ("ft", "l2m"):
+        success, forget = zip(*(_values(MATRICES[(variant, s)]) for s in range(3)))
+        (ms, (ls, hs)), (mf, (lf, hf)) = mean_ci(success), mean_ci(forget)
+        assert rows[variant][2:] == ["3", f"{ms:.2f}", f"[{ls:.2f}, {hs:.2f}]", f"{mf:.2f}", f"[{lf:.2f}, {hf:.2f}]"]
+    assert rows["lora"][2] == "2 of 3 seeds" and rows["lora"][4] == "none: incomplete arm"
+
+
+def test_forgetting_is_compared_with_the_baseline_in_words(report):
+    _, rep = report
+    forget = {v: [_values(MATRICES[(v, s)])[1] for s in range(3)] for v in ("l2m", "ft")}
+    diff, (low, high) = difference_ci(forget["l2m"], forget["ft"])
+    assert high < 0   # the store is built so that l2m forgets less
+    sentence = (f"Forgetting at sample ratio 1: l2m forgets less than ft here: difference {diff:+.1f}, "
+                f"95% CI [{low:+.1f}, {high:+.1f}] (3 vs 3 seeds).")
+    assert sentence in rep.findings
+    assert not any("lora" in f and f.startswith("Forgetting") for f in rep.findings)   # incomplete: not compared
+
+
+def test_the_final_score_of_a_continual_trial_is_its_average_success(report):
+    _, rep = report
+    rows = _rows(rep.path.read_text(), "variant | sample ratio | seeds | mean |")
+    success = [_values(MATRICES[("l2m", s)])[0] for s in range(3)]
+    assert rows["l2m"][3] == f"{np.mean(success):.2f}"
+
+
+def test_success_matrices_are_averaged_over_seeds_and_drawn(report):
+    tmp, rep = report
+    assert (tmp / "out" / "success_matrix.png").stat().st_size > 5000
+    assert "![Success matrix per variant](success_matrix.png)" in rep.path.read_text()
+
+
+def test_continual_arms_average_the_matrices():
+    from lamo_ray.report import TrialResult
+
+    trials = [TrialResult(run_id=str(s), name=str(s), variant="ft", setting=(), seed=s, sample_ratio=1.0, steps=30,
+                          outcome="completed", last_step=30, average_success=50.0, forgetting=10.0, continual=True,
+                          success_matrix={"tasks": TASKS, "stages": TASKS, "success": MATRICES[("ft", s)]})
+              for s in range(3)]
+    (arm,) = continual_arms(trials)
+    assert np.allclose(arm.matrix, np.mean([MATRICES[("ft", s)] for s in range(3)], axis=0))
+    assert arm.tasks == TASKS and arm.complete and arm.n == 3
