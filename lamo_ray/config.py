@@ -379,6 +379,9 @@ class TrialConfig(_Strict):
             raise ValueError("online: and continual: are two different second phases; a trial has at most one")
         if self.train.num_workers != 1:
             raise ValueError(f"continual: needs train.num_workers 1 (got {self.train.num_workers})")
+        if self.model.finetune == "lora":
+            raise ValueError("continual: model.finetune 'lora' is not an MDDT pre-training mode: set model.finetune "
+                             "to 'full' (L2M) or 'frozen'; LoRA in the continual stages is continual.method")
         return self
 
     @property

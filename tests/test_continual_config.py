@@ -11,7 +11,7 @@ CONTINUAL = {"pretrain_tasks": ["reach", "push"], "tasks": ["hammer", "push-wall
 
 def trial(source="lamo/metaworld/{task}-v0", **extra):
     raw = {"data": {"source": source, "context_length": 5, "rtg_scale": 200, "max_ep_len": 200},
-           "model": {"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1},
+           "model": {"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1, "finetune": "full"},
            "train": {"steps": 100}, "continual": CONTINUAL}
     raw.update(extra)
     return raw
@@ -28,6 +28,8 @@ def test_sources_steps_and_the_template():
         validate_trial({"data": {"source": "lamo/metaworld/{task}-v0"}})
     with pytest.raises(ConfigError, match="at most one"):
         validate_trial(trial(online={"method": "td3_odt", "iterations": 1, "target_return": 1.0}))
+    with pytest.raises(ConfigError, match="continual: model.finetune 'lora' is not an MDDT pre-training mode"):
+        validate_trial(trial(model={"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1, "finetune": "lora"}))
     with pytest.raises(ConfigError, match="did you mean 'hammer'"):
         validate_trial(trial(continual={**CONTINUAL, "tasks": ["hamer"]}))
 

@@ -1,0 +1,100 @@
+"""A short continual sweep end to end, as a user runs it: Meta-World data from the collector's CLI, then
+`python -m lamo_ray.sweep` (Ray Tune -> Ray Train -> per-task rollout actors -> MLflow -> report), and
+the MLflow store is checked against what the trial logged (L2M's protocol, `lamo_ray.continual.trial`)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+TASKS = ["reach", "window-close"]
+PRETRAIN, STAGE, EVERY = 6, 6, 3
+SWEEP = {
+    "name": "cl_e2e",
+    "seeds": [0],
+    "base": {
+        "data": {"source": "lamo/metaworld/{task}-v0", "context_length": 3, "rtg_scale": 200, "max_ep_len": 200},
+        "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 32, "n_head": 2,
+                  "finetune": "full"},
+        "train": {"steps": PRETRAIN, "batch_size": 16, "lr": 1e-3, "warmup_steps": 2, "log_every": 3,
+                  "cpus_per_worker": 0.49},
+        "eval": {"max_episode_steps": 20},
+        "continual": {"pretrain_tasks": ["reach"], "tasks": TASKS, "steps_per_task": STAGE, "eval_every": EVERY,
+                      "eval_episodes": 2, "pool": {"size": 4, "rank": 2, "alpha": 4}},
+    },
+    "scheduler": {"type": "fifo"},
+    "report_baseline": "ft",
+    "variants": {"l2m": {"continual": {"method": "l2m"}}, "ft": {"continual": {"method": "ft"}}},
+}
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cl_e2e")
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp / "minari"), MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
+               HF_HUB_OFFLINE="1")
+    env.pop("RAY_ADDRESS", None)
+    collect = subprocess.run([sys.executable, "-m", "lamo_ray.collect", "metaworld", "--tasks", *TASKS,
+                              "--episodes", "4", "--ref-episodes", "1"], env=env, cwd=tmp,
+                             capture_output=True, text=True, timeout=300)
+    assert collect.returncode == 0, collect.stderr[-3000:]
+    sweep_file = tmp / "cl.yaml"
+    sweep_file.write_text(yaml.safe_dump(SWEEP))
+    proc = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(sweep_file), "--set", f"storage_path={tmp / 'ray'}"],
+                          env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
+    return tmp, proc
+
+
+def _trials(tmp: Path):
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    exp = client.get_experiment_by_name("cl_e2e")
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("lamo_ray.role") == "sweep")
+    return client, parent, [r for r in runs if r.data.tags.get("lamo_ray.role") == "trial"]
+
+
+def test_each_trial_logs_the_continual_world_metrics_of_its_evaluations(sweep_run):
+    tmp, _ = sweep_run
+    client, _, trials = _trials(tmp)
+    assert sorted(r.data.tags["variant"] for r in trials) == ["ft", "l2m"]
+    stage_ends = [PRETRAIN + STAGE * (i + 1) for i in range(len(TASKS))]
+    for run in trials:
+        assert run.info.status == "FINISHED" and run.data.tags["lamo_ray.outcome"] == "completed"
+        history = {t: {m.step: m.value for m in client.get_metric_history(run.info.run_id, f"eval/{t}/success_rate")}
+                   for t in TASKS}
+        # the pre-trained model (end of pre-training), then every eval_every steps of each stage
+        evals = [PRETRAIN] + [PRETRAIN + i * EVERY for i in range(1, len(TASKS) * STAGE // EVERY + 1)]
+        assert {t: sorted(h) for t, h in history.items()} == {t: evals for t in TASKS}
+        path = client.download_artifacts(run.info.run_id, "continual/success_matrix.json", str(tmp))
+        matrix = json.loads(Path(path).read_text())
+        assert matrix["stages"] == TASKS and matrix["tasks"] == TASKS
+        # the matrix is the per-task success at each stage's end, as logged during the run
+        assert np.allclose(matrix["success"], [[history[t][s] for s in stage_ends] for t in TASKS])
+        s = np.asarray(matrix["success"])
+        assert run.data.metrics["continual/average_success"] == pytest.approx(s[:, -1].mean())
+        assert run.data.metrics["continual/forgetting"] == pytest.approx(np.mean([s[i, i] - s[i, -1]
+                                                                                   for i in range(len(TASKS))]))
+        ckpt = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+        assert "continual.pt" in ckpt
+        assert run.data.params["continual.method"] == run.data.tags["variant"]
+
+
+def test_the_report_has_the_continual_section_and_the_heatmap(sweep_run):
+    tmp, proc = sweep_run
+    client, parent, trials = _trials(tmp)
+    files = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report.md", "success_matrix.png"} <= files
+    text = Path(client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp))).read_text()
+    assert "## Continual learning (Continual World metrics)" in text
+    for run in trials:   # each trial's final score is its average success x100
+        assert f"{100 * run.data.metrics['continual/average_success']:.2f} | average success" in text
+    assert "What the data support:" in proc.stdout
