@@ -27,6 +27,7 @@ def test_benchmarks_quick_run(tmp_path):
     assert all(math.isfinite(r["ratio"]) and r["ratio"] > 0 for r in rows)
 
 
+@pytest.mark.benchmark
 def test_online_benchmarks_quick_run(tmp_path):
     """benchmarks/online.py (B10 collection, B11 overlap) runs at tiny budgets and reports both rows."""
     out = tmp_path / "online.json"

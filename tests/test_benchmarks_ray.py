@@ -16,6 +16,7 @@ def _finite_positive(x) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.benchmark
 def test_b5_asha_vs_fifo_quick(tmp_path):
     import asha
 
@@ -40,6 +41,7 @@ def test_b5_asha_vs_fifo_quick(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.benchmark
 def test_b6_ddp_quick(tmp_path):
     import ddp
 
