@@ -248,16 +248,23 @@ def collecting_actors(cfg: TrialConfig) -> int:
     return 0 if cfg.online is None else cfg.online.num_actors
 
 
+def evaluating_actors(cfg: TrialConfig) -> int:
+    """Rollout actors a trial evaluates with: ``eval.num_actors``, or for a continual trial one per
+    evaluated task (`lamo_ray.continual.evaluation.TaskEvaluator`, CPU only)."""
+    return len(cfg.continual.evaluated) if cfg.continual is not None else cfg.eval.num_actors
+
+
 def trial_cpus(sweep: SweepConfig, cfg: TrialConfig) -> float:
     """Ray CPUs one trial holds: its driver, its DDP workers and its rollout actors (evaluating and
     collecting)."""
     return (sweep.trial_cpus + cfg.train.num_workers * cfg.train.cpus_per_worker
-            + (cfg.eval.num_actors + collecting_actors(cfg)) * cfg.eval.actor_cpus)
+            + (evaluating_actors(cfg) + collecting_actors(cfg)) * cfg.eval.actor_cpus)
 
 
 def trial_gpus(cfg: TrialConfig) -> float:
     """Ray GPUs one trial holds: one per DDP worker with ``train.use_gpu``, plus its rollout actors' shares."""
-    return cfg.train.num_workers * float(cfg.train.use_gpu) + cfg.eval.num_actors * cfg.eval.gpus_per_actor
+    actors = 0 if cfg.continual is not None else cfg.eval.num_actors   # TaskEvaluator's actors are CPU only
+    return cfg.train.num_workers * float(cfg.train.use_gpu) + actors * cfg.eval.gpus_per_actor
 
 
 def resource_plan(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus: float | None,
@@ -271,8 +278,9 @@ def resource_plan(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus: 
         cpus, gpus = trial_cpus(sweep, cfg), trial_gpus(cfg)
         per_trial.append((cpus, gpus))
         lines.append(f"  {variant}: {cpus:g} CPUs, {gpus:g} GPUs per trial ({cfg.train.num_workers} training worker(s)"
-                     f"{' on GPU' if cfg.train.use_gpu else ''}, {cfg.eval.num_actors} rollout actor(s) x "
-                     f"{cfg.eval.actor_cpus:g} CPU / {cfg.eval.gpus_per_actor:g} GPU"
+                     f"{' on GPU' if cfg.train.use_gpu else ''}, {evaluating_actors(cfg)} rollout actor(s) x "
+                     f"{cfg.eval.actor_cpus:g} CPU / {0 if cfg.continual else cfg.eval.gpus_per_actor:g} GPU"
+                     + (" (one per evaluated task)" if cfg.continual else "")
                      + (f", {collecting_actors(cfg)} collecting actor(s) x {cfg.eval.actor_cpus:g} CPU"
                         if collecting_actors(cfg) else "") + ")")
     n = len(rows) * sweep.num_samples

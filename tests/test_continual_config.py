@@ -48,3 +48,28 @@ def test_preflight_checks_each_tasks_data_against_the_shared_sizes(tmp_path, mon
     assert sum(c.ok for c in results) == 5
     bad = [c for c in results if not c.ok]
     assert len(bad) == 5 and "continual.mddt.state_dim 20" in bad[0].detail and "state 39" in bad[0].detail
+
+
+def test_paper_scale_l2m_sweep_dry_run(tmp_path):
+    """sweeps/l2m_cw10.yaml: MT40 pre-training and CW10, 4 methods x 3 seeds, every task's data listed,
+    one rollout actor per CW10 task in the resource plan."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lamo_ray.config import expand_trials, load_sweep
+    from lamo_ray.domains.metaworld import CW10, all_tasks
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, HOME=str(tmp_path), HF_HUB_OFFLINE="1", MINARI_DATASETS_PATH=str(tmp_path / "minari"))
+    proc = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(repo / "sweeps" / "l2m_cw10.yaml"), "--dry-run"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "12 trials (4 variants x 1 grid points x 3 seeds)" in proc.stdout
+    listed = [line for line in proc.stdout.splitlines() if "[ok] dataset   lamo/metaworld/" in line]
+    assert len(listed) == len(all_tasks()) == 50
+    assert "10 rollout actor(s) x 0 CPU / 0 GPU (one per evaluated task)" in proc.stdout
+    cfg = expand_trials(load_sweep(repo / "sweeps" / "l2m_cw10.yaml"))[0]["config"]
+    assert cfg.continual.tasks == list(CW10) and not set(cfg.continual.pretrain_tasks) & set(CW10)
+    assert cfg.total_steps == 1_000_000 + 10 * 100_000
