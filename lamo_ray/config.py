@@ -276,7 +276,7 @@ class OnlineConfig(_Strict):
         return 0.0 if self.method == "td3" else 1.0
 
 
-CONTINUAL_METHODS = ("l2m", "l2m_oracle", "lora", "ft")
+CONTINUAL_METHODS = ("l2m", "l2m_oracle", "lora", "ft", "ewc", "l2")
 
 
 class PoolConfig(_Strict):
@@ -320,10 +320,15 @@ class ContinualConfig(_Strict):
     eval_every: int = Field(ge=1, description="Steps between evaluations within a stage (each stage's end too).")
     eval_tasks: list[str] | None = Field(None, description="Tasks evaluated at each evaluation; default the sequence.")
     eval_episodes: int = Field(5, ge=1, description="Episodes per task and evaluation (L2M: 5).")
-    method: Literal["l2m", "l2m_oracle", "lora", "ft"] = Field(
+    method: Literal["l2m", "l2m_oracle", "lora", "ft", "ewc", "l2"] = Field(
         description="l2m (pool selected by keys), l2m_oracle (a modulator per task by task id), lora (one "
-        "modulator for every task), ft (the whole model fine-tuned).")
+        "modulator for every task), ft (the whole model fine-tuned), ewc / l2 (ft with a penalty pulling the "
+        "weights towards the previous stage's end, weighted by the Fisher information / uniformly).")
     lr: float = Field(1e-4, gt=0.0, description="Constant learning rate of the continual stages (L2M).")
+    penalty: float = Field(400.0, ge=0.0, description="ewc / l2: the penalty's weight lambda (L2M: ewc_lambda 400, "
+                           "for both).")
+    fisher_batches: int = Field(10, ge=1, description="ewc: batches of the finished stage's data whose squared "
+                                "gradients are averaged into the Fisher information (L2M: 10).")
     pool: PoolConfig = Field(default_factory=PoolConfig)
     mddt: MDDTConfig = Field(default_factory=MDDTConfig)
 

@@ -104,3 +104,63 @@ def test_a_run_resumed_after_an_evaluation_continues_where_it_stopped(shards, st
     assert [(e.stage, e.step) for e in resumed.history] == [(PRETRAIN, 4), (0, 7), (0, 10), (1, 13), (1, 16), (2, 19),
                                                              (2, 22)]
     assert len(history) == 6 and resumed.model.pool.counts.sum() == 3 * 6 * 8   # no stage step repeated or lost
+
+
+def test_ewc_fisher_is_the_mean_squared_gradient_of_the_finished_stage_and_weights_the_penalty(shards):
+    r = runner(shards, "ewc", fisher_batches=3, penalty=7.0)
+    consolidated = []
+    original = r.consolidate
+
+    def spy(sampler):
+        before = {n: p.detach().clone() for n, p in r.model.named_parameters()}
+        original(sampler)
+        consolidated.append((r.stage, before))
+
+    r.consolidate = spy
+    r.run()
+    assert [stage for stage, _ in consolidated] == [0, 1, 2]          # at each stage's end, not after pre-training
+    _, before = consolidated[-1]
+    assert set(r.anchor) == {n for n, p in r.model.named_parameters() if p.requires_grad}
+    assert all(torch.equal(r.anchor[n], before[n]) for n in r.anchor)    # theta* = the weights at the stage's end
+    # F by hand: the mean over 3 batches of the squared gradients, with the same batches (the stage's sampler,
+    # seeded [seed, stage + 1, 0], after its 6 training batches)
+    model = r.model
+    sampler = ShardedSampler([shards / "faucet-close"], 3, 20.0, 50, 204, 6, seed=[0, 3, 0])
+    for _ in range(6):
+        sampler.sample(8)
+    fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters() if p.requires_grad}
+    model.train()
+    for _ in range(3):
+        b = {k: torch.as_tensor(v) for k, v in sampler.sample(8).items()}
+        model.zero_grad()
+        model.loss(model(b["states"], b["actions"], b["returns_to_go"], b["rewards"], b["timesteps"],
+                         b["attention_mask"]), b["actions"], b["attention_mask"], b["action_mask"]).backward()
+        for n in fisher:
+            if dict(model.named_parameters())[n].grad is not None:
+                fisher[n] += dict(model.named_parameters())[n].grad.pow(2)
+    assert all(torch.allclose(r.importance[n], fisher[n] / 3, rtol=1e-4, atol=1e-10) for n in fisher)
+    # the penalty: lambda x sum F (theta - theta*)^2; zero at the anchor
+    assert r.penalty().item() == pytest.approx(0.0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01)
+    expected = 7.0 * sum((fisher[n] / 3 * 0.01 ** 2).sum() for n in fisher)
+    assert r.penalty().item() == pytest.approx(expected.item(), rel=1e-3)
+
+
+def test_l2_pulls_the_weights_towards_the_previous_stage_and_resumes_with_its_anchor(shards):
+    free, held = runner(shards, "ft"), runner(shards, "l2", penalty=1e4)
+    anchors = []
+    held.run(lambda record, r: anchors.append((record.stage, r.state_dict())) if record.step == 16 else None)
+    free.run()
+    (stage, state), = anchors
+    assert stage == 1 and state["anchor"] is not None and all(torch.all(v == 1) for v in state["importance"].values())
+    # with a strong pull, stage 2 moves the weights far less from the end of stage 1 than plain FT does
+    moved = lambda r, anchor: sum((p - anchor[n]).abs().sum().item() for n, p in r.model.named_parameters()  # noqa: E731
+                                  if n in anchor)
+    stage1_end = state["anchor"]
+    assert moved(held, stage1_end) < 0.2 * moved(free, stage1_end)
+    resumed = runner(shards, "l2", penalty=1e4)
+    resumed.load_state_dict(state)
+    assert all(torch.equal(resumed.anchor[n], state["anchor"][n]) for n in state["anchor"])

@@ -12,6 +12,11 @@ Methods (``continual.method``):
   count penalty from the second stage and the key pull term;
 - ``l2m_oracle``: the pool with each task's own modulator chosen by task id; an evaluated task outside
   the sequence gets a modulator no stage trained (B = 0: the pre-trained model).
+- ``ewc`` / ``l2``: ``ft`` plus, from the second stage, ``penalty x sum_i F_i (theta_i - theta*_i)^2``
+  over the trainable weights, ``theta*`` the weights at the end of the previous stage and ``F`` the
+  mean squared gradient of the loss over ``fisher_batches`` batches of that stage's data (``ewc``,
+  Kirkpatrick et al. 2017) or 1 (``l2``). As L2M's ``UDTWithEWC`` (ewc_mode "separate" without
+  keep_importance_data, which keeps only the last stage's weights): one anchor, the previous stage's.
 
 The pre-training follows ``train`` (lr with its linear warm-up, weight decay, eps, clip, batch); the
 stages use ``continual.lr`` constant (L2M), a fresh AdamW per stage, the same clip and batch.
@@ -35,6 +40,7 @@ from lamo_ray.continual.metrics import Evaluation
 log = logging.getLogger(__name__)
 
 PRETRAIN = -1   # the stage index of multi-task pre-training
+FULL_METHODS = ("ft", "ewc", "l2")   # the whole model trained at every stage (no pool)
 
 #: a batch source: ``sample(batch_size) -> dict`` as `lamo_ray.data.shards.ShardedSampler`
 Sampler = Any
@@ -68,6 +74,8 @@ class ContinualRunner:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
         self._pool_attached = False
+        self.anchor: dict[str, torch.Tensor] | None = None       # ewc / l2: theta* and F of the last stage
+        self.importance: dict[str, torch.Tensor] | None = None
         unseen = [t for t in cfg.evaluated if t not in cfg.tasks]
         self._sequence = list(dict.fromkeys(cfg.tasks))
         if cfg.method == "l2m_oracle" and unseen and cfg.pool.size <= len(self._sequence):
@@ -87,7 +95,7 @@ class ContinualRunner:
 
     def _attach(self) -> None:
         """After pre-training: the method's trainable parameters."""
-        if self._pool_attached or self.cfg.method == "ft":
+        if self._pool_attached or self.cfg.method in FULL_METHODS:
             return
         from lamo_ray.continual.pool import ModulationPool
 
@@ -136,6 +144,8 @@ class ContinualRunner:
         logits = self.model(batch["states"], batch["actions"], batch["returns_to_go"], batch["rewards"],
                             batch["timesteps"], batch["attention_mask"], task=task)
         loss = self.model.loss(logits, batch["actions"], batch["attention_mask"], batch["action_mask"])
+        if self.anchor is not None and self.stage != PRETRAIN:
+            loss = loss + self.penalty()
         if self.model.pool is not None and self.cfg.method == "l2m":
             loss = loss + self.cfg.pool.key_loss * self.model.pool.key_loss(self.model.pool_query, self.model.pool.selected)
         if not torch.isfinite(loss):
@@ -147,6 +157,38 @@ class ContinualRunner:
         if self.scheduler is not None:
             self.scheduler.step()
         return loss.item()
+
+    def penalty(self) -> torch.Tensor:
+        """``continual.penalty x sum F (theta - theta*)^2`` over the anchored weights (module docstring)."""
+        params = dict(self.model.named_parameters())
+        total = sum((self.importance[n] * (params[n] - w).pow(2)).sum() for n, w in self.anchor.items())
+        return self.cfg.penalty * total
+
+    def consolidate(self, sampler: Sampler) -> None:
+        """``ewc`` / ``l2`` at a stage's end: anchor the trainable weights, with their importance (the mean
+        squared gradient of the loss over ``fisher_batches`` batches of ``sampler``, for ``ewc``; ones for
+        ``l2``). L2M's ``compute_importances`` (model in training mode, the stage's loss)."""
+        named = {n: q for n, q in self.model.named_parameters() if q.requires_grad}
+        if self.cfg.method == "l2":
+            importance = {n: torch.ones_like(q) for n, q in named.items()}
+        else:
+            importance = {n: torch.zeros_like(q) for n, q in named.items()}
+            self.model.train()
+            for _ in range(self.cfg.fisher_batches):
+                batch = {k: torch.as_tensor(v, device=self.device)
+                         for k, v in sampler.sample(self.train.batch_size).items()}
+                logits = self.model(batch["states"], batch["actions"], batch["returns_to_go"], batch["rewards"],
+                                    batch["timesteps"], batch["attention_mask"])
+                loss = self.model.loss(logits, batch["actions"], batch["attention_mask"], batch["action_mask"])
+                self.model.zero_grad(set_to_none=True)
+                loss.backward()
+                for n, q in named.items():
+                    if q.grad is not None:
+                        importance[n] += q.grad.detach().pow(2)
+            self.model.zero_grad(set_to_none=True)
+            importance = {n: v / self.cfg.fisher_batches for n, v in importance.items()}
+        self.anchor = {n: q.detach().clone() for n, q in named.items()}
+        self.importance = importance
 
     def _evaluate(self, stage: int) -> Evaluation:
         self.model.eval()
@@ -180,6 +222,8 @@ class ContinualRunner:
                 end = self.stage_step == steps
                 if end or (self.stage != PRETRAIN and self.stage_step % self.cfg.eval_every == 0):
                     stage = self.stage
+                    if end and stage != PRETRAIN and self.cfg.method in ("ewc", "l2"):
+                        self.consolidate(sampler)
                     if end:   # the phase is done: the checkpoint taken in the callback resumes at the next one
                         self.stage, self.stage_step, self.optimizer, self.scheduler = self.stage + 1, 0, None, None
                     record = self._evaluate(stage)
@@ -198,6 +242,7 @@ class ContinualRunner:
                 "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "stage": self.stage, "step": self.step, "stage_step": self.stage_step,
+                "anchor": self.anchor, "importance": self.importance,
                 "history": [(e.stage, e.step, dict(e.success)) for e in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -206,6 +251,7 @@ class ContinualRunner:
             self._attach()
         self.model.load_state_dict(state["model"])
         self.stage, self.step, self.stage_step = state["stage"], state["step"], state["stage_step"]
+        self.anchor, self.importance = state.get("anchor"), state.get("importance")
         self.history = [Evaluation(s, t, succ) for s, t, succ in state["history"]]
         self.optimizer = self.scheduler = None
         if state["optimizer"] is not None:
