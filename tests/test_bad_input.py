@@ -110,6 +110,12 @@ class Workspace:
         path.write_text(text)
         return [str(path), *args]
 
+    def continual(self, source: str = "lamo/metaworld/{task}-v0", finetune: str = "full", **settings: Any) -> list[str]:
+        """GOOD_SWEEP as a continual trial (reach pre-training, hammer) with ``settings`` in its section."""
+        section = {"pretrain_tasks": ["reach"], "tasks": ["hammer"], "steps_per_task": 2, "eval_every": 1, "method": "l2m",
+                   **settings}
+        return self.sweep(("base.data.source", source), ("base.model.finetune", finetune), ("base.continual", section))
+
     def hdf5(self, name: str, n: int = 20, obs_dim: int = 10, drop: tuple[str, ...] = (), rewards_len: int | None = None,
              actions: np.ndarray | None = None, nan: bool = False, env_id: str | None = "Reacher-v5") -> str:
         """A D4RL-format file (one trajectory per 10 steps) shaped like Reacher-v5 unless told otherwise."""
@@ -357,6 +363,16 @@ CASES = [
       ("language.corpus", "blank.txt", "no text"), preflight=True),
     C("backbone_unavailable", lambda w: w.sweep(("base.model", {"backbone": "nobody/no-such-lm", "pretrained": True})),
       ("nobody/no-such-lm",), preflight=True, obtainable=True),
+    # ---- continual trials (L2M)
+    C("continual_unknown_task", lambda w: w.continual(tasks=["hamer"]), ("base.continual.tasks", "did you mean 'hammer'")),
+    C("continual_pool_size_zero", lambda w: w.continual(pool={"size": 0}), ("base.continual.pool.size", "got 0")),
+    C("continual_top_k_above_pool", lambda w: w.continual(pool={"size": 2, "top_k": 3}),
+      ("continual.pool.top_k (3)", "larger than the pool (size 2)")),
+    C("continual_lora_pretraining", lambda w: w.continual(finetune="lora"), ("model.finetune 'lora'", "continual")),
+    C("continual_source_not_a_template", lambda w: w.continual(source="lamo/metaworld/hammer-v0"),
+      ("data.source", "{task}", "lamo/metaworld/hammer-v0")),
+    C("continual_sequence_data_missing", lambda w: w.continual(source="test/metaworld/{task}-v0", pretrain_tasks=["hammer"]),
+      ("test/metaworld/hammer-v0", "no local Minari dataset"), preflight=True, obtainable=True),
     # ---- checkpoints (python -m lamo_ray.evaluate)
     C("checkpoint_from_other_model_config", lambda w: ["--checkpoint", str(mixed_checkpoint(w))],
       ("narrow", "does not match the model config", "model.safetensors"), cli="evaluate"),
