@@ -164,3 +164,17 @@ def test_l2_pulls_the_weights_towards_the_previous_stage_and_resumes_with_its_an
     resumed = runner(shards, "l2", penalty=1e4)
     resumed.load_state_dict(state)
     assert all(torch.equal(resumed.anchor[n], state["anchor"][n]) for n in state["anchor"])
+
+
+def test_joint_trains_every_stage_on_all_the_sequence_tasks_and_ft_on_its_own(shards):
+    seen = {}
+    for method in ("joint", "ft"):
+        r = runner(shards, method)
+        make = r.sampler_for
+        seen[method] = []
+        r.sampler_for = lambda tasks, seed, make=make, log=seen[method]: (log.append(list(tasks)), make(tasks, seed))[1]
+        history = r.run()
+        assert r.model.pool is None and len(history) == 6
+    sequence = ["hammer", "push-wall", "faucet-close"]
+    assert seen["joint"] == [["reach", "hammer"]] + [sequence] * 3
+    assert seen["ft"] == [["reach", "hammer"]] + [[t] for t in sequence]

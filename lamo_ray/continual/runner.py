@@ -17,6 +17,9 @@ Methods (``continual.method``):
   mean squared gradient of the loss over ``fisher_batches`` batches of that stage's data (``ewc``,
   Kirkpatrick et al. 2017) or 1 (``l2``). As L2M's ``UDTWithEWC`` (ewc_mode "separate" without
   keep_importance_data, which keeps only the last stage's weights): one anchor, the previous stage's.
+- ``joint``: the upper bound: every stage trains the whole model on all the sequence's tasks, batches
+  mixed uniformly across them (Continual World's multi-task baseline), with the same steps and
+  evaluations as the sequential methods, so its success matrix reads as training progress.
 
 The pre-training follows ``train`` (lr with its linear warm-up, weight decay, eps, clip, batch); the
 stages use ``continual.lr`` constant (L2M), a fresh AdamW per stage, the same clip and batch.
@@ -40,7 +43,7 @@ from lamo_ray.continual.metrics import Evaluation
 log = logging.getLogger(__name__)
 
 PRETRAIN = -1   # the stage index of multi-task pre-training
-FULL_METHODS = ("ft", "ewc", "l2")   # the whole model trained at every stage (no pool)
+FULL_METHODS = ("ft", "ewc", "l2", "joint")   # the whole model trained at every stage (no pool)
 
 #: a batch source: ``sample(batch_size) -> dict`` as `lamo_ray.data.shards.ShardedSampler`
 Sampler = Any
@@ -127,7 +130,9 @@ class ContinualRunner:
             self.scheduler = None
 
     def _phase_tasks(self) -> list[str]:
-        return self.cfg.pretrain_tasks if self.stage == PRETRAIN else [self.cfg.tasks[self.stage]]
+        if self.stage == PRETRAIN:
+            return self.cfg.pretrain_tasks
+        return self._sequence if self.cfg.method == "joint" else [self.cfg.tasks[self.stage]]
 
     def _phase_steps(self) -> int:
         return self.train.steps if self.stage == PRETRAIN else self.cfg.steps_per_task
