@@ -276,7 +276,7 @@ class OnlineConfig(_Strict):
         return 0.0 if self.method == "td3" else 1.0
 
 
-CONTINUAL_METHODS = ("l2m", "l2m_oracle", "lora", "ft", "ewc", "l2", "joint")
+CONTINUAL_METHODS = ("l2m", "l2m_oracle", "lora", "ft", "ewc", "l2", "joint", "single")
 
 
 class PoolConfig(_Strict):
@@ -320,11 +320,12 @@ class ContinualConfig(_Strict):
     eval_every: int = Field(ge=1, description="Steps between evaluations within a stage (each stage's end too).")
     eval_tasks: list[str] | None = Field(None, description="Tasks evaluated at each evaluation; default the sequence.")
     eval_episodes: int = Field(5, ge=1, description="Episodes per task and evaluation (L2M: 5).")
-    method: Literal["l2m", "l2m_oracle", "lora", "ft", "ewc", "l2", "joint"] = Field(
+    method: Literal["l2m", "l2m_oracle", "lora", "ft", "ewc", "l2", "joint", "single"] = Field(
         description="l2m (pool selected by keys), l2m_oracle (a modulator per task by task id), lora (one "
         "modulator for every task), ft (the whole model fine-tuned), ewc / l2 (ft with a penalty pulling the "
         "weights towards the previous stage's end, weighted by the Fisher information / uniformly), joint (the upper "
-        "bound: every stage trains on all the sequence's tasks at once).")
+        "bound: every stage trains on all the sequence's tasks at once), single (forward transfer's reference: every "
+        "stage starts again from the pre-trained weights).")
     lr: float = Field(1e-4, gt=0.0, description="Constant learning rate of the continual stages (L2M).")
     penalty: float = Field(400.0, ge=0.0, description="ewc / l2: the penalty's weight lambda (L2M: ewc_lambda 400, "
                            "for both).")

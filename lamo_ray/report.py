@@ -86,6 +86,8 @@ AVERAGE_SUCCESS = "continual/average_success"   # `lamo_ray.continual.trial`: Co
 FORGETTING = "continual/forgetting"
 MATRIX_ARTIFACT = "continual/success_matrix.json"
 CONTINUAL_PARAM = "continual.method"
+AUC_METRIC = re.compile(r"^continual/auc/(?P<task>.+)$")
+REFERENCE_METHOD = "single"   # forward transfer's single-task reference (`lamo_ray.continual.runner`)
 
 
 class ReportError(RuntimeError):
@@ -126,6 +128,8 @@ class TrialResult:
     forgetting: float | None = None
     success_matrix: dict[str, Any] | None = None   # its continual/success_matrix.json
     continual: bool = False                   # a trial config with continual: (`TrialConfig.continual`)
+    continual_method: str | None = None
+    auc: dict[str, float] = field(default_factory=dict)   # task -> mean success over its own stage (0-1)
 
     @property
     def label(self) -> str:
@@ -222,6 +226,8 @@ def load_trial(client: MlflowClient, run: Run, swept_paths: list[str]) -> TrialR
     if tags.get(STOPPED_AT_TAG):
         trial.stopped_at_step = int(float(tags[STOPPED_AT_TAG]))
     trial.continual = params.get(CONTINUAL_PARAM) not in (None, "None")
+    trial.continual_method = params.get(CONTINUAL_PARAM) if trial.continual else None
+    trial.auc = {m["task"]: v for key, v in run.data.metrics.items() if (m := AUC_METRIC.match(key))}
     if AVERAGE_SUCCESS in run.data.metrics:   # a continual trial: scored by its average success at the end
         trial.average_success = 100.0 * run.data.metrics[AVERAGE_SUCCESS]
         if FORGETTING in run.data.metrics:
@@ -386,6 +392,7 @@ class ContinualArm:
     planned: int
     average_success: np.ndarray          # (n,) per completed seed
     forgetting: np.ndarray               # (n,)
+    forward_transfer: np.ndarray | None = None   # (n,) x100, when a reference exists (not for the reference)
     tasks: list[str] = field(default_factory=list)
     stages: list[str] = field(default_factory=list)
     matrix: np.ndarray | None = None
@@ -405,9 +412,36 @@ class ContinualArm:
         return mean, ci if self.complete else None
 
 
+def reference_aucs(trials: list[TrialResult]) -> dict[tuple[tuple[tuple[str, str], ...], float], dict[str, float]]:
+    """Forward transfer's references: per (other swept values, sample ratio), each task's stage AUC
+    averaged over the completed trials of method ``single`` (every task trained alone from the
+    pre-trained weights)."""
+    groups: dict[Any, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for t in trials:
+        if t.continual_method == REFERENCE_METHOD and t.outcome == COMPLETED:
+            for task, auc in t.auc.items():
+                groups[(t.setting, t.sample_ratio)][task].append(auc)
+    return {key: {task: float(np.mean(v)) for task, v in by_task.items()} for key, by_task in groups.items()}
+
+
+def trial_forward_transfer(trial: TrialResult, reference: dict[str, float]) -> float | None:
+    """Continual World's forward transfer of one trial, x100: the mean over its tasks of
+    `lamo_ray.continual.metrics.normalized_transfer` against ``reference``; None without a reference
+    for each task or when every reference AUC is 1."""
+    from lamo_ray.continual.metrics import normalized_transfer
+
+    if not trial.auc or any(task not in reference for task in trial.auc):
+        return None
+    values = [normalized_transfer(auc, reference[task]) for task, auc in trial.auc.items()]
+    values = [v for v in values if not math.isnan(v)]
+    return 100.0 * float(np.mean(values)) if values else None
+
+
 def continual_arms(trials: list[TrialResult]) -> list[ContinualArm]:
     """One `ContinualArm` per (label, sample ratio) of the continual trials (those that logged
-    ``continual/average_success``, or are continual by their params and did not finish)."""
+    ``continual/average_success``, or are continual by their params and did not finish). Forward
+    transfer where the sweep has ``single`` trials at the same swept values (`reference_aucs`)."""
+    references = reference_aucs(trials)
     groups: dict[tuple[str, float], list[TrialResult]] = defaultdict(list)
     for t in trials:
         if t.average_success is not None or t.success_matrix is not None or t.continual:
@@ -418,6 +452,11 @@ def continual_arms(trials: list[TrialResult]) -> list[ContinualArm]:
                 and t.forgetting is not None]
         arm = ContinualArm(label, ratio, len(members), np.array([t.average_success for t in done]),
                            np.array([t.forgetting for t in done]))
+        reference = references.get((members[0].setting, ratio))
+        if reference is not None and members[0].continual_method != REFERENCE_METHOD:
+            transfer = [trial_forward_transfer(t, reference) for t in done]
+            if transfer and all(v is not None for v in transfer):
+                arm.forward_transfer = np.array(transfer)
         matrices = [t.success_matrix for t in done if t.success_matrix is not None]
         layouts = {(tuple(m["tasks"]), tuple(m["stages"])) for m in matrices}
         if matrices and len(layouts) == 1:
@@ -1110,9 +1149,16 @@ def continual_sections(c: ReportContent) -> list[Section]:
     for a in c.continual:
         (success, success_ci), (forget, forget_ci) = a.ci(a.average_success), a.ci(a.forgetting)
         why = "none: incomplete arm" if not a.complete else NO_CI
-        rows.append([a.label, f"{a.sample_ratio:g}", str(a.n) if a.complete else f"{a.n} of {a.planned} seeds",
-                     _fmt(success), _fmt_ci(success_ci) if success_ci else why,
-                     _fmt(forget), _fmt_ci(forget_ci) if forget_ci else why])
+        row = [a.label, f"{a.sample_ratio:g}", str(a.n) if a.complete else f"{a.n} of {a.planned} seeds",
+               _fmt(success), _fmt_ci(success_ci) if success_ci else why,
+               _fmt(forget), _fmt_ci(forget_ci) if forget_ci else why]
+        if a.forward_transfer is not None:
+            transfer, transfer_ci = a.ci(a.forward_transfer)
+            row += [_fmt(transfer), _fmt_ci(transfer_ci) if transfer_ci else why]
+        else:
+            row += ["reference" if any(t.label == a.label and t.continual_method == REFERENCE_METHOD
+                                       for t in c.trials) else "-", "-"]
+        rows.append(row)
     sec = [Section("heading", "Continual learning (Continual World metrics)"),
            Section("text", "Success matrix: the success rate of each evaluated task (rows) at the end of each stage "
                            "(columns). Average success: the mean over the sequence's tasks after the last stage (the "
@@ -1120,9 +1166,13 @@ def continual_sections(c: ReportContent) -> list[Section]:
                            "its own stage minus its success at the end of the sequence, averaged over the sequence's "
                            "tasks (the last task's is 0 by construction), x100; lower is better (Continual World's "
                            "definitions, `lamo_ray.continual.metrics`). Per arm: mean with its 95% Student-t CI over "
-                           "seeds; forgetting is compared with the baseline by Welch's 95% CI of the difference."),
+                           "seeds; forgetting is compared with the baseline by Welch's 95% CI of the difference. Forward "
+                           "transfer (x100): per task (AUC - AUC_ref) / (1 - AUC_ref), AUC its mean success over its "
+                           "own stage and AUC_ref the same for the `single` variant (each task trained alone from the "
+                           "pre-trained weights, mean over its seeds), averaged over the tasks; only where the sweep "
+                           "has a `single` variant."),
            Section("table", headers=["variant", "sample ratio", "seeds", "average success", "95% CI", "forgetting",
-                                     "95% CI"], rows=rows)]
+                                     "95% CI", "forward transfer", "95% CI"], rows=rows)]
     if c.forgetting:
         sec.append(Section("table", headers=["variant", "baseline", "sample ratio", "forgetting difference", "95% CI",
                                              "over", "the data say"],

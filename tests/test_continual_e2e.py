@@ -83,6 +83,9 @@ def test_each_trial_logs_the_continual_world_metrics_of_its_evaluations(sweep_ru
         assert run.data.metrics["continual/average_success"] == pytest.approx(s[:, -1].mean())
         assert run.data.metrics["continual/forgetting"] == pytest.approx(np.mean([s[i, i] - s[i, -1]
                                                                                    for i in range(len(TASKS))]))
+        for i, t in enumerate(TASKS):   # forward transfer's AUC: the mean success over the task's own stage
+            own = [history[t][PRETRAIN + i * STAGE + j * EVERY] for j in range(1, STAGE // EVERY + 1)]
+            assert run.data.metrics[f"continual/auc/{t}"] == pytest.approx(np.mean(own))
         ckpt = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "checkpoint")}
         assert "continual.pt" in ckpt
         assert run.data.params["continual.method"] == run.data.tags["variant"]

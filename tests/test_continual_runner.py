@@ -178,3 +178,25 @@ def test_joint_trains_every_stage_on_all_the_sequence_tasks_and_ft_on_its_own(sh
     sequence = ["hammer", "push-wall", "faucet-close"]
     assert seen["joint"] == [["reach", "hammer"]] + [sequence] * 3
     assert seen["ft"] == [["reach", "hammer"]] + [[t] for t in sequence]
+
+
+def test_single_starts_every_stage_from_the_pretrained_weights_also_after_a_resume(shards):
+    starts = []
+    r = runner(shards, "single")
+    original = r._begin_phase
+
+    def spy():
+        original()
+        starts.append((r.stage, {k: v.clone() for k, v in r.model.state_dict().items()}))
+
+    r._begin_phase = spy
+    saved = {}
+    r.run(lambda record, rr: saved.setdefault("boundary", rr.state_dict()) if record.step == 16 else None)
+    pretrained = starts[1][1]     # stage 0 starts from the pre-trained model
+    assert [s for s, _ in starts] == [PRETRAIN, 0, 1, 2]
+    for _, weights in starts[2:]:
+        assert all(torch.equal(weights[k], pretrained[k]) for k in pretrained)
+    resumed = runner(shards, "single")   # resumed at the end of stage 1: stage 2 still starts from them
+    resumed.load_state_dict(saved["boundary"])
+    resumed._begin_phase()
+    assert all(torch.equal(resumed.model.state_dict()[k], pretrained[k]) for k in pretrained)

@@ -18,20 +18,30 @@ SWEEP = {
     "name": "cl",
     "seeds": [0, 1, 2],
     "base": {"data": {"source": "lamo/metaworld/{task}-v0", "context_length": 3, "max_ep_len": 200},
-             "model": {"pretrained": False, "n_layer": 1, "n_embd": 8, "n_head": 1},
+             "model": {"pretrained": False, "n_layer": 1, "n_embd": 8, "n_head": 1, "finetune": "full"},
              "train": {"steps": 10},
              "continual": {"pretrain_tasks": ["reach"], "tasks": TASKS, "steps_per_task": 10, "eval_every": 5}},
     "scheduler": {"type": "fifo"},
     "report_baseline": "ft",
     "variants": {"l2m": {"continual": {"method": "l2m"}}, "ft": {"continual": {"method": "ft"}},
-                 "lora": {"continual": {"method": "lora"}}},
+                 "lora": {"continual": {"method": "lora"}}, "single": {"continual": {"method": "single"}}},
 }
 # (variant, seed) -> success matrix [task][stage]; forgetting = S[t, own stage] - S[t, last]
 MATRICES = {
     ("ft", 0): [[0.8, 0.0], [0.0, 0.9]], ("ft", 1): [[1.0, 0.2], [0.1, 1.0]], ("ft", 2): [[0.9, 0.1], [0.0, 0.8]],
     ("l2m", 0): [[0.8, 0.8], [0.0, 0.9]], ("l2m", 1): [[1.0, 0.9], [0.1, 1.0]], ("l2m", 2): [[0.9, 0.9], [0.0, 0.7]],
     ("lora", 0): [[0.5, 0.1], [0.0, 0.6]], ("lora", 1): [[0.7, 0.3], [0.0, 0.5]],   # seed 2 fails
+    ("single", 0): [[0.6, 0.0], [0.0, 0.6]], ("single", 1): [[0.6, 0.0], [0.0, 0.5]], ("single", 2): [[0.5, 0.0], [0.0, 0.5]],
 }
+# (variant, seed) -> {task: AUC} (mean success over the task's own stage)
+AUCS = {("ft", 0): [0.5, 0.7], ("ft", 1): [0.6, 0.8], ("ft", 2): [0.55, 0.6], ("l2m", 0): [0.3, 0.4],
+        ("l2m", 1): [0.35, 0.5], ("l2m", 2): [0.2, 0.45], ("lora", 0): [0.3, 0.3], ("lora", 1): [0.3, 0.3],
+        ("single", 0): [0.4, 0.5], ("single", 1): [0.5, 0.4], ("single", 2): [0.3, 0.6]}
+REFERENCE = [float(np.mean([AUCS[("single", s)][i] for s in range(3)])) for i in range(len(TASKS))]
+
+
+def _transfer(variant, seed):
+    return 100 * float(np.mean([(a - r) / (1 - r) for a, r in zip(AUCS[(variant, seed)], REFERENCE)]))
 
 
 def _values(matrix):
@@ -62,7 +72,8 @@ def report(tmp_path_factory):
         logger.client.log_batch(run_id, metrics=[
             Metric("normalized_score", 100 * m[:, 0].mean(), ts, 20), Metric("normalized_score", success, ts, total),
             Metric("continual/average_success", success / 100, ts, total),
-            Metric("continual/forgetting", forget / 100, ts, total)])
+            Metric("continual/forgetting", forget / 100, ts, total),
+            *[Metric(f"continual/auc/{t}", a, ts, total) for t, a in zip(TASKS, AUCS[key])]])
         path = tmp / run_id / "success_matrix.json"
         path.parent.mkdir()
         path.write_text(json.dumps({"stages": TASKS, "tasks": TASKS, "success": m.tolist(), "sequence": TASKS}))
@@ -91,8 +102,11 @@ def test_per_arm_average_success_and_forgetting_with_their_intervals(report):
     for variant in ("ft", "l2m"):
         success, forget = zip(*(_values(MATRICES[(variant, s)]) for s in range(3)))
         (ms, (ls, hs)), (mf, (lf, hf)) = mean_ci(success), mean_ci(forget)
-        assert rows[variant][2:] == ["3", f"{ms:.2f}", f"[{ls:.2f}, {hs:.2f}]", f"{mf:.2f}", f"[{lf:.2f}, {hf:.2f}]"]
+        mt, (lt, ht) = mean_ci([_transfer(variant, s) for s in range(3)])
+        assert rows[variant][2:] == ["3", f"{ms:.2f}", f"[{ls:.2f}, {hs:.2f}]", f"{mf:.2f}", f"[{lf:.2f}, {hf:.2f}]",
+                                     f"{mt:.2f}", f"[{lt:.2f}, {ht:.2f}]"]
     assert rows["lora"][2] == "2 of 3 seeds" and rows["lora"][4] == "none: incomplete arm"
+    assert rows["single"][7] == "reference"    # forward transfer is measured against it
 
 
 def test_forgetting_is_compared_with_the_baseline_in_words(report):

@@ -106,6 +106,12 @@ def stage_auc(evaluations: Sequence[Evaluation], stage: int, task: str) -> float
     return float(np.mean(values))
 
 
+def normalized_transfer(auc: float, reference: float) -> float:
+    """Continual World's forward transfer of one task, ``(AUC - AUC_ref) / (1 - AUC_ref)``; NaN when
+    ``reference`` is 1 (nothing left to transfer)."""
+    return float("nan") if reference == 1.0 else (auc - reference) / (1.0 - reference)
+
+
 def forward_transfer(evaluations: Sequence[Evaluation], stage_tasks: Sequence[str],
                      reference_auc: Mapping[str, float]) -> dict[str, float]:
     """``{task: (AUC - AUC_ref) / (1 - AUC_ref)}`` for each stage task, ``AUC`` from its own stage
@@ -124,6 +130,5 @@ def forward_transfer(evaluations: Sequence[Evaluation], stage_tasks: Sequence[st
         ref = float(reference_auc[task])
         if not 0.0 <= ref <= 1.0:
             raise ValueError(f"reference AUC of {task!r} must be a success rate in [0, 1], got {ref}")
-        auc = stage_auc(evaluations, i, task)
-        out[task] = float("nan") if ref == 1.0 else (auc - ref) / (1.0 - ref)
+        out[task] = normalized_transfer(stage_auc(evaluations, i, task), ref)
     return out

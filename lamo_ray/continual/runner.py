@@ -17,6 +17,9 @@ Methods (``continual.method``):
   mean squared gradient of the loss over ``fisher_batches`` batches of that stage's data (``ewc``,
   Kirkpatrick et al. 2017) or 1 (``l2``). As L2M's ``UDTWithEWC`` (ewc_mode "separate" without
   keep_importance_data, which keeps only the last stage's weights): one anchor, the previous stage's.
+- ``single``: the single-task reference of forward transfer (Continual World): every stage starts
+  again from the pre-trained weights and trains the whole model on its task alone, so its stage
+  AUCs are each task learned without the sequence before it.
 - ``joint``: the upper bound: every stage trains the whole model on all the sequence's tasks, batches
   mixed uniformly across them (Continual World's multi-task baseline), with the same steps and
   evaluations as the sequential methods, so its success matrix reads as training progress.
@@ -43,7 +46,7 @@ from lamo_ray.continual.metrics import Evaluation
 log = logging.getLogger(__name__)
 
 PRETRAIN = -1   # the stage index of multi-task pre-training
-FULL_METHODS = ("ft", "ewc", "l2", "joint")   # the whole model trained at every stage (no pool)
+FULL_METHODS = ("ft", "ewc", "l2", "joint", "single")   # the whole model trained at every stage (no pool)
 
 #: a batch source: ``sample(batch_size) -> dict`` as `lamo_ray.data.shards.ShardedSampler`
 Sampler = Any
@@ -79,6 +82,7 @@ class ContinualRunner:
         self._pool_attached = False
         self.anchor: dict[str, torch.Tensor] | None = None       # ewc / l2: theta* and F of the last stage
         self.importance: dict[str, torch.Tensor] | None = None
+        self.pretrained: dict[str, torch.Tensor] | None = None   # single: the weights every stage starts from
         unseen = [t for t in cfg.evaluated if t not in cfg.tasks]
         self._sequence = list(dict.fromkeys(cfg.tasks))
         if cfg.method == "l2m_oracle" and unseen and cfg.pool.size <= len(self._sequence):
@@ -123,6 +127,11 @@ class ContinualRunner:
             self.scheduler = make_scheduler(self.optimizer, self.train)
         else:
             self._attach()
+            if self.cfg.method == "single" and self.stage_step == 0:   # not on a mid-stage resume
+                if self.pretrained is None:
+                    self.pretrained = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                else:
+                    self.model.load_state_dict(self.pretrained)
             if self.model.pool is not None and self.cfg.method == "l2m":
                 self.model.pool.start_task(self.stage)
             self.optimizer = torch.optim.AdamW(self._trainable(), lr=self.cfg.lr, weight_decay=self.train.weight_decay,
@@ -247,7 +256,7 @@ class ContinualRunner:
                 "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "stage": self.stage, "step": self.step, "stage_step": self.stage_step,
-                "anchor": self.anchor, "importance": self.importance,
+                "anchor": self.anchor, "importance": self.importance, "pretrained": self.pretrained,
                 "history": [(e.stage, e.step, dict(e.success)) for e in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -257,6 +266,7 @@ class ContinualRunner:
         self.model.load_state_dict(state["model"])
         self.stage, self.step, self.stage_step = state["stage"], state["step"], state["stage_step"]
         self.anchor, self.importance = state.get("anchor"), state.get("importance")
+        self.pretrained = state.get("pretrained")
         self.history = [Evaluation(s, t, succ) for s, t, succ in state["history"]]
         self.optimizer = self.scheduler = None
         if state["optimizer"] is not None:

@@ -13,7 +13,8 @@ same session, MLflow run and checkpoint mechanics as the other trials (`lamo_ray
   runner's state (``continual.pt``), from which a restarted trial resumes after that evaluation.
 - At the end: Continual World's metrics (`lamo_ray.continual.metrics`) of the sequence, logged as
   ``continual/average_success``, ``continual/forgetting/<task>``, their mean over the sequence's
-  stages ``continual/forgetting`` (Continual World's average forgetting) and the success matrix as
+  stages ``continual/forgetting`` (Continual World's average forgetting), each task's mean success
+  over its own stage ``continual/auc/<task>`` (forward transfer's AUC) and the success matrix as
   ``continual/success_matrix.json``; the report (`lamo_ray.report`) reads them.
 """
 
@@ -40,7 +41,7 @@ CONTINUAL_FILE = "continual.pt"
 def run_continual_trial(loop_config: dict[str, Any], session) -> None:
     """The loop of a continual trial (module docstring); ``session`` as `lamo_ray.train`'s."""
     from lamo_ray.continual.evaluation import TaskEvaluator
-    from lamo_ray.continual.metrics import average_success, forgetting, success_matrix
+    from lamo_ray.continual.metrics import average_success, forgetting, stage_auc, success_matrix
     from lamo_ray.continual.runner import ContinualRunner
     from lamo_ray.data.loading import load_dataset
     from lamo_ray.data.shards import ShardedSampler, write_task
@@ -113,9 +114,11 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
             tasks = list(dict.fromkeys(c.tasks))
             matrix = success_matrix(history, c.tasks, tasks=c.evaluated)
             per_task = forgetting(history, c.tasks)
+            last_stage = {t: i for i, t in enumerate(c.tasks)}
             final = {"continual/average_success": average_success(history, c.tasks),
                      "continual/forgetting": float(np.mean([per_task[t] for t in c.tasks])),
-                     **{f"continual/forgetting/{t}": v for t, v in per_task.items()}}
+                     **{f"continual/forgetting/{t}": v for t, v in per_task.items()},
+                     **{f"continual/auc/{t}": stage_auc(history, i, t) for t, i in last_stage.items()}}
             tracker.log_metrics(final, step=runner.step)
             path = workdir / "success_matrix.json"
             path.write_text(json.dumps({"stages": c.tasks, "tasks": c.evaluated, "success": matrix.tolist(),
