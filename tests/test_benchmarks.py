@@ -13,6 +13,7 @@ pytestmark = pytest.mark.slow   # ~45 s: builds models and starts Ray for B4
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.benchmark
 def test_benchmarks_quick_run(tmp_path):
     out = tmp_path / "rows.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--threads", "1",
