@@ -121,7 +121,7 @@ class ContinualRunner:
         """Optimiser (and pool state) of the phase ``self.stage``."""
         torch.manual_seed(self.seed * 1000 + self.stage + 1)
         if self.stage == PRETRAIN:
-            from lamo_ray.train import make_optimizer, make_scheduler
+            from lamo_ray.optim import make_optimizer, make_scheduler
 
             self.optimizer = make_optimizer(self._trainable(), self.train)
             self.scheduler = make_scheduler(self.optimizer, self.train)
