@@ -56,3 +56,33 @@ def test_each_task_is_scored_by_its_actor_as_an_in_process_rollout(local_ray):
             TaskEvaluator(spec, model, {"push": env_id("push")}, {}, {}, 1, 0)
     finally:
         evaluator.shutdown()
+
+
+def test_a_pool_attached_after_the_actors_started_reaches_them(local_ray):
+    """The runner attaches the pool after pre-training, when the actors already hold a pool-less copy:
+    their evaluation must then be the pooled model's (it once stayed the pre-trained model's, because
+    loading weights with pool entries into the pool-less copy failed unseen in the actors)."""
+    cfg = validate_trial({"data": {"source": "unused", "context_length": 2, "rtg_scale": 200, "max_ep_len": 50},
+                          "model": {"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1}})
+    spec = PolicySpec(trial=cfg, state_shape=(39,), act_dim=4, discrete_actions=False, state_mean=None, state_std=None)
+    torch.manual_seed(0)
+    model = MultiDomainDecisionTransformer(ModelConfig(backbone="gpt2", pretrained=False, n_layer=1, n_embd=16,
+                                                       n_head=1, finetune="full"), max_ep_len=50).eval()
+    task = "window-close"
+    evaluator = TaskEvaluator(spec, model, {task: env_id(task)}, {task: (39, 4)}, {task: 1000.0}, episodes=3, seed=1,
+                              max_episode_steps=30)
+    try:
+        evaluator(model, [task], lambda t: None)
+        before = evaluator.last_returns[task]
+        model.attach_pool(ModulationPool(16, 64, 1, size=3, rank=2))
+        with torch.no_grad():
+            model.pool.q_b.normal_(0, 1.0)
+            model.pool.ff_b.normal_(0, 1.0)
+        model.eval()
+        evaluator(model, [task], lambda t: 1)
+        records = Rollout(spec, env_id(task), num_envs=3, model=model, max_episode_steps=30).run(
+            [(1000.0, 1 + 10_000 + e) for e in range(3)], task_index=1)
+        assert evaluator.last_returns[task] == pytest.approx(np.mean([r["return"] for r in records]), rel=1e-5)
+        assert evaluator.last_returns[task] != pytest.approx(before, rel=1e-5)
+    finally:
+        evaluator.shutdown()

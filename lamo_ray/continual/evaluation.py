@@ -45,15 +45,26 @@ class TaskEvaluator:
         if missing:
             raise ValueError(f"no target return or dimensions for the evaluated task(s) {missing}")
         self.targets, self.episodes, self.seed, self.seed_offset = dict(targets), episodes, seed, seed_offset
-        template = copy.deepcopy(model).cpu().eval()
-        self.actors = {}
+        self.spec, self.env_ids, self.dims = spec, dict(env_ids), dict(dims)
+        self.max_episode_steps, self.actor_cpus = max_episode_steps, actor_cpus
+        self.actors: dict[str, Any] = {}
         self.last_returns: dict[str, float] = {}
-        for task, env_id in env_ids.items():
-            s, a = dims[task]
-            task_spec = PolicySpec(trial=spec.trial, state_shape=(s,), act_dim=a, discrete_actions=False,
-                                   state_mean=None, state_std=None, backbone_config=spec.backbone_config)
-            self.actors[task] = RolloutActor.options(num_cpus=actor_cpus).remote(
-                task_spec, env_id, episodes, 1, max_episode_steps, template)
+        self._keys: frozenset[str] = frozenset()
+        self._start(model)
+
+    def _start(self, model: torch.nn.Module) -> None:
+        """(Re)start the actors with a copy of ``model``'s structure: at construction, and whenever the
+        model's parameter names change (the runner attaches the modulation pool after pre-training;
+        weights alone could not carry the pool into actors built without it)."""
+        self.shutdown()
+        template = copy.deepcopy(model).cpu().eval()
+        self._keys = frozenset(model.state_dict())
+        for task, env_id in self.env_ids.items():
+            s, a = self.dims[task]
+            task_spec = PolicySpec(trial=self.spec.trial, state_shape=(s,), act_dim=a, discrete_actions=False,
+                                   state_mean=None, state_std=None, backbone_config=self.spec.backbone_config)
+            self.actors[task] = RolloutActor.options(num_cpus=self.actor_cpus).remote(
+                task_spec, env_id, self.episodes, 1, self.max_episode_steps, template)
 
     def __call__(self, model: torch.nn.Module, tasks: Sequence[str],
                  task_index: Callable[[str], int | None]) -> dict[str, float]:
@@ -64,14 +75,17 @@ class TaskEvaluator:
         Raises:
             KeyError: a task without an actor. RuntimeError: an env that reports no ``success``.
         """
-        weights = ray.put({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        state = model.state_dict()
+        if frozenset(state) != self._keys:
+            self._start(model)
+        weights = ray.put({k: v.detach().cpu() for k, v in state.items()})
+        # every actor has the weights before any episode starts (a failed load raises here, not silently)
+        ray.get([self.actors[task].set_weights.remote(weights) for task in tasks])
         base = self.seed + self.seed_offset
         pending = {}
         for task in tasks:
-            actor = self.actors[task]
             episodes = [(float(self.targets[task]), base + e) for e in range(self.episodes)]
-            actor.set_weights.remote(weights)
-            pending[task] = actor.run.remote(episodes, task_index=task_index(task))
+            pending[task] = self.actors[task].run.remote(episodes, task_index=task_index(task))
         out = {}
         self.last_returns = {}
         for task, ref in pending.items():
