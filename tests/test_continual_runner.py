@@ -200,3 +200,17 @@ def test_single_starts_every_stage_from_the_pretrained_weights_also_after_a_resu
     resumed.load_state_dict(saved["boundary"])
     resumed._begin_phase()
     assert all(torch.equal(resumed.model.state_dict()[k], pretrained[k]) for k in pretrained)
+
+
+@pytest.mark.parametrize("method", ["ewc", "single", "l2m"])
+def test_the_state_loads_with_weights_only(shards, tmp_path, method):
+    """Checkpoints are read with torch.load(weights_only=True) (no pickled code): every method's state
+    (anchor and Fisher, pre-trained copy, pool, optimiser, history) must be plain tensors and containers."""
+    r = runner(shards, method)
+    saved = {}
+    r.run(lambda record, rr: saved.setdefault("state", rr.state_dict()) if record.step == 13 else None)
+    torch.save(saved["state"], tmp_path / "continual.pt")
+    state = torch.load(tmp_path / "continual.pt", map_location="cpu", weights_only=True)
+    resumed = runner(shards, method)
+    resumed.load_state_dict(state)
+    assert (resumed.stage, resumed.stage_step) == (1, 3)

@@ -86,7 +86,7 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
         ckpt = session.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
-                runner.load_state_dict(torch.load(Path(d) / CONTINUAL_FILE, map_location="cpu", weights_only=False))
+                runner.load_state_dict(torch.load(Path(d) / CONTINUAL_FILE, map_location="cpu", weights_only=True))
             log.info("continual trial resumed at stage %d, step %d", runner.stage, runner.step)
 
         def on_evaluation(record, r) -> None:
