@@ -495,18 +495,8 @@ def compare_forgetting(arms: list[ContinualArm], trials: list[TrialResult],
                        baseline_variant: str) -> list[ForgettingComparison]:
     """Each complete continual arm vs the baseline variant's complete arm at the same sample ratio (and
     other swept values: `_baseline_arm`): Welch's 95% CI of the difference in mean forgetting over seeds."""
-    setting_of = {t.label: t.setting for t in trials}
-    variant_of = {t.label: t.variant for t in trials}
-    complete = {(a.label, a.sample_ratio): a for a in arms if a.complete}
-    out = []
-    for (label, ratio), arm in sorted(complete.items()):
-        if variant_of[label] == baseline_variant:
-            continue
-        base = _baseline_arm(complete, variant_of, baseline_variant, arm_label(baseline_variant, setting_of[label]),
-                             ratio)
-        if base is not None:
-            out.append(ForgettingComparison(ratio, compare(label, base.label, arm.forgetting, base.forgetting)))
-    return out
+    return [ForgettingComparison(ratio, compare(arm.label, base.label, arm.forgetting, base.forgetting))
+            for ratio, arm, base in baseline_pairs(arms, trials, baseline_variant)]
 
 
 def plot_success_matrices(arms: list[ContinualArm], path: Path) -> Path:
@@ -586,6 +576,21 @@ def _baseline_arm(complete: dict[tuple[str, float], ArmStats], variant_of: dict[
     return arms[0] if len(arms) == 1 else None
 
 
+def baseline_pairs(arms: list[Any], trials: list[TrialResult], baseline_variant: str) -> Iterator[tuple[float, Any, Any]]:
+    """``(sample_ratio, arm, baseline arm)`` for every complete non-baseline arm (`ArmStats` or
+    `ContinualArm`) that has a complete baseline arm (`_baseline_arm`), in label and ratio order."""
+    setting_of = {t.label: t.setting for t in trials}
+    variant_of = {t.label: t.variant for t in trials}
+    complete = {(a.label, a.sample_ratio): a for a in arms if a.complete}
+    for (label, ratio), arm in sorted(complete.items()):
+        if variant_of[label] == baseline_variant:
+            continue
+        base = _baseline_arm(complete, variant_of, baseline_variant, arm_label(baseline_variant, setting_of[label]),
+                             ratio)
+        if base is not None:
+            yield ratio, arm, base
+
+
 def compare_with_baseline(stats: list[ArmStats], trials: list[TrialResult], baseline_variant: str,
                           episodes: Any = None) -> list[tuple[float, Comparison]]:
     """Every complete non-baseline arm vs the complete baseline arm at the same sample ratio (and other
@@ -593,18 +598,9 @@ def compare_with_baseline(stats: list[ArmStats], trials: list[TrialResult], base
     of their final scores over seeds; when each arm has
     one seed, over the evaluation episodes (``episodes(trial) -> array or None``, `episode_scores`).
     Returns ``[(sample_ratio, Comparison)]``; incomplete arms are left out (the report says why)."""
-    setting_of = {t.label: t.setting for t in trials}
-    variant_of = {t.label: t.variant for t in trials}
-    complete = {(s.label, s.sample_ratio): s for s in stats if s.complete}
     out = []
-    for (label, ratio), arm in sorted(complete.items()):
-        if variant_of[label] == baseline_variant:
-            continue
-        base = _baseline_arm(complete, variant_of, baseline_variant, arm_label(baseline_variant, setting_of[label]),
-                             ratio)
-        if base is None:
-            continue
-        base_label = base.label
+    for ratio, arm, base in baseline_pairs(stats, trials, baseline_variant):
+        label, base_label = arm.label, base.label
         if arm.n == 1 and base.n == 1 and episodes is not None:
             pick = lambda lab: next(t for t in trials if t.label == lab and t.sample_ratio == ratio  # noqa: E731
                                     and t.final_score is not None)
