@@ -148,6 +148,10 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(1e-5, ge=0.0)
     adam_eps: float = Field(1e-6, gt=0.0)
     warmup_steps: int = Field(2500, ge=0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="After the linear warm-up: 'constant' (LaMo, DT, ODT) or 'cosine' (L2M's "
+        "pre-training: one cosine cycle from train.lr down to train.lr_min over train.steps, then lr_min).")
+    lr_min: float = Field(1e-6, ge=0.0, description="The cosine schedule's floor (L2M's eta_min 1e-6).")
     grad_clip: float = Field(0.25, gt=0.0)
     eval_every: int = Field(2500, ge=1, description="Steps between evaluations (each one a checkpoint and a Tune report).")
     log_every: int = Field(100, ge=1, description="Steps between training-metric logs to MLflow.")
@@ -175,6 +179,9 @@ class TrainConfig(_Strict):
         if self.launcher == "in_trial" and self.num_workers != 1:
             raise ValueError(f"train.launcher 'in_trial' trains in the Tune trial's own process, so it needs "
                              f"train.num_workers 1 (got {self.num_workers}); use 'ray_train' or 'auto' for DDP")
+        if self.lr_schedule == "cosine" and self.lr_min > self.lr:
+            raise ValueError(f"train.lr_min ({self.lr_min}) is above train.lr ({self.lr}): the cosine schedule "
+                             "decays from lr down to lr_min")
         return self
 
     @property
@@ -425,6 +432,10 @@ class TrialConfig(_Strict):
         if self.online.method != "odt" and head != "deterministic":
             raise ValueError(f"online.method {self.online.method!r} trains a deterministic policy with the critic's "
                              f"gradient: it needs model.action_head: deterministic, got {head!r}")
+        if self.train.lr_schedule != "constant":
+            raise ValueError(f"online: needs train.lr_schedule 'constant' (got {self.train.lr_schedule!r}): the DT's "
+                             "scheduler keeps stepping through the online phase, which a schedule over train.steps "
+                             "would spend at its floor (Online DT and ODT-TD3: warm-up, then constant)")
         if self.train.num_workers != 1:
             raise ValueError(f"online: needs train.num_workers 1 (got {self.train.num_workers}); the online phase "
                              "learns in one process while rollout actors collect")
