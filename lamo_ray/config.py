@@ -327,6 +327,10 @@ class ContinualConfig(_Strict):
     eval_every: int = Field(ge=1, description="Steps between evaluations within a stage (each stage's end too).")
     eval_tasks: list[str] | None = Field(None, description="Tasks evaluated at each evaluation; default the sequence.")
     eval_episodes: int = Field(5, ge=1, description="Episodes per task and evaluation (L2M: 5).")
+    target_return: Literal["expert", "data_max"] = Field(
+        "expert", description="Each evaluated task's target return: 'expert' (the mean return of the scripted expert "
+        "recorded in the task's dataset as ref_max_score) or 'data_max' (L2M's rule: the largest episode return in the "
+        "task's dataset; its envs/target_returns.py tables are its datasets' maxima).")
     method: Literal["l2m", "l2m_oracle", "lora", "ft", "ewc", "l2", "joint", "single"] = Field(
         description="l2m (pool selected by keys), l2m_oracle (a modulator per task by task id), lora (one "
         "modulator for every task), ft (the whole model fine-tuned), ewc / l2 (ft with a penalty pulling the "

@@ -194,14 +194,19 @@ def check_continual(configs: list[TrialConfig], datasets: dict[str, Any]) -> lis
         m = c.continual.mddt
         for task, source in c.data_sources.items():
             ds = datasets.get(source)
-            if ds is None or (source, m.state_dim, m.action_dim) in seen:
+            key = (source, m.state_dim, m.action_dim, c.continual.target_return)
+            if ds is None or key in seen:
                 continue
-            seen.add((source, m.state_dim, m.action_dim))
+            seen.add(key)
             s = int(ds.obs_shape[0]) if len(ds.obs_shape) == 1 else None
             if s is None or ds.discrete_actions:
                 checks.append(Check("continual", f"{task}: {source}", False, f"continual: task {task!r} needs vector "
                                     f"states and continuous actions; {source!r} has {tuple(ds.obs_shape)} / "
                                     f"{'discrete' if ds.discrete_actions else 'continuous'} actions"))
+            elif c.continual.target_return == "expert" and ds.ref_max_score is None:
+                checks.append(Check("continual", f"{task}: {source}", False,
+                                    f"continual.target_return 'expert': {source!r} records no expert return "
+                                    "(ref_max_score); set continual.target_return: data_max"))
             elif s > m.state_dim or ds.act_dim > m.action_dim:
                 checks.append(Check("continual", f"{task}: {source}", False,
                                     f"continual.mddt: task {task!r} has state {s} / action {ds.act_dim} dimensions, "

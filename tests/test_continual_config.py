@@ -48,6 +48,12 @@ def test_preflight_checks_each_tasks_data_against_the_shared_sizes(tmp_path, mon
     assert sum(c.ok for c in results) == 5
     bad = [c for c in results if not c.ok]
     assert len(bad) == 5 and "continual.mddt.state_dim 20" in bad[0].detail and "state 39" in bad[0].detail
+    # the default target ('expert') needs each dataset's recorded expert return; 'data_max' does not
+    datasets["lamo/metaworld/hammer-v0"].ref_max_score = None
+    bad = [c for c in check_continual([ok], datasets) if not c.ok]
+    assert len(bad) == 1 and "hammer" in bad[0].detail and "set continual.target_return: data_max" in bad[0].detail
+    by_max = validate_trial(trial(continual={**CONTINUAL, "target_return": "data_max"}))
+    assert all(c.ok for c in check_continual([by_max], datasets))
 
 
 def test_paper_scale_l2m_sweep_dry_run(tmp_path):

@@ -85,3 +85,41 @@ def test_reports_checkpoints_and_resume(data, tmp_path, monkeypatch):
     resumed = Session(tmp_path / "resumed", checkpoint=whole.reports[2][1])     # after step 8 (end of stage 0)
     train.train_loop_per_worker({"trial": cfg}, resumed)
     assert [m["step"] for m, _ in resumed.reports] == [10, 12]
+
+
+@pytest.mark.parametrize("rule", ["expert", "data_max"])
+def test_evaluation_targets_follow_continual_target_return(data, tmp_path, monkeypatch, rule):
+    """'expert': each task's recorded expert return; 'data_max' (L2M's rule): its data's best episode."""
+    import lamo_ray.continual.evaluation as evaluation
+    from lamo_ray.data.loading import load_dataset
+
+    seen = {}
+
+    class Recording(StandIn):
+        def __init__(self, spec, model, env_ids, dims, targets, *args, **kwargs):
+            super().__init__(spec, model, env_ids, dims, targets)
+            seen.update(targets)
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(data))
+    monkeypatch.setattr(evaluation, "TaskEvaluator", Recording)
+    raw = config().model_dump(exclude_unset=True)
+    raw["continual"]["target_return"] = rule
+    raw["train"]["steps"] = 1
+    raw["continual"]["steps_per_task"] = 1
+    train.train_loop_per_worker({"trial": validate_trial(raw)}, Session(tmp_path / rule))
+    for task in ("window-close", "hammer"):
+        ds = load_dataset(f"lamo/metaworld/{task}-v0")
+        expert, best = ds.ref_max_score, float(ds.returns.max())
+        assert expert != pytest.approx(best)      # the two rules differ on these data
+        assert seen[task] == pytest.approx(expert if rule == "expert" else best)
+
+
+def test_target_return_expert_without_a_recorded_expert_return_names_the_key():
+    from types import SimpleNamespace
+
+    from lamo_ray.continual.trial import target_return
+
+    ds = SimpleNamespace(ref_max_score=None, returns=torch.tensor([1.0, 5.0]).numpy())
+    assert target_return(ds, "data_max", "hub/x") == 5.0
+    with pytest.raises(ValueError, match=r"'hub/x' records no expert return .*continual.target_return: data_max"):
+        target_return(ds, "expert", "hub/x")

@@ -38,6 +38,29 @@ log = logging.getLogger(__name__)
 CONTINUAL_FILE = "continual.pt"
 
 
+def target_return(ds, rule: str, source: str) -> float:
+    """A task's evaluation target return (`continual.target_return`).
+
+    Args:
+        ds: the task's dataset (`lamo_ray.data.loading.load_dataset`). rule: 'expert' (its
+            ``ref_max_score``: the scripted expert's mean return the collector recorded) or 'data_max'
+            (L2M's rule, ``envs/target_returns.py``: the largest episode return in the data).
+        source: the dataset id, for the error.
+
+    Raises:
+        ValueError: 'expert' for a dataset without ``ref_max_score`` (the message names the source and
+            the key to change); an unknown rule.
+    """
+    if rule == "data_max":
+        return float(ds.returns.max())
+    if rule == "expert":
+        if ds.ref_max_score is None:
+            raise ValueError(f"continual.target_return 'expert': {source!r} records no expert return "
+                             "(ref_max_score); set continual.target_return: data_max")
+        return float(ds.ref_max_score)
+    raise ValueError(f"continual.target_return: unknown rule {rule!r} (expert, data_max)")
+
+
 def run_continual_trial(loop_config: dict[str, Any], session) -> None:
     """The loop of a continual trial (module docstring); ``session`` as `lamo_ray.train`'s."""
     from lamo_ray.continual.evaluation import TaskEvaluator
@@ -66,7 +89,7 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
             ds = subsample(load_dataset(source), cfg.data.sample_ratio, cfg.seed, weighting=cfg.data.subsample)
             paths[task] = write_task(ds, workdir / task, task)
             env_ids[task], dims[task] = ds.env_id, (int(ds.obs_shape[0]), ds.act_dim)
-            targets[task] = ds.ref_max_score if ds.ref_max_score is not None else float(ds.returns.max())
+            targets[task] = target_return(ds, c.target_return, source)
         m = c.mddt
         model = MultiDomainDecisionTransformer(cfg.model, cfg.data.max_ep_len, state_dim=m.state_dim,
                                                act_dim=m.action_dim, bins=m.action_bins,
