@@ -15,6 +15,8 @@ domain of "Learning to Modulate pre-trained Models in RL" (L2M; REFERENCE_L2M.md
   reference scores (random / expert mean return) and the measured expert success in the metadata.
 - Task lists: `CW10` (Continual World's sequence, in order), `MT50` (every task), `MT40` (MT50
   without CW10: L2M's pre-training tasks). Unknown names are errors with a did-you-mean (`check_tasks`).
+- L2M's own data (its SAC replay buffers, hub dataset ``ml-jku/meta-world``): paths to
+  ``<task>-v2.npz`` files, read by `lamo_ray.domains.metaworld.l2m_data` and fetched by the sweep.
 
     python -m lamo_ray.collect metaworld --tasks hammer push-wall [--episodes N] [--seed S] [--force]
 """
@@ -170,6 +172,37 @@ class MetaWorldDomain(Domain):
             raise ValueError(f"eval.max_episode_steps {max_episode_steps}: Meta-World episodes are at most "
                              f"{MAX_PATH_LENGTH} steps (Continual World: {EPISODE_STEPS})")
         return super().make_env(env_id_, max_episode_steps=max_episode_steps, **kwargs)
+
+    # L2M's own data files (`lamo_ray.domains.metaworld.l2m_data`): <task>-v2.npz paths
+
+    def serves_dataset(self, source: str) -> bool:
+        """``lamo/metaworld/*`` ids and L2M's files (``.../<task>-v2.npz``)."""
+        from lamo_ray.domains.metaworld.l2m_data import l2m_file_task
+
+        return super().serves_dataset(source) or l2m_file_task(source) is not None
+
+    def own_format(self, source: str) -> bool:
+        from lamo_ray.domains.metaworld.l2m_data import l2m_file_task
+
+        return l2m_file_task(source) is not None
+
+    def load_dataset(self, source: str):
+        """L2M's files (`lamo_ray.domains.metaworld.l2m_data.load_l2m_npz`); None for the Minari datasets
+        made here."""
+        from lamo_ray.domains.metaworld.l2m_data import l2m_file_task, load_l2m_npz
+
+        return load_l2m_npz(source) if l2m_file_task(source) is not None else None
+
+    def download_url(self, source: str) -> str | None:
+        """The hub URL of an L2M file path (``ml-jku/meta-world``, folder ``2M``)."""
+        from lamo_ray.domains.metaworld.l2m_data import hub_url, l2m_file_task
+
+        return hub_url(source) if l2m_file_task(source) is not None else None
+
+    def missing_dataset_hint(self, source: str) -> str | None:
+        from lamo_ray.domains.metaworld.l2m_data import l2m_file_task, missing_hint
+
+        return missing_hint(source) if l2m_file_task(source) is not None else None
 
     def ensure_dataset(self, dataset_id: str, seed: int = 0) -> None:
         """`lamo_ray.domains.metaworld.collect.collect_metaworld` at its default size unless ``dataset_id``
