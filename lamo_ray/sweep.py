@@ -62,23 +62,29 @@ class Check:
 def check_datasets(configs: list[TrialConfig], generate: bool) -> tuple[list[Check], dict[str, Any]]:
     """Load every dataset once (generating, when ``generate``, the ones a domain makes here on first
     use: `lamo_ray.domains.Domain.generates`); check each (source, sample_ratio, seed) keeps at
-    least one trajectory. Returns checks and loaded datasets."""
+    least one trajectory. Returns checks and {source: dataset}: the `TrajectoryDataset`, or for a
+    source only continual trials use a `DatasetSummary` (those trials read their tasks' data
+    themselves, so the datasets are checked one at a time and never held together here)."""
     from lamo_ray import domains
     from lamo_ray.data.loading import load_dataset
-    from lamo_ray.data.trajectories import DatasetError, DatasetNotDownloadedError, subsample
+    from lamo_ray.data.trajectories import DatasetError, DatasetNotDownloadedError, DatasetSummary, subsample
 
     checks, loaded = [], {}
-    for source in sorted({src for c in configs for src in c.data_sources.values()}):
+    users: dict[str, list[TrialConfig]] = {}
+    for c in configs:
+        for source in dict.fromkeys(c.data_sources.values()):
+            users.setdefault(source, []).append(c)
+    for source in sorted(users):
         domain = domains.for_dataset(source)
         maker = domain if domain is not None and domain.generates(source) else None
         try:
-            loaded[source] = load_dataset(source)
+            ds = load_dataset(source)
         except DatasetError as err:
             if maker is not None and generate:
                 print(f"dataset {source} not found: generating it now (python -m lamo_ray.collect {maker.name})",
                       flush=True)
                 maker.ensure_dataset(source)
-                loaded[source] = load_dataset(source)
+                ds = load_dataset(source)
             elif maker is not None:
                 checks.append(Check("dataset", source, True,
                                     f"missing; will be generated on first run (python -m lamo_ray.collect {maker.name})"))
@@ -87,19 +93,18 @@ def check_datasets(configs: list[TrialConfig], generate: bool) -> tuple[list[Che
                 checks.append(Check("dataset", source, False, str(err),
                                     obtainable=isinstance(err, DatasetNotDownloadedError)))
                 continue
-        ds = loaded[source]
         checks.append(Check("dataset", source, True,
                             f"{len(ds.trajectories)} trajectories, {ds.num_transitions} transitions, "
                             f"obs {tuple(ds.obs_shape)}, act {ds.act_dim}"))
-    for c in configs:
-        for source in c.data_sources.values():
-            ds = loaded.get(source)
-            if ds is None:
-                continue
+        for ratio, seed, weighting in dict.fromkeys((c.data.sample_ratio, c.seed, c.data.subsample)
+                                                    for c in users[source]):
             try:
-                subsample(ds, c.data.sample_ratio, c.seed, weighting=c.data.subsample)
+                subsample(ds, ratio, seed, weighting=weighting)
             except DatasetError as err:
-                checks.append(Check("dataset", f"{source} @ data.sample_ratio={c.data.sample_ratio}", False, str(err)))
+                checks.append(Check("dataset", f"{source} @ data.sample_ratio={ratio}", False, str(err)))
+        continual_only = all(c.continual is not None for c in users[source])
+        loaded[source] = DatasetSummary.of(ds) if continual_only else ds
+        del ds
     return checks, loaded
 
 
@@ -409,7 +414,7 @@ def preflight(sweep: SweepConfig, rows: list[dict[str, Any]], generate: bool,
               loaded: dict[str, Any] | None = None) -> list[Check]:
     """Storage, dataset, backbone and environment checks (resources are checked against the cluster
     Ray connects to; `main` checks them against this machine first when it starts Ray itself).
-    ``loaded``, if given, receives the datasets loaded on the way ({source: TrajectoryDataset})."""
+    ``loaded``, if given, receives the datasets loaded on the way (`check_datasets`'s {source: dataset})."""
     configs = [r["config"] for r in rows]
     storage = check_storage(sweep)
     if not storage.ok:  # before datasets: nothing is generated for a sweep that cannot store results
@@ -655,6 +660,7 @@ def run_sweep(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | Non
     import ray
     from ray import tune
 
+    from lamo_ray.data.trajectories import TrajectoryDataset
     from lamo_ray.inputs import fetch_inputs, plan_inputs
     from lamo_ray.report import ReportError, generate_report
     from lamo_ray.tracking import check_tracking, finish_sweep_run, resolve_tracking_uri, start_sweep_run, trial_outcomes
@@ -682,7 +688,8 @@ def run_sweep(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | Non
                 "train_storage": str(exp_dir.parent / f"{run_name}_train")}
     tracking["outbox"] = str(Path(tracking["train_storage"]) / "mlflow_outbox")  # MLflow writes made in an outage
     # vector datasets go to the object store once (image datasets stay lazily read from their files)
-    shared = {"dataset_refs": {source: ray.put(ds) for source, ds in loaded.items() if len(ds.obs_shape) == 1},
+    shared = {"dataset_refs": {source: ray.put(ds) for source, ds in loaded.items()
+                               if isinstance(ds, TrajectoryDataset) and len(ds.obs_shape) == 1},
               "backbone_refs": ship_backbones([r["config"] for r in rows])}
     max_concurrent = sweep.max_concurrent_trials or max(1, int(cluster_cpus // max(
         trial_cpus(sweep, r["config"]) for r in rows)))

@@ -36,6 +36,7 @@ def test_sources_steps_and_the_template():
 
 def test_preflight_checks_each_tasks_data_against_the_shared_sizes(tmp_path, monkeypatch):
     from lamo_ray.domains.metaworld.collect import collect_metaworld
+    from lamo_ray.data.trajectories import DatasetSummary
     from lamo_ray.sweep import check_continual, check_datasets
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
@@ -44,6 +45,9 @@ def test_preflight_checks_each_tasks_data_against_the_shared_sizes(tmp_path, mon
     ok, narrow = validate_trial(trial()), validate_trial(trial(continual={**CONTINUAL, "mddt": {"state_dim": 20}}))
     checks, datasets = check_datasets([ok, narrow], generate=False)
     assert all(c.ok for c in checks) and len(datasets) == 5
+    # sources only continual trials use are kept as summaries (the trials read the data themselves)
+    assert all(isinstance(ds, DatasetSummary) for ds in datasets.values())
+    assert datasets["lamo/metaworld/hammer-v0"].num_transitions == 200
     results = check_continual([ok, narrow], datasets)
     assert sum(c.ok for c in results) == 5
     bad = [c for c in results if not c.ok]

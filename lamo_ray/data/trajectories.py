@@ -95,6 +95,36 @@ class TrajectoryDataset:
         return np.array([t.length for t in self.trajectories], dtype=np.int64)
 
 
+@dataclass
+class DatasetSummary:
+    """What the sweep's preflight keeps of a dataset it does not ship to trials: `TrajectoryDataset`'s
+    attributes without the trajectories (continual trials read each task's data themselves, one task
+    at a time, so a sweep over many large tasks never holds them all in one process).
+
+    ``num_trajectories``, ``num_transitions``: the dataset's sizes; ``returns_max``: its best episode's
+    return (the other fields as in `TrajectoryDataset`).
+    """
+
+    obs_shape: tuple[int, ...]
+    act_dim: int
+    discrete_actions: bool
+    ref_min_score: float | None
+    ref_max_score: float | None
+    env_id: str | None
+    source: str
+    env_kwargs: dict[str, Any]
+    max_episode_steps: int | None
+    num_trajectories: int
+    num_transitions: int
+    returns_max: float
+
+    @classmethod
+    def of(cls, ds: TrajectoryDataset) -> "DatasetSummary":
+        return cls(tuple(ds.obs_shape), ds.act_dim, ds.discrete_actions, ds.ref_min_score, ds.ref_max_score,
+                   ds.env_id, ds.source, dict(ds.env_kwargs), ds.max_episode_steps, len(ds.trajectories),
+                   ds.num_transitions, float(ds.returns.max()))
+
+
 def subsample(ds: TrajectoryDataset, sample_ratio: float, seed: int,
               weighting: str = "uniform") -> TrajectoryDataset:
     """Keep ``int(N * sample_ratio)`` whole trajectories chosen at random, in source order.
