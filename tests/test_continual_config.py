@@ -83,3 +83,25 @@ def test_paper_scale_l2m_sweep_dry_run(tmp_path):
     cfg = expand_trials(load_sweep(repo / "sweeps" / "l2m_cw10.yaml"))[0]["config"]
     assert cfg.continual.tasks == list(CW10) and not set(cfg.continual.pretrain_tasks) & set(CW10)
     assert cfg.total_steps == 1_000_000 + 10 * 100_000
+
+
+def test_paper_scale_l2m_sweep_on_l2ms_own_data_lists_every_file_with_its_hub_url(tmp_path):
+    """l2m_cw10.yaml with the header's --set lines: 50 files of ml-jku/meta-world missing offline,
+    each listed with its URL; missing-but-downloadable inputs do not fail the dry run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, HOME=str(tmp_path), HF_HUB_OFFLINE="1", MINARI_DATASETS_PATH=str(tmp_path / "minari"))
+    proc = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(repo / "sweeps" / "l2m_cw10.yaml"), "--dry-run",
+                           "--set", "data.source=~/data/meta-world/2M/{task}-v2.npz",
+                           "--set", "continual.target_return=data_max"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    missing = [line for line in proc.stdout.splitlines() if "[MISSING] dataset   ~/data/meta-world/2M/" in line]
+    assert len(missing) == 50
+    assert any("https://huggingface.co/datasets/ml-jku/meta-world/resolve/main/2M/hammer-v2.npz" in line
+               for line in missing)
+    assert not list(tmp_path.glob("minari/**/*.hdf5"))      # nothing generated instead
