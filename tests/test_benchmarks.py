@@ -40,3 +40,16 @@ def test_online_benchmarks_quick_run(tmp_path):
     assert [r["id"].split()[0] for r in rows] == ["B10", "B11"]
     assert "2 actors x 2 envs" in rows[0]["id"] and "overlapped / synchronous" in rows[1]["id"]
     assert all(math.isfinite(r["ratio"]) and r["ratio"] > 0 for r in rows)
+
+
+@pytest.mark.benchmark
+def test_preflight_memory_benchmark_quick_run(tmp_path):
+    """benchmarks/preflight_memory.py (B15) at a tiny size: both modes keep every task, and the preflight's
+    peak stays below holding them all."""
+    out = tmp_path / "b15.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "preflight_memory.py"), "--tasks", "3",
+                           "--transitions", "50000", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["preflight"]["kept"] == result["all_loaded"]["kept"] == 3
+    assert 0 < result["ratio"] < 1
