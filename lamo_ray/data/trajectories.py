@@ -101,8 +101,8 @@ class DatasetSummary:
     attributes without the trajectories (continual trials read each task's data themselves, one task
     at a time, so a sweep over many large tasks never holds them all in one process).
 
-    ``num_trajectories``, ``num_transitions``: the dataset's sizes; ``returns_max``: its best episode's
-    return (the other fields as in `TrajectoryDataset`).
+    ``num_trajectories``, ``num_transitions``: the dataset's sizes (the other fields as in
+    `TrajectoryDataset`).
     """
 
     obs_shape: tuple[int, ...]
@@ -116,13 +116,12 @@ class DatasetSummary:
     max_episode_steps: int | None
     num_trajectories: int
     num_transitions: int
-    returns_max: float
 
     @classmethod
     def of(cls, ds: TrajectoryDataset) -> "DatasetSummary":
         return cls(tuple(ds.obs_shape), ds.act_dim, ds.discrete_actions, ds.ref_min_score, ds.ref_max_score,
                    ds.env_id, ds.source, dict(ds.env_kwargs), ds.max_episode_steps, len(ds.trajectories),
-                   ds.num_transitions, float(ds.returns.max()))
+                   ds.num_transitions)
 
 
 def subsample(ds: TrajectoryDataset, sample_ratio: float, seed: int,

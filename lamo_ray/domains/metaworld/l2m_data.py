@@ -68,8 +68,9 @@ def load_l2m_npz(source: str) -> TrajectoryDataset:
 
     Raises:
         DatasetNotDownloadedError: the file is missing (the message says how to get it).
-        DatasetError: the file names an unknown task (did-you-mean); not a readable ``.npz`` of arrays (e.g. pickled objects), missing keys, shapes
-            that differ from Meta-World's, different lengths, no completed trajectory.
+        DatasetError: the file names an unknown task (did-you-mean); not a readable ``.npz`` of
+            arrays (e.g. pickled objects), missing keys, shapes that differ from Meta-World's,
+            different lengths, no completed trajectory.
     """
     from lamo_ray.domains.metaworld import check_tasks, env_id
 
