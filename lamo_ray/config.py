@@ -283,7 +283,7 @@ class OnlineConfig(_Strict):
         return 0.0 if self.method == "td3" else 1.0
 
 
-CONTINUAL_METHODS = ("l2m", "l2m_oracle", "lora", "ft", "ewc", "l2", "joint", "single")
+CONTINUAL_METHODS = ("l2m", "l2m_oracle", "lora", "ft", "ewc", "l2", "l2p", "joint", "single")
 
 
 class PoolConfig(_Strict):
@@ -301,6 +301,25 @@ class PoolConfig(_Strict):
             raise ValueError(f"continual.pool.top_k ({self.top_k}) is larger than the pool (size {self.size})")
         if self.top_k != 1:
             raise ValueError(f"continual.pool.top_k {self.top_k}: L2M selects one modulator per sample; only 1 is built")
+        return self
+
+
+class PromptPoolConfig(_Strict):
+    """L2P's prompt pool as L2M's baseline (REFERENCE_L2M.md "Baselines"; ml-jku/L2M ``prompt/l2p.py``,
+    ``prompt_kwargs/l2p.yaml``; `lamo_ray.continual.prompts`)."""
+
+    size: int = Field(100, ge=1, description="Prompts in the pool (L2M's L2P: 100).")
+    length: int = Field(5, ge=1, description="Tokens per prompt and layer (L2M's L2P: 5).")
+    top_k: int = Field(5, ge=1, description="Prompts selected per sample, by key similarity (L2M's L2P: 5).")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the selected prompts in training (L2M's "
+                           "Prompt default 0.1).")
+    key_loss: float = Field(0.5, ge=0.0, description="Weight of the key pull term -sum_k cos(key_k, query) (L2M: "
+                            "pull_constraint_coef 0.5).")
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> "PromptPoolConfig":
+        if self.top_k > self.size:
+            raise ValueError(f"continual.prompt_pool.top_k ({self.top_k}) is larger than the pool (size {self.size})")
         return self
 
 
@@ -331,10 +350,12 @@ class ContinualConfig(_Strict):
         "expert", description="Each evaluated task's target return: 'expert' (the mean return of the scripted expert "
         "recorded in the task's dataset as ref_max_score) or 'data_max' (L2M's rule: the largest episode return in the "
         "task's dataset; its envs/target_returns.py tables are its datasets' maxima).")
-    method: Literal["l2m", "l2m_oracle", "lora", "ft", "ewc", "l2", "joint", "single"] = Field(
+    method: Literal["l2m", "l2m_oracle", "lora", "ft", "ewc", "l2", "l2p", "joint", "single"] = Field(
         description="l2m (pool selected by keys), l2m_oracle (a modulator per task by task id), lora (one "
         "modulator for every task), ft (the whole model fine-tuned), ewc / l2 (ft with a penalty pulling the "
-        "weights towards the previous stage's end, weighted by the Fisher information / uniformly), joint (the upper "
+        "weights towards the previous stage's end, weighted by the Fisher information / uniformly), l2p (a pool of "
+        "prompts prepended to every layer's input, the top-k chosen per sample by their keys; the model frozen), "
+        "joint (the upper "
         "bound: every stage trains on all the sequence's tasks at once), single (forward transfer's reference: every "
         "stage starts again from the pre-trained weights).")
     lr: float = Field(1e-4, gt=0.0, description="Constant learning rate of the continual stages (L2M).")
@@ -343,6 +364,7 @@ class ContinualConfig(_Strict):
     fisher_batches: int = Field(10, ge=1, description="ewc: batches of the finished stage's data whose squared "
                                 "gradients are averaged into the Fisher information (L2M: 10).")
     pool: PoolConfig = Field(default_factory=PoolConfig)
+    prompt_pool: PromptPoolConfig = Field(default_factory=PromptPoolConfig)
     mddt: MDDTConfig = Field(default_factory=MDDTConfig)
 
     @field_validator("pretrain_tasks", "tasks", "eval_tasks")

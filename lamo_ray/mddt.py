@@ -127,7 +127,8 @@ class MultiDomainDecisionTransformer(nn.Module):
         self.embed_timestep = nn.Embedding(max_ep_len, h)
         self.embed_ln = nn.LayerNorm(h)
         self.action_head = nn.Linear(h, bins)
-        self.pool = None            # L2M's modulation pool, once `attach_pool` adds one
+        self.pool = None            # L2M's modulation pool or L2P's prompt pool, once `attach_pool` adds one
+        self.prompted = False       # the pool is L2P's: the trunk runs with its prompts (`prompted_trunk`)
         self.pool_query: torch.Tensor | None = None
         _use_fast_dropout(self)
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -136,13 +137,17 @@ class MultiDomainDecisionTransformer(nn.Module):
                     sum(p.numel() for p in self.parameters()))
 
     def attach_pool(self, pool) -> None:
-        """Modulate the trunk with L2M's pool (`lamo_ray.continual.pool`) and freeze everything else:
-        from now on only the pool's keys and modulators train, and every forward selects a modulator
-        per sample from the query of its states (or the task index given as ``task``)."""
+        """Modulate the trunk with L2M's pool (`lamo_ray.continual.pool.ModulationPool`) or prompt it with
+        L2P's (`lamo_ray.continual.prompts.PromptPool`), and freeze everything else: from now on only the
+        pool trains, and every forward selects per sample from the query of its states (or, for L2M's
+        pool, the task index given as ``task``)."""
         from lamo_ray.continual.pool import attach_pool
+        from lamo_ray.continual.prompts import PromptPool
 
         self.requires_grad_(False)
-        attach_pool(self.trunk, pool)
+        self.prompted = isinstance(pool, PromptPool)
+        if not self.prompted:
+            attach_pool(self.trunk, pool)
         self.pool = pool
         pool.requires_grad_(True)
 
@@ -204,8 +209,14 @@ class MultiDomainDecisionTransformer(nn.Module):
         self._select(x, attention_mask, task)
         n = self.tokens_per_step
         mask = attention_mask.long().repeat_interleave(n, dim=1)
-        hidden = self.trunk(inputs_embeds=x.reshape(b, k * n, self.hidden_size), attention_mask=mask,
-                            use_cache=False).last_hidden_state.reshape(b, k, n, self.hidden_size)
+        flat = x.reshape(b, k * n, self.hidden_size)
+        if self.prompted:
+            from lamo_ray.continual.prompts import prompted_trunk
+
+            hidden = prompted_trunk(self.trunk, flat, mask, self.pool.layer_prompts())
+        else:
+            hidden = self.trunk(inputs_embeds=flat, attention_mask=mask, use_cache=False).last_hidden_state
+        hidden = hidden.reshape(b, k, n, self.hidden_size)
         return self.action_head(hidden[:, :, 1:1 + self.act_dim])  # the rtg token, then a_1 .. a_{A-1}
 
     def loss(self, logits: torch.Tensor, actions: torch.Tensor, attention_mask: torch.Tensor,
@@ -243,12 +254,13 @@ class MultiDomainDecisionTransformer(nn.Module):
 
         ``cache``: run the context once up to the last rtg token and each further dimension as one
         token with the trunk's key/value cache (A - 1 one-token passes); false: A full forwards. Both
-        give the same actions (tests).
+        give the same actions (tests). With L2P's prompts (per-layer inputs, not a cache) always A
+        full forwards.
         """
         real = actions.shape[-1]
         actions = pad_last(actions.clone(), self.act_dim, "action")
         actions[:, -1] = 0.0
-        if not cache:
+        if not cache or self.prompted:
             for i in range(real):
                 logits = self.forward(states, actions, returns_to_go, rewards, timesteps, attention_mask, task)
                 actions[:, -1, i] = self.tokenizer.detokenize(logits[:, -1, i].argmax(-1))

@@ -61,7 +61,7 @@ def test_preflight_checks_each_tasks_data_against_the_shared_sizes(tmp_path, mon
 
 
 def test_paper_scale_l2m_sweep_dry_run(tmp_path):
-    """sweeps/l2m_cw10.yaml: MT40 pre-training and CW10, 8 methods x 3 seeds, every task's data listed,
+    """sweeps/l2m_cw10.yaml: MT40 pre-training and CW10, 9 methods x 3 seeds, every task's data listed,
     one rollout actor per CW10 task in the resource plan."""
     import os
     import subprocess
@@ -76,7 +76,7 @@ def test_paper_scale_l2m_sweep_dry_run(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(repo / "sweeps" / "l2m_cw10.yaml"), "--dry-run"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "24 trials (8 variants x 1 grid points x 3 seeds)" in proc.stdout
+    assert "27 trials (9 variants x 1 grid points x 3 seeds)" in proc.stdout
     listed = [line for line in proc.stdout.splitlines() if "[ok] dataset   lamo/metaworld/" in line]
     assert len(listed) == len(all_tasks()) == 50
     assert "10 rollout actor(s) x 0 CPU / 0 GPU (one per evaluated task)" in proc.stdout

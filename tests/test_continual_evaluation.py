@@ -11,6 +11,7 @@ from lamo_ray.checkpoint import PolicySpec
 from lamo_ray.config import ModelConfig, validate_trial
 from lamo_ray.continual.evaluation import TaskEvaluator
 from lamo_ray.continual.pool import ModulationPool
+from lamo_ray.continual.prompts import PromptPool
 from lamo_ray.domains.metaworld import env_id
 from lamo_ray.evaluate import Rollout
 from lamo_ray.mddt import MultiDomainDecisionTransformer
@@ -58,7 +59,8 @@ def test_each_task_is_scored_by_its_actor_as_an_in_process_rollout(local_ray):
         evaluator.shutdown()
 
 
-def test_a_pool_attached_after_the_actors_started_reaches_them(local_ray):
+@pytest.mark.parametrize("kind", ["modulators", "prompts"])
+def test_a_pool_attached_after_the_actors_started_reaches_them(local_ray, kind):
     """The runner attaches the pool after pre-training, when the actors already hold a pool-less copy:
     their evaluation must then be the pooled model's (it once stayed the pre-trained model's, because
     loading weights with pool entries into the pool-less copy failed unseen in the actors)."""
@@ -68,20 +70,28 @@ def test_a_pool_attached_after_the_actors_started_reaches_them(local_ray):
     torch.manual_seed(0)
     model = MultiDomainDecisionTransformer(ModelConfig(backbone="gpt2", pretrained=False, n_layer=1, n_embd=16,
                                                        n_head=1, finetune="full"), max_ep_len=50).eval()
+    with torch.no_grad():   # at GPT-2's init scale, attention barely reaches the actions; prompts act through it
+        model.trunk.h[0].attn.c_attn.weight[:, 32:].mul_(50)
+        model.trunk.h[0].attn.c_proj.weight.mul_(50)
     task = "window-close"
     evaluator = TaskEvaluator(spec, model, {task: env_id(task)}, {task: (39, 4)}, {task: 1000.0}, episodes=3, seed=1,
                               max_episode_steps=30)
     try:
         evaluator(model, [task], lambda t: None)
         before = evaluator.last_returns[task]
-        model.attach_pool(ModulationPool(16, 64, 1, size=3, rank=2))
-        with torch.no_grad():
-            model.pool.q_b.normal_(0, 1.0)
-            model.pool.ff_b.normal_(0, 1.0)
+        if kind == "modulators":   # L2M's pool, its oracle's modulator 1
+            model.attach_pool(ModulationPool(16, 64, 1, size=3, rank=2))
+            with torch.no_grad():
+                model.pool.q_b.normal_(0, 1.0)
+                model.pool.ff_b.normal_(0, 1.0)
+            index = 1
+        else:                      # L2P's prompts, chosen by their keys
+            model.attach_pool(PromptPool(16, 1, size=4, length=2, top_k=2))
+            index = None
         model.eval()
-        evaluator(model, [task], lambda t: 1)
+        evaluator(model, [task], lambda t: index)
         records = Rollout(spec, env_id(task), num_envs=3, model=model, max_episode_steps=30).run(
-            [(1000.0, 1 + 10_000 + e) for e in range(3)], task_index=1)
+            [(1000.0, 1 + 10_000 + e) for e in range(3)], task_index=index)
         assert evaluator.last_returns[task] == pytest.approx(np.mean([r["return"] for r in records]), rel=1e-5)
         assert evaluator.last_returns[task] != pytest.approx(before, rel=1e-5)
     finally:

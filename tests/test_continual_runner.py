@@ -81,6 +81,25 @@ def test_what_each_method_trains_and_the_oracles_modulators(shards):
         runner(shards, "l2m_oracle", pool={"size": 3, "rank": 2})
 
 
+def test_l2p_trains_only_its_prompts_and_keys_over_a_frozen_model(shards):
+    seen = {}
+
+    def snapshot(record, r):
+        if record.stage == PRETRAIN:
+            seen["pretrained"] = {k: v.clone() for k, v in r.model.state_dict().items()}
+        elif "keys" not in seen:
+            seen["keys"] = r.model.pool.keys.detach().clone()
+
+    r = runner(shards, "l2p", prompt_pool={"size": 6, "length": 2, "top_k": 2})
+    r.run(snapshot)
+    assert {n for n, p in r.model.named_parameters() if p.requires_grad} == {"pool.keys", "pool.prompts"}
+    state = r.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in seen["pretrained"].items())   # the MDDT itself never moved
+    assert r.model.pool.counts.sum() == 3 * 6 * 8 * 2                              # top-2 of every stage sample
+    assert not torch.equal(r.model.pool.keys.detach(), seen["keys"])                # the key pull term trains keys
+    assert r.model.pool.penalize                                                    # count penalty from stage 1
+
+
 @pytest.mark.parametrize("stop_after, resumes_at", [(2, (0, 3, 7)), (3, (1, 0, 10))])   # mid-stage, stage end
 def test_a_run_resumed_after_an_evaluation_continues_where_it_stopped(shards, stop_after, resumes_at):
     class Stop(Exception):
@@ -202,15 +221,20 @@ def test_single_starts_every_stage_from_the_pretrained_weights_also_after_a_resu
     assert all(torch.equal(resumed.model.state_dict()[k], pretrained[k]) for k in pretrained)
 
 
-@pytest.mark.parametrize("method", ["ewc", "single", "l2m"])
+@pytest.mark.parametrize("method", ["ewc", "single", "l2m", "l2p"])
 def test_the_state_loads_with_weights_only(shards, tmp_path, method):
     """Checkpoints are read with torch.load(weights_only=True) (no pickled code): every method's state
     (anchor and Fisher, pre-trained copy, pool, optimiser, history) must be plain tensors and containers."""
     r = runner(shards, method)
     saved = {}
-    r.run(lambda record, rr: saved.setdefault("state", rr.state_dict()) if record.step == 13 else None)
+    r.run(lambda record, rr: saved.setdefault("state", {**rr.state_dict(), "model": {
+        k: v.clone() for k, v in rr.state_dict()["model"].items()}}) if record.step == 13 else None)
     torch.save(saved["state"], tmp_path / "continual.pt")
     state = torch.load(tmp_path / "continual.pt", map_location="cpu", weights_only=True)
     resumed = runner(shards, method)
     resumed.load_state_dict(state)
     assert (resumed.stage, resumed.stage_step) == (1, 3)
+    # a mid-stage resume keeps the stage's count penalty as it was (load_state_dict began the phase)
+    assert all(torch.equal(resumed.model.state_dict()[k], v) for k, v in state["model"].items())   # pool included
+    if method in ("l2m", "l2p"):
+        assert resumed.model.pool.penalize

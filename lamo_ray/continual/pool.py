@@ -29,7 +29,43 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class ModulationPool(nn.Module):
+class KeyedPool(nn.Module):
+    """What L2M's pool and L2P's prompt pool share (L2M ``prompt/l2m.py``, ``prompt/l2p.py``): ``size``
+    keys of ``hidden`` numbers (init uniform(-1, 1)), selection counts, and the count penalty.
+
+    `scores` of a (B, h) query are its cosine similarities with the keys (query and keys detached), or
+    in training from the second task on ``((cos + 1) / 2) x inv_freq`` (`start_task`); `count` adds a
+    training pass's selections.
+    """
+
+    def __init__(self, size: int, hidden: int):
+        super().__init__()
+        self.size = size
+        self.keys = nn.Parameter(torch.empty(size, hidden).uniform_(-1.0, 1.0))
+        self.register_buffer("counts", torch.zeros(size))
+        self.register_buffer("inv_freq", torch.ones(size))
+        self.penalize = False
+
+    def start_task(self, index: int) -> None:
+        """A new task begins (stage ``index``): from the second on, training selection is penalised by the
+        normalised inverse selection counts so far."""
+        self.penalize = index > 0
+        if self.penalize:
+            inv = 1.0 / (self.counts + 1.0)
+            self.inv_freq = inv / inv.sum() * self.size
+
+    def scores(self, query: torch.Tensor) -> torch.Tensor:
+        """(B, h) -> (B, size) selection scores (class docstring)."""
+        cos = F.cosine_similarity(query.detach()[:, None, :], self.keys.detach()[None], dim=-1)
+        return (cos + 1) / 2 * self.inv_freq if (self.training and self.penalize) else cos
+
+    def count(self, chosen: torch.Tensor) -> None:
+        """Add the selections ``chosen`` (any shape of indices) to the counts, in training only."""
+        if self.training:
+            self.counts += torch.bincount(chosen.flatten(), minlength=self.size).to(self.counts)
+
+
+class ModulationPool(KeyedPool):
     """Keys and per-layer low-rank modulators (module docstring).
 
     Args:
@@ -41,11 +77,10 @@ class ModulationPool(nn.Module):
     """
 
     def __init__(self, hidden: int, inner: int, n_layer: int, size: int = 30, rank: int = 8, alpha: float = 16.0):
-        super().__init__()
         if size < 1 or rank < 1 or n_layer < 1:
             raise ValueError(f"continual.pool: size, rank and n_layer must be >= 1, got {size}, {rank}, {n_layer}")
-        self.size, self.rank, self.scaling = size, rank, alpha / rank
-        self.keys = nn.Parameter(torch.empty(size, hidden).uniform_(-1.0, 1.0))
+        super().__init__(size, hidden)
+        self.rank, self.scaling = rank, alpha / rank
 
         def pair(n_in, n_out):
             a = nn.Parameter(torch.empty(size, n_layer, n_in, rank))
@@ -57,20 +92,9 @@ class ModulationPool(nn.Module):
         self.q_a, self.q_b = pair(hidden, hidden)
         self.v_a, self.v_b = pair(hidden, hidden)
         self.ff_a, self.ff_b = pair(inner, inner)
-        self.register_buffer("counts", torch.zeros(size))
-        self.register_buffer("inv_freq", torch.ones(size))
-        self.penalize = False
         self.selected: torch.Tensor | None = None   # (B,) modulator per sample for the next trunk pass
         self._order = self._inverse = None
         self._groups: list[tuple[int, int]] = []
-
-    def start_task(self, index: int) -> None:
-        """A new task begins (stage ``index``): from the second on, training selection is penalised by the
-        normalised inverse selection counts so far."""
-        self.penalize = index > 0
-        if self.penalize:
-            inv = 1.0 / (self.counts + 1.0)
-            self.inv_freq = inv / inv.sum() * self.size
 
     def select(self, query: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         """Choose a modulator per sample and make it the active one: ``query`` (B, h) -> (B,) long.
@@ -80,11 +104,8 @@ class ModulationPool(nn.Module):
                 raise ValueError(f"task-id oracle: task index {int(task.max())} but the pool has {self.size} modulators")
             chosen = task.long()
         else:
-            cos = F.cosine_similarity(query.detach()[:, None, :], self.keys.detach()[None], dim=-1)   # (B, size)
-            score = (cos + 1) / 2 * self.inv_freq if (self.training and self.penalize) else cos
-            chosen = score.argmax(-1)
-        if self.training:
-            self.counts += torch.bincount(chosen, minlength=self.size).to(self.counts)
+            chosen = self.scores(query).argmax(-1)
+        self.count(chosen)
         self.selected = chosen
         # samples sorted by modulator once per pass: each layer gathers, multiplies per group, scatters back
         self._order = torch.argsort(chosen, stable=True)

@@ -12,6 +12,9 @@ Methods (``continual.method``):
   count penalty from the second stage and the key pull term;
 - ``l2m_oracle``: the pool with each task's own modulator chosen by task id; an evaluated task outside
   the sequence gets a modulator no stage trained (B = 0: the pre-trained model).
+- ``l2p``: L2P's prompt pool (`lamo_ray.continual.prompts`): ``continual.prompt_pool.size`` prompts,
+  the ``top_k`` chosen per sample by their keys prepended to every layer's input, the count penalty
+  from the second stage and the key pull term; the model frozen.
 - ``ewc`` / ``l2``: ``ft`` plus, from the second stage, ``penalty x sum_i F_i (theta_i - theta*_i)^2``
   over the trainable weights, ``theta*`` the weights at the end of the previous stage and ``F`` the
   mean squared gradient of the loss over ``fisher_batches`` batches of that stage's data (``ewc``,
@@ -47,6 +50,7 @@ log = logging.getLogger(__name__)
 
 PRETRAIN = -1   # the stage index of multi-task pre-training
 FULL_METHODS = ("ft", "ewc", "l2", "joint", "single")   # the whole model trained at every stage (no pool)
+KEYED_METHODS = ("l2m", "l2p")   # a pool selected by its keys: count penalty from the second stage, key pull term
 
 #: a batch source: ``sample(batch_size) -> dict`` as `lamo_ray.data.shards.ShardedSampler`
 Sampler = Any
@@ -105,13 +109,19 @@ class ContinualRunner:
         if self._pool_attached or self.cfg.method in FULL_METHODS:
             return
         from lamo_ray.continual.pool import ModulationPool
+        from lamo_ray.continual.prompts import PromptPool
 
-        p = self.cfg.pool
         trunk = self.model.trunk
-        size = 1 if self.cfg.method == "lora" else p.size
-        pool = ModulationPool(self.model.hidden_size, trunk.h[0].mlp.c_fc.nf, len(trunk.h), size=size,
-                              rank=p.rank, alpha=p.alpha).to(self.device)
-        self.model.attach_pool(pool)
+        if self.cfg.method == "l2p":
+            q = self.cfg.prompt_pool
+            pool = PromptPool(self.model.hidden_size, len(trunk.h), size=q.size, length=q.length, top_k=q.top_k,
+                              dropout=q.dropout)
+        else:
+            p = self.cfg.pool
+            size = 1 if self.cfg.method == "lora" else p.size
+            pool = ModulationPool(self.model.hidden_size, trunk.h[0].mlp.c_fc.nf, len(trunk.h), size=size,
+                                  rank=p.rank, alpha=p.alpha)
+        self.model.attach_pool(pool.to(self.device))
         self._pool_attached = True
 
     def _trainable(self) -> list[torch.nn.Parameter]:
@@ -132,8 +142,11 @@ class ContinualRunner:
                     self.pretrained = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 else:
                     self.model.load_state_dict(self.pretrained)
-            if self.model.pool is not None and self.cfg.method == "l2m":
-                self.model.pool.start_task(self.stage)
+            if self.model.pool is not None and self.cfg.method in KEYED_METHODS:
+                if self.stage_step == 0:
+                    self.model.pool.start_task(self.stage)
+                else:   # a mid-stage resume: the stage's inv_freq came back with the weights (a buffer)
+                    self.model.pool.penalize = self.stage > 0
             self.optimizer = torch.optim.AdamW(self._trainable(), lr=self.cfg.lr, weight_decay=self.train.weight_decay,
                                                eps=self.train.adam_eps)
             self.scheduler = None
@@ -160,8 +173,9 @@ class ContinualRunner:
         loss = self.model.loss(logits, batch["actions"], batch["attention_mask"], batch["action_mask"])
         if self.anchor is not None and self.stage != PRETRAIN:
             loss = loss + self.penalty()
-        if self.model.pool is not None and self.cfg.method == "l2m":
-            loss = loss + self.cfg.pool.key_loss * self.model.pool.key_loss(self.model.pool_query, self.model.pool.selected)
+        if self.model.pool is not None and self.cfg.method in KEYED_METHODS:
+            weight = self.cfg.prompt_pool.key_loss if self.cfg.method == "l2p" else self.cfg.pool.key_loss
+            loss = loss + weight * self.model.pool.key_loss(self.model.pool_query, self.model.pool.selected)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.step} (stage {self.stage})")
         self.optimizer.zero_grad(set_to_none=True)
