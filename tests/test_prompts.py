@@ -101,3 +101,14 @@ def test_a_prompted_mddt_trains_only_its_pool_and_decodes_as_its_forward():
     assert torch.equal(acts[:, 0], first) and acts.shape == (4, 4)
     plain = model()
     assert not torch.allclose(plain(**x), logits, atol=1e-4)     # the prompts act on the frozen model
+
+
+def test_sdpa_and_eager_attention_give_the_same_prompted_output():
+    trunk = model().trunk
+    x, prompts = torch.randn(2, 5, 32), torch.randn(2, 2, 3, 32)
+    mask = torch.ones(2, 5)
+    mask[1, :2] = 0
+    sdpa = prompted_trunk(trunk, x, mask, prompts)
+    trunk.config._attn_implementation = "eager"
+    eager = prompted_trunk(trunk, x, mask, prompts)
+    assert torch.allclose(sdpa, eager, atol=1e-5)

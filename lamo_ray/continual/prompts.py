@@ -97,11 +97,16 @@ def prompted_trunk(trunk: nn.Module, inputs_embeds: torch.Tensor, attention_mask
         ``trunk(inputs_embeds=..., attention_mask=...).last_hidden_state`` gives).
 
     Raises:
-        ValueError: a trunk that is not GPT-2's, or prompts for another number of layers.
+        ValueError: a trunk that is not GPT-2's without a position table, an attention other than
+            'sdpa' / 'eager', or prompts for another number of layers.
     """
+    from lamo_ray.model import NoPositionEmbedding
+
     blocks = getattr(trunk, "h", None)
     if blocks is None or not hasattr(trunk, "ln_f"):
         raise ValueError(f"{type(trunk).__name__}: L2P's prompts need a GPT-2 trunk (blocks h[i], ln_f)")
+    if not isinstance(getattr(trunk, "wpe", None), NoPositionEmbedding):
+        raise ValueError("L2P's prompts need the MDDT's trunk without a position table (positions would shift)")
     if prompts.shape[1] != len(blocks):
         raise ValueError(f"prompts for {prompts.shape[1]} layers, the trunk has {len(blocks)}")
     b, t, _ = inputs_embeds.shape
@@ -110,9 +115,15 @@ def prompted_trunk(trunk: nn.Module, inputs_embeds: torch.Tensor, attention_mask
     causal = torch.ones(p + t, p + t, dtype=torch.bool, device=inputs_embeds.device).tril()
     allowed = causal[None] & keep[:, None, :]
     allowed |= torch.eye(p + t, dtype=torch.bool, device=allowed.device)[None]   # a padded query sees itself
-    mask = torch.zeros(allowed.shape, dtype=inputs_embeds.dtype, device=allowed.device)
-    mask = mask.masked_fill(~allowed, torch.finfo(inputs_embeds.dtype).min)[:, None]   # (B, 1, P+T, P+T)
-    hidden = trunk.drop(inputs_embeds + trunk.wpe(torch.zeros(1, t, dtype=torch.long, device=inputs_embeds.device)))
+    impl = getattr(trunk.config, "_attn_implementation", "eager")
+    if impl == "sdpa":     # the mask format each attention takes (as transformers' own masks)
+        mask = allowed[:, None]                                                         # (B, 1, P+T, P+T) bool
+    elif impl == "eager":
+        mask = torch.zeros(allowed.shape, dtype=inputs_embeds.dtype, device=allowed.device)
+        mask = mask.masked_fill(~allowed, torch.finfo(inputs_embeds.dtype).min)[:, None]   # additive
+    else:
+        raise ValueError(f"L2P's prompts support the trunk's 'sdpa' and 'eager' attention, not {impl!r}")
+    hidden = trunk.drop(inputs_embeds)
     for i, block in enumerate(blocks):
         hidden = torch.cat([prompts[:, i].to(hidden.dtype), hidden[:, -t:]], dim=1)
         out = block(hidden, attention_mask=mask, use_cache=False)
