@@ -192,6 +192,8 @@ def check_continual(configs: list[TrialConfig], datasets: dict[str, Any]) -> lis
     """Trials with a ``continual:`` section: every task's data fit the multi-domain DT's shared
     state and action sizes (``continual.mddt``), with vector states and continuous actions. Missing
     data are `check_datasets`'s."""
+    from lamo_ray.continual import target_return
+
     checks, seen = [], set()
     for c in configs:
         if c.continual is None:
@@ -204,14 +206,18 @@ def check_continual(configs: list[TrialConfig], datasets: dict[str, Any]) -> lis
                 continue
             seen.add(key)
             s = int(ds.obs_shape[0]) if len(ds.obs_shape) == 1 else None
+            target_error = None
+            if c.continual.target_return == "expert":   # the rule that needs what the data recorded
+                try:
+                    target_return(ds, "expert", source)
+                except ValueError as err:
+                    target_error = str(err)
             if s is None or ds.discrete_actions:
                 checks.append(Check("continual", f"{task}: {source}", False, f"continual: task {task!r} needs vector "
                                     f"states and continuous actions; {source!r} has {tuple(ds.obs_shape)} / "
                                     f"{'discrete' if ds.discrete_actions else 'continuous'} actions"))
-            elif c.continual.target_return == "expert" and ds.ref_max_score is None:
-                checks.append(Check("continual", f"{task}: {source}", False,
-                                    f"continual.target_return 'expert': {source!r} records no expert return "
-                                    "(ref_max_score); set continual.target_return: data_max"))
+            elif target_error is not None:
+                checks.append(Check("continual", f"{task}: {source}", False, target_error))
             elif s > m.state_dim or ds.act_dim > m.action_dim:
                 checks.append(Check("continual", f"{task}: {source}", False,
                                     f"continual.mddt: task {task!r} has state {s} / action {ds.act_dim} dimensions, "

@@ -117,7 +117,7 @@ def test_evaluation_targets_follow_continual_target_return(data, tmp_path, monke
 def test_target_return_expert_without_a_recorded_expert_return_names_the_key():
     from types import SimpleNamespace
 
-    from lamo_ray.continual.trial import target_return
+    from lamo_ray.continual import target_return
 
     ds = SimpleNamespace(ref_max_score=None, returns=torch.tensor([1.0, 5.0]).numpy())
     assert target_return(ds, "data_max", "hub/x") == 5.0

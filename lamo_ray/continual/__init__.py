@@ -4,9 +4,34 @@ model fine-tuned on tasks one after another, evaluated on every task after each 
 - `lamo_ray.continual.metrics`: Continual World's metrics from the evaluations of a task sequence
   (success matrix, average success, forgetting, forward transfer);
 - `lamo_ray.continual.pool`: L2M's pool of LoRA modulators with keys, applied grouped by modulator;
-- `lamo_ray.continual.runner`: multi-task pre-training, then one stage per task (ft, lora, l2m,
-  l2m_oracle), evaluations and a resumable state;
-- `lamo_ray.continual.evaluation`: one Ray rollout actor per evaluated task.
-
-Not yet reachable from a sweep file (issue 19).
+- `lamo_ray.continual.prompts`: L2P's prompt pool, prompts in front of every layer's input;
+- `lamo_ray.continual.runner`: multi-task pre-training, then one stage per task (every
+  ``continual.method``), evaluations and a resumable state;
+- `lamo_ray.continual.evaluation`: one Ray rollout actor per evaluated task;
+- `lamo_ray.continual.trial`: a trial with a ``continual:`` section, run from a sweep file;
+- `target_return` (here, free of torch, for the sweep's preflight too): each task's evaluation target.
 """
+
+
+def target_return(ds, rule: str, source: str) -> float:
+    """A task's evaluation target return (`continual.target_return`).
+
+    Args:
+        ds: the task's dataset (`lamo_ray.data.loading.load_dataset`; for 'expert' its
+            `lamo_ray.data.trajectories.DatasetSummary` will do). rule: 'expert' (its
+            ``ref_max_score``: the scripted expert's mean return the collector recorded) or 'data_max'
+            (L2M's rule, ``envs/target_returns.py``: the largest episode return in the data).
+        source: the dataset id, for the error.
+
+    Raises:
+        ValueError: 'expert' for a dataset without ``ref_max_score`` (the message names the source and
+            the key to change); an unknown rule.
+    """
+    if rule == "data_max":
+        return float(ds.returns.max())
+    if rule == "expert":
+        if ds.ref_max_score is None:
+            raise ValueError(f"continual.target_return 'expert': {source!r} records no expert return "
+                             "(ref_max_score); set continual.target_return: data_max")
+        return float(ds.ref_max_score)
+    raise ValueError(f"continual.target_return: unknown rule {rule!r} (expert, data_max)")

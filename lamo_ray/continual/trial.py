@@ -32,33 +32,11 @@ import torch
 
 from lamo_ray.checkpoint import PolicySpec
 from lamo_ray.config import TrialConfig, torch_threads
+from lamo_ray.continual import target_return
 
 log = logging.getLogger(__name__)
 
 CONTINUAL_FILE = "continual.pt"
-
-
-def target_return(ds, rule: str, source: str) -> float:
-    """A task's evaluation target return (`continual.target_return`).
-
-    Args:
-        ds: the task's dataset (`lamo_ray.data.loading.load_dataset`). rule: 'expert' (its
-            ``ref_max_score``: the scripted expert's mean return the collector recorded) or 'data_max'
-            (L2M's rule, ``envs/target_returns.py``: the largest episode return in the data).
-        source: the dataset id, for the error.
-
-    Raises:
-        ValueError: 'expert' for a dataset without ``ref_max_score`` (the message names the source and
-            the key to change); an unknown rule.
-    """
-    if rule == "data_max":
-        return float(ds.returns.max())
-    if rule == "expert":
-        if ds.ref_max_score is None:
-            raise ValueError(f"continual.target_return 'expert': {source!r} records no expert return "
-                             "(ref_max_score); set continual.target_return: data_max")
-        return float(ds.ref_max_score)
-    raise ValueError(f"continual.target_return: unknown rule {rule!r} (expert, data_max)")
 
 
 def run_continual_trial(loop_config: dict[str, Any], session) -> None:
