@@ -132,3 +132,32 @@ def write_minari(dataset_id: str, path: Path, buffers: list, **kwargs):
         warnings.filterwarnings("ignore", message=".*author_email.*")  # none to give
         return minari.create_dataset_from_buffers(dataset_id, buffers, author="lamo_ray",
                                                   requirements=[f"gymnasium=={gym.__version__}"], **kwargs)
+
+
+def sb3_policy(model, deterministic: bool = False) -> Policy:
+    """``obs (obs_dim,) -> action (A,)`` from an SB3 model (``model.predict``: unscaled, clipped)."""
+    return lambda obs: model.predict(obs, deterministic=deterministic)[0]
+
+
+def sb3_replay_episodes(model, steps: int) -> list[dict[str, np.ndarray]]:
+    """The first ``steps`` transitions of ``model.replay_buffer`` (one env, never wrapped) as Minari
+    episode arrays, split after each ``done``. SB3 stores ``done = terminated or truncated`` and
+    ``timeouts`` = truncated (time limit), so terminations are ``done and not timeout``; a last
+    unfinished piece ends with a truncation (ours). Actions are unscaled to the env's bounds."""
+    rb = model.replay_buffer
+    obs, next_obs = rb.observations[:steps, 0], rb.next_observations[:steps, 0]
+    actions = model.policy.unscale_action(rb.actions[:steps, 0]).astype(np.float32)
+    rewards, dones, timeouts = rb.rewards[:steps, 0], rb.dones[:steps, 0] > 0, rb.timeouts[:steps, 0] > 0
+    ends = np.flatnonzero(dones) + 1
+    if len(ends) == 0 or ends[-1] != steps:
+        ends = np.append(ends, steps)
+    episodes, start = [], 0
+    for end in ends:
+        terminations = dones[start:end] & ~timeouts[start:end]
+        truncations = timeouts[start:end].copy()
+        truncations[-1] = not terminations[-1]
+        episodes.append({"observations": np.concatenate([obs[start:end], next_obs[end - 1:end]]),
+                         "actions": actions[start:end], "rewards": rewards[start:end].astype(np.float64),
+                         "terminations": terminations, "truncations": truncations})
+        start = end
+    return episodes

@@ -13,6 +13,7 @@ from lamo_ray.envs import flatten_observation, make_env, reference_scores_for
 @pytest.mark.parametrize("env_id, name", [
     ("FrankaKitchen-v1", "kitchen"), ("ALE/Breakout-v5", "atari"), ("QbertNoFrameskip-v4", "atari"),
     ("Hopper-v5", "mujoco"), ("HalfCheetah-v5", "mujoco"), ("Reacher-v5", "reacher"), ("CartPole-v1", ""),
+    ("DMControl/hopper-stand-v0", "dmcontrol"), ("MetaWorld/hammer-v3", "metaworld"),
 ])
 def test_envs_find_their_domain(env_id, name):
     assert domains.for_env(env_id).name == name
@@ -23,6 +24,8 @@ def test_envs_find_their_domain(env_id, name):
     ("mujoco/hopper/medium-v0", "mujoco"), ("~/.d4rl/datasets/walker2d-medium-v2.hdf5", "mujoco"),
     ("lamo/mujoco/hopper/medium-v0", "mujoco"), ("d4rl-atari/breakout-medium-v0", "atari"),
     ("lamo/atari/pong-v0", "atari"), ("lamo/reacher/mixed-v0", "reacher"), ("someone/else-v0", None),
+    ("lamo/dmcontrol/walker-run-v0", "dmcontrol"), ("~/data/dm_control/walker_run.npz", "dmcontrol"),
+    ("~/data/meta-world/2M/hammer-v2.npz", "metaworld"),
 ])
 def test_datasets_find_their_domain(source, name):
     domain = domains.for_dataset(source)
@@ -33,9 +36,10 @@ def test_local_ids_are_the_ones_a_domain_generates():
     assert domains.get("kitchen").generates("lamo/kitchen/partial-v0")
     assert not domains.get("kitchen").generates("D4RL/kitchen/partial-v2")
     assert [d.name for d in domains.registered()] == ["reacher", "kitchen", "mujoco", "atari", "pointmaze", "antmaze",
-                                                        "adroit", "metaworld"]
-    with pytest.raises(KeyError, match="known: reacher, kitchen, mujoco, atari, pointmaze, antmaze, adroit, metaworld"):
-        domains.get("dmcontrol")
+                                                        "adroit", "metaworld", "dmcontrol"]
+    with pytest.raises(KeyError, match="known: reacher, kitchen, mujoco, atari, pointmaze, antmaze, adroit, metaworld, "
+                                       "dmcontrol"):
+        domains.get("dm_control")
     with pytest.raises(ValueError, match="already registered"):
         domains.register(domains.get("reacher"))
 

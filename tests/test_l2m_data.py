@@ -54,7 +54,7 @@ def test_pickled_objects_are_never_loaded(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     (lambda a: a.pop("dones"), r"missing keys \['dones'\]"),
-    (lambda a: a.update(actions=np.zeros((450, 6))), r"actions \(6,\) per step, not Meta-World's"),
+    (lambda a: a.update(actions=np.zeros((450, 6))), r"actions \(6,\) per step, not the task's \(4,\)"),
     (lambda a: a.update(rewards=np.zeros(449)), "keys have different lengths"),
     (lambda a: a.update(dones=np.zeros(450)), "no step has done set"),
 ])

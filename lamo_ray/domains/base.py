@@ -248,5 +248,11 @@ def for_dataset(source: str) -> Domain | None:
 
 def ref_scores(name: str) -> tuple[float, float] | None:
     """The reference scores a registered domain knows for ``name`` (an env id, dataset id or file
-    name; `Domain.ref_scores`), else None."""
+    name; `Domain.ref_scores`), else None. The domain that serves ``name`` as an env or dataset
+    answers alone (``DMControl/hopper-stand-v0`` must not get D4RL's Hopper references through the
+    name it contains); other names go to every domain in registration order."""
+    owner = for_env(name)
+    owner = owner if owner is not GENERIC else for_dataset(name)
+    if owner is not None:
+        return owner.ref_scores(name)
     return next((r for d in _REGISTRY.values() if (r := d.ref_scores(name)) is not None), None)

@@ -7,31 +7,25 @@ continual sweep, the template ``~/data/meta-world/2M/{task}-v2.npz``). A file th
 downloaded from the hub by the sweep (`lamo_ray.inputs`: `hub_url`, which follows ``HF_ENDPOINT``)
 or, offline, listed by ``--dry-run`` with the command that gets it.
 
-The format is L2M's ``extract_trajectories_from_npz`` (``src/buffers/trajectory_buffer.py``): flat
-arrays ``observations (N, 39)``, ``actions (N, 4)``, ``rewards (N,)``, ``dones (N,)`` (and
-``next_observations``, not needed here); a trajectory ends at a step whose ``done`` is set, and a
-trailing piece without one is dropped, as L2M's code does. Files are read with
-``numpy.load(allow_pickle=False)``: arrays only, never pickled objects (an ``.npz`` from elsewhere
-cannot run code here). The v2 tasks' observations and actions have the v3 envs' layout (39 / 4), so
+The format is L2M's (`lamo_ray.data.l2m_npz`): flat arrays ``observations (N, 39)``, ``actions
+(N, 4)``, ``rewards (N,)``, ``dones (N,)``, split into trajectories at ``dones``, read without pickle. The v2 tasks' observations and actions have the v3 envs' layout (39 / 4), so
 the data evaluate in ``MetaWorld/<task>-v3``. The files record no reference scores: use
 ``continual.target_return: data_max`` (L2M's own rule) with them.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 
 import numpy as np
 
-from lamo_ray.data.trajectories import DatasetError, DatasetNotDownloadedError, Trajectory, TrajectoryDataset
+from lamo_ray.data.l2m_npz import load_l2m_file
+from lamo_ray.data.trajectories import DatasetError, DatasetNotDownloadedError, TrajectoryDataset
 
-log = logging.getLogger(__name__)
 
 HUB_REPO = "ml-jku/meta-world"
 HUB_FOLDER = "2M"
-KEYS = ("observations", "actions", "rewards", "dones")
 OBS_DIM, ACT_DIM = 39, 4
 _NAME = re.compile(r"^(?P<task>[a-z0-9-]+)-v2\.npz$")
 
@@ -84,36 +78,10 @@ def load_l2m_npz(source: str) -> TrajectoryDataset:
     path = Path(source).expanduser()
     if not path.is_file():
         raise DatasetNotDownloadedError(f"{source}: {missing_hint(source)}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in KEYS if k not in f.files]
-            if missing:
-                raise DatasetError(f"{source}: not an L2M Meta-World file, missing keys {missing} "
-                                   f"(found {sorted(f.files)}; needs {list(KEYS)})")
-            arrays = {k: f[k] for k in KEYS}
-    except ValueError as err:       # pickled object arrays refused by allow_pickle=False
-        if isinstance(err, DatasetError):
-            raise
-        raise DatasetError(f"{source}: cannot read its arrays without unpickling objects ({err}); only plain "
-                           "numeric arrays are read") from None
-    except (OSError, EOFError) as err:
-        raise DatasetError(f"{source}: cannot read .npz file ({err})") from None
-    n = len(arrays["observations"])
-    lengths = {k: len(v) for k, v in arrays.items()}
-    if any(length != n for length in lengths.values()):
-        raise DatasetError(f"{source}: keys have different lengths {lengths}")
-    observations = arrays["observations"].astype(np.float32, copy=False)
-    actions = arrays["actions"].astype(np.float32, copy=False)
-    if observations.shape[1:] != (OBS_DIM,) or actions.shape[1:] != (ACT_DIM,):
-        raise DatasetError(f"{source}: observations {observations.shape[1:]} / actions {actions.shape[1:]} per step, "
-                           f"not Meta-World's ({OBS_DIM},) / ({ACT_DIM},)")
-    rewards = arrays["rewards"].reshape(n).astype(np.float32)
-    ends = np.flatnonzero(arrays["dones"].reshape(n).astype(bool)) + 1
-    if len(ends) == 0:
-        raise DatasetError(f"{source}: no step has done set, so no trajectory is complete")
-    if ends[-1] != n:
-        log.info("%s: %d steps after the last done dropped (an unfinished episode; L2M drops it too)",
-                 source, n - ends[-1])
-    starts = np.concatenate([[0], ends[:-1]])
-    trajectories = [Trajectory(observations[s:e], actions[s:e], rewards[s:e], False) for s, e in zip(starts, ends)]
-    return TrajectoryDataset(trajectories, (OBS_DIM,), ACT_DIM, False, None, None, env_id(task), source)
+
+    def states(observations: np.ndarray) -> np.ndarray:
+        if observations.shape[1:] != (OBS_DIM,):
+            raise DatasetError(f"{source}: observations {observations.shape[1:]} per step, not Meta-World's ({OBS_DIM},)")
+        return observations
+
+    return load_l2m_file(source, path, env_id(task), ACT_DIM, states)

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lamo_ray.domains.mujoco import ENV_IDS, KINDS as MUJOCO_KINDS, MUJOCO, mujoco_dataset_ids, mujoco_env_name
-from lamo_ray.episodes import Policy, mean_return, run_episode, uniform_random, writable_path, write_minari
+from lamo_ray.episodes import mean_return, run_episode, sb3_policy, sb3_replay_episodes, uniform_random, writable_path, write_minari
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,6 @@ class MujocoCollectionReport:
     seconds: float
 
 
-def _sb3_policy(model, deterministic: bool = False) -> Policy:
-    """``obs (obs_dim,) -> action (A,)`` from an SB3 model (``model.predict``: unscaled, clipped)."""
-    return lambda obs: model.predict(obs, deterministic=deterministic)[0]
-
-
 def _snapshot_callback(every: int, total: int, evaluate: Callable[[], float], bar: tqdm):
     """An SB3 callback that advances ``bar`` each step and, every ``every`` steps before
     ``total``, keeps a copy of the actor's weights with ``evaluate()``'s mean return."""
@@ -98,30 +93,6 @@ def _snapshot_callback(every: int, total: int, evaluate: Callable[[], float], ba
             return True
 
     return SnapshotCallback()
-
-
-def _replay_episodes(model, steps: int) -> list[dict[str, np.ndarray]]:
-    """The first ``steps`` transitions of ``model.replay_buffer`` (one env, never wrapped) as Minari
-    episode arrays, split after each ``done``. SB3 stores ``done = terminated or truncated`` and
-    ``timeouts`` = truncated (time limit), so terminations are ``done and not timeout``; a last
-    unfinished piece ends with a truncation (ours). Actions are unscaled to the env's bounds."""
-    rb = model.replay_buffer
-    obs, next_obs = rb.observations[:steps, 0], rb.next_observations[:steps, 0]
-    actions = model.policy.unscale_action(rb.actions[:steps, 0]).astype(np.float32)
-    rewards, dones, timeouts = rb.rewards[:steps, 0], rb.dones[:steps, 0] > 0, rb.timeouts[:steps, 0] > 0
-    ends = np.flatnonzero(dones) + 1
-    if len(ends) == 0 or ends[-1] != steps:
-        ends = np.append(ends, steps)
-    episodes, start = [], 0
-    for end in ends:
-        terminations = dones[start:end] & ~timeouts[start:end]
-        truncations = timeouts[start:end].copy()
-        truncations[-1] = not terminations[-1]
-        episodes.append({"observations": np.concatenate([obs[start:end], next_obs[end - 1:end]]),
-                         "actions": actions[start:end], "rewards": rewards[start:end].astype(np.float64),
-                         "terminations": terminations, "truncations": truncations})
-        start = end
-    return episodes
 
 
 def collect_mujoco(env: str = "Hopper", timesteps: int = DEFAULT_TIMESTEPS,
@@ -214,11 +185,11 @@ def collect_mujoco(env: str = "Hopper", timesteps: int = DEFAULT_TIMESTEPS,
                     buffer_size=timesteps, learning_starts=learning_starts, verbose=0)
         with tqdm(total=timesteps, desc=f"SAC on {env_id}", unit="step", disable=hide) as bar:
             callback = _snapshot_callback(snapshot_every, timesteps,
-                                          lambda: mean_return(eval_env, _sb3_policy(model), eval_seeds), bar)
+                                          lambda: mean_return(eval_env, sb3_policy(model), eval_seeds), bar)
             model.learn(total_timesteps=timesteps, callback=callback)
         train_seconds = time.perf_counter() - began
         final_actor = {k: v.clone() for k, v in model.actor.state_dict().items()}
-        final_return = mean_return(eval_env, _sb3_policy(model), eval_seeds)
+        final_return = mean_return(eval_env, sb3_policy(model), eval_seeds)
         snapshots = callback.snapshots
         target = MEDIUM_FRACTION * final_return
         medium_step, medium_actor, medium_return = min(snapshots, key=lambda s: abs(s[2] - target))
@@ -227,17 +198,17 @@ def collect_mujoco(env: str = "Hopper", timesteps: int = DEFAULT_TIMESTEPS,
 
         def rollouts(kind: str, seeds: np.ndarray, torch_seed: int) -> list[dict[str, np.ndarray]]:
             torch.manual_seed(torch_seed)
-            policy = _sb3_policy(model)
+            policy = sb3_policy(model)
             return [run_episode(eval_env, policy, int(s))
                     for s in tqdm(seeds, desc=f"rollouts {ids.get(kind, kind)}", unit="ep", disable=hide)]
 
         torch.manual_seed(torch_seeds[0])
-        ref_max = mean_return(eval_env, _sb3_policy(model), max_seeds)
+        ref_max = mean_return(eval_env, sb3_policy(model), max_seeds)
         ref_min = mean_return(eval_env, uniform_random(eval_env, np.random.default_rng(torch_seeds[0])), min_seeds)
         data = {"expert": rollouts("expert", expert_seeds, torch_seeds[1])}
         model.actor.load_state_dict(medium_actor)
         data["medium"] = rollouts("medium", medium_seeds, torch_seeds[2])
-        data["medium-replay"] = _replay_episodes(model, medium_step)
+        data["medium-replay"] = sb3_replay_episodes(model, medium_step)
         random_rng = np.random.default_rng(random_seq)
         random_seeds = random_rng.choice(2**31 - 1, size=episodes, replace=False)
         random_policy = uniform_random(eval_env, random_rng)
