@@ -338,8 +338,21 @@ class ContinualConfig(_Strict):
     protocol, REFERENCE_L2M.md). Each stage trains on one task's data only and every ``eval_every``
     steps evaluates every task of ``eval_tasks`` (default: the sequence)."""
 
-    pretrain_tasks: list[str] = Field(min_length=1, description="Tasks of the multi-task pre-training (batches "
-                                      "mixed uniformly across them) for train.steps steps, all of the MDDT trained.")
+    pretrain_tasks: list[str] = Field(min_length=1, description="Tasks of the multi-task pre-training for "
+                                      "train.steps steps, all of the MDDT trained: Meta-World tasks and DMControl "
+                                      "tasks (<domain>-<task>, dmc10) in any mix (L2M: mt40 + dmc10); batches mixed "
+                                      "as pretrain_mixing says.")
+    pretrain_mixing: Literal["task", "domain"] = Field(
+        "task", description="How pre-training batches mix their tasks: 'task' (each sample's task uniform over the "
+        "tasks) or 'domain' (each domain an equal share, tasks uniform within it: L2M's one batch per domain with "
+        "gradient accumulation, in expectation).")
+    sources: dict[str, str] = Field(default_factory=dict, description="Data-source templates per domain "
+                                    "('metaworld', 'dmcontrol'), for that domain's tasks instead of data.source; "
+                                    "placeholders {task} and {task_underscored} (L2M's DMC files: "
+                                    "'~/data/dm_control/{task_underscored}.npz').")
+    rtg_scales: dict[str, float] = Field(default_factory=dict, description="Return-to-go and reward divisor per "
+                                         "domain for that domain's tasks instead of data.rtg_scale (L2M: metaworld "
+                                         "200, dmcontrol 100).")
     tasks: list[str] = Field(min_length=1, description="The continual sequence, in order ('cw10' for Continual "
                              "World's).")
     steps_per_task: int = Field(ge=1, description="Training steps of each stage (Continual World: 100k).")
@@ -370,10 +383,38 @@ class ContinualConfig(_Strict):
     @field_validator("pretrain_tasks", "tasks", "eval_tasks")
     @classmethod
     def _tasks_known(cls, v: list[str] | None, info) -> list[str] | None:
-        """Meta-World task names (did-you-mean), with named lists (cw10, mt40, mt50) expanded."""
-        from lamo_ray.domains.metaworld import check_tasks
+        """Meta-World and DMControl task names (did-you-mean), with named lists (cw10, mt40, mt50, dmc10)
+        expanded (`lamo_ray.continual.check_continual_tasks`)."""
+        from lamo_ray.continual import check_continual_tasks
 
-        return None if v is None else list(check_tasks(v, key=f"continual.{info.field_name}"))
+        return None if v is None else check_continual_tasks(v, key=f"continual.{info.field_name}")
+
+    @field_validator("sources", "rtg_scales")
+    @classmethod
+    def _domains_known(cls, v: dict, info) -> dict:
+        from lamo_ray.continual import CONTINUAL_DOMAINS, PLACEHOLDERS
+
+        for domain, value in v.items():
+            if domain not in CONTINUAL_DOMAINS:
+                raise ValueError(f"continual.{info.field_name}: unknown domain {domain!r} (known: "
+                                 f"{', '.join(CONTINUAL_DOMAINS)})")
+            if info.field_name == "sources" and not any(p in value for p in PLACEHOLDERS):
+                raise ValueError(f"continual.sources.{domain}: {value!r} has no {' or '.join(PLACEHOLDERS)} placeholder")
+            if info.field_name == "rtg_scales" and not value > 0:
+                raise ValueError(f"continual.rtg_scales.{domain}: must be > 0, got {value}")
+        return v
+
+    @model_validator(mode="after")
+    def _sequence_is_success_scored(self) -> "ContinualConfig":
+        from lamo_ray.continual import task_domain
+
+        for key, tasks in (("tasks", self.tasks), ("eval_tasks", self.eval_tasks or [])):
+            scoreless = [t for t in tasks if task_domain(t) != "metaworld"]
+            if scoreless:
+                raise ValueError(f"continual.{key}: {scoreless} are DMControl tasks, which have no success flag; the "
+                                 "continual sequence and its evaluations are scored by success (Continual World's "
+                                 "metrics). DMControl tasks go in continual.pretrain_tasks (L2M: mt40 + dmc10)")
+        return self
 
     @model_validator(mode="after")
     def _oracle_has_a_modulator_per_task(self) -> "ContinualConfig":
@@ -408,13 +449,22 @@ class TrialConfig(_Strict):
     @model_validator(mode="after")
     def _continual_fits(self) -> "TrialConfig":
         if self.continual is None:
-            if "{task}" in self.data.source:
-                raise ValueError(f"data.source {self.data.source!r} has a {{task}} placeholder, which only a "
+            if "{task}" in self.data.source or "{task_underscored}" in self.data.source:
+                raise ValueError(f"data.source {self.data.source!r} has a task placeholder, which only a "
                                  "continual: section fills")
             return self
-        if "{task}" not in self.data.source:
+        from lamo_ray.continual import PLACEHOLDERS, episode_steps, task_domain
+
+        needs = {task_domain(t) for t in [*self.continual.pretrain_tasks, *self.continual.tasks]}
+        if any(d not in self.continual.sources for d in needs) and not any(p in self.data.source for p in PLACEHOLDERS):
             raise ValueError(f"continual: data.source must be a template with {{task}} (e.g. "
                              f"'lamo/metaworld/{{task}}-v0'), got {self.data.source!r}")
+        # DT clips timesteps past the table (Meta-World sweeps may size it below 200); DMControl's 1000-step
+        # episodes in a table sized for Meta-World would have most of their steps clipped, so that is an error
+        if "dmcontrol" in needs and self.data.max_ep_len < episode_steps("dmcontrol"):
+            raise ValueError(f"data.max_ep_len {self.data.max_ep_len}: DMControl episodes have "
+                             f"{episode_steps('dmcontrol')} steps, most of whose timesteps the table would clip; set "
+                             f"data.max_ep_len >= {episode_steps('dmcontrol')} (L2M: 1000)")
         if self.online is not None:
             raise ValueError("online: and continual: are two different second phases; a trial has at most one")
         if self.train.num_workers != 1:
@@ -430,9 +480,19 @@ class TrialConfig(_Strict):
         evaluation); ``{None: data.source}`` for other trials."""
         if self.continual is None:
             return {None: self.data.source}
+        from lamo_ray.continual import fill_source, task_domain
+
         c = self.continual
         tasks = dict.fromkeys([*c.pretrain_tasks, *c.tasks, *c.evaluated])
-        return {t: self.data.source.replace("{task}", t) for t in tasks}
+        return {t: fill_source(c.sources.get(task_domain(t), self.data.source), t) for t in tasks}
+
+    def rtg_scale_of(self, task: str) -> float:
+        """A continual task's return-to-go divisor: ``continual.rtg_scales`` of its domain, else
+        ``data.rtg_scale``."""
+        from lamo_ray.continual import task_domain
+
+        assert self.continual is not None
+        return float(self.continual.rtg_scales.get(task_domain(task), self.data.rtg_scale))
 
     @property
     def continual_steps(self) -> int:

@@ -201,13 +201,14 @@ def check_continual(configs: list[TrialConfig], datasets: dict[str, Any]) -> lis
         m = c.continual.mddt
         for task, source in c.data_sources.items():
             ds = datasets.get(source)
-            key = (source, m.state_dim, m.action_dim, c.continual.target_return)
+            key = (source, m.state_dim, m.action_dim, c.continual.target_return, task in c.continual.evaluated)
             if ds is None or key in seen:
                 continue
             seen.add(key)
             s = int(ds.obs_shape[0]) if len(ds.obs_shape) == 1 else None
             target_error = None
-            if c.continual.target_return == "expert":   # the rule that needs what the data recorded
+            # the rule that needs what the data recorded; only evaluated tasks have a target
+            if c.continual.target_return == "expert" and task in c.continual.evaluated:
                 try:
                     target_return(ds, "expert", source)
                 except ValueError as err:

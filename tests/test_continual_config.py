@@ -61,8 +61,8 @@ def test_preflight_checks_each_tasks_data_against_the_shared_sizes(tmp_path, mon
 
 
 def test_paper_scale_l2m_sweep_dry_run(tmp_path):
-    """sweeps/l2m_cw10.yaml: MT40 pre-training and CW10, 9 methods x 3 seeds, every task's data listed,
-    one rollout actor per CW10 task in the resource plan."""
+    """sweeps/l2m_cw10.yaml: MT40 + DMC10 pre-training and CW10, 10 methods x 3 seeds, every task's data
+    listed, one rollout actor per CW10 task in the resource plan, LaMo's GPT-2 trunk as a variant."""
     import os
     import subprocess
     import sys
@@ -76,13 +76,21 @@ def test_paper_scale_l2m_sweep_dry_run(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(repo / "sweeps" / "l2m_cw10.yaml"), "--dry-run"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "27 trials (9 variants x 1 grid points x 3 seeds)" in proc.stdout
+    assert "30 trials (10 variants x 1 grid points x 3 seeds)" in proc.stdout
     listed = [line for line in proc.stdout.splitlines() if "[ok] dataset   lamo/metaworld/" in line]
     assert len(listed) == len(all_tasks()) == 50
+    dmc = [line for line in proc.stdout.splitlines() if "[ok] dataset   lamo/dmcontrol/" in line]
+    assert len(dmc) == 10 and all("generated on first run" in line for line in dmc)
     assert "10 rollout actor(s) x 0 CPU / 0 GPU (one per evaluated task)" in proc.stdout
-    cfg = expand_trials(load_sweep(repo / "sweeps" / "l2m_cw10.yaml"))[0]["config"]
+    trials = expand_trials(load_sweep(repo / "sweeps" / "l2m_cw10.yaml"))
+    cfg = trials[0]["config"]
     assert cfg.continual.tasks == list(CW10) and not set(cfg.continual.pretrain_tasks) & set(CW10)
+    assert len(cfg.continual.pretrain_tasks) == 50 and cfg.continual.pretrain_mixing == "domain"
+    assert (cfg.rtg_scale_of("hammer"), cfg.rtg_scale_of("walker-run")) == (200.0, 100.0)
     assert cfg.total_steps == 1_000_000 + 10 * 100_000
+    trunks = {(t["config"].model.backbone, t["config"].model.n_layer, t["config"].model.n_embd)
+              for t in trials if t["config"].model.pretrained}
+    assert trunks == {("gpt2", 6, None)}
 
 
 def test_paper_scale_l2m_sweep_on_l2ms_own_data_lists_every_file_with_its_hub_url(tmp_path):
@@ -97,6 +105,7 @@ def test_paper_scale_l2m_sweep_on_l2ms_own_data_lists_every_file_with_its_hub_ur
     env = dict(os.environ, HOME=str(tmp_path), HF_HUB_OFFLINE="1", MINARI_DATASETS_PATH=str(tmp_path / "minari"))
     proc = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(repo / "sweeps" / "l2m_cw10.yaml"), "--dry-run",
                            "--set", "data.source=~/data/meta-world/2M/{task}-v2.npz",
+                           "--set", "continual.sources.dmcontrol=~/data/dm_control/{task_underscored}.npz",
                            "--set", "continual.target_return=data_max"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -104,4 +113,39 @@ def test_paper_scale_l2m_sweep_on_l2ms_own_data_lists_every_file_with_its_hub_ur
     assert len(missing) == 50
     assert any("https://huggingface.co/datasets/ml-jku/meta-world/resolve/main/2M/hammer-v2.npz" in line
                for line in missing)
+    dmc = [line for line in proc.stdout.splitlines() if "[MISSING] dataset   ~/data/dm_control/" in line]
+    assert len(dmc) == 10
+    assert any("https://huggingface.co/datasets/ml-jku/dm_control/resolve/main/1M/point_mass_easy.npz" in line
+               for line in dmc)
     assert not list(tmp_path.glob("minari/**/*.hdf5"))      # nothing generated instead
+
+
+def test_multi_domain_pretraining_sources_scales_and_what_is_refused():
+    """L2M's mix: Meta-World and DMControl tasks in one pre-training, each domain with its own data
+    template and return scale; DMControl has no success flag, so it cannot be in the scored sequence."""
+    both = {**CONTINUAL, "pretrain_tasks": ["reach", "cartpole-balance", "walker-run"],
+            "sources": {"dmcontrol": "~/data/dm_control/{task_underscored}.npz"}, "rtg_scales": {"dmcontrol": 100}}
+    raw = trial(continual=both)
+    raw["data"]["max_ep_len"] = 1000
+    cfg = validate_trial(raw)
+    assert cfg.data_sources["cartpole-balance"] == "~/data/dm_control/cartpole_balance.npz"
+    assert cfg.data_sources["reach"] == "lamo/metaworld/reach-v0"
+    assert (cfg.rtg_scale_of("walker-run"), cfg.rtg_scale_of("hammer")) == (100.0, 200.0)
+    assert validate_trial({**raw, "continual": {**both, "pretrain_tasks": ["mt40", "dmc10"]}}).continual.pretrain_tasks[-10:] \
+        == ["cartpole-balance", "finger-turn_easy", "finger-turn_hard", "fish-upright", "hopper-stand",
+            "pendulum-swingup", "point_mass-easy", "reacher-hard", "walker-stand", "walker-run"]
+    with pytest.raises(ConfigError, match="data.max_ep_len 200: DMControl episodes have 1000 steps"):
+        validate_trial(trial(continual=both))
+    with pytest.raises(ConfigError, match=r"continual.tasks: \['walker-run'\] are DMControl tasks, which have no "
+                                          "success flag"):
+        validate_trial({**raw, "continual": {**both, "tasks": ["hammer", "walker-run"]}})
+    with pytest.raises(ConfigError, match="unknown task 'cartpole-balanse', neither Meta-World's nor DMControl's; "
+                                          "did you mean 'cartpole-balance'"):
+        validate_trial({**raw, "continual": {**both, "pretrain_tasks": ["cartpole-balanse"]}})
+    with pytest.raises(ConfigError, match="continual.sources: unknown domain 'atari'"):
+        validate_trial({**raw, "continual": {**both, "sources": {"atari": "x/{task}"}}})
+    with pytest.raises(ConfigError, match=r"continual.sources.dmcontrol: 'x.npz' has no \{task\} or "
+                                          r"\{task_underscored\} placeholder"):
+        validate_trial({**raw, "continual": {**both, "sources": {"dmcontrol": "x.npz"}}})
+    with pytest.raises(ConfigError, match="continual.rtg_scales.dmcontrol: must be > 0"):
+        validate_trial({**raw, "continual": {**both, "rtg_scales": {"dmcontrol": 0}}})

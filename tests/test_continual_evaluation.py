@@ -96,3 +96,32 @@ def test_a_pool_attached_after_the_actors_started_reaches_them(local_ray, kind):
         assert evaluator.last_returns[task] != pytest.approx(before, rel=1e-5)
     finally:
         evaluator.shutdown()
+
+
+def test_each_actor_gets_its_tasks_return_scale(monkeypatch):
+    """Tasks of several domains (L2M: 200 Meta-World, 100 DMControl): each task's actor decodes with
+    its own return-to-go scale; the others keep the trial's."""
+    import lamo_ray.continual.evaluation as evaluation
+
+    specs = {}
+
+    class Actor:
+        @staticmethod
+        def options(**_):
+            return Actor
+
+        @staticmethod
+        def remote(spec, env, *args):
+            specs[env] = spec
+
+    monkeypatch.setattr(evaluation, "RolloutActor", Actor)
+    cfg = validate_trial({"data": {"source": "unused", "context_length": 2, "rtg_scale": 200, "max_ep_len": 50},
+                          "model": {"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1}})
+    spec = PolicySpec(trial=cfg, state_shape=(39,), act_dim=4, discrete_actions=False, state_mean=None, state_std=None)
+    model = torch.nn.Linear(2, 2)
+    evaluator = TaskEvaluator(spec, model, {"a": "EnvA-v0", "b": "EnvB-v0"}, {"a": (39, 4), "b": (204, 1)},
+                              {"a": 1.0, "b": 2.0}, 1, 0, rtg_scales={"b": 100.0})
+    evaluator.actors = {}
+    assert specs["EnvA-v0"].trial.data.rtg_scale == 200 and specs["EnvB-v0"].trial.data.rtg_scale == 100
+    assert (specs["EnvB-v0"].state_shape, specs["EnvB-v0"].act_dim) == ((204,), 1)
+    assert cfg.data.rtg_scale == 200          # the trial's own config is untouched

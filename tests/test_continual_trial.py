@@ -123,3 +123,43 @@ def test_target_return_expert_without_a_recorded_expert_return_names_the_key():
     assert target_return(ds, "data_max", "hub/x") == 5.0
     with pytest.raises(ValueError, match=r"'hub/x' records no expert return .*continual.target_return: data_max"):
         target_return(ds, "expert", "hub/x")
+
+
+def test_pretraining_mixes_meta_world_and_dmcontrol(data, tmp_path, monkeypatch):
+    """L2M's multi-domain pre-training: a Meta-World task and a DMControl task (an L2M-format file in
+    the 204-number state) in one model, each with its own return scale, domains weighted equally;
+    the continual sequence then runs on Meta-World as before."""
+    import numpy as np
+
+    import lamo_ray.continual.evaluation as evaluation
+    import lamo_ray.data.shards as shards
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    dones = np.zeros(n, np.float32)
+    dones[[999, 1999]] = 1
+    np.savez(tmp_path / "cartpole_balance.npz", observations=rng.normal(size=(n, 204)).astype(np.float32),
+             actions=rng.uniform(-1, 1, (n, 1)).astype(np.float32), rewards=rng.uniform(0, 1, n).astype(np.float32),
+             dones=dones)
+    built = []
+
+    class Recording(shards.ShardedSampler):
+        def __init__(self, tasks, *args, **kwargs):
+            super().__init__(tasks, *args, **kwargs)
+            built.append(([t.meta["task"] for t in self.tasks], self.rtg_scales.tolist(), self.task_probs.tolist()))
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(data))
+    monkeypatch.setattr(evaluation, "TaskEvaluator", StandIn)
+    monkeypatch.setattr(shards, "ShardedSampler", Recording)
+    raw = config().model_dump(exclude_unset=True)
+    raw["data"]["max_ep_len"] = 1000
+    raw["continual"].update(pretrain_tasks=["reach", "window-close", "cartpole-balance"], pretrain_mixing="domain",
+                            sources={"dmcontrol": str(tmp_path / "{task_underscored}.npz")},
+                            rtg_scales={"dmcontrol": 100})
+    session = Session(tmp_path / "run")
+    train.train_loop_per_worker({"trial": validate_trial(raw)}, session)
+    assert [m["step"] for m, _ in session.reports] == [4, 6, 8, 10, 12]
+    tasks, scales, probs = built[0]
+    assert tasks == ["reach", "window-close", "cartpole-balance"] and scales == [200.0, 200.0, 100.0]
+    assert probs == pytest.approx([0.25, 0.25, 0.5])              # each domain half, tasks even within it
+    assert built[1][:2] == (["window-close"], [200.0])            # the first continual stage

@@ -114,3 +114,27 @@ def test_learns_the_action_tokens_of_two_domains_in_one_model():
     assert (m.predict_action(s[:32], a[:32, :, :1], r[:32], rw[:32], t[:32], mask[:32]) == a[:32, -1, :1]).float().mean() > 0.9
     assert (m.predict_action(s[32:, :, :50], a[32:, :, :1], r[32:], rw[32:], t[32:], mask[32:])
             == a[32:, -1, :1]).float().mean() > 0.9   # the bin of +-0.5 is its lower edge
+
+
+def test_a_pretrained_trunk_keeps_its_blocks_and_trains(tmp_path):
+    """"LaMo as the MDDT trunk" (sweeps/l2m_cw10.yaml lamo_trunk): a pre-trained GPT-2 (here a small one
+    saved locally) cut to its first n_layer blocks, its weights kept, its position table dropped (the
+    timestep embedding is the only position signal, as in L2M), and all of it trained."""
+    import transformers
+
+    torch.manual_seed(0)
+    lm = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=3, n_embd=32, n_head=2, vocab_size=100))
+    lm.save_pretrained(tmp_path / "lm")
+    cfg = ModelConfig(backbone=str(tmp_path / "lm"), pretrained=True, n_layer=2, finetune="full", dropout=0.0)
+    m = MultiDomainDecisionTransformer(cfg, max_ep_len=50)
+    from lamo_ray.model import NoPositionEmbedding
+
+    blocks = m.backbone.base_model.h
+    assert len(blocks) == 2 and isinstance(m.backbone.base_model.wpe, NoPositionEmbedding)
+    for i in range(2):
+        for name, value in lm.transformer.h[i].state_dict().items():
+            torch.testing.assert_close(blocks[i].state_dict()[name], value)
+    x = inputs()
+    logits = m(**x)
+    m.loss(logits, x["actions"], x["attention_mask"]).backward()
+    assert blocks[0].attn.c_attn.weight.grad is not None and blocks[0].attn.c_attn.weight.grad.abs().sum() > 0

@@ -78,3 +78,26 @@ def test_a_task_wider_than_the_shared_space_is_named(tmp_path):
     path = write_task(dataset(3, 7, 3, tag=1), tmp_path / "wide", "wide")
     with pytest.raises(ValueError, match=r"task 'wide'.*state 7 / action 3 dimensions exceed the shared 6 / 6"):
         ShardedSampler([path], 4, 1.0, 20, state_dim=6, act_dim=6, seed=0)
+
+
+def test_each_task_has_its_own_return_scale_and_sampling_weight(tmp_path):
+    """Tasks of two domains in one sampler (L2M: Meta-World / 200, DMControl / 100): returns-to-go
+    divided by their own task's scale, and tasks drawn by their weights."""
+    a = write_task(dataset(10, 4, 2, tag=1), tmp_path / "a", "a")
+    b = write_task(dataset(10, 6, 3, tag=2, seed=1), tmp_path / "b", "b")
+    sampler = ShardedSampler([a, b], 3, [200.0, 100.0], 64, 8, 4, seed=0, task_weights=[1.0, 3.0])
+    batch = sampler.sample(4000)
+    share_b = (batch["task"] == 1).mean()
+    assert abs(share_b - 0.75) < 0.03
+    for ti, scale, ds in ((0, 200.0, dataset(10, 4, 2, tag=1)), (1, 100.0, dataset(10, 6, 3, tag=2, seed=1))):
+        rows = np.flatnonzero(batch["task"] == ti)[:50]
+        for r in rows:
+            m = batch["attention_mask"][r] > 0
+            traj = ds.trajectories[int(batch["states"][r, m][0, 1])]
+            steps = batch["states"][r, m][:, 2].astype(int)
+            np.testing.assert_allclose(batch["returns_to_go"][r, m, 0], returns_to_go(traj.rewards)[steps] / scale,
+                                       rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="one per task"):
+        ShardedSampler([a, b], 3, [200.0], 64, 8, 4, seed=0)
+    with pytest.raises(ValueError, match="task_weights"):
+        ShardedSampler([a, b], 3, 200.0, 64, 8, 4, seed=0, task_weights=[0.0, 0.0])

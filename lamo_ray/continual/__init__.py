@@ -35,3 +35,58 @@ def target_return(ds, rule: str, source: str) -> float:
                              "(ref_max_score); set continual.target_return: data_max")
         return float(ds.ref_max_score)
     raise ValueError(f"continual.target_return: unknown rule {rule!r} (expert, data_max)")
+
+
+#: the domains whose tasks a continual trial can name (L2M's: Meta-World and DMControl)
+CONTINUAL_DOMAINS = ("metaworld", "dmcontrol")
+#: placeholders of a data-source template: the task name, and the same with '-' as '_' (L2M's DMC file names)
+PLACEHOLDERS = ("{task}", "{task_underscored}")
+
+
+def check_continual_tasks(names, key: str) -> list[str]:
+    """Task names of a continual trial, checked and expanded: Meta-World tasks and lists (``cw10``,
+    ``mt40``, ``mt50``; `lamo_ray.domains.metaworld.check_tasks`) and DMControl tasks (``<domain>-<task>``,
+    ``dmc10``; `lamo_ray.domains.dmcontrol.check_tasks`), in any mix.
+
+    Raises:
+        ValueError: a name of neither domain (naming ``key`` and the closest name of either).
+    """
+    import difflib
+
+    from lamo_ray.domains import dmcontrol, metaworld
+
+    out: list[str] = []
+    for raw in names:
+        name = str(raw)
+        if dmcontrol.is_task(name):
+            out.extend(dmcontrol.check_tasks([name], key=key))
+            continue
+        try:
+            out.extend(metaworld.check_tasks([name], key=key))
+        except ValueError:
+            known = [*metaworld.all_tasks(), *dmcontrol.all_tasks(), "cw10", "mt40", "mt50", "dmc10"]
+            close = difflib.get_close_matches(name.removesuffix("-v3"), known, n=1)
+            raise ValueError(f"{key}: unknown task {raw!r}, neither Meta-World's nor DMControl's"
+                             + (f"; did you mean {close[0]!r}?" if close else "")
+                             + " (Meta-World names without -v3, cw10 / mt40 / mt50; DMControl <domain>-<task>, dmc10)") from None
+    return out
+
+
+def task_domain(task: str) -> str:
+    """The domain (`CONTINUAL_DOMAINS`) of a checked task name."""
+    from lamo_ray.domains import dmcontrol
+
+    return "dmcontrol" if dmcontrol.is_task(task) else "metaworld"
+
+
+def fill_source(template: str, task: str) -> str:
+    """A task's data source from a template (`PLACEHOLDERS`): ``{task}`` -> ``cartpole-balance``,
+    ``{task_underscored}`` -> ``cartpole_balance``."""
+    return template.replace("{task_underscored}", task.replace("-", "_")).replace("{task}", task)
+
+
+def episode_steps(domain: str) -> int:
+    """The episode length of a continual domain's evaluation envs (Meta-World 200, DMControl 1000)."""
+    from lamo_ray.domains import dmcontrol, metaworld
+
+    return {"metaworld": metaworld.EPISODE_STEPS, "dmcontrol": dmcontrol.EPISODE_STEPS}[domain]

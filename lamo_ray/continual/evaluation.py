@@ -36,17 +36,21 @@ class TaskEvaluator:
         episodes: per task and evaluation. seed, seed_offset: reset seeds (module docstring).
         max_episode_steps: episode cap (default the env's).
         actor_cpus: Ray CPUs each actor reserves (0: it borrows the trial's, which waits meanwhile).
+        rtg_scales: ``{task: return-to-go divisor}`` where it differs from the spec's ``data.rtg_scale``
+            (tasks of several domains: L2M's 200 Meta-World, 100 DMControl).
     """
 
     def __init__(self, spec: PolicySpec, model: torch.nn.Module, env_ids: Mapping[str, str],
                  dims: Mapping[str, tuple[int, int]], targets: Mapping[str, float], episodes: int, seed: int,
-                 seed_offset: int = 10_000, max_episode_steps: int | None = None, actor_cpus: float = 0.0):
+                 seed_offset: int = 10_000, max_episode_steps: int | None = None, actor_cpus: float = 0.0,
+                 rtg_scales: Mapping[str, float] | None = None):
         missing = [t for t in env_ids if t not in targets or t not in dims]
         if missing:
             raise ValueError(f"no target return or dimensions for the evaluated task(s) {missing}")
         self.targets, self.episodes, self.seed, self.seed_offset = dict(targets), episodes, seed, seed_offset
         self.spec, self.env_ids, self.dims = spec, dict(env_ids), dict(dims)
         self.max_episode_steps, self.actor_cpus = max_episode_steps, actor_cpus
+        self.rtg_scales = dict(rtg_scales or {})
         self.actors: dict[str, Any] = {}
         self.last_returns: dict[str, float] = {}
         self._keys: frozenset[str] = frozenset()
@@ -61,7 +65,10 @@ class TaskEvaluator:
         self._keys = frozenset(model.state_dict())
         for task, env_id in self.env_ids.items():
             s, a = self.dims[task]
-            task_spec = PolicySpec(trial=self.spec.trial, state_shape=(s,), act_dim=a, discrete_actions=False,
+            trial = self.spec.trial
+            if task in self.rtg_scales:
+                trial = trial.model_copy(update={"data": trial.data.model_copy(update={"rtg_scale": self.rtg_scales[task]})})
+            task_spec = PolicySpec(trial=trial, state_shape=(s,), act_dim=a, discrete_actions=False,
                                    state_mean=None, state_std=None, backbone_config=self.spec.backbone_config)
             self.actors[task] = RolloutActor.options(num_cpus=self.actor_cpus).remote(
                 task_spec, env_id, self.episodes, 1, self.max_episode_steps, template)

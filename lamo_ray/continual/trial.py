@@ -32,11 +32,21 @@ import torch
 
 from lamo_ray.checkpoint import PolicySpec
 from lamo_ray.config import TrialConfig, torch_threads
-from lamo_ray.continual import target_return
+from lamo_ray.continual import target_return, task_domain
 
 log = logging.getLogger(__name__)
 
 CONTINUAL_FILE = "continual.pt"
+
+
+def mixing_weights(tasks, mixing: str) -> list[float] | None:
+    """Sampling weights of ``tasks`` (`lamo_ray.data.shards.ShardedSampler`'s ``task_weights``): None
+    (uniform) for ``mixing`` 'task' or tasks of one domain; for 'domain', each domain an equal share
+    split evenly among its tasks (L2M: one batch per domain)."""
+    domains = [task_domain(t) for t in tasks]
+    if mixing == "task" or len(set(domains)) == 1:
+        return None
+    return [1.0 / (len(set(domains)) * domains.count(d)) for d in domains]
 
 
 def run_continual_trial(loop_config: dict[str, Any], session) -> None:
@@ -67,7 +77,8 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
             ds = subsample(load_dataset(source), cfg.data.sample_ratio, cfg.seed, weighting=cfg.data.subsample)
             paths[task] = write_task(ds, workdir / task, task)
             env_ids[task], dims[task] = ds.env_id, (int(ds.obs_shape[0]), ds.act_dim)
-            targets[task] = target_return(ds, c.target_return, source)
+            if task in c.evaluated:
+                targets[task] = target_return(ds, c.target_return, source)
         m = c.mddt
         model = MultiDomainDecisionTransformer(cfg.model, cfg.data.max_ep_len, state_dim=m.state_dim,
                                                act_dim=m.action_dim, bins=m.action_bins,
@@ -77,11 +88,12 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
                           state_mean=None, state_std=None, backbone_config=model.backbone_base_config)
         evaluator = TaskEvaluator(spec, model, {t: env_ids[t] for t in c.evaluated}, dims, targets,
                                   c.eval_episodes, cfg.seed, cfg.eval.seed_offset, cfg.eval.max_episode_steps,
-                                  cfg.eval.actor_cpus)
+                                  cfg.eval.actor_cpus, rtg_scales={t: cfg.rtg_scale_of(t) for t in c.evaluated})
 
         def sampler_for(tasks, seed):
-            return ShardedSampler([paths[t] for t in tasks], cfg.data.context_length, cfg.data.rtg_scale,
-                                  cfg.data.max_ep_len, m.state_dim, m.action_dim, seed=seed)
+            return ShardedSampler([paths[t] for t in tasks], cfg.data.context_length,
+                                  [cfg.rtg_scale_of(t) for t in tasks], cfg.data.max_ep_len, m.state_dim, m.action_dim,
+                                  seed=seed, task_weights=mixing_weights(tasks, c.pretrain_mixing))
 
         runner = ContinualRunner(model, c, cfg.train, sampler_for, evaluator, seed=cfg.seed)
         ckpt = session.get_checkpoint()

@@ -149,28 +149,39 @@ class ShardedSampler:
 
     Args:
         tasks: task directories (`write_task`).
-        context_length: K. rtg_scale: returns-to-go and rewards are divided by it (L2M: 200 Meta-World).
+        context_length: K. rtg_scale: returns-to-go and rewards are divided by it (L2M: 200 Meta-World,
+            100 DMControl): one number, or one per task.
         max_ep_len: timesteps clipped to ``max_ep_len - 1``.
         state_dim, act_dim: the shared (padded) sizes; a task may not exceed them.
         seed: the sampler's generator.
         normalize: states become ``(s - mean) / std`` with each task's own statistics (``meta.json``);
             false: raw (L2M).
+        task_weights: the probability of each task per sample (normalised here); default uniform.
 
     Raises:
-        ValueError: no tasks, a task wider than ``state_dim`` / ``act_dim`` (naming it), K < 1.
+        ValueError: no tasks, a task wider than ``state_dim`` / ``act_dim`` (naming it), K < 1, a scale
+            <= 0, scales or weights not one per task, weights negative or all zero.
     """
 
-    def __init__(self, tasks: Sequence[str | Path], context_length: int, rtg_scale: float, max_ep_len: int,
-                 state_dim: int, act_dim: int, seed: int, normalize: bool = False):
-        if not tasks or context_length < 1 or rtg_scale <= 0:
-            raise ValueError(f"need at least one task, context_length >= 1 and rtg_scale > 0; got {len(tasks)}, "
-                             f"{context_length}, {rtg_scale}")
+    def __init__(self, tasks: Sequence[str | Path], context_length: int, rtg_scale: float | Sequence[float],
+                 max_ep_len: int, state_dim: int, act_dim: int, seed: int, normalize: bool = False,
+                 task_weights: Sequence[float] | None = None):
+        scales = np.broadcast_to(np.asarray(rtg_scale, dtype=np.float64), (len(tasks),)) \
+            if np.ndim(rtg_scale) == 0 or len(rtg_scale) == len(tasks) else None
+        if not tasks or context_length < 1 or scales is None or (scales <= 0).any():
+            raise ValueError(f"need at least one task, context_length >= 1 and rtg_scale > 0 (one, or one per task); "
+                             f"got {len(tasks)} tasks, {context_length}, {rtg_scale}")
+        weights = np.ones(len(tasks)) if task_weights is None else np.asarray(task_weights, dtype=np.float64)
+        if weights.shape != (len(tasks),) or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"task_weights {task_weights}: one non-negative weight per task ({len(tasks)}), not all 0")
         self.tasks = [ShardedTask.open(t) for t in tasks]
         for t in self.tasks:
             if t.meta["obs_dim"] > state_dim or t.meta["act_dim"] > act_dim:
                 raise ValueError(f"task {t.meta['task']!r} ({t.path}): state {t.meta['obs_dim']} / action "
                                  f"{t.meta['act_dim']} dimensions exceed the shared {state_dim} / {act_dim}")
-        self.k, self.rtg_scale, self.max_ep_len = context_length, float(rtg_scale), max_ep_len
+        self.k, self.rtg_scales, self.max_ep_len = context_length, scales.astype(np.float32), max_ep_len
+        self.task_probs = weights / weights.sum()
+        self._uniform = task_weights is None       # the same random stream as before weights existed
         self.state_dim, self.act_dim, self.normalize = state_dim, act_dim, normalize
         self._probs = [t.length / t.length.sum() for t in self.tasks]   # length-weighted within a task, as DT
         self._stats = [(np.asarray(t.meta["state_mean"], np.float32), np.asarray(t.meta["state_std"], np.float32))
@@ -182,17 +193,18 @@ class ShardedSampler:
         self._rng = np.random.default_rng(seed)
 
     def sample(self, batch_size: int) -> dict[str, np.ndarray]:
-        """One batch: each sample's task uniform over the tasks, then a length-weighted trajectory and a
-        start uniform over its steps (left padding).
+        """One batch: each sample's task drawn by ``task_weights`` (default uniform), then a
+        length-weighted trajectory and a start uniform over its steps (left padding).
 
         Returns:
             states (B, K, state_dim) float32, zero-padded (dims and steps); actions (B, K, act_dim)
-            float32, zero-padded; returns_to_go, rewards (B, K, 1) float32 / rtg_scale; timesteps (B, K)
+            float32, zero-padded; returns_to_go, rewards (B, K, 1) float32 / the task's rtg_scale; timesteps (B, K)
             int64; attention_mask (B, K) float32; action_mask (B, act_dim) bool, the task's real action
             dims; task (B,) int64, the index into ``tasks``.
         """
         k, b = self.k, batch_size
-        task_of = self._rng.integers(0, len(self.tasks), size=b)
+        task_of = (self._rng.integers(0, len(self.tasks), size=b) if self._uniform
+                   else self._rng.choice(len(self.tasks), size=b, p=self.task_probs))
         out = {"states": np.zeros((b, k, self.state_dim), np.float32),
                "actions": np.zeros((b, k, self.act_dim), np.float32),
                "returns_to_go": np.zeros((b, k, 1), np.float32), "rewards": np.zeros((b, k, 1), np.float32),
@@ -222,7 +234,7 @@ class ShardedSampler:
                     states = (states - mean) / std
                 out["states"][r, :, :s] = np.where(m[..., None], states, 0)
                 out["actions"][r, :, :a] = np.where(m[..., None], task.actions[shard][index], 0)
-                out["returns_to_go"][r, :, 0] = np.where(m, task.rtg[shard][index], 0) / self.rtg_scale
-                out["rewards"][r, :, 0] = np.where(m, task.rewards[shard][index], 0) / self.rtg_scale
+                out["returns_to_go"][r, :, 0] = np.where(m, task.rtg[shard][index], 0) / self.rtg_scales[ti]
+                out["rewards"][r, :, 0] = np.where(m, task.rewards[shard][index], 0) / self.rtg_scales[ti]
                 out["timesteps"][r] = np.where(m, np.minimum(task.timesteps[shard][index], self.max_ep_len - 1), 0)
         return out
