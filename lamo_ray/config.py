@@ -342,6 +342,12 @@ class ContinualConfig(_Strict):
                                       "train.steps steps, all of the MDDT trained: Meta-World tasks and DMControl "
                                       "tasks (<domain>-<task>, dmc10) in any mix (L2M: mt40 + dmc10); batches mixed "
                                       "as pretrain_mixing says.")
+    pretrain_datasets: list[str] = Field(default_factory=list, description="More pre-training data: dataset "
+                                         "sources of the project's other continuous-control domains (e.g. "
+                                         "lamo/mujoco/hopper/medium-v0, D4RL/pointmaze/umaze-v2), states zero-padded "
+                                         "on the right into the shared space as Meta-World's; each scaled by "
+                                         "continual.rtg_scales of its domain, else that domain's evaluation scale "
+                                         "(MuJoCo 1000), else data.rtg_scale. Never evaluated.")
     pretrain_mixing: Literal["task", "domain"] = Field(
         "task", description="How pre-training batches mix their tasks: 'task' (each sample's task uniform over the "
         "tasks) or 'domain' (each domain an equal share, tasks uniform within it: L2M's one batch per domain with "
@@ -392,12 +398,14 @@ class ContinualConfig(_Strict):
     @field_validator("sources", "rtg_scales")
     @classmethod
     def _domains_known(cls, v: dict, info) -> dict:
+        from lamo_ray import domains
         from lamo_ray.continual import CONTINUAL_DOMAINS, PLACEHOLDERS
 
+        known = CONTINUAL_DOMAINS if info.field_name == "sources" else [d.name for d in domains.registered()]
         for domain, value in v.items():
-            if domain not in CONTINUAL_DOMAINS:
+            if domain not in known:
                 raise ValueError(f"continual.{info.field_name}: unknown domain {domain!r} (known: "
-                                 f"{', '.join(CONTINUAL_DOMAINS)})")
+                                 f"{', '.join(known)})")
             if info.field_name == "sources" and not any(p in value for p in PLACEHOLDERS):
                 raise ValueError(f"continual.sources.{domain}: {value!r} has no {' or '.join(PLACEHOLDERS)} placeholder")
             if info.field_name == "rtg_scales" and not value > 0:
@@ -422,6 +430,28 @@ class ContinualConfig(_Strict):
             raise ValueError(f"continual.pool.size {self.pool.size}: the task-id oracle needs a modulator per task "
                              f"({len(dict.fromkeys(self.tasks))} tasks)")
         return self
+
+    @field_validator("pretrain_datasets")
+    @classmethod
+    def _datasets_have_a_domain(cls, v: list[str]) -> list[str]:
+        from lamo_ray import domains
+        from lamo_ray.continual import PLACEHOLDERS
+
+        for source in v:
+            if any(p in source for p in PLACEHOLDERS):
+                raise ValueError(f"continual.pretrain_datasets: {source!r} is one dataset, not a template (tasks with "
+                                 "templates go in continual.pretrain_tasks)")
+            if domains.for_dataset(source) is None:
+                raise ValueError(f"continual.pretrain_datasets: no domain serves {source!r} (its return scale and "
+                                 "episodes come from its domain: " + ", ".join(d.name for d in domains.registered()) + ")")
+        if len(set(v)) != len(v):
+            raise ValueError(f"continual.pretrain_datasets: {v} lists a dataset twice")
+        return v
+
+    @property
+    def pretrain_sources(self) -> list[str]:
+        """What pre-training mixes: ``pretrain_tasks`` then ``pretrain_datasets`` (each named by its source)."""
+        return [*self.pretrain_tasks, *self.pretrain_datasets]
 
     @property
     def evaluated(self) -> list[str]:
@@ -465,6 +495,14 @@ class TrialConfig(_Strict):
             raise ValueError(f"data.max_ep_len {self.data.max_ep_len}: DMControl episodes have "
                              f"{episode_steps('dmcontrol')} steps, most of whose timesteps the table would clip; set "
                              f"data.max_ep_len >= {episode_steps('dmcontrol')} (L2M: 1000)")
+        from lamo_ray import domains
+
+        for source in self.continual.pretrain_datasets:
+            evaluation = domains.for_dataset(source).evaluation
+            if evaluation is not None and (evaluation.max_episode_steps or 0) > self.data.max_ep_len:
+                raise ValueError(f"data.max_ep_len {self.data.max_ep_len}: continual.pretrain_datasets {source!r} has "
+                                 f"episodes of up to {evaluation.max_episode_steps} steps, whose later timesteps the "
+                                 f"table would clip; set data.max_ep_len >= {evaluation.max_episode_steps}")
         if self.online is not None:
             raise ValueError("online: and continual: are two different second phases; a trial has at most one")
         if self.train.num_workers != 1:
@@ -484,14 +522,21 @@ class TrialConfig(_Strict):
 
         c = self.continual
         tasks = dict.fromkeys([*c.pretrain_tasks, *c.tasks, *c.evaluated])
-        return {t: fill_source(c.sources.get(task_domain(t), self.data.source), t) for t in tasks}
+        out = {t: fill_source(c.sources.get(task_domain(t), self.data.source), t) for t in tasks}
+        return {**out, **{source: source for source in c.pretrain_datasets}}
 
     def rtg_scale_of(self, task: str) -> float:
         """A continual task's return-to-go divisor: ``continual.rtg_scales`` of its domain, else
-        ``data.rtg_scale``."""
+        ``data.rtg_scale``; for a ``continual.pretrain_datasets`` entry, its domain's, else the domain's
+        evaluation scale (LaMo's: MuJoCo 1000), else ``data.rtg_scale``."""
+        from lamo_ray import domains
         from lamo_ray.continual import task_domain
 
         assert self.continual is not None
+        if task in self.continual.pretrain_datasets:
+            domain = domains.for_dataset(task)
+            default = domain.evaluation.rtg_scale if domain.evaluation is not None else self.data.rtg_scale
+            return float(self.continual.rtg_scales.get(domain.name, default))
         return float(self.continual.rtg_scales.get(task_domain(task), self.data.rtg_scale))
 
     @property
@@ -686,6 +731,7 @@ def _format_error(e: dict[str, Any], model: type[BaseModel], prefix: str, origin
             msg += f"; valid keys: {', '.join(known)}"
     elif e["type"] == "value_error":  # our validators' messages already name the values
         msg = msg.removeprefix("Value error, ")
+        msg = msg.removeprefix(f"{'.'.join(loc)}: ") if loc else msg      # ... and some their key too
     elif "input" in e and e["type"] not in ("missing",):
         msg = f"{msg} (got {e['input']!r})" + _domain_hint(e["input"])
     return f"{origin}: {path}: {msg}" if path else f"{origin}: {msg}"

@@ -149,3 +149,50 @@ def test_multi_domain_pretraining_sources_scales_and_what_is_refused():
         validate_trial({**raw, "continual": {**both, "sources": {"dmcontrol": "x.npz"}}})
     with pytest.raises(ConfigError, match="continual.rtg_scales.dmcontrol: must be > 0"):
         validate_trial({**raw, "continual": {**both, "rtg_scales": {"dmcontrol": 0}}})
+
+
+def write_d4rl(path, obs_dim, act_dim, n=400, episode=200):
+    """A D4RL-format HDF5 file of ``n`` steps in episodes of ``episode`` steps (timeouts)."""
+    import h5py
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    timeouts = np.zeros(n, bool)
+    timeouts[episode - 1::episode] = True
+    with h5py.File(path, "w") as f:
+        f["observations"] = rng.normal(size=(n, obs_dim)).astype(np.float32)
+        f["actions"] = rng.uniform(-1, 1, (n, act_dim)).astype(np.float32)
+        f["rewards"] = rng.uniform(0, 1, n).astype(np.float32)
+        f["terminals"] = np.zeros(n, bool)
+        f["timeouts"] = timeouts
+
+
+def test_pretraining_takes_datasets_of_the_projects_other_domains(tmp_path):
+    """continual.pretrain_datasets: MuJoCo / Kitchen / PointMaze data beside Meta-World in one
+    pre-training, each at its domain's return scale; preflight refuses one wider than the shared space."""
+    from lamo_ray.sweep import check_continual, check_datasets
+
+    hopper, walker = str(tmp_path / "hopper-medium-v2.hdf5"), str(tmp_path / "walker2d-medium-v2.hdf5")
+    write_d4rl(hopper, 11, 3)
+    write_d4rl(walker, 17, 6)
+    raw = trial(continual={**CONTINUAL, "pretrain_datasets": [hopper, walker], "rtg_scales": {"mujoco": 500}})
+    raw["data"]["max_ep_len"] = 1000
+    cfg = validate_trial(raw)
+    assert cfg.data_sources[hopper] == hopper and cfg.continual.pretrain_sources == ["reach", "push", hopper, walker]
+    assert (cfg.rtg_scale_of(hopper), cfg.rtg_scale_of("reach")) == (500.0, 200.0)
+    del raw["continual"]["rtg_scales"]
+    assert validate_trial(raw).rtg_scale_of(walker) == 1000.0          # MuJoCo's evaluation scale (LaMo)
+    narrow = validate_trial({**raw, "continual": {**raw["continual"], "mddt": {"action_dim": 4}}})
+    _, datasets = check_datasets([narrow], generate=False)
+    results = {c.name.split(": ", 1)[0]: c for c in check_continual([narrow], {k: v for k, v in datasets.items()
+                                                                             if k in (hopper, walker)})}
+    assert results[hopper].ok
+    assert not results[walker].ok and "action 6 dimensions, above continual.mddt.state_dim 204 / action_dim 4" \
+        in results[walker].detail
+    with pytest.raises(ConfigError, match="data.max_ep_len 200: continual.pretrain_datasets .*hopper-medium-v2.hdf5' has "
+                                          "episodes of up to 1000 steps"):
+        validate_trial(trial(continual={**CONTINUAL, "pretrain_datasets": [hopper]}))
+    with pytest.raises(ConfigError, match="no domain serves 'someone/else-v0'"):
+        validate_trial({**raw, "continual": {**CONTINUAL, "pretrain_datasets": ["someone/else-v0"]}})
+    with pytest.raises(ConfigError, match="is one dataset, not a template"):
+        validate_trial({**raw, "continual": {**CONTINUAL, "pretrain_datasets": ["lamo/mujoco/{task}-v0"]}})

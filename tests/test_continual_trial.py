@@ -126,9 +126,10 @@ def test_target_return_expert_without_a_recorded_expert_return_names_the_key():
 
 
 def test_pretraining_mixes_meta_world_and_dmcontrol(data, tmp_path, monkeypatch):
-    """L2M's multi-domain pre-training: a Meta-World task and a DMControl task (an L2M-format file in
-    the 204-number state) in one model, each with its own return scale, domains weighted equally;
-    the continual sequence then runs on Meta-World as before."""
+    """L2M's multi-domain pre-training: Meta-World tasks, a DMControl task (an L2M-format file in the
+    204-number state) and a MuJoCo dataset (D4RL format) in one model, each with its own return scale,
+    domains weighted equally; the continual sequence then runs on Meta-World as before."""
+    from test_continual_config import write_d4rl
     import numpy as np
 
     import lamo_ray.continual.evaluation as evaluation
@@ -153,13 +154,16 @@ def test_pretraining_mixes_meta_world_and_dmcontrol(data, tmp_path, monkeypatch)
     monkeypatch.setattr(shards, "ShardedSampler", Recording)
     raw = config().model_dump(exclude_unset=True)
     raw["data"]["max_ep_len"] = 1000
+    hopper = str(tmp_path / "hopper-medium-v2.hdf5")
+    write_d4rl(hopper, 11, 3, n=2000, episode=1000)
     raw["continual"].update(pretrain_tasks=["reach", "window-close", "cartpole-balance"], pretrain_mixing="domain",
+                            pretrain_datasets=[hopper],
                             sources={"dmcontrol": str(tmp_path / "{task_underscored}.npz")},
                             rtg_scales={"dmcontrol": 100})
     session = Session(tmp_path / "run")
     train.train_loop_per_worker({"trial": validate_trial(raw)}, session)
     assert [m["step"] for m, _ in session.reports] == [4, 6, 8, 10, 12]
     tasks, scales, probs = built[0]
-    assert tasks == ["reach", "window-close", "cartpole-balance"] and scales == [200.0, 200.0, 100.0]
-    assert probs == pytest.approx([0.25, 0.25, 0.5])              # each domain half, tasks even within it
+    assert tasks == ["reach", "window-close", "cartpole-balance", hopper] and scales == [200.0, 200.0, 100.0, 1000.0]
+    assert probs == pytest.approx([1 / 6, 1 / 6, 1 / 3, 1 / 3])    # each domain a third, tasks even within it
     assert built[1][:2] == (["window-close"], [200.0])            # the first continual stage

@@ -3,6 +3,7 @@ scores owned by the domain, L2M's own files, and the SAC replay-buffer collector
 
 import numpy as np
 import pytest
+import torch
 
 from lamo_ray import domains
 from lamo_ray.data.loading import load_dataset
@@ -138,3 +139,31 @@ def test_collector_stores_the_sac_replay_buffer_with_references(tmp_path, monkey
     assert (ds.ref_min_score, ds.ref_max_score) == (report.ref_min_score, report.ref_max_score)
     with pytest.raises(FileExistsError):
         collect_dmcontrol("pendulum-swingup", timesteps=1000, learning_starts=999, ref_episodes=1)
+
+
+class Constant(torch.nn.Module):
+    """A policy that always pushes the cart to one side (cartpole-balance's single action)."""
+
+    def predict_action(self, states, actions, returns_to_go, timesteps, attention_mask):
+        assert states.shape[-1] == STATE_DIM
+        return torch.ones(states.shape[0], 1)
+
+
+def test_rollouts_run_the_suites_episodes_and_score_with_l2ms_references():
+    from lamo_ray.checkpoint import PolicySpec
+    from lamo_ray.config import validate_trial
+    from lamo_ray.evaluate import Rollout, reference_scores, summarize
+
+    cfg = validate_trial({"data": {"source": "unused", "context_length": 2, "rtg_scale": 100, "max_ep_len": 1000},
+                          "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 8, "n_head": 1}})
+    spec = PolicySpec(trial=cfg, state_shape=(STATE_DIM,), act_dim=1, discrete_actions=False,
+                      state_mean=np.zeros(STATE_DIM, np.float32), state_std=np.ones(STATE_DIM, np.float32))
+    records = Rollout(spec, env_id("cartpole-balance"), num_envs=2, model=Constant()).run([(993.0, 0), (993.0, 1)])
+    assert all(r["length"] == 1000 for r in records)
+    refs = reference_scores(cfg.eval, env_id("cartpole-balance"), (None, None))
+    assert refs == (350.391, 938.506)                     # L2M's data-normalized score
+    summary = summarize(records, refs)
+    expected = np.mean([100 * (r["return"] - 350.391) / (938.506 - 350.391) for r in records])
+    assert summary["normalized_score"] == pytest.approx(expected)
+    # pushing one way drops the pole early: far below L2M's data
+    assert max(r["return"] for r in records) < 350.391

@@ -73,9 +73,15 @@ def check_continual_tasks(names, key: str) -> list[str]:
 
 
 def task_domain(task: str) -> str:
-    """The domain (`CONTINUAL_DOMAINS`) of a checked task name."""
+    """The domain of a checked task name (`CONTINUAL_DOMAINS`), or of a ``continual.pretrain_datasets``
+    source (the registered domain that serves it)."""
+    from lamo_ray import domains
     from lamo_ray.domains import dmcontrol
 
+    if "/" in task or task.endswith((".hdf5", ".npz")):
+        domain = domains.for_dataset(task)
+        if domain is not None:
+            return domain.name
     return "dmcontrol" if dmcontrol.is_task(task) else "metaworld"
 
 

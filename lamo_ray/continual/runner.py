@@ -153,7 +153,7 @@ class ContinualRunner:
 
     def _phase_tasks(self) -> list[str]:
         if self.stage == PRETRAIN:
-            return self.cfg.pretrain_tasks
+            return self.cfg.pretrain_sources
         return self._sequence if self.cfg.method == "joint" else [self.cfg.tasks[self.stage]]
 
     def _phase_steps(self) -> int:

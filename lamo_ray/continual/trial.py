@@ -73,9 +73,10 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
     evaluator = None
     try:
         env_ids, dims, targets, paths = {}, {}, {}, {}
-        for task, source in cfg.data_sources.items():
+        for i, (task, source) in enumerate(cfg.data_sources.items()):
             ds = subsample(load_dataset(source), cfg.data.sample_ratio, cfg.seed, weighting=cfg.data.subsample)
-            paths[task] = write_task(ds, workdir / task, task)
+            # numbered folders: a pretrain_datasets entry is a source (a path may be absolute)
+            paths[task] = write_task(ds, workdir / f"task{i:03d}", task)
             env_ids[task], dims[task] = ds.env_id, (int(ds.obs_shape[0]), ds.act_dim)
             if task in c.evaluated:
                 targets[task] = target_return(ds, c.target_return, source)
