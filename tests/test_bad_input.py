@@ -371,6 +371,12 @@ CASES = [
     C("continual_lora_pretraining", lambda w: w.continual(finetune="lora"), ("model.finetune 'lora'", "continual")),
     C("continual_source_not_a_template", lambda w: w.continual(source="lamo/metaworld/hammer-v0"),
       ("data.source", "{task}", "lamo/metaworld/hammer-v0")),
+    C("continual_dmcontrol_in_the_scored_sequence", lambda w: w.continual(tasks=["hammer", "walker-run"]),
+      ("continual.tasks", "'walker-run'", "no success flag", "continual.pretrain_tasks")),
+    C("continual_pretrain_dataset_of_no_domain", lambda w: w.continual(pretrain_datasets=["someone/else-v0"]),
+      ("continual.pretrain_datasets", "no domain serves 'someone/else-v0'")),
+    C("continual_dmcontrol_timesteps_clipped", lambda w: w.continual(pretrain_tasks=["reach", "dmc10"]),
+      ("data.max_ep_len", "DMControl episodes have 1000 steps")),
     C("continual_sequence_data_missing", lambda w: w.continual(source="test/metaworld/{task}-v0", pretrain_tasks=["hammer"]),
       ("test/metaworld/hammer-v0", "no local Minari dataset"), preflight=True, obtainable=True),
     # ---- checkpoints (python -m lamo_ray.evaluate)
