@@ -56,19 +56,20 @@ def check_continual_tasks(names, key: str) -> list[str]:
     from lamo_ray.domains import dmcontrol, metaworld
 
     out: list[str] = []
+    meta_world = {*metaworld.all_tasks(), "cw10", "mt40", "mt50"}
     for raw in names:
         name = str(raw)
-        if dmcontrol.is_task(name):
-            out.extend(dmcontrol.check_tasks([name], key=key))
-            continue
-        try:
+        # Meta-World first: a Meta-World-only trial never imports dm_control (0.7 s)
+        if name.removesuffix("-v3").lower() in meta_world or name.removesuffix("-v3") in meta_world:
             out.extend(metaworld.check_tasks([name], key=key))
-        except ValueError:
+        elif dmcontrol.is_task(name):
+            out.extend(dmcontrol.check_tasks([name], key=key))
+        else:
             known = [*metaworld.all_tasks(), *dmcontrol.all_tasks(), "cw10", "mt40", "mt50", "dmc10"]
             close = difflib.get_close_matches(name.removesuffix("-v3"), known, n=1)
             raise ValueError(f"{key}: unknown task {raw!r}, neither Meta-World's nor DMControl's"
                              + (f"; did you mean {close[0]!r}?" if close else "")
-                             + " (Meta-World names without -v3, cw10 / mt40 / mt50; DMControl <domain>-<task>, dmc10)") from None
+                             + " (Meta-World names without -v3, cw10 / mt40 / mt50; DMControl <domain>-<task>, dmc10)")
     return out
 
 
@@ -76,13 +77,13 @@ def task_domain(task: str) -> str:
     """The domain of a checked task name (`CONTINUAL_DOMAINS`), or of a ``continual.pretrain_datasets``
     source (the registered domain that serves it)."""
     from lamo_ray import domains
-    from lamo_ray.domains import dmcontrol
+    from lamo_ray.domains import metaworld
 
     if "/" in task or task.endswith((".hdf5", ".npz")):
         domain = domains.for_dataset(task)
         if domain is not None:
             return domain.name
-    return "dmcontrol" if dmcontrol.is_task(task) else "metaworld"
+    return "metaworld" if task in metaworld.all_tasks() else "dmcontrol"
 
 
 def fill_source(template: str, task: str) -> str:
