@@ -9,7 +9,10 @@ model fine-tuned on tasks one after another, evaluated on every task after each 
   ``continual.method``), evaluations and a resumable state;
 - `lamo_ray.continual.evaluation`: one Ray rollout actor per evaluated task;
 - `lamo_ray.continual.trial`: a trial with a ``continual:`` section, run from a sweep file;
-- `target_return` (here, free of torch, for the sweep's preflight too): each task's evaluation target.
+- here, free of torch (the config and the sweep's preflight use them): `target_return` (each task's
+  evaluation target), and the tasks of several domains: `check_continual_tasks` (Meta-World and
+  DMControl names, did-you-mean), `task_domain`, `fill_source` (a domain's data template),
+  `episode_steps`.
 """
 
 
