@@ -65,7 +65,8 @@ def difference_ci(x, y) -> tuple[float, tuple[float, float] | None]:
         return diff, None
     vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
     se = math.sqrt(vx + vy)
-    if se == 0.0:
+    # equal values stored as x100 fractions differ in their last bits (40.000000000000004): that is no spread
+    if se <= 1e-9 * max(1.0, float(np.abs(x).max()), float(np.abs(y).max())):
         return diff, (diff, diff)
     df = (vx + vy) ** 2 / (vx ** 2 / (x.size - 1) + vy ** 2 / (y.size - 1))  # Welch-Satterthwaite
     half = _t_quantile(df) * se
@@ -75,7 +76,9 @@ def difference_ci(x, y) -> tuple[float, tuple[float, float] | None]:
 @dataclass(frozen=True)
 class Comparison:
     """``label`` vs ``baseline``: the difference of their means, its 95% CI, over what (``unit``: "seeds"
-    or "episodes"), and the verdict: "higher", "lower", "not distinguishable" or "no CI"."""
+    or "episodes"), and the verdict: "higher", "lower", "not distinguishable", "no CI" (too few
+    samples) or "no spread" (every sample of both arms is the same value, so the interval is a point:
+    the samples show no variation to bound, which is not certainty; no conclusion is drawn)."""
 
     label: str
     baseline: str
@@ -89,6 +92,8 @@ class Comparison:
     def verdict(self) -> str:
         if self.ci is None:
             return "no CI"
+        if self.ci[0] == self.ci[1]:
+            return "no spread"
         if self.ci[0] > 0:
             return "higher"
         if self.ci[1] < 0:
@@ -101,6 +106,10 @@ class Comparison:
         if self.ci is None:
             return (f"{self.label} vs {self.baseline}: difference {self.difference:+.1f} from {sizes}: too few to "
                     "give a confidence interval, so no conclusion.")
+        if self.verdict == "no spread":
+            return (f"{self.label} vs {self.baseline}: difference {self.difference:+.1f} {sizes}, but every one of "
+                    f"them gave the same value, so there is no spread to build a confidence interval on: no "
+                    "conclusion.")
         ci = f"difference {self.difference:+.1f}, 95% CI [{self.ci[0]:+.1f}, {self.ci[1]:+.1f}] {sizes}"
         if self.verdict == "not distinguishable":
             text = f"{self.label} and {self.baseline} are not distinguishable here: {ci}."

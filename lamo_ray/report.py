@@ -484,6 +484,10 @@ class ForgettingComparison:
         if c.ci is None:
             return (f"Forgetting, {c.label} vs {c.baseline} at sample ratio {self.sample_ratio:g}: difference "
                     f"{c.difference:+.1f} from {sizes}: too few to give a confidence interval, so no conclusion.")
+        if c.verdict == "no spread":
+            return (f"Forgetting, {c.label} vs {c.baseline} at sample ratio {self.sample_ratio:g}: difference "
+                    f"{c.difference:+.1f} {sizes}, but every seed of both gave the same forgetting, so there is no "
+                    "spread to build a confidence interval on: no conclusion.")
         ci = f"difference {c.difference:+.1f}, 95% CI [{c.ci[0]:+.1f}, {c.ci[1]:+.1f}] {sizes}"
         if c.verdict == "not distinguishable":
             return (f"Forgetting at sample ratio {self.sample_ratio:g}: {c.label} and {c.baseline} are not "

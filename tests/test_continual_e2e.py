@@ -1,6 +1,8 @@
 """A short continual sweep end to end, as a user runs it: Meta-World data from the collector's CLI, then
 `python -m lamo_ray.sweep` (Ray Tune -> Ray Train -> per-task rollout actors -> MLflow -> report), and
-the MLflow store is checked against what the trial logged (L2M's protocol, `lamo_ray.continual.trial`)."""
+the MLflow store is checked against what the trial logged (L2M's protocol, `lamo_ray.continual.trial`).
+Pre-training mixes two domains, as L2M's MT40 + DMC10: a Meta-World task and a DMControl task (one
+SAC replay-buffer episode from the DMControl collector's CLI)."""
 
 import json
 import os
@@ -21,13 +23,15 @@ SWEEP = {
     "name": "cl_e2e",
     "seeds": [0],
     "base": {
-        "data": {"source": "lamo/metaworld/{task}-v0", "context_length": 3, "rtg_scale": 200, "max_ep_len": 200},
+        "data": {"source": "lamo/metaworld/{task}-v0", "context_length": 3, "rtg_scale": 200, "max_ep_len": 1000},
         "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 32, "n_head": 2,
                   "finetune": "full"},
         "train": {"steps": PRETRAIN, "batch_size": 16, "lr": 1e-3, "warmup_steps": 2, "log_every": 3,
                   "cpus_per_worker": 0.49},
         "eval": {"max_episode_steps": 20},
-        "continual": {"pretrain_tasks": ["reach"], "tasks": TASKS, "steps_per_task": STAGE, "eval_every": EVERY,
+        "continual": {"pretrain_tasks": ["reach", "pendulum-swingup"], "pretrain_mixing": "domain",
+                      "sources": {"dmcontrol": "lamo/dmcontrol/{task}-v0"}, "rtg_scales": {"dmcontrol": 100},
+                      "tasks": TASKS, "steps_per_task": STAGE, "eval_every": EVERY,
                       "eval_episodes": 2, "pool": {"size": 4, "rank": 2, "alpha": 4}},
     },
     "scheduler": {"type": "fifo"},
@@ -45,6 +49,10 @@ def sweep_run(tmp_path_factory):
     collect = subprocess.run([sys.executable, "-m", "lamo_ray.collect", "metaworld", "--tasks", *TASKS,
                               "--episodes", "4", "--ref-episodes", "1"], env=env, cwd=tmp,
                              capture_output=True, text=True, timeout=300)
+    assert collect.returncode == 0, collect.stderr[-3000:]
+    collect = subprocess.run([sys.executable, "-m", "lamo_ray.collect", "dmcontrol", "--task", "pendulum-swingup",
+                              "--timesteps", "1000", "--learning-starts", "999", "--ref-episodes", "1"], env=env,
+                             cwd=tmp, capture_output=True, text=True, timeout=300)
     assert collect.returncode == 0, collect.stderr[-3000:]
     sweep_file = tmp / "cl.yaml"
     sweep_file.write_text(yaml.safe_dump(SWEEP))
@@ -89,6 +97,7 @@ def test_each_trial_logs_the_continual_world_metrics_of_its_evaluations(sweep_ru
         ckpt = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "checkpoint")}
         assert "continual.pt" in ckpt
         assert run.data.params["continual.method"] == run.data.tags["variant"]
+        assert "pendulum-swingup" in run.data.params["continual.pretrain_tasks"]
 
 
 def test_the_report_has_the_continual_section_and_the_heatmap(sweep_run):

@@ -238,3 +238,21 @@ def test_the_state_loads_with_weights_only(shards, tmp_path, method):
     assert all(torch.equal(resumed.model.state_dict()[k], v) for k, v in state["model"].items())   # pool included
     if method in ("l2m", "l2p"):
         assert resumed.model.pool.penalize
+
+
+@pytest.mark.parametrize("method, extra", [("ft", False), ("l2p", True), ("l2", True)])
+def test_the_action_loss_is_logged_apart_from_what_the_method_adds(shards, method, extra):
+    """``train/action_loss`` is the action tokens' cross-entropy; ``train/loss`` what was minimised:
+    the same for ft, plus the key pull term for l2p, plus the penalty for l2 once anchored."""
+    logs = []
+    r = runner(shards, method)
+    r.run(on_log=lambda step, values: logs.append((step, values)), log_every=2)
+    continual = [v for step, v in logs if step > TRAIN.steps + 6]     # from the second stage on (l2 is anchored)
+    assert continual and all(0.0 < v["train/action_loss"] < 10.0 for v in continual)
+    gaps = [v["train/loss"] - v["train/action_loss"] for v in continual]
+    if not extra:
+        assert gaps == pytest.approx([0.0] * len(gaps))
+    elif method == "l2p":
+        assert all(abs(g) > 1e-4 for g in gaps)     # -0.5 x the sum of the 5 chosen keys' cosines with the query
+    else:
+        assert all(g > 0.0 for g in gaps)

@@ -39,5 +39,11 @@ def test_comparison_sentences_follow_the_interval():
     assert compare("lamo", "dt", [10, 12, 11], [40, 42, 41]).verdict == "lower"
     single = compare("lamo", "dt", [80.0], [40.0])
     assert single.verdict == "no CI" and "no conclusion" in single.sentence()
+    # every seed of both arms the same: the interval is a point, which is no evidence of a difference
+    flat = compare("l2p", "ft", [0.0, 0.0, 0.0], [40.0, 40.0, 100 * np.mean([0.4, 0.4, 0.4])])
+    assert 100 * np.mean([0.4, 0.4, 0.4]) != 40.0      # 40.00000000000001: the same value to the report
+    assert flat.ci == (-40.0, -40.0) and flat.verdict == "no spread"
+    assert flat.sentence() == ("l2p vs ft: difference -40.0 (3 vs 3 seeds), but every one of them gave the same value, "
+                               "so there is no spread to build a confidence interval on: no conclusion.")
     episodes = compare("lamo", "dt", [1, 2, 3, 4], [0, 1, 0, 1], unit="episodes")
     assert "evaluation noise only" in episodes.sentence()

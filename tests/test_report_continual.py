@@ -143,3 +143,16 @@ def test_continual_arms_average_the_matrices():
     (arm,) = continual_arms(trials)
     assert np.allclose(arm.matrix, np.mean([MATRICES[("ft", s)] for s in range(3)], axis=0))
     assert arm.tasks == TASKS and arm.complete and arm.n == 3
+
+
+def test_forgetting_without_spread_draws_no_conclusion():
+    """Every seed of both arms forgets the same (e.g. a method that learned nothing forgets 0 each
+    time): the Welch interval is a point, and the report says so instead of 'forgets less'."""
+    from lamo_ray.intervals import compare
+    from lamo_ray.report import ForgettingComparison
+
+    flat = ForgettingComparison(1.0, compare("l2p", "ft", [0.0, 0.0, 0.0], [40.0, 40.0, 40.0]))
+    assert flat.verdict == "no spread"
+    assert flat.sentence() == ("Forgetting, l2p vs ft at sample ratio 1: difference -40.0 (3 vs 3 seeds), but every "
+                               "seed of both gave the same forgetting, so there is no spread to build a confidence "
+                               "interval on: no conclusion.")

@@ -161,7 +161,7 @@ class ContinualRunner:
 
     # ------------------------------------------------------------------ training
 
-    def _train_step(self, sampler: Sampler) -> float:
+    def _train_step(self, sampler: Sampler) -> tuple[float, float]:
         batch = {k: torch.as_tensor(v, device=self.device) for k, v in sampler.sample(self.train.batch_size).items()}
         task = None
         index = self.task_index(self.cfg.tasks[self.stage]) if self.stage != PRETRAIN else None
@@ -170,7 +170,7 @@ class ContinualRunner:
         self.model.train()
         logits = self.model(batch["states"], batch["actions"], batch["returns_to_go"], batch["rewards"],
                             batch["timesteps"], batch["attention_mask"], task=task)
-        loss = self.model.loss(logits, batch["actions"], batch["attention_mask"], batch["action_mask"])
+        loss = action_loss = self.model.loss(logits, batch["actions"], batch["attention_mask"], batch["action_mask"])
         if self.anchor is not None and self.stage != PRETRAIN:
             loss = loss + self.penalty()
         if self.model.pool is not None and self.cfg.method in KEYED_METHODS:
@@ -184,7 +184,7 @@ class ContinualRunner:
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        return loss.item()
+        return loss.item(), action_loss.item()
 
     def penalty(self) -> torch.Tensor:
         """``continual.penalty x sum F (theta - theta*)^2`` over the anchored weights (module docstring)."""
@@ -245,7 +245,10 @@ class ContinualRunner:
                 self.step += 1
                 self.stage_step += 1
                 if on_log is not None and self.step % log_every == 0:
-                    on_log(self.step, {"train/action_loss": float(np.mean(losses[-log_every:])),
+                    total, action = np.mean(losses[-log_every:], axis=0)
+                    # the action tokens' cross-entropy, and what was minimised: plus the EWC / L2 penalty or
+                    # the key pull term of the method
+                    on_log(self.step, {"train/action_loss": float(action), "train/loss": float(total),
                                        "continual/stage": float(self.stage)})
                 end = self.stage_step == steps
                 if end or (self.stage != PRETRAIN and self.stage_step % self.cfg.eval_every == 0):
