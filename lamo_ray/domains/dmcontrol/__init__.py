@@ -82,11 +82,14 @@ TARGET_RETURNS = {
 
 def dm_suite():
     """``dm_control.suite``, imported without the GLFW warning its renderer gives on a machine without a
-    display (nothing here renders).
+    display, nor its INFO log lines (nothing here renders).
 
     Raises:
         ImportError: dm-control is not installed.
     """
+    # its import also logs at INFO which OpenGL backend it picked (absl's logger): noise on every CLI run
+    if logging.getLogger("absl").level == logging.NOTSET:       # unless the user set it
+        logging.getLogger("absl").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*DISPLAY.*")
         from dm_control import suite
