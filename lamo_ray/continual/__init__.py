@@ -59,7 +59,7 @@ def check_continual_tasks(names, key: str) -> list[str]:
     from lamo_ray.domains import dmcontrol, metaworld
 
     out: list[str] = []
-    meta_world = {*metaworld.all_tasks(), "cw10", "mt40", "mt50"}
+    meta_world = {*metaworld.all_tasks(), *metaworld.TASK_LISTS}
     for raw in names:
         name = str(raw)
         # Meta-World first: a Meta-World-only trial never imports dm_control (0.7 s)
@@ -68,7 +68,7 @@ def check_continual_tasks(names, key: str) -> list[str]:
         elif dmcontrol.is_task(name):
             out.extend(dmcontrol.check_tasks([name], key=key))
         else:
-            known = [*metaworld.all_tasks(), *dmcontrol.all_tasks(), "cw10", "mt40", "mt50", "dmc10"]
+            known = [*metaworld.all_tasks(), *dmcontrol.all_tasks(), *metaworld.TASK_LISTS, "dmc10"]
             close = difflib.get_close_matches(name.removesuffix("-v3"), known, n=1)
             raise ValueError(f"{key}: unknown task {raw!r}, neither Meta-World's nor DMControl's"
                              + (f"; did you mean {close[0]!r}?" if close else "")

@@ -26,7 +26,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -35,7 +34,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from lamo_ray.domains.base import Domain, EvaluationDefaults, register
+from lamo_ray.domains.base import EvaluationDefaults, register
+from lamo_ray.domains.l2m import L2MTaskDomain, check_task_names
 from lamo_ray.episodes import in_store
 
 log = logging.getLogger(__name__)
@@ -107,19 +107,8 @@ def check_tasks(tasks: Sequence[str], key: str = "tasks") -> tuple[str, ...]:
     Raises:
         ValueError: an unknown task, naming ``key``, the name and the closest known one.
     """
-    known = all_tasks()
-    out: list[str] = []
-    for raw in tasks:
-        name = str(raw)
-        if name.lower() == "dmc10":
-            out.extend(DMC10)
-            continue
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            raise ValueError(f"{key}: unknown DMControl task {raw!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-                             + " (names <domain>-<task> as in dm_control.suite, e.g. cartpole-balance, or dmc10)")
-        out.append(name)
-    return tuple(out)
+    return check_task_names(tasks, key, all_tasks(), {"dmc10": lambda: DMC10}, "DMControl",
+                            "names <domain>-<task> as in dm_control.suite, e.g. cartpole-balance, or dmc10")
 
 
 def is_task(name: str) -> bool:
@@ -212,10 +201,12 @@ def register_dmcontrol_envs() -> None:
                          kwargs={"task": task}, max_episode_steps=EPISODE_STEPS)
 
 
-class DMControlDomain(Domain):
-    """The DeepMind Control Suite in L2M's state layout (module docstring)."""
+class DMControlDomain(L2MTaskDomain):
+    """The DeepMind Control Suite in L2M's state layout (module docstring); L2M's files are
+    ``.../<domain>_<task>.npz`` (`lamo_ray.domains.dmcontrol.l2m_data`)."""
 
     name = "dmcontrol"
+    l2m_module = "lamo_ray.domains.dmcontrol.l2m_data"
     env_package = "dm_control"
     local_prefix = "lamo/dmcontrol/"
     evaluation = EvaluationDefaults(target_returns={env_id(t): (r,) for t, r in TARGET_RETURNS.items()},
@@ -257,35 +248,8 @@ class DMControlDomain(Domain):
         task = l2m_file_task(name) or _task_in(name)
         return DATA_NORMALIZED_REFS.get(task) if task else None
 
-    # L2M's own data files (`lamo_ray.domains.dmcontrol.l2m_data`): <domain>_<task>.npz paths
-
-    def serves_dataset(self, source: str) -> bool:
-        """``lamo/dmcontrol/*`` ids and L2M's files (``.../<domain>_<task>.npz``)."""
-        from lamo_ray.domains.dmcontrol.l2m_data import l2m_file_task
-
-        return super().serves_dataset(source) or l2m_file_task(source) is not None
-
-    def own_format(self, source: str) -> bool:
-        from lamo_ray.domains.dmcontrol.l2m_data import l2m_file_task
-
-        return l2m_file_task(source) is not None
-
-    def load_dataset(self, source: str):
-        """L2M's files (`lamo_ray.domains.dmcontrol.l2m_data.load_l2m_npz`); None for the Minari datasets
-        made here."""
-        from lamo_ray.domains.dmcontrol.l2m_data import l2m_file_task, load_l2m_npz
-
-        return load_l2m_npz(source) if l2m_file_task(source) is not None else None
-
-    def download_url(self, source: str) -> str | None:
-        from lamo_ray.domains.dmcontrol.l2m_data import hub_url, l2m_file_task
-
-        return hub_url(source) if l2m_file_task(source) is not None else None
-
-    def missing_dataset_hint(self, source: str) -> str | None:
-        from lamo_ray.domains.dmcontrol.l2m_data import l2m_file_task, missing_hint
-
-        return missing_hint(source) if l2m_file_task(source) is not None else None
+    def check_tasks(self, tasks: Sequence[str], key: str) -> tuple[str, ...]:
+        return check_tasks(tasks, key=key)
 
     def ensure_dataset(self, dataset_id: str, seed: int = 0) -> None:
         """`lamo_ray.domains.dmcontrol.collect.collect_dmcontrol` at its local size unless ``dataset_id``
@@ -302,17 +266,6 @@ class DMControlDomain(Domain):
         log.info("generating %s (SAC replay buffer, %d steps, seed %d); first use only", dataset_id,
                  LOCAL_TIMESTEPS, seed)
         collect_dmcontrol(task, dataset_id, timesteps=LOCAL_TIMESTEPS, seed=seed)
-
-    def task_of_dataset(self, dataset_id: str) -> str:
-        """The task of ``lamo/dmcontrol/<domain>-<task>-vN``.
-
-        Raises:
-            ValueError: another id or an unknown task.
-        """
-        if not dataset_id.startswith(self.local_prefix):
-            raise ValueError(f"{dataset_id}: not a {self.local_prefix}<domain>-<task>-vN id")
-        name = dataset_id[len(self.local_prefix):].rsplit("-v", 1)[0]
-        return check_tasks([name], key=dataset_id)[0]
 
     def add_collect_command(self, commands: argparse._SubParsersAction) -> None:
         from lamo_ray.domains.dmcontrol.collect import add_collect_arguments

@@ -24,14 +24,14 @@ domain of "Learning to Modulate pre-trained Models in RL" (L2M; REFERENCE_L2M.md
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 
-from lamo_ray.domains.base import Domain, register
+from lamo_ray.domains.base import register
+from lamo_ray.domains.l2m import L2MTaskDomain, check_task_names
 from lamo_ray.episodes import in_store
 
 log = logging.getLogger(__name__)
@@ -52,16 +52,19 @@ def all_tasks() -> tuple[str, ...]:
     return tuple(name[: -len("-v3")] for name in ALL_V3_ENVIRONMENTS)
 
 
+#: the named task lists (Continual World's CW10, MT50, L2M's MT40 = MT50 without CW10)
+TASK_LISTS = {"cw10": lambda: CW10, "mt50": all_tasks, "mt40": lambda: tuple(t for t in all_tasks() if t not in CW10)}
+
+
 def task_list(name: str) -> tuple[str, ...]:
     """A named list: ``cw10``, ``mt50``, ``mt40`` (MT50 without CW10).
 
     Raises:
         ValueError: another name.
     """
-    lists = {"cw10": lambda: CW10, "mt50": all_tasks, "mt40": lambda: tuple(t for t in all_tasks() if t not in CW10)}
-    if name.lower() not in lists:
-        raise ValueError(f"unknown Meta-World task list {name!r}; known: {', '.join(lists)}")
-    return lists[name.lower()]()
+    if name.lower() not in TASK_LISTS:
+        raise ValueError(f"unknown Meta-World task list {name!r}; known: {', '.join(TASK_LISTS)}")
+    return tuple(TASK_LISTS[name.lower()]())
 
 
 def check_tasks(tasks: Sequence[str], key: str = "tasks") -> tuple[str, ...]:
@@ -71,19 +74,8 @@ def check_tasks(tasks: Sequence[str], key: str = "tasks") -> tuple[str, ...]:
     Raises:
         ValueError: an unknown task, naming ``key``, the name and the closest known one.
     """
-    known = all_tasks()
-    out: list[str] = []
-    for raw in tasks:
-        name = str(raw).removesuffix("-v3")
-        if name.lower() in ("cw10", "mt50", "mt40"):
-            out.extend(task_list(name))
-            continue
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            raise ValueError(f"{key}: unknown Meta-World task {raw!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-                             + " (names as in metaworld without -v3, or cw10 / mt40 / mt50)")
-        out.append(name)
-    return tuple(out)
+    return check_task_names(tasks, key, all_tasks(), TASK_LISTS, "Meta-World",
+                            "names as in metaworld without -v3, or cw10 / mt40 / mt50", suffix="-v3")
 
 
 def env_id(task: str) -> str:
@@ -143,10 +135,12 @@ def register_metaworld_envs() -> None:
                          disable_env_checker=True)
 
 
-class MetaWorldDomain(Domain):
-    """Meta-World with Continual World's evaluation (module docstring)."""
+class MetaWorldDomain(L2MTaskDomain):
+    """Meta-World with Continual World's evaluation (module docstring); L2M's files are
+    ``.../<task>-v2.npz`` (`lamo_ray.domains.metaworld.l2m_data`)."""
 
     name = "metaworld"
+    l2m_module = "lamo_ray.domains.metaworld.l2m_data"
     env_package = "metaworld"
     local_prefix = "lamo/metaworld/"
 
@@ -173,36 +167,8 @@ class MetaWorldDomain(Domain):
                              f"{MAX_PATH_LENGTH} steps (Continual World: {EPISODE_STEPS})")
         return super().make_env(env_id_, max_episode_steps=max_episode_steps, **kwargs)
 
-    # L2M's own data files (`lamo_ray.domains.metaworld.l2m_data`): <task>-v2.npz paths
-
-    def serves_dataset(self, source: str) -> bool:
-        """``lamo/metaworld/*`` ids and L2M's files (``.../<task>-v2.npz``)."""
-        from lamo_ray.domains.metaworld.l2m_data import l2m_file_task
-
-        return super().serves_dataset(source) or l2m_file_task(source) is not None
-
-    def own_format(self, source: str) -> bool:
-        from lamo_ray.domains.metaworld.l2m_data import l2m_file_task
-
-        return l2m_file_task(source) is not None
-
-    def load_dataset(self, source: str):
-        """L2M's files (`lamo_ray.domains.metaworld.l2m_data.load_l2m_npz`); None for the Minari datasets
-        made here."""
-        from lamo_ray.domains.metaworld.l2m_data import l2m_file_task, load_l2m_npz
-
-        return load_l2m_npz(source) if l2m_file_task(source) is not None else None
-
-    def download_url(self, source: str) -> str | None:
-        """The hub URL of an L2M file path (``ml-jku/meta-world``, folder ``2M``)."""
-        from lamo_ray.domains.metaworld.l2m_data import hub_url, l2m_file_task
-
-        return hub_url(source) if l2m_file_task(source) is not None else None
-
-    def missing_dataset_hint(self, source: str) -> str | None:
-        from lamo_ray.domains.metaworld.l2m_data import l2m_file_task, missing_hint
-
-        return missing_hint(source) if l2m_file_task(source) is not None else None
+    def check_tasks(self, tasks: Sequence[str], key: str) -> tuple[str, ...]:
+        return check_tasks(tasks, key=key)
 
     def ensure_dataset(self, dataset_id: str, seed: int = 0) -> None:
         """`lamo_ray.domains.metaworld.collect.collect_metaworld` at its default size unless ``dataset_id``
@@ -218,17 +184,6 @@ class MetaWorldDomain(Domain):
         task = self.task_of_dataset(dataset_id)
         log.info("generating %s (scripted expert + noise + random actions, seed %d); first use only", dataset_id, seed)
         collect_metaworld(task, dataset_id, seed=seed)
-
-    def task_of_dataset(self, dataset_id: str) -> str:
-        """The task of ``lamo/metaworld/<task>-vN``.
-
-        Raises:
-            ValueError: another id or an unknown task.
-        """
-        if not dataset_id.startswith(self.local_prefix):
-            raise ValueError(f"{dataset_id}: not a {self.local_prefix}<task>-vN id")
-        name = dataset_id[len(self.local_prefix):].rsplit("-v", 1)[0]
-        return check_tasks([name], key=dataset_id)[0]
 
     def add_collect_command(self, commands: argparse._SubParsersAction) -> None:
         from lamo_ray.domains.metaworld.collect import add_collect_arguments
