@@ -533,11 +533,10 @@ class TrialConfig(_Strict):
         from lamo_ray.continual import task_domain
 
         assert self.continual is not None
-        if task in self.continual.pretrain_datasets:
-            domain = domains.for_dataset(task)
-            default = domain.evaluation.rtg_scale if domain.evaluation is not None else self.data.rtg_scale
-            return float(self.continual.rtg_scales.get(domain.name, default))
-        return float(self.continual.rtg_scales.get(task_domain(task), self.data.rtg_scale))
+        domain, default = task_domain(task), self.data.rtg_scale
+        if task in self.continual.pretrain_datasets and domains.get(domain).evaluation is not None:
+            default = domains.get(domain).evaluation.rtg_scale
+        return float(self.continual.rtg_scales.get(domain, default))
 
     @property
     def continual_steps(self) -> int:

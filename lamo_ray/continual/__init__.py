@@ -63,7 +63,7 @@ def check_continual_tasks(names, key: str) -> list[str]:
     for raw in names:
         name = str(raw)
         # Meta-World first: a Meta-World-only trial never imports dm_control (0.7 s)
-        if name.removesuffix("-v3").lower() in meta_world or name.removesuffix("-v3") in meta_world:
+        if name.removesuffix("-v3").lower() in meta_world:
             out.extend(metaworld.check_tasks([name], key=key))
         elif dmcontrol.is_task(name):
             out.extend(dmcontrol.check_tasks([name], key=key))

@@ -209,6 +209,7 @@ class DMControlDomain(L2MTaskDomain):
     l2m_module = "lamo_ray.domains.dmcontrol.l2m_data"
     env_package = "dm_control"
     local_prefix = "lamo/dmcontrol/"
+    ref_scores_by_name = DATA_NORMALIZED_REFS
     evaluation = EvaluationDefaults(target_returns={env_id(t): (r,) for t, r in TARGET_RETURNS.items()},
                                     rtg_scale=RTG_SCALE, max_ep_len=EPISODE_STEPS, max_episode_steps=EPISODE_STEPS)
 
@@ -245,8 +246,7 @@ class DMControlDomain(L2MTaskDomain):
         env id, ``lamo/dmcontrol/...`` id, or an L2M file name ``<domain>_<task>.npz``), else None."""
         from lamo_ray.domains.dmcontrol.l2m_data import l2m_file_task
 
-        task = l2m_file_task(name) or _task_in(name)
-        return DATA_NORMALIZED_REFS.get(task) if task else None
+        return super().ref_scores(l2m_file_task(name) or name)
 
     def check_tasks(self, tasks: Sequence[str], key: str) -> tuple[str, ...]:
         return check_tasks(tasks, key=key)
@@ -272,13 +272,6 @@ class DMControlDomain(L2MTaskDomain):
 
         add_collect_arguments(commands.add_parser(
             self.name, help="DMControl: the replay buffer of a SAC agent (random to expert) -> one Minari dataset"))
-
-
-def _task_in(name: str) -> str | None:
-    """The longest suite task name that occurs in ``name`` (an env or dataset id), else None."""
-    lowered = name.lower()
-    hits = [t for t in DATA_NORMALIZED_REFS if t in lowered]
-    return max(hits, key=len) if hits else None
 
 
 DMCONTROL = register(DMControlDomain())
