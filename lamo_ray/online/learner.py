@@ -12,8 +12,11 @@ Per batch (`lamo_ray.data.sampling.SegmentSampler.sample` with ``transitions=Tru
    trainable parameters only: with LoRA the critic's gradient reaches LoRA, embeddings and head, never
    the frozen trunk); then the target critic and the target DT move ``tau`` toward their sources.
 
-Rewards enter the critic multiplied by ``reward_scale`` (the authors: 1 for Adroit and mazes, 0.001
-for MuJoCo).
+Rewards enter the critic multiplied by ``reward_scale``: the authors' env-side reward divisor (0.01 for
+pen / door / relocate, 0.001 for hammer, 1 otherwise; their ``main.py`` lines 35 and 249-251). Their
+return-to-go scale (0.001 outside Adroit and mazes, ``main.py`` line 142) multiplies only the
+return-to-go (``data.py`` lines 145-148); the critic's target is ``rewards + (1 - d) gamma Q'`` on the
+unscaled reward (``data.py`` line 102, ``trainer.py`` line 694), so for MuJoCo it sees raw rewards.
 """
 
 from __future__ import annotations
