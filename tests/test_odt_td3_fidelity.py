@@ -62,3 +62,35 @@ def test_the_learners_critic_target_is_the_reward_times_reward_scale_alone():
     for scale in (1.0, 0.01):
         info = learner(TD3Settings(reward_scale=scale)).update(batch)
         assert info["online/q_target_mean"] == pytest.approx(scale * batch["rewards"].mean(), rel=1e-5)
+
+
+def test_the_online_learners_noise_generator_lives_on_the_learners_device():
+    """Issue 28 point 2: the TD3 target-smoothing noise is drawn on the model's device
+    (`lamo_ray.online.critic.target_actions`), so its generator must live there: a CPU generator made
+    every td3/td3_odt/lamo_td3 trial fail at its first online critic update on CUDA. On this CPU-only
+    torch a CUDA session must ask for a CUDA generator (an error naming CUDA), never hand the learner a
+    CPU one."""
+    import numpy as np
+    import torch
+    from test_online_loop import S, build, offline_data, td3_trial
+
+    from lamo_ray.online.loop import OnlinePhase
+
+    seen = []
+
+    class RecordingLearner:
+        def update(self, batch, generator):
+            seen.append(generator.device)
+            return {}
+
+    cfg = td3_trial()
+    for device in ("cpu", "cuda"):
+        phase = OnlinePhase(cfg, build(cfg), RecordingLearner(), offline_data(), np.zeros(S, np.float32),
+                            np.ones(S, np.float32), None, supervised_step=None, device=device)
+        if device == "cuda" and not torch.cuda.is_available():
+            with pytest.raises(RuntimeError, match="CUDA"):
+                phase._updates(0)
+        else:
+            phase._updates(0)
+            assert seen and all(d.type == device for d in seen)
+    assert seen and all(d.type == "cpu" for d in seen)  # the CUDA session handed no CPU generator on

@@ -319,7 +319,8 @@ class OnlinePhase:
                          for k, v in sampler.sample(cfg.train.batch_size).items()}
                 _accumulate(sums, counts, self.supervised_step(batch))
         else:
-            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)
+            # on the device the learner draws its target-smoothing noise on (a CPU generator fails on CUDA)
+            generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1_000_003 + i)
             for _ in range(online.updates_per_iteration * online.policy_delay):
                 _accumulate(sums, counts, self.learner.update(sampler.sample(cfg.train.batch_size, transitions=True),
                                                               generator))
