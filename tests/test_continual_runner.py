@@ -29,7 +29,7 @@ def shards(tmp_path_factory):
     return root
 
 
-def runner(shards, method, calls=None, **overrides):
+def runner(shards, method, calls=None, train=TRAIN, **overrides):
     settings = dict(pretrain_tasks=["reach", "hammer"], tasks=["hammer", "push-wall", "faucet-close"],
                     steps_per_task=6, eval_every=3, eval_tasks=["hammer", "push-wall", "faucet-close", "reach"],
                     method=method, pool={"size": 5, "rank": 2, "alpha": 4})
@@ -46,7 +46,7 @@ def runner(shards, method, calls=None, **overrides):
             calls.append((m.training, {t: task_index(t) for t in tasks}))
         return {t: float(sum(p.detach().abs().sum() for p in m.parameters()) % 1) for t in tasks}
 
-    return ContinualRunner(model, cfg, TRAIN, sampler_for, evaluate, seed=0)
+    return ContinualRunner(model, cfg, train, sampler_for, evaluate, seed=0)
 
 
 
@@ -256,3 +256,70 @@ def test_the_action_loss_is_logged_apart_from_what_the_method_adds(shards, metho
         assert all(abs(g) > 1e-4 for g in gaps)     # -0.5 x the sum of the 5 chosen keys' cosines with the query
     else:
         assert all(g > 0.0 for g in gaps)
+
+
+def _group_names(r):
+    names = {id(p): n for n, p in r.model.named_parameters()}
+    return [({names[id(p)] for p in g["params"]}, g["weight_decay"], g["lr"]) for g in r.optimizer.param_groups]
+
+
+def test_weight_decay_falls_only_on_linear_and_conv_weights_in_every_phase(shards):
+    """L2M's optimiser groups (ml-jku/L2M ``src/algos/models/online_decision_transformer_model.py:96-148``
+    ``get_optim_groups``, used at pre-training and every task switch: ``decision_transformer_sb3.py:277``,
+    ``:1140``): weight decay on Linear / Conv1D weights only; biases, LayerNorms, embeddings and the
+    pool's free parameters (keys, LoRA A / B; L2P's prompts) undecayed. Before: one AdamW group over
+    everything with train.weight_decay."""
+    train = TRAIN.model_copy(update={"weight_decay": 0.1})
+    r = runner(shards, "l2m", train=train, lr=5e-4)
+    r._begin_phase()                                      # pre-training: the whole MDDT
+    (decay, wd, _), (rest, zero, _) = _group_names(r)
+    trainable = {n for n, p in r.model.named_parameters() if p.requires_grad}
+    linear = {"embed_state.weight", "embed_return.weight", "embed_reward.weight", "action_head.weight"}
+    conv = {f"backbone.transformer.h.{i}.{m}.weight" for i in range(2)
+            for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
+    assert (wd, zero) == (0.1, 0.0) and decay == linear | conv and rest == trainable - decay
+    assert {"embed_timestep.weight", "embed_action.weight", "embed_ln.weight", "embed_state.bias",
+            "backbone.transformer.h.0.ln_1.weight", "backbone.transformer.ln_f.bias"} <= rest
+    r.stage, r.stage_step = 0, 0
+    r._begin_phase()                                      # a continual stage: only the pool trains, undecayed
+    (decay, _, _), (rest, zero, lr) = _group_names(r)
+    assert decay == set() and zero == 0.0 and lr == 5e-4
+    assert rest == {f"pool.{n}" for n in ("keys", "q_a", "q_b", "v_a", "v_b", "ff_a", "ff_b")}
+    p = runner(shards, "l2p", train=train, prompt_pool={"size": 6, "length": 2, "top_k": 2})
+    p.stage = 0
+    p._begin_phase()
+    assert [(names, wd) for names, wd, _ in _group_names(p)] == [(set(), 0.1), ({"pool.keys", "pool.prompts"}, 0.0)]
+    f = runner(shards, "ewc", train=train)
+    f.stage = 0
+    f._begin_phase()                                      # full fine-tuning: the pre-training's groups
+    assert _group_names(f)[0][0] == linear | conv and _group_names(f)[0][1] == 0.1
+
+
+def test_a_modulator_no_sample_selects_keeps_its_weights_bit_for_bit(shards):
+    """With L2M's groups (ml-jku/L2M ``online_decision_transformer_model.py:106-129``: free
+    ``nn.Parameter``s such as ``prompt/l2m.py:109-110``'s ``lora_a`` / ``lora_b`` are not decayed) a
+    modulator no sample selects gets a zero gradient and no decay, so AdamW leaves it exactly as it
+    was: the oracle's modulator 0 through stages 1 and 2, and modulators 3 and 4 (never selected)
+    through every stage. Before: train.weight_decay shrank every modulator at every step."""
+    train = TRAIN.model_copy(update={"weight_decay": 0.1})
+    snapshots = {}
+
+    def snapshot(record, r):
+        if r.model.pool is not None and record.step in (10, 22):   # the ends of stages 0 and 2
+            snapshots[record.step] = {k: v.detach().clone() for k, v in r.model.pool.named_parameters()}
+
+    r = runner(shards, "l2m_oracle", train=train, pool={"size": 5, "rank": 2, "alpha": 4})
+    original = r._attach
+
+    def attach():
+        original()
+        snapshots.setdefault(0, {k: v.detach().clone() for k, v in r.model.pool.named_parameters()})
+
+    r._attach = attach
+    r.run(snapshot)
+    start, stage0, end = snapshots[0], snapshots[10], snapshots[22]
+    for name in ("q_a", "q_b", "v_a", "v_b", "ff_a", "ff_b"):
+        assert torch.equal(end[name][0], stage0[name][0]), name          # trained in stage 0, untouched since
+        assert torch.equal(end[name][3:], start[name][3:]), name         # never selected
+    assert not torch.equal(stage0["q_a"][0], start["q_a"][0])            # modulator 0 did train in stage 0
+

@@ -28,7 +28,9 @@ Methods (``continual.method``):
   evaluations as the sequential methods, so its success matrix reads as training progress.
 
 The pre-training follows ``train`` (lr with its linear warm-up, weight decay, eps, clip, batch); the
-stages use ``continual.lr`` constant (L2M), a fresh AdamW per stage, the same clip and batch.
+stages use ``continual.lr`` constant (L2M), a fresh AdamW per stage, the same clip and batch. In every
+phase the weight decay falls only on Linear / Conv weights, as L2M's optimiser groups
+(`lamo_ray.optim.l2m_param_groups`): a modulator, key or prompt no sample selects keeps its weights.
 `ContinualRunner.run` calls back after every evaluation with the new `Evaluation` and the runner, so
 the caller logs, checkpoints (`state_dict`) and reports; `load_state_dict` resumes after the last
 evaluation.
@@ -129,11 +131,11 @@ class ContinualRunner:
 
     def _begin_phase(self) -> None:
         """Optimiser (and pool state) of the phase ``self.stage``."""
+        from lamo_ray.optim import l2m_param_groups, make_optimizer, make_scheduler
+
         torch.manual_seed(self.seed * 1000 + self.stage + 1)
         if self.stage == PRETRAIN:
-            from lamo_ray.optim import make_optimizer, make_scheduler
-
-            self.optimizer = make_optimizer(self._trainable(), self.train)
+            self.optimizer = make_optimizer(l2m_param_groups(self.model, self.train.weight_decay), self.train)
             self.scheduler = make_scheduler(self.optimizer, self.train)
         else:
             self._attach()
@@ -147,8 +149,8 @@ class ContinualRunner:
                     self.model.pool.start_task(self.stage)
                 else:   # a mid-stage resume: the stage's inv_freq came back with the weights (a buffer)
                     self.model.pool.penalize = self.stage > 0
-            self.optimizer = torch.optim.AdamW(self._trainable(), lr=self.cfg.lr, weight_decay=self.train.weight_decay,
-                                               eps=self.train.adam_eps)
+            stage = self.train.model_copy(update={"lr": self.cfg.lr})
+            self.optimizer = make_optimizer(l2m_param_groups(self.model, self.train.weight_decay), stage)
             self.scheduler = None
 
     def _phase_tasks(self) -> list[str]:
