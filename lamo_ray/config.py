@@ -148,9 +148,11 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(1e-5, ge=0.0)
     adam_eps: float = Field(1e-6, gt=0.0)
     warmup_steps: int = Field(2500, ge=0)
-    lr_schedule: Literal["constant", "cosine"] = Field(
+    lr_schedule: Literal["constant", "cosine", "lamo_atari"] = Field(
         "constant", description="After the linear warm-up: 'constant' (LaMo, DT, ODT) or 'cosine' (L2M's "
-        "pre-training: one cosine cycle from train.lr down to train.lr_min over train.steps, then lr_min).")
+        "pre-training: one cosine cycle from train.lr down to train.lr_min over train.steps, then lr_min); "
+        "'lamo_atari': LaMo's Atari schedule as their code runs it, counted in non-NOOP actions of the batches "
+        "(lamo_ray.optim.NonNoopActionLR; discrete actions only; warmup_steps unused).")
     lr_min: float = Field(1e-6, ge=0.0, description="The cosine schedule's floor (L2M's eta_min 1e-6).")
     grad_clip: float = Field(0.25, gt=0.0)
     eval_every: int = Field(2500, ge=1, description="Steps between evaluations (each one a checkpoint and a Tune report).")

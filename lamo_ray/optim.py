@@ -1,6 +1,7 @@
 """The training optimiser and learning-rate schedule shared by every trial kind (`lamo_ray.train`,
 `lamo_ray.online`, `lamo_ray.continual.runner`): LaMo's AdamW and linear warm-up (REFERENCE.md
-"Optimiser"), and L2M's cosine decay after it (REFERENCE_L2M.md "Hyperparameters")."""
+"Optimiser"), L2M's cosine decay after it (REFERENCE_L2M.md "Hyperparameters"), and LaMo's Atari schedule
+counted in non-NOOP actions (`NonNoopActionLR`)."""
 
 from __future__ import annotations
 
@@ -85,10 +86,76 @@ def make_optimizer(params: list[torch.nn.Parameter], train_cfg,
                              fused=True)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg) -> torch.optim.lr_scheduler.LambdaLR:
+#: LaMo's Atari schedule (srzer/LaMo-2023 ``experiment-atari/cfgs/config.yaml:26-27``, DT's Atari values):
+#: warm-up and cosine lengths in the scheduler's own count (`NonNoopActionLR`)
+LAMO_ATARI_WARMUP_TOKENS = 375e6
+LAMO_ATARI_FINAL_TOKENS = 260e9
+
+
+def lamo_atari_factor(count: float, warmup_tokens: float = LAMO_ATARI_WARMUP_TOKENS,
+                      final_tokens: float = LAMO_ATARI_FINAL_TOKENS) -> float:
+    """LR multiplier of LaMo's Atari ``CustomLRScheduler.get_lr`` (``experiment-atari/core.py:31-39``) at
+    scheduler count ``count``: ``count / warmup_tokens`` below ``warmup_tokens``, then
+    ``max(0.1, 0.5 (1 + cos(pi progress)))`` with ``progress = (count - warmup) / (final - warmup)``,
+    which is not capped at 1: past ``final_tokens`` the cosine comes back up, so the multiplier cycles
+    between 0.1 and 1."""
+    if count < warmup_tokens:
+        return float(count) / float(max(1, warmup_tokens))
+    progress = float(count - warmup_tokens) / float(max(1, final_tokens - warmup_tokens))
+    return max(0.1, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+class NonNoopActionLR(torch.optim.lr_scheduler.LRScheduler):
+    """LaMo's Atari learning-rate schedule as their code runs it (``train.lr_schedule: lamo_atari``).
+
+    Their loop (``experiment-atari/core.py:139, 170-171``) adds each batch's non-NOOP actions
+    (``(actions > 0).sum()``) to a running total ``tokens`` and calls ``scheduler.step(tokens)``, and
+    ``CustomLRScheduler.step`` (``core.py:41-44``) adds that running total to its own count again. So the
+    count after step k is the sum of the running totals, quadratic in k: with ~3000 non-NOOP actions per
+    batch of 128 x 30 the warm-up ends after ~500 steps, the cosine reaches its 0.1 floor after ~12k
+    steps, and from then on the multiplier cycles between 0.1 and 1 (`lamo_atari_factor`): back at 1
+    after ~18k, 26k, 32k steps, ..., every ~2k steps near 100k. This class keeps both counts and gives
+    the same multiplier for the same action counts.
+
+    ``step(non_noop_actions)``: after each optimiser step, the number of actions with index > 0 in that
+    step's global batch (all DDP workers; padding excluded). The lr of the first optimiser step is 0
+    (count 0), as theirs. Groups made with ``CONSTANT_LR`` (ODT's temperature) keep their lr.
+
+    Raises:
+        ValueError: ``step()`` without the count after construction (a trial loop that does not count
+            actions, e.g. the continual runner).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_tokens: float = LAMO_ATARI_WARMUP_TOKENS,
+                 final_tokens: float = LAMO_ATARI_FINAL_TOKENS):
+        self.warmup_tokens, self.final_tokens = warmup_tokens, final_tokens
+        self.actions_seen = 0      # their core.train ``tokens``: non-NOOP actions so far
+        self.count = 0             # their ``CustomLRScheduler.tokens``: the sum of the running totals
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        factor = lamo_atari_factor(self.count, self.warmup_tokens, self.final_tokens)
+        return [base if group.get(CONSTANT_LR) else base * factor
+                for base, group in zip(self.base_lrs, self.optimizer.param_groups)]
+
+    def step(self, non_noop_actions: int | None = None) -> None:
+        if non_noop_actions is None:
+            if self.last_epoch >= 0:  # construction calls step() once, with no count
+                raise ValueError("train.lr_schedule 'lamo_atari' counts non-NOOP actions: step(n) needs each "
+                                 "batch's count (only the offline trial loop, lamo_ray.train, feeds it)")
+        else:
+            self.actions_seen += int(non_noop_actions)
+            self.count += self.actions_seen
+        super().step()
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg) -> torch.optim.lr_scheduler.LRScheduler:
     """Every group's schedule from ``train_cfg`` (the groups made with ``CONSTANT_LR``, ODT's temperature,
     keep their lr): linear warm-up (`warmup_lambda`), then constant, or with ``lr_schedule: cosine``
-    `cosine_lambda` over ``train_cfg.steps``."""
+    `cosine_lambda` over ``train_cfg.steps``, or with ``lr_schedule: lamo_atari`` `NonNoopActionLR` (its
+    ``step`` takes the batch's non-NOOP action count; ``warmup_steps`` unused)."""
+    if train_cfg.lr_schedule == "lamo_atari":
+        return NonNoopActionLR(optimizer)
     if train_cfg.lr_schedule == "cosine":
         first = cosine_lambda(train_cfg.warmup_steps, train_cfg.steps, train_cfg.lr, train_cfg.lr_min)
     else:

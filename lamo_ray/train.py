@@ -42,7 +42,8 @@ from lamo_ray.data.trajectories import state_stats, subsample
 from lamo_ray.envs import evaluation_env_kwargs
 from lamo_ray.evaluate import Evaluator, reference_scores
 from lamo_ray.model import DecisionTransformer, action_loss
-from lamo_ray.optim import TEMPERATURE_GROUP, make_optimizer, make_scheduler, warmup_lambda  # noqa: F401
+from lamo_ray.optim import (TEMPERATURE_GROUP, NonNoopActionLR, make_optimizer, make_scheduler,  # noqa: F401
+                            warmup_lambda)
 
 if TYPE_CHECKING:
     from lamo_ray.tracking import RunLogger
@@ -131,6 +132,17 @@ class _SetupClock:
 
 def _batch_to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+
+
+def non_noop_actions(actions: torch.Tensor) -> int:
+    """Actions with index > 0 in a batch of discrete ``actions`` ``(B, K)`` (pads are 0), summed over the DDP
+    workers: the count LaMo's Atari loop feeds its schedule (``experiment-atari/core.py:170``,
+    ``(actions > 0).sum()`` on its whole batch; `lamo_ray.optim.NonNoopActionLR`). Theirs also counts the
+    padded steps of segments longer than their trajectory, which read the data's last action."""
+    n = (actions > 0).sum()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(n)
+    return int(n)
 
 
 class TrainSession:
@@ -298,6 +310,10 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
     params = [p for p in model.parameters() if p.requires_grad and not any(p is t for t in temperature)]
     optimizer = make_optimizer(params, cfg.train, temperature)
     scheduler = make_scheduler(optimizer, cfg.train)
+    counts_actions = isinstance(scheduler, NonNoopActionLR)
+    if counts_actions and not dataset.discrete_actions:
+        raise ValueError(f"train.lr_schedule 'lamo_atari' counts non-NOOP actions: it needs discrete actions, and "
+                         f"{cfg.data.source!r} has continuous ones")
     precision = MixedPrecision.for_device(cfg.train.precision, device)
     # TD3+ODT / TD3: the critic trains beside the offline steps (the authors' pretraining)
     learner = make_learner(cfg, model, optimizer, scheduler, int(np.prod(dataset.obs_shape)), dataset.act_dim, device)
@@ -389,7 +405,10 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                                      f"lm loss {None if lm is None else lm.item()}")
         optimizer.zero_grad(set_to_none=True)
         precision.backward_and_step(total, optimizer, params, cfg.train.grad_clip)
-        scheduler.step()
+        if counts_actions:
+            scheduler.step(non_noop_actions(batch["actions"]))
+        else:
+            scheduler.step()
         out = {"train/action_loss": loss.item(), **{f"train/{k}": v for k, v in info.items()}}
         if rl is not None:
             learner.critic.zero_grad(set_to_none=True)  # the actor's loss does not train the critic

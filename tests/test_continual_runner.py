@@ -323,3 +323,18 @@ def test_a_modulator_no_sample_selects_keeps_its_weights_bit_for_bit(shards):
         assert torch.equal(end[name][3:], start[name][3:]), name         # never selected
     assert not torch.equal(stage0["q_a"][0], start["q_a"][0])            # modulator 0 did train in stage 0
 
+
+
+@pytest.mark.parametrize("method, single", [("l2m", False), ("l2m_oracle", False), ("lora", True)])
+def test_the_modulators_start_from_l2ms_init_of_its_pool_or_its_single_lora(shards, method, single):
+    """L2M's pool (ml-jku/L2M ``src/algos/prompt/l2m.py:109-111``) and its single LoRA
+    (``src/algos/prompt/lora.py:47-55``) draw A from different kaiming bounds (`l2m_init_bound`): the
+    runner gives ``lora`` the single LoRA's. Before: per-matrix bounds, 1 / sqrt(n_in)."""
+    from lamo_ray.continual.pool import l2m_init_bound
+
+    r = runner(shards, method, pool={"size": 4, "rank": 2, "alpha": 4})
+    r.stage = 0
+    r._begin_phase()
+    bound = l2m_init_bound(32, 128, 2, None if single else 2)
+    a = torch.cat([r.model.pool.q_a.flatten(), r.model.pool.v_a.flatten(), r.model.pool.ff_a.flatten()])
+    assert bound * 0.9 < a.abs().max() <= bound

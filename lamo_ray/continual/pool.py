@@ -2,7 +2,8 @@
 ``prompt/l2m.py`` ``L2MLoRA``, ``prompt/l2p.py``).
 
 - ``size`` modulators; each has a key (``hidden`` numbers, init uniform(-1, 1)) and, in every
-  transformer layer, low-rank updates (rank r, scaling alpha / r; A kaiming-uniform, B zeros):
+  transformer layer, low-rank updates (rank r, scaling alpha / r; A kaiming-uniform over L2M's whole
+  pool tensor, `l2m_init_bound`; B zeros):
   on the query and the value parts of GPT-2's fused ``c_attn`` output (``x A B``), and a residual on
   the ``c_fc`` output before the activation (``h + h A B``, 4h -> r -> 4h).
 - Selection (`ModulationPool.select`): the query is the masked mean of the state tokens' input
@@ -65,28 +66,45 @@ class KeyedPool(nn.Module):
             self.counts += torch.bincount(chosen.flatten(), minlength=self.size).to(self.counts)
 
 
+def l2m_init_bound(hidden: int, inner: int, rank: int, n_layer: int | None = None) -> float:
+    """The bound b of L2M's modulator A matrices, uniform(-b, b): torch's kaiming-uniform (a = sqrt(5),
+    so b = 1 / sqrt(fan_in)) run on L2M's whole parameter tensor, whose fan-in spans every layer and
+    modulated part instead of one matrix.
+
+    - L2M's pool (``n_layer`` given; ml-jku/L2M ``src/algos/prompt/l2m.py:109-111``): ``lora_a`` of shape
+      (size, n_layer, length, h, r), length = (2h + inner) / h (q, v, and the c_fc output's 4h as 4 rows
+      of h): fan-in n_layer x (2h + inner) x r; at paper scale 6 x 6 x 768 x 8 = 221,184, b = 0.00213.
+    - L2M's single LoRA (``n_layer`` None; ``src/algos/prompt/lora.py:47-55``): an Embedding weight
+      (n_layer, length x r x h): fan-in (2h + inner) x r; 36,864 at paper scale, b = 0.0052.
+
+    Per matrix (nn.Linear's rule) it would be 1 / sqrt(h), 0.036 at paper scale.
+    """
+    fan_in = (2 * hidden + inner) * rank * (1 if n_layer is None else n_layer)
+    return nn.init.calculate_gain("leaky_relu", math.sqrt(5)) * math.sqrt(3.0 / fan_in)
+
+
 class ModulationPool(KeyedPool):
     """Keys and per-layer low-rank modulators (module docstring).
 
     Args:
         hidden: the trunk's hidden size h. inner: its MLP width (GPT-2: 4h). n_layer: blocks.
         size: modulators in the pool (L2M: 30). rank, alpha: LoRA rank and alpha (L2M: 8, 16).
+        single: initialise A as L2M's single LoRA (``lora.py``) instead of its pool (`l2m_init_bound`).
 
     Raises:
         ValueError: size, rank or n_layer < 1.
     """
 
-    def __init__(self, hidden: int, inner: int, n_layer: int, size: int = 30, rank: int = 8, alpha: float = 16.0):
+    def __init__(self, hidden: int, inner: int, n_layer: int, size: int = 30, rank: int = 8, alpha: float = 16.0,
+                 single: bool = False):
         if size < 1 or rank < 1 or n_layer < 1:
             raise ValueError(f"continual.pool: size, rank and n_layer must be >= 1, got {size}, {rank}, {n_layer}")
         super().__init__(size, hidden)
         self.rank, self.scaling = rank, alpha / rank
+        bound = l2m_init_bound(hidden, inner, rank, None if single else n_layer)
 
         def pair(n_in, n_out):
-            a = nn.Parameter(torch.empty(size, n_layer, n_in, rank))
-            for i in range(size):
-                for j in range(n_layer):  # kaiming-uniform per matrix, as nn.Linear / L2M
-                    nn.init.kaiming_uniform_(a.data[i, j].T, a=math.sqrt(5))
+            a = nn.Parameter(torch.empty(size, n_layer, n_in, rank).uniform_(-bound, bound))
             return a, nn.Parameter(torch.zeros(size, n_layer, rank, n_out))
 
         self.q_a, self.q_b = pair(hidden, hidden)

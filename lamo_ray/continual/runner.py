@@ -122,7 +122,7 @@ class ContinualRunner:
             p = self.cfg.pool
             size = 1 if self.cfg.method == "lora" else p.size
             pool = ModulationPool(self.model.hidden_size, trunk.h[0].mlp.c_fc.nf, len(trunk.h), size=size,
-                                  rank=p.rank, alpha=p.alpha)
+                                  rank=p.rank, alpha=p.alpha, single=self.cfg.method == "lora")
         self.model.attach_pool(pool.to(self.device))
         self._pool_attached = True
 
