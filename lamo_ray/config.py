@@ -106,6 +106,11 @@ class ModelConfig(_Strict):
     position_embedding: bool = Field(
         False, description="Add GPT-2's learned position table wpe (true: stock GPT-2, LaMo's Atari code) or not "
         "(false: LaMo's D4RL code; the timestep embedding replaces it). Rotary backbones keep their rotary positions.")
+    timestep_embedding: bool = Field(
+        True, description="Add the learned timestep embedding to every token (LaMo, DT). false: no timestep and no "
+        "position signal but the causal order (the ODT-TD3 authors' default --ordering 0: their "
+        "decision_transformer.py lines 220-227 add embed_ordering only when ordering is set, and their GPT-2 has no "
+        "position table).")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Residual, embedding and attention dropout.")
     attention: Literal["auto", "sdpa", "eager"] = Field(
         "auto", description="Attention kernel: 'sdpa' (PyTorch's fused scaled_dot_product_attention), 'eager' "
@@ -117,8 +122,21 @@ class ModelConfig(_Strict):
         "'tanh_gaussian': Online DT's stochastic head (tanh-squashed Gaussian, learned temperature toward entropy "
         "-act_dim), trained with NLL - T x entropy offline and online; its mean action is used for evaluation. "
         "Continuous actions only.")
+    action_tanh: bool | None = Field(
+        None, description="End the deterministic continuous action head in tanh, bounding actions to [-1, 1]. Default "
+        "(null): true for the critic methods (online td3_odt, td3), as the ODT-TD3 authors' head "
+        "(decision_transformer.py lines 174-180, action_tanh=True), since -Q would otherwise push actions outside the "
+        "range the critic was trained on (false is refused there); otherwise the embedding's head: DT's Linear + tanh "
+        "for 'linear', LaMo's unbounded Linear-GELU-Linear for 'mlp'.")
     finetune: Literal["lora", "full", "frozen"] = Field("lora")
     lora: LoraConfig = Field(default_factory=LoraConfig)
+
+    @property
+    def bounded_actions(self) -> bool:
+        """The continuous action head ends in tanh (`action_tanh`, else the embedding's default)."""
+        if self.action_head == "tanh_gaussian":
+            return True
+        return self.action_tanh if self.action_tanh is not None else self.embedding == "linear"
 
     @model_validator(mode="after")
     def _shape_overrides_need_random_init(self) -> "ModelConfig":
@@ -566,6 +584,12 @@ class TrialConfig(_Strict):
         if self.online.method != "odt" and head != "deterministic":
             raise ValueError(f"online.method {self.online.method!r} trains a deterministic policy with the critic's "
                              f"gradient: it needs model.action_head: deterministic, got {head!r}")
+        if self.online.method != "odt" and self.model.action_tanh is None:
+            self.model.action_tanh = True  # the authors' bounded head, whatever the embedding (logged resolved)
+        if self.online.method != "odt" and not self.model.bounded_actions:
+            raise ValueError(f"model.action_tanh: online.method {self.online.method!r} needs actions bounded to "
+                             "[-1, 1] (the authors' head ends in tanh; -Q would push actions where the critic never "
+                             "trained): remove model.action_tanh: false")
         if self.train.lr_schedule != "constant":
             raise ValueError(f"online: needs train.lr_schedule 'constant' (got {self.train.lr_schedule!r}): the DT's "
                              "scheduler keeps stepping through the online phase, which a schedule over train.steps "

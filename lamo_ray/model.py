@@ -430,15 +430,20 @@ def _token_embedding(in_dim: int, hidden_size: int, kind: str) -> nn.Module:
     return MLPEmbedding(in_dim, hidden_size) if kind == "mlp" else nn.Linear(in_dim, hidden_size)
 
 
-def _action_head(hidden_size: int, act_dim: int, kind: str, discrete: bool) -> nn.Module:
+def _action_head(hidden_size: int, act_dim: int, kind: str, discrete: bool, tanh: bool | None = None) -> nn.Module:
     """(..., h) -> (..., A). Continuous: "mlp": Linear -> GELU -> Linear, no tanh (LaMo); "linear":
-    Linear + Tanh (DT). Discrete (LaMo Atari ``predict_action``, whatever the embedding): Linear + Tanh,
-    so the logits lie in [-1, 1]."""
+    Linear + Tanh (DT); ``tanh`` (``model.action_tanh``) adds or drops the final Tanh (None: the kind's
+    default). Discrete (LaMo Atari ``predict_action``, whatever the embedding): Linear + Tanh, so the
+    logits lie in [-1, 1]."""
     if discrete:
         return nn.Sequential(nn.Linear(hidden_size, act_dim), nn.Tanh())
+    if tanh is None:
+        tanh = kind == "linear"
     if kind == "mlp":
-        return nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, act_dim))
-    return nn.Sequential(nn.Linear(hidden_size, act_dim), nn.Tanh())
+        layers = [nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, act_dim)]
+    else:
+        layers = [nn.Linear(hidden_size, act_dim)]
+    return nn.Sequential(*layers, *([nn.Tanh()] if tanh else []))
 
 
 # --------------------------------------------------------------------------- the model
@@ -448,7 +453,8 @@ class DecisionTransformer(nn.Module):
     """LaMo's Decision Transformer (REFERENCE.md "Model").
 
     Per timestep three tokens (return-to-go, state, action) -> 3K tokens; embedding LayerNorm,
-    then the learned timestep embedding; the backbone trunk (no position table unless
+    then the learned timestep embedding (none with ``cfg.timestep_embedding`` false: the ODT-TD3
+    authors' ``--ordering 0``); the backbone trunk (no position table unless
     ``cfg.position_embedding``) with the (B, 3K) attention mask; the action is predicted from each
     state token's output.
 
@@ -515,7 +521,8 @@ class DecisionTransformer(nn.Module):
             self.embed_action = ActionEmbedding(act_dim, h, cfg.embedding)
         else:
             self.embed_action = _token_embedding(act_dim, h, cfg.embedding)
-        self.embed_timestep = nn.Embedding(max_ep_len, h)
+        # None: no timestep signal (``cfg.timestep_embedding`` false; the ODT-TD3 authors' ``--ordering 0``)
+        self.embed_timestep = nn.Embedding(max_ep_len, h) if cfg.timestep_embedding else None
         self.embed_ln = nn.LayerNorm(h)
         self.stochastic = cfg.action_head == "tanh_gaussian"
         if self.stochastic:
@@ -526,7 +533,7 @@ class DecisionTransformer(nn.Module):
 
             self.action_head = TanhGaussianHead(h, act_dim)
         else:
-            self.action_head = _action_head(h, act_dim, cfg.embedding, discrete_actions)
+            self.action_head = _action_head(h, act_dim, cfg.embedding, discrete_actions, cfg.action_tanh)
         self.backbone = self._finetune(backbone, cfg, language_loss)
         _use_fast_dropout(self)
 
@@ -624,11 +631,12 @@ class DecisionTransformer(nn.Module):
         tokens = torch.stack(
             (self.embed_return(returns_to_go), self.embed_state(states), self.embed_action(actions)), dim=2
         ).reshape(b, 3 * k, self.hidden_size)  # (B, 3K, h): R_1, s_1, a_1, R_2, ...
-        time = self.embed_timestep(timesteps).repeat_interleave(3, dim=1)
-        if self.timestep_before_ln:  # LaMo Atari (and the original DT, HF, CORL): add, then LayerNorm
-            tokens = self.embed_ln(tokens + time)
+        if self.embed_timestep is None:  # ODT-TD3's --ordering 0: LayerNorm on the stacked tokens alone
+            tokens = self.embed_ln(tokens)
+        elif self.timestep_before_ln:  # LaMo Atari (and the original DT, HF, CORL): add, then LayerNorm
+            tokens = self.embed_ln(tokens + self.embed_timestep(timesteps).repeat_interleave(3, dim=1))
         else:  # LaMo D4RL (REFERENCE.md "Model"): LayerNorm on the stacked tokens, then add
-            tokens = self.embed_ln(tokens) + time
+            tokens = self.embed_ln(tokens) + self.embed_timestep(timesteps).repeat_interleave(3, dim=1)
         token_mask = attention_mask.repeat_interleave(3, dim=1).long()  # (B, 3K)
         # with GPT-2's position table: the first real token is position 0 whatever the left padding, as
         # in LaMo's Atari evaluation, which feeds the unpadded history (REFERENCE.md "Model", Atari)

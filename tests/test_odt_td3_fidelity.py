@@ -94,3 +94,69 @@ def test_the_online_learners_noise_generator_lives_on_the_learners_device():
             phase._updates(0)
             assert seen and all(d.type == device for d in seen)
     assert seen and all(d.type == "cpu" for d in seen)  # the CUDA session handed no CPU generator on
+
+
+def _tiny(**model):
+    import torch
+
+    from lamo_ray.config import ModelConfig
+    from lamo_ray.model import DecisionTransformer
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1,
+                         "finetune": "full", "embedding": "linear", "dropout": 0.0, **model})
+    return DecisionTransformer(cfg, (3,), 2, 100).eval()
+
+
+def _inputs(timestep_offset=0):
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    b, k = 2, 4
+    return (torch.randn(b, k, 3, generator=g), torch.randn(b, k, 2, generator=g).clamp(-1, 1),
+            torch.randn(b, k, 1, generator=g), torch.arange(k).repeat(b, 1) + timestep_offset,
+            torch.ones(b, k))
+
+
+def test_timestep_embedding_off_as_the_authors_ordering_0():
+    """Issue 28 point 3: the authors' DT defaults to ``--ordering 0`` (``get_args.py``), which adds no
+    timestep embedding (``decision_transformer.py`` lines 220-227: ``order_embeddings = 0.0``) to a GPT-2
+    without a position table (``trajectory_gpt2.py`` lines 680-681). With ``model.timestep_embedding:
+    false`` the predictions do not depend on the timesteps; online.yaml's ODT / TD3 arms set it."""
+    import torch
+
+    off, on = _tiny(timestep_embedding=False), _tiny()
+    assert off.embed_timestep is None and not any("timestep" in n for n in off.state_dict())
+    with torch.no_grad():
+        assert torch.equal(off(*_inputs(0)), off(*_inputs(50)))
+        assert not torch.allclose(on(*_inputs(0)), on(*_inputs(50)))
+    arms = {r["variant"]: r["config"].model.timestep_embedding for r in _online_trials()}
+    assert arms == {"odt": False, "td3_odt": False, "td3": False, "lamo_td3": True}  # lamo_td3: LaMo's model
+
+
+def test_every_td3_arm_has_a_bounded_action_head():
+    """Issue 28 point 4: the authors' deterministic head is Linear + Tanh (``decision_transformer.py``
+    lines 174-180, ``action_tanh=True`` by default at line 143), so -Q cannot push an action outside
+    [-1, 1], where the critic never trained. LaMo's MLP head is unbounded: ``model.action_tanh: true``
+    bounds it, and a critic method with an unbounded head is refused before compute."""
+    import torch
+
+    from lamo_ray.config import ConfigError, validate_trial
+
+    for r in _online_trials():
+        if r["config"].online.method != "odt":
+            assert r["config"].model.bounded_actions, r["variant"]
+    head = _tiny(embedding="mlp", action_tanh=True)
+    with torch.no_grad():
+        for p in head.action_head.parameters():
+            p.mul_(1000.0)
+        assert head(*_inputs()).abs().max() <= 1.0
+    trial = {"data": {"source": "x", "context_length": 2}, "model": {"pretrained": False, "n_layer": 1,
+             "n_embd": 16, "n_head": 1, "finetune": "lora", "embedding": "mlp"},
+             "online": {"method": "td3_odt", "iterations": 1, "target_return": 1.0}}
+    assert validate_trial(trial).model.action_tanh is True  # the default resolves bounded for a critic method
+    trial["model"]["action_tanh"] = False
+    with pytest.raises(ConfigError, match="model.action_tanh"):
+        validate_trial(trial)
+    del trial["online"]
+    assert validate_trial(trial).model.action_tanh is False  # offline LaMo keeps its unbounded head
