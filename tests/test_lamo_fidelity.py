@@ -120,3 +120,29 @@ def test_atari_sweep_uses_lamos_schedule():
     (``experiment-atari/core.py:113``: one ``CustomLRScheduler`` for every model). Fails before issue 28:
     a linear warm-up over 130k steps."""
     assert {c.train.lr_schedule for c in _trials("atari.yaml")} == {"lamo_atari"}
+
+
+# --------------------------------------------------------------------------- L2: Atari trains without dropout
+
+
+def test_atari_sweep_trains_without_dropout_as_their_code():
+    """srzer/LaMo-2023 ``experiment-atari``: the LaMo trunk comes from ``GPT2LMHeadModel.from_pretrained``
+    (``model.py:91``), which returns it in eval mode, and the loop never calls ``model.train()``; ``eval``
+    calls ``model.eval()`` (``core.py:49``) every 200 steps (``cfgs/config.yaml:24``), so the randomly
+    initialised DT baseline (``model.py:181-187``) loses its dropout at step 200 of 100k. peft's LoRA
+    dropout is 0 (``model.py:120``). Every trial of ``sweeps/atari.yaml`` builds a model with no dropout
+    left (built here without weights from GPT-2 small's config: the same modules). Fails before issue 28:
+    dropout 0.1."""
+    import transformers
+
+    from lamo_ray.model import DecisionTransformer
+
+    trials = _trials("atari.yaml")
+    assert {(c.model.dropout, c.model.lora.dropout) for c in trials} == {(0.0, 0.0)}
+    for variant in ("lamo", "dt"):
+        cfg = next(c for row, c in zip(expand_trials(load_sweep(SWEEPS / "atari.yaml")), trials)
+                   if row["variant"] == variant)
+        model = DecisionTransformer(cfg.model, (4, 84, 84), 4, cfg.data.max_ep_len, discrete_actions=True,
+                                    load_weights=False, backbone_config=transformers.GPT2Config().to_dict())
+        rates = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+        assert rates <= {0.0}, (variant, rates)
