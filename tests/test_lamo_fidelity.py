@@ -146,3 +146,47 @@ def test_atari_sweep_trains_without_dropout_as_their_code():
                                     load_weights=False, backbone_config=transformers.GPT2Config().to_dict())
         rates = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
         assert rates <= {0.0}, (variant, rates)
+
+
+# --------------------------------------------------------------------------- L3: Walker2d's physics
+
+
+def _foot_friction(env) -> dict[str, float]:
+    import mujoco
+
+    model = env.unwrapped.model
+    names = {i: mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, i) for i in range(model.ngeom)}
+    return {name: float(model.geom_friction[i][0]) for i, name in names.items() if name and "foot" in name}
+
+
+def test_d4rl_walker2d_task_evaluates_on_the_datas_physics(tmp_path):
+    """D4RL's walker2d-*-v2 data were recorded on Walker2d-v3, whose model (gymnasium's ``walker2d.xml``,
+    as v2-v4) has right-foot friction 0.9 and left 1.9; Walker2d-v5's default ``walker2d_v5.xml`` has 1.9 on
+    both (gymnasium ``walker2d_v5.py`` version history). LaMo evaluates on the data's env
+    (srzer/LaMo-2023 ``experiment-d4rl/experiment.py:65``: ``gym.make("walker2d-medium-v2")``, D4RL's env on
+    gym's ``walker2d.xml``). ``sweeps/mujoco.yaml``'s walker2d task,
+    with a D4RL-format file of that name, builds its evaluation env (kwargs as ``lamo_ray.train`` computes
+    them) on the v2-v4 model; data recorded on Walker2d-v5 itself keep v5's. Fails before issue 28: 1.9."""
+    import h5py
+
+    from lamo_ray.data.loading import load_dataset
+    from lamo_ray.envs import evaluation_env_kwargs, make_env
+
+    cfg = next(c for c in _trials("mujoco.yaml") if c.task == "walker2d")
+    assert cfg.eval.env_id == "Walker2d-v5" and Path(cfg.data.source).name == "walker2d-medium-v2.hdf5"
+    path = tmp_path / Path(cfg.data.source).name
+    n = 50
+    with h5py.File(path, "w") as f:   # D4RL's keys, no env id (as D4RL's files)
+        f["observations"] = np.zeros((n, 17), np.float32)
+        f["actions"] = np.zeros((n, 6), np.float32)
+        f["rewards"] = np.ones(n, np.float32)
+        f["terminals"] = np.zeros(n, bool)
+        f["timeouts"] = np.arange(n) == n - 1
+    ds = load_dataset(str(path))
+    env_id = cfg.eval.env_id
+    env = make_env(env_id, **evaluation_env_kwargs(env_id, ds.env_kwargs if env_id == ds.env_id else None))
+    assert _foot_friction(env) == {"foot_geom": 0.9, "foot_left_geom": 1.9}
+    env.close()
+    v5_data = make_env(env_id, **evaluation_env_kwargs(env_id, {}))   # e.g. Minari's mujoco/walker2d/*-v0
+    assert _foot_friction(v5_data) == {"foot_geom": 1.9, "foot_left_geom": 1.9}
+    v5_data.close()

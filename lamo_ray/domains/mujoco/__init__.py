@@ -2,7 +2,9 @@
 
 - Envs: ``Hopper-v5``, ``Walker2d-v5``, ``HalfCheetah-v5`` (`ENV_IDS`). D4RL's -v2 files were
   recorded on mujoco-py Hopper-v3 / Walker2d-v3 / HalfCheetah-v3, whose observation and action sizes
-  the v5 envs keep (Hopper 11/3, Walker2d 17/6, HalfCheetah 17/6).
+  the v5 envs keep (Hopper 11/3, Walker2d 17/6, HalfCheetah 17/6). Walker2d-v5 also changed the
+  model (both feet's friction 1.9; v2-v4: right foot 0.9), so data not recorded on Walker2d-v5 itself
+  (D4RL's files) evaluate on the v2-v4 model (`DATA_MODEL_FILES`, `MujocoDomain.evaluation_env_kwargs`).
 - References: D4RL's random / expert returns (`D4RL_REF_SCORES`, REFERENCE.md "Evaluation") for the
   D4RL files, found by the env name in the file name; Minari's ``mujoco/*`` datasets and the ones
   made here carry their own in their metadata.
@@ -16,7 +18,9 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from lamo_ray.domains.base import Domain, EvaluationDefaults, register
 from lamo_ray.episodes import dataset_path, in_store
@@ -35,6 +39,10 @@ D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
 TARGET_RETURNS: dict[str, tuple[float, ...]] = {
     "Hopper-v5": (3600, 2600, 2200, 1800), "HalfCheetah-v5": (12000, 8000, 6000, 4500),
     "Walker2d-v5": (5000, 4000, 3000, 2500)}
+#: the model file of the -v2..-v4 envs D4RL's data were recorded on, where the -v5 env's default differs:
+#: gymnasium's ``walker2d.xml`` (right foot friction 0.9, left 1.9) vs Walker2d-v5's ``walker2d_v5.xml``
+#: (both 1.9); Hopper-v5 and HalfCheetah-v5 keep ``hopper.xml`` and ``half_cheetah.xml``
+DATA_MODEL_FILES: dict[str, str] = {"walker2d": "walker2d.xml"}
 #: the datasets `lamo_ray.domains.mujoco.collect.collect_mujoco` makes per env
 KINDS: tuple[str, ...] = ("medium", "medium-replay", "expert", "random")
 # D4RL's gym-MuJoCo v2 files (d4rl/infos.py): dataset hopper-medium-replay-v2 is served as
@@ -95,6 +103,22 @@ class MujocoDomain(Domain):
 
     def serves_env(self, env_id: str) -> bool:
         return env_id.split("-v")[0].lower() in ENV_IDS
+
+    def evaluation_env_kwargs(self, env_id: str, data_env_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Kwargs to evaluate on ``env_id`` given those the training data were recorded with.
+
+        ``data_env_kwargs`` given (the data were recorded on ``env_id`` itself: Minari's ``mujoco/*``, the
+        ``lamo/mujoco/*`` data made here): unchanged. None (the data name no env, as D4RL's HDF5 files, or
+        another version): a ``-v5`` env whose model differs from the one of the -v2..-v4 envs the data came
+        from gets that model (``xml_file``, `DATA_MODEL_FILES`): D4RL's Walker2d data were made with
+        right-foot friction 0.9, Walker2d-v5's default is 1.9 (gymnasium ``walker2d.xml`` vs
+        ``walker2d_v5.xml``)."""
+        if data_env_kwargs is not None:
+            return dict(data_env_kwargs)
+        family = mujoco_env_name(env_id)
+        if env_id.endswith("-v5") and family in DATA_MODEL_FILES:
+            return {"xml_file": DATA_MODEL_FILES[family]}
+        return {}
 
     def serves_dataset(self, source: str) -> bool:
         """Minari ``mujoco/*`` and ``lamo/mujoco/*`` ids, and HDF5 files named after a family
