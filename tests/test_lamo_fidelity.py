@@ -190,3 +190,21 @@ def test_d4rl_walker2d_task_evaluates_on_the_datas_physics(tmp_path):
     v5_data = make_env(env_id, **evaluation_env_kwargs(env_id, {}))   # e.g. Minari's mujoco/walker2d/*-v0
     assert _foot_friction(v5_data) == {"foot_geom": 1.9, "foot_left_geom": 1.9}
     v5_data.close()
+
+
+# --------------------------------------------------------------------------- L4: precision
+
+
+@pytest.mark.parametrize("sweep", ["kitchen.yaml", "mujoco.yaml", "atari.yaml"])
+def test_paper_scale_sweeps_train_in_fp32_on_gpus_with_bf16_one_key_away(sweep):
+    """LaMo trains in fp32: srzer/LaMo-2023 ``experiment-d4rl/run.sh:29-49`` passes no ``--fp16``
+    (``experiment.py:477``, default False) and ``SequenceTrainer.train_step`` (``seq_trainer.py:8-56``) has
+    no autocast; ``experiment-atari/core.py:149-171`` none either. Every trial of the paper-scale sweeps
+    resolves to fp32 on a CUDA device, and ``--set train.precision=bf16`` gives bf16. Fails before issue 28:
+    ``train.precision: auto``, bf16 on a GPU."""
+    from lamo_ray.train import MixedPrecision
+
+    cuda = torch.device("cuda")
+    assert {MixedPrecision.for_device(c.train.precision, cuda).name for c in _trials(sweep)} == {"fp32"}
+    bf16 = [row["config"] for row in expand_trials(load_sweep(SWEEPS / sweep, ["train.precision=bf16"]))]
+    assert {MixedPrecision.for_device(c.train.precision, cuda).name for c in bf16} == {"bf16"}
