@@ -165,6 +165,9 @@ class TrainConfig(_Strict):
     lr: float = Field(1e-4, gt=0.0)
     weight_decay: float = Field(1e-5, ge=0.0)
     adam_eps: float = Field(1e-6, gt=0.0)
+    optimizer: Literal["adamw", "lamb"] = Field(
+        "adamw", description="The DT's optimiser: 'adamw' (LaMo, L2M) or 'lamb' (the ODT-TD3 authors': their lamb.py, "
+        "through pytorch-optimizer; lamo_ray.optim.lamb). lr, weight_decay and adam_eps apply to either.")
     warmup_steps: int = Field(2500, ge=0)
     lr_schedule: Literal["constant", "cosine", "lamo_atari"] = Field(
         "constant", description="After the linear warm-up: 'constant' (LaMo, DT, ODT) or 'cosine' (L2M's "
@@ -391,6 +394,11 @@ class ContinualConfig(_Strict):
         "expert", description="Each evaluated task's target return: 'expert' (the mean return of the scripted expert "
         "recorded in the task's dataset as ref_max_score) or 'data_max' (L2M's rule: the largest episode return in the "
         "task's dataset; its envs/target_returns.py tables are its datasets' maxima).")
+    success_rule: Literal["last_step", "any_step"] = Field(
+        "any_step", description="When an evaluation episode is a success: 'last_step' (L2M's rule: info['success'] "
+        "at the episode's last step, ml-jku/L2M src/callbacks/custom_eval_callback.py:298-303) or 'any_step' "
+        "(Continual World's SuccessCounter: the flag set at any step). Logged with the trial's params, so every "
+        "success rate says which rule made it; only domains with a success flag (Meta-World) can be scored.")
     method: Literal["l2m", "l2m_oracle", "lora", "ft", "ewc", "l2", "l2p", "joint", "single"] = Field(
         description="l2m (pool selected by keys), l2m_oracle (a modulator per task by task id), lora (one "
         "modulator for every task), ft (the whole model fine-tuned), ewc / l2 (ft with a penalty pulling the "
@@ -436,14 +444,15 @@ class ContinualConfig(_Strict):
 
     @model_validator(mode="after")
     def _sequence_is_success_scored(self) -> "ContinualConfig":
-        from lamo_ray.continual import task_domain
+        from lamo_ray.continual import SUCCESS_RULES, task_domain
 
         for key, tasks in (("tasks", self.tasks), ("eval_tasks", self.eval_tasks or [])):
-            scoreless = [t for t in tasks if task_domain(t) != "metaworld"]
+            scoreless = [t for t in tasks if self.success_rule not in SUCCESS_RULES[task_domain(t)]]
             if scoreless:
-                raise ValueError(f"continual.{key}: {scoreless} are DMControl tasks, which have no success flag; the "
-                                 "continual sequence and its evaluations are scored by success (Continual World's "
-                                 "metrics). DMControl tasks go in continual.pretrain_tasks (L2M: mt40 + dmc10)")
+                raise ValueError(f"continual.{key}: {scoreless} are DMControl tasks, which have no success flag for "
+                                 f"continual.success_rule {self.success_rule!r}; the continual sequence and its "
+                                 "evaluations are scored by success (Continual World's metrics). DMControl tasks go in "
+                                 "continual.pretrain_tasks (L2M: mt40 + dmc10)")
         return self
 
     @model_validator(mode="after")

@@ -69,21 +69,70 @@ def l2m_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": [rest[n] for n in sorted(rest)], "weight_decay": 0.0}]
 
 
-
-
 def make_optimizer(params: list[torch.nn.Parameter], train_cfg,
-                   temperature: list[torch.nn.Parameter] = ()) -> torch.optim.AdamW:
-    """AdamW with LaMo's lr, weight decay and eps (REFERENCE.md "Optimiser"), as torch's fused kernel
-    (one pass over all parameters; CPU and CUDA). Same update as the default for-each AdamW, up to
-    float rounding; measured 7.4x faster for 56M parameters on 2 CPU threads (142 -> 19 ms a step).
+                   temperature: list[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """The DT's optimiser, ``train_cfg.optimizer``:
+
+    - 'adamw': AdamW with LaMo's lr, weight decay and eps (REFERENCE.md "Optimiser"), as torch's fused
+      kernel (one pass over all parameters; CPU and CUDA). Same update as the default for-each AdamW, up
+      to float rounding; measured 7.4x faster for 56M parameters on 2 CPU threads (142 -> 19 ms a step).
+    - 'lamb': LAMB as the ODT-TD3 authors' (`lamb`).
+
     ``params``: parameters, or param groups (dicts, e.g. `l2m_param_groups`); ``temperature``: ODT's
     log-temperature, in a last group with `TEMPERATURE_GROUP`'s settings and a constant lr."""
     params = list(params)
     groups = params if params and isinstance(params[0], dict) else [{"params": params}]
     if temperature:
         groups.append({"params": list(temperature), **TEMPERATURE_GROUP, CONSTANT_LR: True})
+    if getattr(train_cfg, "optimizer", "adamw") == "lamb":
+        return lamb(groups, train_cfg.lr, train_cfg.weight_decay, train_cfg.adam_eps)
     return torch.optim.AdamW(groups, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay, eps=train_cfg.adam_eps,
                              fused=True)
+
+
+_LAMB: type | None = None
+
+
+def lamb(groups: list[dict], lr: float, weight_decay: float, eps: float) -> torch.optim.Optimizer:
+    """LAMB as the ODT-TD3 authors run it (their ``lamb.py``, Ross Wightman's timm ``Lamb``, NVIDIA's
+    FusedLAMB: lines 145-190), from pytorch-optimizer's ``Lamb``: per parameter tensor the Adam direction
+    ``m / (sqrt(v) + eps)`` plus ``weight_decay x p`` (coupled into the update, their line 170), scaled by
+    the trust ratio ``||p|| / ||update||`` (1 where either norm is 0, lines 174-181), so each tensor
+    moves by ``lr x ||p||``. Settings that make pytorch-optimizer's update theirs:
+
+    - ``weight_decouple=False``: decay added to the update before the trust ratio (line 170);
+    - ``adam_debias=True``: no extra ``1 / (1 - beta1^t)`` on the step (their bias corrections sit inside
+      the update, which the trust ratio normalises away);
+    - no cap on ``||p||`` (pytorch-optimizer caps it at 10 by default; theirs has none: a 512 x 2048
+      GPT-2 MLP weight has norm ~20 at init).
+
+    What stays different: their bias corrections also set the relative weight of the decay and eps
+    terms inside the update (a relative difference of about ``weight_decay x ||p|| / ||adam
+    direction||`` early on: ~1e-6 at their settings), and their internal global clip at 1.0 (a no-op
+    after the trainer's clip at 0.25, which we apply too). A group flagged `CONSTANT_LR` (ODT's
+    temperature, which the authors step with a separate Adam) gets Adam's direction without the trust
+    ratio; its second moment is not bias-corrected (early steps smaller than Adam's: x0.03 at the
+    first, x0.8 at the 1000th), named in docs/differences.md.
+
+    Raises:
+        ValueError: a negative weight decay or lr (pytorch-optimizer's check).
+    """
+    global _LAMB
+    if _LAMB is None:
+        from pytorch_optimizer import Lamb
+
+        class UnboundedLamb(Lamb):
+            """pytorch-optimizer's Lamb without its cap on the weight norm (the authors' has none)."""
+
+            clamp = math.inf
+
+        _LAMB = UnboundedLamb
+    for group in groups:
+        if group.get(CONSTANT_LR):
+            group.update(adam=True, adam_debias=False)
+        else:
+            group.setdefault("adam_debias", True)
+    return _LAMB(groups, lr=lr, weight_decay=weight_decay, eps=eps, weight_decouple=False)
 
 
 #: LaMo's Atari schedule (srzer/LaMo-2023 ``experiment-atari/cfgs/config.yaml:26-27``, DT's Atari values):
