@@ -35,8 +35,9 @@ def test_each_task_is_scored_by_its_actor_as_an_in_process_rollout(local_ray):
     model = MultiDomainDecisionTransformer(ModelConfig(backbone="gpt2", pretrained=False, n_layer=1, n_embd=16,
                                                        n_head=1, finetune="full"), max_ep_len=50)
     model.attach_pool(ModulationPool(16, 64, 1, size=3, rank=2))
-    with torch.no_grad():
-        model.pool.q_b.normal_(0, 1.0)      # modulators that matter
+    with torch.no_grad():   # modulators that matter (L2M's A init is small: bound 1 / sqrt(n_layer (2h + 4h) r))
+        model.pool.q_a.normal_(0, 1.0)
+        model.pool.q_b.normal_(0, 1.0)
     model.eval()
     evaluator = TaskEvaluator(spec, model, {t: env_id(t) for t in TASKS}, {t: (39, 4) for t in TASKS},
                               {t: 1000.0 for t in TASKS}, episodes=3, seed=1, max_episode_steps=30)
@@ -82,6 +83,7 @@ def test_a_pool_attached_after_the_actors_started_reaches_them(local_ray, kind):
         if kind == "modulators":   # L2M's pool, its oracle's modulator 1
             model.attach_pool(ModulationPool(16, 64, 1, size=3, rank=2))
             with torch.no_grad():
+                model.pool.q_a.normal_(0, 1.0)
                 model.pool.q_b.normal_(0, 1.0)
                 model.pool.ff_b.normal_(0, 1.0)
             index = 1
@@ -111,17 +113,20 @@ def test_each_actor_gets_its_tasks_return_scale(monkeypatch):
             return Actor
 
         @staticmethod
-        def remote(spec, env, *args):
+        def remote(spec, env, *args, **kwargs):
             specs[env] = spec
+            rules[env] = kwargs.get("success_rule")
 
-    monkeypatch.setattr(evaluation, "RolloutActor", Actor)
+    rules = {}
+    monkeypatch.setattr(evaluation, "TaskRolloutActor", Actor)
     cfg = validate_trial({"data": {"source": "unused", "context_length": 2, "rtg_scale": 200, "max_ep_len": 50},
                           "model": {"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1}})
     spec = PolicySpec(trial=cfg, state_shape=(39,), act_dim=4, discrete_actions=False, state_mean=None, state_std=None)
     model = torch.nn.Linear(2, 2)
     evaluator = TaskEvaluator(spec, model, {"a": "EnvA-v0", "b": "EnvB-v0"}, {"a": (39, 4), "b": (204, 1)},
-                              {"a": 1.0, "b": 2.0}, 1, 0, rtg_scales={"b": 100.0})
+                              {"a": 1.0, "b": 2.0}, 1, 0, rtg_scales={"b": 100.0}, success_rule="last_step")
     evaluator.actors = {}
+    assert rules == {"EnvA-v0": "last_step", "EnvB-v0": "last_step"}   # continual.success_rule reaches every actor
     assert specs["EnvA-v0"].trial.data.rtg_scale == 200 and specs["EnvB-v0"].trial.data.rtg_scale == 100
     assert (specs["EnvB-v0"].state_shape, specs["EnvB-v0"].act_dim) == ((204,), 1)
     assert cfg.data.rtg_scale == 200          # the trial's own config is untouched

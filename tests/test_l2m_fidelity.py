@@ -2,7 +2,10 @@
 initialisation, the success rule, gradient accumulation with one micro-batch per domain."""
 
 import math
+from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
@@ -31,3 +34,68 @@ def test_modulator_init_bound_is_l2ms_kaiming_uniform_over_its_whole_pool_tensor
         for a in (p.q_a, p.v_a, p.ff_a):
             assert a.abs().max() <= bound and a.abs().max() > 0.95 * bound
         assert all(b.abs().sum() == 0 for b in (p.q_b, p.v_b, p.ff_b))
+
+
+class _SuccessThenLost(gym.Env):
+    """A 5-step episode whose success flag is set at step 2 only (an object placed, then knocked off)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (39,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(39, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(39, np.float32), 1.0, False, self.t >= 5, {"success": float(self.t == 2)}
+
+
+@pytest.mark.parametrize("rule, success", [("any_step", True), ("last_step", False)])
+def test_success_rule_any_step_is_continual_worlds_last_step_is_l2ms(rule, success):
+    """L2M's evaluation callback reads ``info["success"]`` when the episode is done (ml-jku/L2M
+    ``src/callbacks/custom_eval_callback.py:298-303``); Continual World's ``SuccessCounter`` counts the
+    flag at any step. An episode that succeeds at step 2 and ends at step 5 without the flag is a
+    success by the second rule only. Before: every continual evaluation counted any step (no rule)."""
+    from lamo_ray.checkpoint import PolicySpec
+    from lamo_ray.config import ModelConfig, validate_trial
+    from lamo_ray.continual.evaluation import TaskRollout
+    from lamo_ray.mddt import MultiDomainDecisionTransformer
+
+    env_id = "L2MTest/SuccessThenLost-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=_SuccessThenLost)
+    cfg = validate_trial({"data": {"source": "unused", "context_length": 2, "rtg_scale": 200, "max_ep_len": 50},
+                          "model": {"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1}})
+    spec = PolicySpec(trial=cfg, state_shape=(39,), act_dim=4, discrete_actions=False, state_mean=None, state_std=None)
+    model = MultiDomainDecisionTransformer(ModelConfig(backbone="gpt2", pretrained=False, n_layer=1, n_embd=16,
+                                                       n_head=1, finetune="full"), max_ep_len=50)
+    records = TaskRollout(spec, env_id, num_envs=2, model=model, max_episode_steps=5, success_rule=rule).run(
+        [(100.0, 0), (100.0, 1), (100.0, 2)])
+    assert [r["success"] for r in records] == [success] * 3 and all(r["length"] == 5 for r in records)
+    with pytest.raises(ValueError, match="continual.success_rule"):
+        TaskRollout(spec, env_id, num_envs=1, model=model, success_rule="first_step")
+
+
+def test_l2m_sweeps_score_by_l2ms_rule_and_log_it_as_a_param():
+    """Both L2M sweeps resolve every trial to ``continual.success_rule: last_step`` (L2M's,
+    ``custom_eval_callback.py:298-303``), and the rule is among the params each trial's MLflow run gets
+    (`lamo_ray.config.asdict_flat`, as `lamo_ray.tracking.start_trial_run` logs them), so a reported
+    success rate says which rule made it. Before: no such key."""
+    from lamo_ray.config import asdict_flat, load_sweep
+
+    for name in ("l2m_cw10", "l2m_local"):
+        sweep = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / f"{name}.yaml")
+        rules = {asdict_flat(t["config"])["continual.success_rule"] for t in sweep.trials}
+        assert rules == {"last_step"}, name
+
+
+def test_a_success_rule_on_dmcontrol_tasks_is_refused_naming_the_key():
+    """DMControl has no success flag: neither rule can score it, and the error names the rule's key."""
+    from lamo_ray.config import ContinualConfig
+
+    for rule in ("last_step", "any_step"):
+        with pytest.raises(ValueError, match=f"continual.success_rule '{rule}'"):
+            ContinualConfig(pretrain_tasks=["reach"], tasks=["hammer", "walker-run"], steps_per_task=1, eval_every=1,
+                            method="ft", success_rule=rule)

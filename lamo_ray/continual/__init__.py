@@ -12,7 +12,7 @@ model fine-tuned on tasks one after another, evaluated on every task after each 
 - here, free of torch (the config and the sweep's preflight use them): `target_return` (each task's
   evaluation target), and the tasks of several domains: `check_continual_tasks` (Meta-World and
   DMControl names, did-you-mean), `task_domain`, `fill_source` (a domain's data template),
-  `episode_steps`.
+  `episode_steps`, `SUCCESS_RULES`.
 """
 
 
@@ -42,6 +42,9 @@ def target_return(ds, rule: str, source: str) -> float:
 
 #: the domains whose tasks a continual trial can name (L2M's: Meta-World and DMControl)
 CONTINUAL_DOMAINS = ("metaworld", "dmcontrol")
+#: the ``continual.success_rule`` values each continual domain's envs can give: Meta-World reports
+#: ``info["success"]`` at every step (L2M reads it at the last, Continual World at any); DMControl none
+SUCCESS_RULES = {"metaworld": ("last_step", "any_step"), "dmcontrol": ()}
 #: placeholders of a data-source template: the task name, and the same with '-' as '_' (L2M's DMC file names)
 PLACEHOLDERS = ("{task}", "{task_underscored}")
 

@@ -6,7 +6,8 @@ same session, MLflow run and checkpoint mechanics as the other trials (`lamo_ray
   (`lamo_ray.data.shards`); batches come from `ShardedSampler` with raw states (L2M).
 - Model: `lamo_ray.mddt.MultiDomainDecisionTransformer` of ``model`` and ``continual.mddt``.
 - Evaluation: `lamo_ray.continual.evaluation.TaskEvaluator`, one rollout actor per evaluated task,
-  each task conditioned on its data's expert return (``ref_max_score``, else the data's best return).
+  each task conditioned on its data's expert return (``ref_max_score``, else the data's best return),
+  success by ``continual.success_rule`` (a trial param in MLflow, as every config key).
 - Each evaluation: MLflow gets ``eval/<task>/success_rate`` and ``eval/<task>/return``, and
   ``success_rate`` (the mean over the evaluated tasks); the session gets a report with
   ``normalized_score`` = 100 x that mean (the sweep's scheduler metric) and a checkpoint holding the
@@ -89,7 +90,8 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
                           state_mean=None, state_std=None, backbone_config=model.backbone_base_config)
         evaluator = TaskEvaluator(spec, model, {t: env_ids[t] for t in c.evaluated}, dims, targets,
                                   c.eval_episodes, cfg.seed, cfg.eval.seed_offset, cfg.eval.max_episode_steps,
-                                  cfg.eval.actor_cpus, rtg_scales={t: cfg.rtg_scale_of(t) for t in c.evaluated})
+                                  cfg.eval.actor_cpus, rtg_scales={t: cfg.rtg_scale_of(t) for t in c.evaluated},
+                                  success_rule=c.success_rule)
 
         def sampler_for(tasks, seed):
             return ShardedSampler([paths[t] for t in tasks], cfg.data.context_length,
