@@ -165,6 +165,9 @@ class TrainConfig(_Strict):
     lr: float = Field(1e-4, gt=0.0)
     weight_decay: float = Field(1e-5, ge=0.0)
     adam_eps: float = Field(1e-6, gt=0.0)
+    optimizer: Literal["adamw", "lamb"] = Field(
+        "adamw", description="The DT's optimiser: 'adamw' (LaMo, L2M) or 'lamb' (the ODT-TD3 authors': their lamb.py, "
+        "through pytorch-optimizer; lamo_ray.optim.lamb). lr, weight_decay and adam_eps apply to either.")
     warmup_steps: int = Field(2500, ge=0)
     lr_schedule: Literal["constant", "cosine", "lamo_atari"] = Field(
         "constant", description="After the linear warm-up: 'constant' (LaMo, DT, ODT) or 'cosine' (L2M's "
