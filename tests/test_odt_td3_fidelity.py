@@ -256,3 +256,84 @@ def test_online_yaml_uses_the_authors_optimiser():
     for r in _online_trials():
         train = r["config"].train
         assert (train.optimizer, train.lr, train.adam_eps, train.warmup_steps) == ("lamb", 1e-4, 1e-8, 10000), r["variant"]
+
+
+def test_unknown_optimizer_is_named_before_compute():
+    from lamo_ray.config import ConfigError, validate_trial
+
+    with pytest.raises(ConfigError, match="train.optimizer"):
+        validate_trial({"data": {"source": "x"}, "train": {"optimizer": "sgd"}})
+
+
+def test_replay_orders_fitting_offline_data_by_return_and_evicts_the_lowest_first():
+    """Issue 28 point 6: the authors' ``_load_dataset`` returns the offline trajectories sorted from
+    lowest to highest return (``main.py`` lines 290-304), so their replay ring (``replay_buffer.py``
+    lines 45-50, overwriting from index 0) evicts the lowest return first even when the data fit; ours
+    kept dataset order then."""
+    import numpy as np
+
+    from lamo_ray.data.trajectories import Trajectory
+    from lamo_ray.online.replay import TrajectoryReplay
+
+    def traj(ret):
+        return Trajectory(np.zeros((2, 1), np.float32), np.zeros((2, 1), np.float32),
+                          np.array([ret, 0.0], np.float32), True)
+
+    replay = TrajectoryReplay(3, [traj(5.0), traj(-1.0), traj(2.0)])
+    assert [t.ret for t in replay.trajectories] == [-1.0, 2.0, 5.0]
+    replay.add([traj(100.0)])
+    assert sorted(t.ret for t in replay.trajectories) == [2.0, 5.0, 100.0]
+
+
+def test_the_online_phase_starts_from_hard_copied_targets():
+    """Issue 28 point 6: the authors' online phase builds a new ``SequenceTrainer`` (``main.py`` line 490)
+    whose ``__init__`` deep-copies the DT and the critic into their targets (``trainer.py`` lines 47, 51);
+    the soft-updated targets of the offline phase are not carried over. A resumed online phase
+    (iteration > 0) keeps its checkpointed targets."""
+    import numpy as np
+    import torch
+    from test_online_loop import build, phase_for, td3_trial
+
+    from lamo_ray.online.loop import Collected
+
+    cfg = td3_trial()
+    model = build(cfg)
+
+    class OneEpisode:
+        def submit(self, weights, iteration):
+            return iteration
+
+        def gather(self, pending):
+            rng = np.random.default_rng(pending)
+            from lamo_ray.data.trajectories import Trajectory
+            t = Trajectory(rng.standard_normal((8, 11)).astype(np.float32), rng.uniform(-1, 1, (8, 3)).astype(np.float32),
+                           rng.standard_normal(8).astype(np.float32), False)
+            return Collected([t], [float(t.ret)], [8], [], 0, 8, 0.0)
+
+    phase, _, _ = phase_for(cfg, model, OneEpisode())
+    learner = phase.learner
+    with torch.no_grad():  # the offline phase left the targets behind their sources
+        for p in learner.target_critic.parameters():
+            p.add_(1.0)
+        for p in learner.target_model.parameters():
+            p.add_(1.0)
+    seen = []
+    real_update = learner.update
+
+    def update(batch, generator=None):
+        if not seen:
+            seen.append(all(torch.equal(a, b) for a, b in zip(learner.target_critic.parameters(),
+                                                               learner.critic.parameters()))
+                        and all(torch.equal(a, b) for a, b in zip(learner.target_model.parameters(),
+                                                                   model.parameters())))
+        return real_update(batch, generator)
+
+    learner.update = update
+    phase.run_iteration()
+    assert seen == [True]
+    with torch.no_grad():
+        for p in learner.target_critic.parameters():
+            p.add_(1.0)
+    seen.clear()
+    phase.run_iteration()  # iteration 1: no new copy
+    assert seen == [False]

@@ -102,6 +102,12 @@ class TD3Learner:
         return {"online/critic_loss": closs.item(), "online/q1_mean": info["q1_mean"],
                 "online/q_target_mean": info["target_mean"]}
 
+    def hard_update_targets(self) -> None:
+        """Copy the critic and the DT into their targets (the authors build a new ``SequenceTrainer`` for the
+        online phase, ``main.py`` line 490, whose ``__init__`` deep-copies both: ``trainer.py`` lines 47, 51)."""
+        self.target_critic.load_state_dict(self.critic.state_dict())
+        self.target_model.load_state_dict(self.model.state_dict())
+
     def soft_update_targets(self) -> None:
         """Move the target critic and the target DT ``tau`` toward their sources (after an actor step)."""
         soft_update(self.target_critic, self.critic, self.settings.tau)

@@ -285,6 +285,8 @@ class OnlinePhase:
         """Collect (or take the overlapped collection), add to the replay, update; returns the
         iteration's metrics (``online/...``), with ``online/transitions`` collected so far."""
         i = self.iteration
+        if i == 0 and self.learner is not None:  # the online phase starts from hard copies (the authors')
+            self.learner.hard_update_targets()
         t0 = time.perf_counter()
         pending = self._pending if self._pending is not None and self._pending.iteration == i else \
             self.collector.submit(self._weights(), i)

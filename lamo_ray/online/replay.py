@@ -1,8 +1,9 @@
 """ODT's trajectory replay buffer (Online DT ``replay_buffer.py``, kept by the ODT-TD3 code;
 REFERENCE_ODT_TD3.md "Online loop").
 
-- Seeded with the offline trajectories; when they exceed ``capacity``, the ``capacity`` with the
-  highest returns, ordered from lowest to highest return.
+- Seeded with the offline trajectories ordered from lowest to highest return (the authors'
+  ``_load_dataset`` sorts them so, ``main.py`` lines 290-304, whether or not they fit); when they
+  exceed ``capacity``, the ``capacity`` with the highest returns (``replay_buffer.py`` lines 14-21).
 - New trajectories fill the buffer to ``capacity``; once full they overwrite slots from index 0 on,
   in a ring: the lowest-return offline trajectories go first, then the oldest.
 - Hindsight return-to-go: the learner's segments compute return-to-go from the rewards a trajectory
@@ -37,9 +38,8 @@ class TrajectoryReplay:
             raise ValueError(f"online.replay_size must be >= 1, got {capacity}")
         self.capacity = capacity
         offline = list(offline)
-        if len(offline) > capacity:
-            order = np.argsort([t.ret for t in offline], kind="stable")  # lowest to highest
-            offline = [offline[i] for i in order[-capacity:]]
+        order = np.argsort([t.ret for t in offline], kind="stable")  # lowest to highest, fitting or not
+        offline = [offline[i] for i in order[-capacity:]]
         self.trajectories: list[Trajectory] = offline
         self.start = 0  # next slot to overwrite once full
         self.added = 0  # online trajectories added so far
