@@ -176,6 +176,11 @@ class TrainConfig(_Strict):
         "(lamo_ray.optim.NonNoopActionLR; discrete actions only; warmup_steps unused).")
     lr_min: float = Field(1e-6, ge=0.0, description="The cosine schedule's floor (L2M's eta_min 1e-6).")
     grad_clip: float = Field(0.25, gt=0.0)
+    grad_accumulation: int = Field(1, ge=1, description="Continual trials' pre-training: micro-batches of "
+                                   "batch_size whose gradients make one optimiser step (L2M's accumulation_steps: 2, "
+                                   "one micro-batch per domain with continual.pretrain_mixing 'domain'). As L2M's, the "
+                                   "lr schedule advances once per micro-batch: warmup_steps and the cosine's length "
+                                   "(steps x grad_accumulation) count micro-batches. Other trials: 1 only.")
     eval_every: int = Field(2500, ge=1, description="Steps between evaluations (each one a checkpoint and a Tune report).")
     log_every: int = Field(100, ge=1, description="Steps between training-metric logs to MLflow.")
     num_workers: int = Field(1, ge=1, description="Ray Train DDP workers.")
@@ -375,8 +380,8 @@ class ContinualConfig(_Strict):
                                          "(MuJoCo 1000), else data.rtg_scale. Never evaluated.")
     pretrain_mixing: Literal["task", "domain"] = Field(
         "task", description="How pre-training batches mix their tasks: 'task' (each sample's task uniform over the "
-        "tasks) or 'domain' (each domain an equal share, tasks uniform within it: L2M's one batch per domain with "
-        "gradient accumulation, in expectation).")
+        "tasks) or 'domain' (L2M's: each batch from one domain, the domains in turn, tasks uniform within it; with "
+        "train.grad_accumulation = the number of domains every optimiser step takes one batch of each).")
     sources: dict[str, str] = Field(default_factory=dict, description="Data-source templates per domain "
                                     "('metaworld', 'dmcontrol'), for that domain's tasks instead of data.source; "
                                     "placeholders {task} and {task_underscored} (L2M's DMC files: "
@@ -513,6 +518,10 @@ class TrialConfig(_Strict):
             if "{task}" in self.data.source or "{task_underscored}" in self.data.source:
                 raise ValueError(f"data.source {self.data.source!r} has a task placeholder, which only a "
                                  "continual: section fills")
+            if self.train.grad_accumulation != 1:
+                raise ValueError(f"train.grad_accumulation {self.train.grad_accumulation}: only a continual trial's "
+                                 "pre-training accumulates gradients (L2M); offline and online trials take one batch "
+                                 "per optimiser step, so set it to 1")
             return self
         from lamo_ray.continual import PLACEHOLDERS, episode_steps, task_domain
 

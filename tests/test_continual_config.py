@@ -87,7 +87,7 @@ def test_paper_scale_l2m_sweep_dry_run(tmp_path):
     assert cfg.continual.tasks == list(CW10) and not set(cfg.continual.pretrain_tasks) & set(CW10)
     assert len(cfg.continual.pretrain_tasks) == 50 and cfg.continual.pretrain_mixing == "domain"
     assert (cfg.rtg_scale_of("hammer"), cfg.rtg_scale_of("walker-run")) == (200.0, 100.0)
-    assert cfg.total_steps == 1_000_000 + 10 * 100_000
+    assert cfg.total_steps == 500_000 + 10 * 100_000     # optimiser steps: pre-training's of 2 micro-batches
     trunks = {(t["config"].model.backbone, t["config"].model.n_layer, t["config"].model.n_embd)
               for t in trials if t["config"].model.pretrained}
     assert trunks == {("gpt2", 6, None)}

@@ -338,3 +338,75 @@ def test_the_modulators_start_from_l2ms_init_of_its_pool_or_its_single_lora(shar
     bound = l2m_init_bound(32, 128, 2, None if single else 2)
     a = torch.cat([r.model.pool.q_a.flatten(), r.model.pool.v_a.flatten(), r.model.pool.ff_a.flatten()])
     assert bound * 0.9 < a.abs().max() <= bound
+
+
+def test_pretraining_accumulates_micro_batches_into_one_step_and_counts_the_schedule_in_micro_batches(shards):
+    """ml-jku/L2M ``src/algos/decision_transformer_sb3.py:835-862``: each micro-batch's loss divided by
+    ``accumulation_steps`` and backpropagated, the optimiser stepping once per ``accumulation_steps``
+    updates, the lr schedulers stepping at every update (warm-up and cosine in micro-batches). Here with
+    train.grad_accumulation 2: 4 optimiser steps of 2 micro-batches, the gradient of each step the mean
+    of its two micro-batches' gradients, and the lr of step j the schedule's value at micro-batch 2j.
+    Before: no such key, one batch per step."""
+    import copy
+
+    from lamo_ray.optim import cosine_lambda
+
+    train = TRAIN.model_copy(update={"grad_accumulation": 2, "grad_clip": 1e9, "lr_schedule": "cosine",
+                                     "warmup_steps": 3, "lr_min": 1e-5})
+    r = runner(shards, "ft", train=train)
+    batches, steps = [], []
+    make = r.sampler_for
+
+    class Recorded:
+        def __init__(self, sampler):
+            self.sampler = sampler
+
+        def sample(self, batch_size):
+            batches.append(self.sampler.sample(batch_size))
+            return batches[-1]
+
+    r.sampler_for = lambda tasks, seed: Recorded(make(tasks, seed))
+    start = copy.deepcopy(r.model)
+    r._begin_phase()
+    r.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: steps.append(
+        ({n: p.grad.clone() for n, p in r.model.named_parameters() if p.grad is not None},
+         optimizer.param_groups[0]["lr"])))
+    with pytest.raises(_Stop):                            # stop at the pre-training's evaluation
+        r.run(lambda record, rr: _stop())
+    assert len(batches) == 2 * TRAIN.steps and len(steps) == TRAIN.steps
+    assert r.scheduler is None and r.step == TRAIN.steps          # pre-training over: the micro-batches counted
+    factor = cosine_lambda(3, TRAIN.steps * 2, TRAIN.lr, 1e-5)
+    assert [lr for _, lr in steps] == pytest.approx([TRAIN.lr * factor(2 * j) for j in range(TRAIN.steps)])
+    # the first step's gradient: the mean of its two micro-batches' gradients on the starting weights
+    start.train()
+    expected = {}
+    for b in batches[:2]:
+        b = {k: torch.as_tensor(v) for k, v in b.items()}
+        start.zero_grad()
+        start.loss(start(b["states"], b["actions"], b["returns_to_go"], b["rewards"], b["timesteps"],
+                         b["attention_mask"]), b["actions"], b["attention_mask"], b["action_mask"]).backward()
+        for n, p in start.named_parameters():
+            if p.grad is not None:
+                expected[n] = expected.get(n, 0) + p.grad / 2
+    got = steps[0][0]
+    assert set(got) == set(expected)
+    assert all(torch.allclose(got[n], expected[n], rtol=1e-4, atol=1e-7) for n in got)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop():
+    raise _Stop
+
+
+def test_grad_accumulation_is_for_pretraining_only_and_at_least_one():
+    """``train.grad_accumulation`` below 1 is refused naming the key; above 1 outside a continual
+    trial too (the offline and online loops take one batch per step)."""
+    from lamo_ray.config import validate_trial
+
+    with pytest.raises(ValueError, match="grad_accumulation"):
+        TrainConfig(grad_accumulation=0)
+    with pytest.raises(ValueError, match="train.grad_accumulation 2: only a continual trial"):
+        validate_trial({"data": {"source": "x/y-v0"}, "train": {"grad_accumulation": 2}})

@@ -128,7 +128,9 @@ def test_target_return_expert_without_a_recorded_expert_return_names_the_key():
 def test_pretraining_mixes_meta_world_and_dmcontrol(data, tmp_path, monkeypatch):
     """L2M's multi-domain pre-training: Meta-World tasks, a DMControl task (an L2M-format file in the
     204-number state) and a MuJoCo dataset (D4RL format) in one model, each with its own return scale,
-    domains weighted equally; the continual sequence then runs on Meta-World as before."""
+    each batch from one domain in turn (ml-jku/L2M ``src/buffers/samplers.py:8-59``), two micro-batches
+    per optimiser step (``train.grad_accumulation``); the continual sequence then runs on Meta-World as
+    before. Before issue 28 each sample's domain was drawn at random, one batch per step."""
     from test_continual_config import write_d4rl
     import numpy as np
 
@@ -144,16 +146,23 @@ def test_pretraining_mixes_meta_world_and_dmcontrol(data, tmp_path, monkeypatch)
              dones=dones)
     built = []
 
+    drawn = []
+
     class Recording(shards.ShardedSampler):
         def __init__(self, tasks, *args, **kwargs):
             super().__init__(tasks, *args, **kwargs)
             built.append(([t.meta["task"] for t in self.tasks], self.rtg_scales.tolist(), self.task_probs.tolist()))
+
+        def sample(self, batch_size):
+            drawn.append(self.tasks[0].meta["task"])
+            return super().sample(batch_size)
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(data))
     monkeypatch.setattr(evaluation, "TaskEvaluator", StandIn)
     monkeypatch.setattr(shards, "ShardedSampler", Recording)
     raw = config().model_dump(exclude_unset=True)
     raw["data"]["max_ep_len"] = 1000
+    raw["train"]["grad_accumulation"] = 2
     hopper = str(tmp_path / "hopper-medium-v2.hdf5")
     write_d4rl(hopper, 11, 3, n=2000, episode=1000)
     raw["continual"].update(pretrain_tasks=["reach", "window-close", "cartpole-balance"], pretrain_mixing="domain",
@@ -163,7 +172,10 @@ def test_pretraining_mixes_meta_world_and_dmcontrol(data, tmp_path, monkeypatch)
     session = Session(tmp_path / "run")
     train.train_loop_per_worker({"trial": validate_trial(raw)}, session)
     assert [m["step"] for m, _ in session.reports] == [4, 6, 8, 10, 12]
-    tasks, scales, probs = built[0]
-    assert tasks == ["reach", "window-close", "cartpole-balance", hopper] and scales == [200.0, 200.0, 100.0, 1000.0]
-    assert probs == pytest.approx([1 / 6, 1 / 6, 1 / 3, 1 / 3])    # each domain a third, tasks even within it
-    assert built[1][:2] == (["window-close"], [200.0])            # the first continual stage
+    # one sampler per domain, tasks even within it, each task at its domain's return scale
+    assert built[:3] == [(["reach", "window-close"], [200.0, 200.0], [0.5, 0.5]), (["cartpole-balance"], [100.0], [1.0]),
+                         ([hopper], [1000.0], [1.0])]
+    steps = raw["train"]["steps"]
+    assert drawn[:2 * steps] == (["reach", "cartpole-balance", hopper] * steps)[:2 * steps]   # in turn, 2 per step
+    assert built[3][:2] == (["window-close"], [200.0])            # the first continual stage, one batch per step
+    assert drawn[2 * steps:2 * steps + 2] == ["window-close"] * 2

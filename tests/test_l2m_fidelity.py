@@ -99,3 +99,39 @@ def test_a_success_rule_on_dmcontrol_tasks_is_refused_naming_the_key():
         with pytest.raises(ValueError, match=f"continual.success_rule '{rule}'"):
             ContinualConfig(pretrain_tasks=["reach"], tasks=["hammer", "walker-run"], steps_per_task=1, eval_every=1,
                             method="ft", success_rule=rule)
+
+
+def test_l2m_cw10_pretrains_as_l2ms_code_500k_steps_of_one_micro_batch_per_domain(monkeypatch):
+    """L2M's pre-training command (ml-jku/L2M ``README.md:189``: ``+agent_params.accumulation_steps=2``,
+    ``run_params=pretrain``: ``total_timesteps: 1000000`` updates of ``batch_size: 256``,
+    ``cdt_pretrain_disc.yaml:4,15``; ``warmup_steps: 4000`` and the cosine's ``T_max`` counted in those
+    updates, ``decision_transformer_sb3.py:846-862``): 500k optimiser steps of 2 micro-batches, one per
+    domain in turn (``src/buffers/samplers.py:8-59``). The resolved sweep and the sampler its trials
+    build. Before: 1M steps of one 256-sample batch with each sample's domain drawn at random."""
+    from lamo_ray.config import load_sweep
+    from lamo_ray.continual import task_domain
+    from lamo_ray.continual.trial import DomainTurns, phase_sampler
+
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "l2m_cw10.yaml")
+    for trial in sweep.trials:
+        t = trial["config"].train
+        assert (t.steps, t.grad_accumulation, t.batch_size, t.warmup_steps) == (500_000, 2, 256, 4000)
+        assert trial["config"].continual.pretrain_mixing == "domain"
+    cfg = sweep.trials[0]["config"]
+    domains = list(dict.fromkeys(task_domain(t) for t in cfg.continual.pretrain_sources))
+    assert domains == ["metaworld", "dmcontrol"] and len(domains) == cfg.train.grad_accumulation
+
+    class Stub:
+        def __init__(self, tasks, *args, **kwargs):
+            self.tasks = tasks
+
+        def sample(self, batch_size):
+            return {"tasks": self.tasks}
+
+    monkeypatch.setattr("lamo_ray.data.shards.ShardedSampler", Stub)
+    sources = cfg.continual.pretrain_sources
+    sampler = phase_sampler(cfg, {t: t for t in sources}, sources, [42, 0, 0])
+    assert isinstance(sampler, DomainTurns)
+    for _ in range(3):   # every optimiser step: one micro-batch of Meta-World's 40 tasks, one of DMC10
+        step = [sampler.sample(256)["tasks"] for _ in range(cfg.train.grad_accumulation)]
+        assert [len(b) for b in step] == [40, 10] and {task_domain(x) for x in step[1]} == {"dmcontrol"}

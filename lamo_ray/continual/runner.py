@@ -27,8 +27,10 @@ Methods (``continual.method``):
   mixed uniformly across them (Continual World's multi-task baseline), with the same steps and
   evaluations as the sequential methods, so its success matrix reads as training progress.
 
-The pre-training follows ``train`` (lr with its linear warm-up, weight decay, eps, clip, batch); the
-stages use ``continual.lr`` constant (L2M), a fresh AdamW per stage, the same clip and batch. In every
+The pre-training follows ``train`` (lr with its linear warm-up, weight decay, eps, clip, batch, and
+``grad_accumulation`` micro-batches per optimiser step, the schedule counted in micro-batches, as
+L2M's); the stages use ``continual.lr`` constant (L2M), a fresh AdamW per stage, the same clip and
+batch, one batch per step. In every
 phase the weight decay falls only on Linear / Conv weights, as L2M's optimiser groups
 (`lamo_ray.optim.l2m_param_groups`): a modulator, key or prompt no sample selects keeps its weights.
 `ContinualRunner.run` calls back after every evaluation with the new `Evaluation` and the runner, so
@@ -136,7 +138,9 @@ class ContinualRunner:
         torch.manual_seed(self.seed * 1000 + self.stage + 1)
         if self.stage == PRETRAIN:
             self.optimizer = make_optimizer(l2m_param_groups(self.model, self.train.weight_decay), self.train)
-            self.scheduler = make_scheduler(self.optimizer, self.train)
+            # stepped once per micro-batch (L2M): the schedule spans train.steps x grad_accumulation of them
+            micro = self.train.model_copy(update={"steps": self.train.steps * self.train.grad_accumulation})
+            self.scheduler = make_scheduler(self.optimizer, micro)
         else:
             self._attach()
             if self.cfg.method == "single" and self.stage_step == 0:   # not on a mid-stage resume
@@ -163,13 +167,13 @@ class ContinualRunner:
 
     # ------------------------------------------------------------------ training
 
-    def _train_step(self, sampler: Sampler) -> tuple[float, float]:
+    def _loss(self, sampler: Sampler) -> tuple[torch.Tensor, torch.Tensor]:
+        """What one batch of ``sampler`` adds to the minimised loss, and its action cross-entropy."""
         batch = {k: torch.as_tensor(v, device=self.device) for k, v in sampler.sample(self.train.batch_size).items()}
         task = None
         index = self.task_index(self.cfg.tasks[self.stage]) if self.stage != PRETRAIN else None
         if index is not None:
             task = torch.full((len(batch["task"]),), index, dtype=torch.long, device=self.device)
-        self.model.train()
         logits = self.model(batch["states"], batch["actions"], batch["returns_to_go"], batch["rewards"],
                             batch["timesteps"], batch["attention_mask"], task=task)
         loss = action_loss = self.model.loss(logits, batch["actions"], batch["attention_mask"], batch["action_mask"])
@@ -180,13 +184,30 @@ class ContinualRunner:
             loss = loss + weight * self.model.pool.key_loss(self.model.pool_query, self.model.pool.selected)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.step} (stage {self.stage})")
+        return loss, action_loss
+
+    def _train_step(self, sampler: Sampler) -> tuple[float, float]:
+        """One optimiser step; returns its (loss, action loss), means over its micro-batches.
+
+        In pre-training, ``train.grad_accumulation`` micro-batches of ``train.batch_size``, each loss
+        divided by their number and backpropagated in turn, then one clipped step, and the lr schedule
+        advanced once per micro-batch (ml-jku/L2M ``src/algos/decision_transformer_sb3.py:835-862``:
+        ``loss / accumulation_steps``, the optimiser step every ``accumulation_steps`` updates, the
+        schedulers at every one). A stage takes one batch per step, as L2M's continual runs."""
+        micro = self.train.grad_accumulation if self.stage == PRETRAIN else 1
+        self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total = action = 0.0
+        for _ in range(micro):
+            loss, action_loss = self._loss(sampler)
+            (loss / micro).backward()
+            total, action = total + loss.item() / micro, action + action_loss.item() / micro
         torch.nn.utils.clip_grad_norm_(self._trainable(), self.train.grad_clip)
         self.optimizer.step()
         if self.scheduler is not None:
-            self.scheduler.step()
-        return loss.item(), action_loss.item()
+            for _ in range(micro):
+                self.scheduler.step()
+        return total, action
 
     def penalty(self) -> torch.Tensor:
         """``continual.penalty x sum F (theta - theta*)^2`` over the anchored weights (module docstring)."""

@@ -3,7 +3,8 @@ same session, MLflow run and checkpoint mechanics as the other trials (`lamo_ray
 
 - Data: every task's dataset (``data.source`` with ``{task}`` filled), down-sampled by
   ``data.sample_ratio``, written once per trial as memory-mapped shards in a temporary directory
-  (`lamo_ray.data.shards`); batches come from `ShardedSampler` with raw states (L2M).
+  (`lamo_ray.data.shards`); batches come from `ShardedSampler` with raw states (L2M), per domain in
+  turn with ``continual.pretrain_mixing: domain`` (`phase_sampler`).
 - Model: `lamo_ray.mddt.MultiDomainDecisionTransformer` of ``model`` and ``continual.mddt``.
 - Evaluation: `lamo_ray.continual.evaluation.TaskEvaluator`, one rollout actor per evaluated task,
   each task conditioned on its data's expert return (``ref_max_score``, else the data's best return),
@@ -40,14 +41,40 @@ log = logging.getLogger(__name__)
 CONTINUAL_FILE = "continual.pt"
 
 
-def mixing_weights(tasks, mixing: str) -> list[float] | None:
-    """Sampling weights of ``tasks`` (`lamo_ray.data.shards.ShardedSampler`'s ``task_weights``): None
-    (uniform) for ``mixing`` 'task' or tasks of one domain; for 'domain', each domain an equal share
-    split evenly among its tasks (L2M: one batch per domain)."""
-    domains = [task_domain(t) for t in tasks]
-    if mixing == "task" or len(set(domains)) == 1:
-        return None
-    return [1.0 / (len(set(domains)) * domains.count(d)) for d in domains]
+class DomainTurns:
+    """Batches from one domain at a time, the domains in turn: ``sample(batch_size)`` asks the next of
+    ``samplers`` (one per domain). L2M's ``DomainWeightedRandomSampler`` (ml-jku/L2M
+    ``src/buffers/samplers.py:8-59``: "after every batch, the sampler switches to the next domain"); with
+    ``train.grad_accumulation`` equal to the number of domains, every optimiser step takes one batch of
+    each (L2M's pre-training: 2 domains, ``accumulation_steps=2``)."""
+
+    def __init__(self, samplers):
+        self.samplers, self.turn = list(samplers), 0
+
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+        batch = self.samplers[self.turn].sample(batch_size)
+        self.turn = (self.turn + 1) % len(self.samplers)
+        return batch
+
+
+def phase_sampler(cfg: TrialConfig, paths, tasks, seed):
+    """The batches of a phase over ``tasks`` (``paths``: ``{task: shard directory}``): one
+    `lamo_ray.data.shards.ShardedSampler` over them (each sample's task uniform), or for
+    ``continual.pretrain_mixing`` 'domain' with tasks of several domains, one per domain (tasks uniform
+    within it) taking turns (`DomainTurns`), in the order the domains first appear in ``tasks``."""
+    from lamo_ray.data.shards import ShardedSampler
+
+    m = cfg.continual.mddt
+
+    def over(some, s):
+        return ShardedSampler([paths[t] for t in some], cfg.data.context_length, [cfg.rtg_scale_of(t) for t in some],
+                              cfg.data.max_ep_len, m.state_dim, m.action_dim, seed=s)
+
+    domains = list(dict.fromkeys(task_domain(t) for t in tasks))
+    if cfg.continual.pretrain_mixing == "task" or len(domains) == 1:
+        return over(tasks, seed)
+    return DomainTurns([over([t for t in tasks if task_domain(t) == d], [*np.atleast_1d(seed).tolist(), i])
+                        for i, d in enumerate(domains)])
 
 
 def run_continual_trial(loop_config: dict[str, Any], session) -> None:
@@ -56,7 +83,7 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
     from lamo_ray.continual.metrics import average_success, forgetting, stage_auc, success_matrix
     from lamo_ray.continual.runner import ContinualRunner
     from lamo_ray.data.loading import load_dataset
-    from lamo_ray.data.shards import ShardedSampler, write_task
+    from lamo_ray.data.shards import write_task
     from lamo_ray.data.trajectories import subsample
     from lamo_ray.mddt import MultiDomainDecisionTransformer
 
@@ -93,12 +120,8 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
                                   cfg.eval.actor_cpus, rtg_scales={t: cfg.rtg_scale_of(t) for t in c.evaluated},
                                   success_rule=c.success_rule)
 
-        def sampler_for(tasks, seed):
-            return ShardedSampler([paths[t] for t in tasks], cfg.data.context_length,
-                                  [cfg.rtg_scale_of(t) for t in tasks], cfg.data.max_ep_len, m.state_dim, m.action_dim,
-                                  seed=seed, task_weights=mixing_weights(tasks, c.pretrain_mixing))
-
-        runner = ContinualRunner(model, c, cfg.train, sampler_for, evaluator, seed=cfg.seed)
+        runner = ContinualRunner(model, c, cfg.train, lambda tasks, seed: phase_sampler(cfg, paths, tasks, seed),
+                                 evaluator, seed=cfg.seed)
         ckpt = session.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
