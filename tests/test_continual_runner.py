@@ -132,17 +132,20 @@ def test_ewc_fisher_is_the_mean_squared_gradient_of_the_finished_stage_and_weigh
 
     def spy(sampler):
         before = {n: p.detach().clone() for n, p in r.model.named_parameters()}
+        previous = (r.anchor, r.importance)
         original(sampler)
-        consolidated.append((r.stage, before))
+        consolidated.append((r.stage, before, previous))
 
     r.consolidate = spy
     r.run()
-    assert [stage for stage, _ in consolidated] == [0, 1, 2]          # at each stage's end, not after pre-training
-    _, before = consolidated[-1]
+    assert [stage for stage, _, _ in consolidated] == [0, 1, 2]       # at each stage's end, not after pre-training
+    _, before, (anchor, importance) = consolidated[-1]
     assert set(r.anchor) == {n for n, p in r.model.named_parameters() if p.requires_grad}
     assert all(torch.equal(r.anchor[n], before[n]) for n in r.anchor)    # theta* = the weights at the stage's end
     # F by hand: the mean over 3 batches of the squared gradients, with the same batches (the stage's sampler,
-    # seeded [seed, stage + 1, 0], after its 6 training batches)
+    # seeded [seed, stage + 1, 0], after its 6 training batches), of L2M's loss: every action dim (padded
+    # ones too) plus the previous stage's penalty (ml-jku/L2M src/algos/decision_transformer_with_ewc_sb3.py:
+    # 89-101, 147-187; universal_decision_transformer_sb3.py:410-414). Before: real dims only, no penalty.
     model = r.model
     sampler = ShardedSampler([shards / "faucet-close"], 3, 20.0, 50, 204, 6, seed=[0, 3, 0])
     for _ in range(6):
@@ -152,8 +155,11 @@ def test_ewc_fisher_is_the_mean_squared_gradient_of_the_finished_stage_and_weigh
     for _ in range(3):
         b = {k: torch.as_tensor(v) for k, v in sampler.sample(8).items()}
         model.zero_grad()
-        model.loss(model(b["states"], b["actions"], b["returns_to_go"], b["rewards"], b["timesteps"],
-                         b["attention_mask"]), b["actions"], b["attention_mask"], b["action_mask"]).backward()
+        params = dict(model.named_parameters())
+        penalty = 7.0 * sum((importance[n] * (params[n] - w).pow(2)).sum() for n, w in anchor.items())
+        (model.loss(model(b["states"], b["actions"], b["returns_to_go"], b["rewards"], b["timesteps"],
+                          b["attention_mask"]), b["actions"], b["attention_mask"], torch.ones(8, 6, dtype=torch.bool))
+         + penalty).backward()
         for n in fisher:
             if dict(model.named_parameters())[n].grad is not None:
                 fisher[n] += dict(model.named_parameters())[n].grad.pow(2)

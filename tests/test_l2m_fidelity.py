@@ -135,3 +135,32 @@ def test_l2m_cw10_pretrains_as_l2ms_code_500k_steps_of_one_micro_batch_per_domai
     for _ in range(3):   # every optimiser step: one micro-batch of Meta-World's 40 tasks, one of DMC10
         step = [sampler.sample(256)["tasks"] for _ in range(cfg.train.grad_accumulation)]
         assert [len(b) for b in step] == [40, 10] and {task_domain(x) for x in step[1]} == {"dmcontrol"}
+
+
+def test_the_count_penalty_is_l2ms_inverse_frequency_plus_1e_minus_6():
+    """ml-jku/L2M ``src/algos/prompt/base_prompt.py:87-101``: ``inv = 1 / (freq + 1e-6)`` over each key's
+    share of the selections, normalised to sum 1, multiplying ``(cos + 1) / 2`` from the second task
+    (``l2p.py:223-229``): a key never used wins over a used one unless its similarity is ~1e-6 of it.
+    Here key 0 (used once) matches the query well and key 1 (unused) is slightly opposed: L2M picks 1.
+    Before: ``1 / (count + 1)`` (0.5 vs 1), which picked 0."""
+    pool = ModulationPool(8, 32, 1, size=3, rank=2)
+    with torch.no_grad():
+        pool.keys.copy_(torch.eye(3, 8))
+    pool.train()
+    pool.select(torch.tensor([[1.0, 0, 0, 0, 0, 0, 0, 0]]))
+    pool.start_task(1)
+    assert pool.inv_freq.tolist() == pytest.approx([1 / (2e6 + 1), 0.5, 0.5], rel=1e-4)
+    assert pool.select(torch.tensor([[1.0, -0.2, -0.9, 0, 0, 0, 0, 0]])).tolist() == [1]
+
+
+def test_l2m_sweeps_use_l2ms_adam_eps_and_gelu():
+    """L2M's pre-training config (ml-jku/L2M ``configs/agent_params/cdt_pretrain_disc.yaml:29``:
+    ``activation_function: gelu``; its optimiser ``make_optimizer`` with torch's default eps 1e-8). The
+    lamo_trunk variant keeps GPT-2's own activation (a pre-trained trunk). Before: eps 1e-6, gelu_new."""
+    from lamo_ray.config import load_sweep
+
+    for name in ("l2m_cw10", "l2m_local"):
+        for trial in load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / f"{name}.yaml").trials:
+            cfg = trial["config"]
+            assert cfg.train.adam_eps == 1e-8, name
+            assert cfg.model.activation == (None if cfg.model.pretrained else "gelu"), (name, trial["variant"])

@@ -72,8 +72,8 @@ def test_top_k_selection_counts_penalty_and_key_loss():
     assert prompts.shape == (5, 2, 6, 8)
     assert torch.equal(prompts[1, 1, 2:4], pool.prompts[chosen[1, 1], 1])           # k-th prompt's tokens, layer 1
     pool.start_task(1)                                                             # penalty: (cos+1)/2 x inv_freq
-    inv = 1.0 / (pool.counts + 1.0)
-    penalised = (cos + 1) / 2 * (inv / inv.sum() * 6)
+    inv = 1.0 / (pool.counts / pool.counts.sum() + 1e-6)                          # L2M's base_prompt.py:100-101
+    penalised = (cos + 1) / 2 * (inv / inv.sum())
     assert torch.equal(pool.select(query), penalised.topk(3, dim=-1).indices)
     pool.eval()
     assert torch.equal(pool.select(query), cos.topk(3, dim=-1).indices)           # no penalty in evaluation

@@ -49,11 +49,14 @@ class KeyedPool(nn.Module):
 
     def start_task(self, index: int) -> None:
         """A new task begins (stage ``index``): from the second on, training selection is penalised by the
-        normalised inverse selection counts so far."""
+        normalised inverse selection frequency so far, ``inv = 1 / (freq + 1e-6)`` over the share ``freq`` of
+        the selections each key got, then ``inv / sum(inv)`` (ml-jku/L2M ``src/algos/prompt/base_prompt.py:87-101``:
+        its running mean of per-batch shares is this share for equal batches): a key never selected
+        outweighs a used one by ~1e6 x its share."""
         self.penalize = index > 0
         if self.penalize:
-            inv = 1.0 / (self.counts + 1.0)
-            self.inv_freq = inv / inv.sum() * self.size
+            inv = 1.0 / (self.counts / self.counts.sum().clamp(min=1.0) + 1e-6)
+            self.inv_freq = inv / inv.sum()
 
     def scores(self, query: torch.Tensor) -> torch.Tensor:
         """(B, h) -> (B, size) selection scores (class docstring)."""

@@ -218,7 +218,10 @@ class ContinualRunner:
     def consolidate(self, sampler: Sampler) -> None:
         """``ewc`` / ``l2`` at a stage's end: anchor the trainable weights, with their importance (the mean
         squared gradient of the loss over ``fisher_batches`` batches of ``sampler``, for ``ewc``; ones for
-        ``l2``). L2M's ``compute_importances`` (model in training mode, the stage's loss)."""
+        ``l2``). L2M's ``compute_importances`` (ml-jku/L2M ``src/algos/decision_transformer_with_ewc_sb3.py:147-187``:
+        model in training mode, the stage's loss as its ``compute_policy_loss`` gives it, so with the
+        previous anchor's penalty (``:89-101``) and without ``action_mask``, the padded action dims
+        included (``universal_decision_transformer_sb3.py:410-414``))."""
         named = {n: q for n, q in self.model.named_parameters() if q.requires_grad}
         if self.cfg.method == "l2":
             importance = {n: torch.ones_like(q) for n, q in named.items()}
@@ -230,7 +233,10 @@ class ContinualRunner:
                          for k, v in sampler.sample(self.train.batch_size).items()}
                 logits = self.model(batch["states"], batch["actions"], batch["returns_to_go"], batch["rewards"],
                                     batch["timesteps"], batch["attention_mask"])
-                loss = self.model.loss(logits, batch["actions"], batch["attention_mask"], batch["action_mask"])
+                loss = self.model.loss(logits, batch["actions"], batch["attention_mask"],
+                                       torch.ones_like(batch["action_mask"]))
+                if self.anchor is not None:
+                    loss = loss + self.penalty()
                 self.model.zero_grad(set_to_none=True)
                 loss.backward()
                 for n, q in named.items():
