@@ -430,15 +430,13 @@ def _token_embedding(in_dim: int, hidden_size: int, kind: str) -> nn.Module:
     return MLPEmbedding(in_dim, hidden_size) if kind == "mlp" else nn.Linear(in_dim, hidden_size)
 
 
-def _action_head(hidden_size: int, act_dim: int, kind: str, discrete: bool, tanh: bool | None = None) -> nn.Module:
-    """(..., h) -> (..., A). Continuous: "mlp": Linear -> GELU -> Linear, no tanh (LaMo); "linear":
-    Linear + Tanh (DT); ``tanh`` (``model.action_tanh``) adds or drops the final Tanh (None: the kind's
-    default). Discrete (LaMo Atari ``predict_action``, whatever the embedding): Linear + Tanh, so the
-    logits lie in [-1, 1]."""
+def _action_head(hidden_size: int, act_dim: int, kind: str, discrete: bool, tanh: bool) -> nn.Module:
+    """(..., h) -> (..., A). Continuous: "mlp": Linear -> GELU -> Linear (LaMo); "linear": Linear (DT);
+    then a Tanh if ``tanh`` (`lamo_ray.config.ModelConfig.bounded_actions`: by default DT's yes, LaMo's
+    no). Discrete (LaMo Atari ``predict_action``, whatever the embedding): Linear + Tanh, so the logits
+    lie in [-1, 1]."""
     if discrete:
         return nn.Sequential(nn.Linear(hidden_size, act_dim), nn.Tanh())
-    if tanh is None:
-        tanh = kind == "linear"
     if kind == "mlp":
         layers = [nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, act_dim)]
     else:
@@ -533,7 +531,7 @@ class DecisionTransformer(nn.Module):
 
             self.action_head = TanhGaussianHead(h, act_dim)
         else:
-            self.action_head = _action_head(h, act_dim, cfg.embedding, discrete_actions, cfg.action_tanh)
+            self.action_head = _action_head(h, act_dim, cfg.embedding, discrete_actions, cfg.bounded_actions)
         self.backbone = self._finetune(backbone, cfg, language_loss)
         _use_fast_dropout(self)
 
@@ -633,10 +631,12 @@ class DecisionTransformer(nn.Module):
         ).reshape(b, 3 * k, self.hidden_size)  # (B, 3K, h): R_1, s_1, a_1, R_2, ...
         if self.embed_timestep is None:  # ODT-TD3's --ordering 0: LayerNorm on the stacked tokens alone
             tokens = self.embed_ln(tokens)
-        elif self.timestep_before_ln:  # LaMo Atari (and the original DT, HF, CORL): add, then LayerNorm
-            tokens = self.embed_ln(tokens + self.embed_timestep(timesteps).repeat_interleave(3, dim=1))
-        else:  # LaMo D4RL (REFERENCE.md "Model"): LayerNorm on the stacked tokens, then add
-            tokens = self.embed_ln(tokens) + self.embed_timestep(timesteps).repeat_interleave(3, dim=1)
+        else:
+            time = self.embed_timestep(timesteps).repeat_interleave(3, dim=1)
+            if self.timestep_before_ln:  # LaMo Atari (and the original DT, HF, CORL): add, then LayerNorm
+                tokens = self.embed_ln(tokens + time)
+            else:  # LaMo D4RL (REFERENCE.md "Model"): LayerNorm on the stacked tokens, then add
+                tokens = self.embed_ln(tokens) + time
         token_mask = attention_mask.repeat_interleave(3, dim=1).long()  # (B, 3K)
         # with GPT-2's position table: the first real token is position 0 whatever the left padding, as
         # in LaMo's Atari evaluation, which feeds the unpadded history (REFERENCE.md "Model", Atari)

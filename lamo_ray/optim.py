@@ -84,7 +84,7 @@ def make_optimizer(params: list[torch.nn.Parameter], train_cfg,
     groups = params if params and isinstance(params[0], dict) else [{"params": params}]
     if temperature:
         groups.append({"params": list(temperature), **TEMPERATURE_GROUP, CONSTANT_LR: True})
-    if getattr(train_cfg, "optimizer", "adamw") == "lamb":
+    if train_cfg.optimizer == "lamb":
         return lamb(groups, train_cfg.lr, train_cfg.weight_decay, train_cfg.adam_eps)
     return torch.optim.AdamW(groups, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay, eps=train_cfg.adam_eps,
                              fused=True)
