@@ -405,7 +405,8 @@ class ContinualConfig(_Strict):
         "(Continual World's SuccessCounter: the flag set at any step). Logged with the trial's params, so every "
         "success rate says which rule made it; only domains with a success flag (Meta-World) can be scored.")
     method: Literal["l2m", "l2m_oracle", "lora", "ft", "ewc", "l2", "l2p", "joint", "single"] = Field(
-        description="l2m (pool selected by keys), l2m_oracle (a modulator per task by task id), lora (one "
+        description="l2m (pool selected by keys), l2m_oracle (L2M's task mask: the keys select within the task's group of "
+        "pool.size // len(tasks) modulators), lora (one "
         "modulator for every task), ft (the whole model fine-tuned), ewc / l2 (ft with a penalty pulling the "
         "weights towards the previous stage's end, weighted by the Fisher information / uniformly), l2p (a pool of "
         "prompts prepended to every layer's input, the top-k chosen per sample by their keys; the model frozen), "
@@ -462,9 +463,16 @@ class ContinualConfig(_Strict):
 
     @model_validator(mode="after")
     def _oracle_has_a_modulator_per_task(self) -> "ContinualConfig":
-        if self.method == "l2m_oracle" and self.pool.size < len(dict.fromkeys(self.tasks)):
-            raise ValueError(f"continual.pool.size {self.pool.size}: the task-id oracle needs a modulator per task "
-                             f"({len(dict.fromkeys(self.tasks))} tasks)")
+        if self.method != "l2m_oracle":
+            return self
+        n, size = len(dict.fromkeys(self.tasks)), self.pool.size
+        if size < n:
+            raise ValueError(f"continual.pool.size {size}: the task-id oracle needs a modulator per task ({n} tasks)")
+        unseen = [t for t in self.evaluated if t not in self.tasks]
+        if unseen and size % n == 0:    # L2M's task mask (continual.pool.oracle_groups) leaves no remainder group
+            raise ValueError(f"continual.pool.size {size}: the oracle's task mask splits it into {n} groups of "
+                             f"{size // n} with no modulator left for the evaluated tasks outside the sequence "
+                             f"{unseen}; a size that is not a multiple of {n} leaves one")
         return self
 
     @field_validator("pretrain_datasets")
@@ -550,6 +558,9 @@ class TrialConfig(_Strict):
         if self.model.finetune == "lora":
             raise ValueError("continual: model.finetune 'lora' is not an MDDT pre-training mode: set model.finetune "
                              "to 'full' (L2M) or 'frozen'; LoRA in the continual stages is continual.method")
+        if self.train.lr_schedule == "lamo_atari":
+            raise ValueError("train.lr_schedule 'lamo_atari' counts the non-NOOP actions of Atari batches; a continual "
+                             "trial's multi-domain batches have none: use 'constant' or 'cosine'")
         return self
 
     @property

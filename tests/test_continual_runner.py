@@ -77,7 +77,7 @@ def test_what_each_method_trains_and_the_oracles_modulators(shards):
     oracle.run()
     assert calls[-1][1] == {"hammer": 0, "push-wall": 1, "faucet-close": 2, "reach": 3}   # reach: an untrained one
     assert oracle.model.pool.q_b[3].abs().sum() == 0 and oracle.model.pool.q_b[1].abs().sum() > 0
-    with pytest.raises(ValueError, match="one modulator more than the 3 tasks"):
+    with pytest.raises(ValueError, match="no modulator left for the evaluated tasks outside the sequence"):
         runner(shards, "l2m_oracle", pool={"size": 3, "rank": 2})
 
 

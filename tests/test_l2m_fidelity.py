@@ -164,3 +164,48 @@ def test_l2m_sweeps_use_l2ms_adam_eps_and_gelu():
             cfg = trial["config"]
             assert cfg.train.adam_eps == 1e-8, name
             assert cfg.model.activation == (None if cfg.model.pretrained else "gelu"), (name, trial["variant"])
+
+
+def test_the_oracles_task_mask_is_l2ms_groups_of_pool_size_over_num_tasks():
+    """ml-jku/L2M ``src/algos/prompt/l2p.py:96-108, 125-126``: with ``num_tasks`` set, the pool is split by
+    ``arange(pool_size).split(pool_size // num_tasks)``, task i's group is chunk i, and the similarity
+    outside it is -inf before the top-1: the keys still choose, within the task's group. CW10 (30, 10):
+    3 modulators per task; l2m_local (10, 3): 3 per task and a remainder group {9} for an unseen task.
+    Before: task i got modulator i, whatever the keys said."""
+    from lamo_ray.continual.pool import oracle_groups
+
+    assert oracle_groups(30, 10) == [range(i, i + 3) for i in range(0, 30, 3)]
+    assert oracle_groups(10, 3) == [range(0, 3), range(3, 6), range(6, 9), range(9, 10)]
+    with pytest.raises(ValueError, match="4 tasks need 1 to 3"):
+        oracle_groups(3, 4)
+    pool = ModulationPool(8, 32, 1, size=10, rank=2, task_groups=3)
+    with torch.no_grad():
+        pool.keys.copy_(torch.rand(10, 8) * 0.01)
+        pool.keys[5, 0] = 1.0        # the best key overall for this query: modulator 5, in task 1's group
+        pool.keys[1, 0] = 0.5        # task 0's best
+        pool.keys[9, 0] = 0.1        # the remainder group's only modulator
+    query = torch.zeros(4, 8)
+    query[:, 0] = 1.0
+    assert pool.select(query).tolist() == [5, 5, 5, 5]                                # no task: the whole pool
+    assert pool.select(query, task=torch.tensor([0, 1, 2, 3])).tolist()[:2] == [1, 5]
+    chosen = pool.select(query, task=torch.tensor([0, 1, 2, 3])).tolist()
+    assert chosen[2] in (6, 7, 8) and chosen[3] == 9
+    with pytest.raises(ValueError, match="task index 4 but the pool has 4 task groups"):
+        pool.select(query, task=torch.tensor([4, 0, 0, 0]))
+
+
+def test_the_oracle_trial_builds_l2ms_mask_and_refuses_a_pool_with_no_group_for_unseen_tasks():
+    """The l2m_oracle method builds its pool with the sequence's task count as ``num_tasks``; a sweep
+    whose evaluated tasks include one outside the sequence needs the remainder group, checked when the
+    config is read (before any compute)."""
+    from lamo_ray.config import ContinualConfig, load_sweep
+
+    for trial in load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "l2m_local.yaml").trials:
+        if trial["variant"] == "l2m_oracle":
+            c = trial["config"].continual
+            assert (c.pool.size, len(c.tasks)) == (10, 3)
+    base = dict(pretrain_tasks=["reach"], tasks=["hammer", "push-wall"], method="l2m_oracle", steps_per_task=6,
+                eval_every=3)
+    ContinualConfig(**base, eval_tasks=["hammer", "push-wall", "reach"], pool={"size": 5, "rank": 2, "alpha": 4})   # groups of 2 + {4}
+    with pytest.raises(ValueError, match=r"continual.pool.size 4: .* no modulator left .*\['reach'\]"):
+        ContinualConfig(**base, eval_tasks=["hammer", "push-wall", "reach"], pool={"size": 4, "rank": 2, "alpha": 4})

@@ -106,6 +106,15 @@ def test_lamo_atari_schedule_survives_a_checkpoint_and_refuses_an_uncounted_step
         sched.step()
 
 
+def test_lamo_atari_schedule_in_a_continual_trial_is_refused_when_the_config_is_read():
+    """A continual trial's runner steps its scheduler without action counts: the sweep file is refused
+    before any compute, naming the key (before: the first scheduler step raised, after pre-training began)."""
+    from lamo_ray.config import load_sweep
+
+    with pytest.raises(ValueError, match="train.lr_schedule 'lamo_atari'.*continual"):
+        load_sweep(SWEEPS / "l2m_local.yaml", overrides=["train.lr_schedule=lamo_atari"])
+
+
 def test_non_noop_actions_counts_real_actions_above_zero():
     """LaMo's count, ``(actions > 0).sum()`` on the batch (``experiment-atari/core.py:170``): NOOP (0) and
     our pads (0) are not counted."""

@@ -11,7 +11,9 @@
   key picks the top-1 modulator per sample, in training and evaluation. From the second task on,
   training scores are ``((cos + 1) / 2) x inv_freq``, ``inv_freq`` the normalised inverse selection
   count so far, refreshed at each task switch (`ModulationPool.start_task`), so new tasks drift to
-  unused modulators. A task-id oracle selects modulator ``task index`` instead (L2M's oracle).
+  unused modulators. L2M's task-id oracle (``task_groups`` = the number of tasks) splits the pool into
+  groups of ``size // task_groups`` modulators and lets the keys select within the task's group only
+  (`oracle_groups`; ml-jku/L2M ``src/algos/prompt/l2p.py:96-108, 125-126``).
 - Key loss (`ModulationPool.key_loss`): ``- mean cos(selected key, query)``, weighted 0.5 in the
   total; the query is detached, so keys learn only through it.
 - The backbone and the action head stay frozen; only keys and modulators train.
@@ -69,6 +71,20 @@ class KeyedPool(nn.Module):
             self.counts += torch.bincount(chosen.flatten(), minlength=self.size).to(self.counts)
 
 
+def oracle_groups(size: int, num_tasks: int) -> list[range]:
+    """L2M's task mask: the pool's ``size`` modulators split into consecutive groups of
+    ``size // num_tasks``, group i for task i; a remainder forms one more, smaller group (the split of
+    ml-jku/L2M ``src/algos/prompt/l2p.py:96-101``, ``torch.arange(size).split(size // num_tasks)``).
+    E.g. 30 and 10 -> 10 groups of 3; 10 and 3 -> [0-2], [3-5], [6-8], [9].
+
+    Raises:
+        ValueError: num_tasks < 1 or > size (a task would get no modulator)."""
+    if not 1 <= num_tasks <= size:
+        raise ValueError(f"task-id oracle: {num_tasks} tasks need 1 to {size} (continual.pool.size) modulators")
+    g = size // num_tasks
+    return [range(start, min(start + g, size)) for start in range(0, size, g)]
+
+
 def l2m_init_bound(hidden: int, inner: int, rank: int, n_layer: int | None = None) -> float:
     """The bound b of L2M's modulator A matrices, uniform(-b, b): torch's kaiming-uniform (a = sqrt(5),
     so b = 1 / sqrt(fan_in)) run on L2M's whole parameter tensor, whose fan-in spans every layer and
@@ -93,16 +109,19 @@ class ModulationPool(KeyedPool):
         hidden: the trunk's hidden size h. inner: its MLP width (GPT-2: 4h). n_layer: blocks.
         size: modulators in the pool (L2M: 30). rank, alpha: LoRA rank and alpha (L2M: 8, 16).
         single: initialise A as L2M's single LoRA (``lora.py``) instead of its pool (`l2m_init_bound`).
+        task_groups: L2M's ``num_tasks``: a task index given to `select` restricts the keys to that task's
+            group of modulators (`oracle_groups`); None: the task index is the modulator itself (one LoRA).
 
     Raises:
-        ValueError: size, rank or n_layer < 1.
+        ValueError: size, rank or n_layer < 1; task_groups outside [1, size].
     """
 
     def __init__(self, hidden: int, inner: int, n_layer: int, size: int = 30, rank: int = 8, alpha: float = 16.0,
-                 single: bool = False):
+                 single: bool = False, task_groups: int | None = None):
         if size < 1 or rank < 1 or n_layer < 1:
             raise ValueError(f"continual.pool: size, rank and n_layer must be >= 1, got {size}, {rank}, {n_layer}")
         super().__init__(size, hidden)
+        self.groups = None if task_groups is None else oracle_groups(size, task_groups)
         self.rank, self.scaling = rank, alpha / rank
         bound = l2m_init_bound(hidden, inner, rank, None if single else n_layer)
 
@@ -119,11 +138,22 @@ class ModulationPool(KeyedPool):
 
     def select(self, query: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         """Choose a modulator per sample and make it the active one: ``query`` (B, h) -> (B,) long.
-        ``task`` (B,) long: the task-id oracle instead of the keys (needs ``size`` > the task index)."""
+
+        ``task`` (B,) long task indices: with ``task_groups``, the keys select within each sample's task
+        group (L2M's oracle: the scores outside it set to -inf, ``l2p.py:125-126``); without, the index is
+        the modulator. Raises ValueError for a task index with no group (or modulator)."""
         if task is not None:
-            if int(task.max()) >= self.size:
-                raise ValueError(f"task-id oracle: task index {int(task.max())} but the pool has {self.size} modulators")
-            chosen = task.long()
+            n = self.size if self.groups is None else len(self.groups)
+            if int(task.max()) >= n:
+                raise ValueError(f"task-id oracle: task index {int(task.max())} but the pool has {n} "
+                                 f"{'modulators' if self.groups is None else 'task groups'}")
+            if self.groups is None:
+                chosen = task.long()
+            else:
+                owner = torch.repeat_interleave(torch.arange(len(self.groups), device=task.device),
+                                                torch.tensor([len(g) for g in self.groups], device=task.device))
+                allowed = owner[None, :] == task.long()[:, None]                 # (B, size)
+                chosen = self.scores(query).masked_fill(~allowed, float("-inf")).argmax(-1)
         else:
             chosen = self.scores(query).argmax(-1)
         self.count(chosen)

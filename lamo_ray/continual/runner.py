@@ -10,8 +10,10 @@ Methods (``continual.method``):
   the pre-trained model frozen: a single LoRA in L2M's placement (q, v, c_fc output);
 - ``l2m``: the pool of ``continual.pool.size`` modulators selected per sample by its keys, with the
   count penalty from the second stage and the key pull term;
-- ``l2m_oracle``: the pool with each task's own modulator chosen by task id; an evaluated task outside
-  the sequence gets a modulator no stage trained (B = 0: the pre-trained model).
+- ``l2m_oracle``: L2M's task mask: the pool split into one group of ``size // len(tasks)`` modulators
+  per task (`lamo_ray.continual.pool.oracle_groups`), the keys selecting within the group of the task
+  id; an evaluated task outside the sequence gets the remainder group, which no stage trained (B = 0:
+  the pre-trained model).
 - ``l2p``: L2P's prompt pool (`lamo_ray.continual.prompts`): ``continual.prompt_pool.size`` prompts,
   the ``top_k`` chosen per sample by their keys prepended to every layer's input, the count penalty
   from the second stage and the key pull term; the model frozen.
@@ -91,17 +93,14 @@ class ContinualRunner:
         self.anchor: dict[str, torch.Tensor] | None = None       # ewc / l2: theta* and F of the last stage
         self.importance: dict[str, torch.Tensor] | None = None
         self.pretrained: dict[str, torch.Tensor] | None = None   # single: the weights every stage starts from
-        unseen = [t for t in cfg.evaluated if t not in cfg.tasks]
         self._sequence = list(dict.fromkeys(cfg.tasks))
-        if cfg.method == "l2m_oracle" and unseen and cfg.pool.size <= len(self._sequence):
-            raise ValueError(f"continual.pool.size {cfg.pool.size}: the oracle needs one modulator more than the "
-                             f"{len(self._sequence)} tasks for the evaluated tasks outside the sequence {unseen}")
 
     # ------------------------------------------------------------------ methods
 
     def task_index(self, task: str) -> int | None:
-        """The modulator the oracle gives ``task`` (its place in the sequence; an unused one for a task
-        outside it), 0 for ``lora``'s single modulator, None otherwise (the keys select, or no pool)."""
+        """The oracle's task index of ``task`` (its place in the sequence, whose group of modulators the keys
+        select within; the remainder group for a task outside it), 0 for ``lora``'s single modulator, None
+        otherwise (the keys select over the whole pool, or no pool)."""
         if self.cfg.method == "lora":
             return 0
         if self.cfg.method != "l2m_oracle":
@@ -124,7 +123,8 @@ class ContinualRunner:
             p = self.cfg.pool
             size = 1 if self.cfg.method == "lora" else p.size
             pool = ModulationPool(self.model.hidden_size, trunk.h[0].mlp.c_fc.nf, len(trunk.h), size=size,
-                                  rank=p.rank, alpha=p.alpha, single=self.cfg.method == "lora")
+                                  rank=p.rank, alpha=p.alpha, single=self.cfg.method == "lora",
+                                  task_groups=len(self._sequence) if self.cfg.method == "l2m_oracle" else None)
         self.model.attach_pool(pool.to(self.device))
         self._pool_attached = True
 
