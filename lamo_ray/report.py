@@ -86,6 +86,7 @@ AVERAGE_SUCCESS = "continual/average_success"   # `lamo_ray.continual.trial`: Co
 FORGETTING = "continual/forgetting"
 MATRIX_ARTIFACT = "continual/success_matrix.json"
 CONTINUAL_PARAM = "continual.method"
+SUCCESS_RULE_PARAM = "continual.success_rule"
 AUC_METRIC = re.compile(r"^continual/auc/(?P<task>.+)$")
 REFERENCE_METHOD = "single"   # forward transfer's single-task reference (`lamo_ray.continual.runner`)
 
@@ -129,6 +130,7 @@ class TrialResult:
     success_matrix: dict[str, Any] | None = None   # its continual/success_matrix.json
     continual: bool = False                   # a trial config with continual: (`TrialConfig.continual`)
     continual_method: str | None = None
+    success_rule: str | None = None           # continual.success_rule of the trial (None: not logged)
     auc: dict[str, float] = field(default_factory=dict)   # task -> mean success over its own stage (0-1)
 
     @property
@@ -227,6 +229,7 @@ def load_trial(client: MlflowClient, run: Run, swept_paths: list[str]) -> TrialR
         trial.stopped_at_step = int(float(tags[STOPPED_AT_TAG]))
     trial.continual = params.get(CONTINUAL_PARAM) not in (None, "None")
     trial.continual_method = params.get(CONTINUAL_PARAM) if trial.continual else None
+    trial.success_rule = params.get(SUCCESS_RULE_PARAM) if trial.continual else None
     trial.auc = {m["task"]: v for key, v in run.data.metrics.items() if (m := AUC_METRIC.match(key))}
     if AVERAGE_SUCCESS in run.data.metrics:   # a continual trial: scored by its average success at the end
         trial.average_success = 100.0 * run.data.metrics[AVERAGE_SUCCESS]
@@ -396,6 +399,7 @@ class ContinualArm:
     tasks: list[str] = field(default_factory=list)
     stages: list[str] = field(default_factory=list)
     matrix: np.ndarray | None = None
+    success_rules: tuple[str, ...] = ()  # the continual.success_rule values its trials logged ("not logged" if none)
 
     @property
     def n(self) -> int:
@@ -451,7 +455,8 @@ def continual_arms(trials: list[TrialResult]) -> list[ContinualArm]:
         done = [t for t in members if t.outcome == COMPLETED and t.average_success is not None
                 and t.forgetting is not None]
         arm = ContinualArm(label, ratio, len(members), np.array([t.average_success for t in done]),
-                           np.array([t.forgetting for t in done]))
+                           np.array([t.forgetting for t in done]),
+                           success_rules=tuple(sorted({t.success_rule or "not logged" for t in members})))
         reference = references.get((members[0].setting, ratio))
         if reference is not None and members[0].continual_method != REFERENCE_METHOD:
             transfer = [trial_forward_transfer(t, reference) for t in done]
@@ -1142,6 +1147,20 @@ def build_sections(content: ReportContent) -> list[Section]:
     return sec
 
 
+def success_rule_sentence(rules: list[str]) -> str:
+    """What the continual success rates count, from the rules the trials logged (``continual.success_rule``)."""
+    from lamo_ray.continual import SUCCESS_RULE_MEANING as SUCCESS_RULES
+
+    if len(rules) == 1 and rules[0] in SUCCESS_RULES:
+        return f"An episode is a success by `continual.success_rule: {rules[0]}`: {SUCCESS_RULES[rules[0]]}."
+    if len(rules) == 1:
+        return ("The trials did not log `continual.success_rule` (runs before it existed counted a success at any "
+                "step): the success rule of these numbers is not recorded.")
+    return ("The arms were scored by different success rules (`continual.success_rule`, the column 'success rule': "
+            + "; ".join(f"{r}: {SUCCESS_RULES.get(r, 'not recorded')}" for r in rules)
+            + "): their success rates are not comparable across rules.")
+
+
 def continual_sections(c: ReportContent) -> list[Section]:
     """The continual trials' part of the report: definitions, per-arm table, forgetting comparisons,
     success-matrix heatmaps."""
@@ -1159,7 +1178,12 @@ def continual_sections(c: ReportContent) -> list[Section]:
             row += ["reference" if any(t.label == a.label and t.continual_method == REFERENCE_METHOD
                                        for t in c.trials) else "-", "-"]
         rows.append(row)
+    rules = sorted({r for a in c.continual for r in a.success_rules})
+    if len(rules) > 1:      # arms scored by different rules: each row says its own
+        for a, row in zip(c.continual, rows):
+            row.insert(3, ", ".join(a.success_rules))
     sec = [Section("heading", "Continual learning (Continual World metrics)"),
+           Section("text", success_rule_sentence(rules)),
            Section("text", "Success matrix: the success rate of each evaluated task (rows) at the end of each stage "
                            "(columns). Average success: the mean over the sequence's tasks after the last stage (the "
                            "final score of a continual trial, x100). Forgetting: per task, its success at the end of "
@@ -1171,8 +1195,9 @@ def continual_sections(c: ReportContent) -> list[Section]:
                            "own stage and AUC_ref the same for the `single` variant (each task trained alone from the "
                            "pre-trained weights, mean over its seeds), averaged over the tasks; only where the sweep "
                            "has a `single` variant."),
-           Section("table", headers=["variant", "sample ratio", "seeds", "average success", "95% CI", "forgetting",
-                                     "95% CI", "forward transfer", "95% CI"], rows=rows)]
+           Section("table", headers=["variant", "sample ratio", "seeds", *(["success rule"] if len(rules) > 1 else []),
+                                     "average success", "95% CI", "forgetting", "95% CI", "forward transfer", "95% CI"],
+                   rows=rows)]
     if c.forgetting:
         sec.append(Section("table", headers=["variant", "baseline", "sample ratio", "forgetting difference", "95% CI",
                                              "over", "the data say"],

@@ -156,3 +156,22 @@ def test_forgetting_without_spread_draws_no_conclusion():
     assert flat.sentence() == ("Forgetting, l2p vs ft at sample ratio 1: difference -40.0 (3 vs 3 seeds), but every "
                                "seed of both gave the same forgetting, so there is no spread to build a confidence "
                                "interval on: no conclusion.")
+
+
+def test_the_report_says_which_success_rule_its_rates_count(report):
+    """Issue 28, point 9: a success rate means a different thing under L2M's last-step rule and Continual
+    World's any-step rule; the report names the rule its trials logged (this store: the default,
+    any_step), and arms scored by different rules get a column and a warning that they do not compare."""
+    from lamo_ray.report import ContinualArm, ReportContent, continual_sections
+
+    _, rep = report
+    assert "An episode is a success by `continual.success_rule: any_step`: info['success'] at any step" \
+        in rep.path.read_text()
+    mixed = [ContinualArm("l2m", 1.0, 1, np.array([50.0]), np.array([0.0]), success_rules=("last_step",)),
+             ContinualArm("ft", 1.0, 1, np.array([40.0]), np.array([0.0]), success_rules=("any_step",))]
+    content = ReportContent.__new__(ReportContent)
+    content.continual, content.trials, content.forgetting, content.figures = mixed, [], [], {"matrix": "m.png"}
+    sections = continual_sections(content)
+    table = next(s for s in sections if s.kind == "table")
+    assert table.headers[3] == "success rule" and [r[3] for r in table.rows] == ["last_step", "any_step"]
+    assert any("not comparable across rules" in s.text for s in sections if s.kind == "text")

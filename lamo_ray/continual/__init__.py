@@ -45,6 +45,9 @@ CONTINUAL_DOMAINS = ("metaworld", "dmcontrol")
 #: the ``continual.success_rule`` values each continual domain's envs can give: Meta-World reports
 #: ``info["success"]`` at every step (L2M reads it at the last, Continual World at any); DMControl none
 SUCCESS_RULES = {"metaworld": ("last_step", "any_step"), "dmcontrol": ()}
+#: what each ``continual.success_rule`` counts as an episode's success (`lamo_ray.continual.evaluation`)
+SUCCESS_RULE_MEANING = {"last_step": "the env's info['success'] at the episode's last step (L2M's rule)",
+                        "any_step": "info['success'] at any step of the episode (Continual World's rule)"}
 #: placeholders of a data-source template: the task name, and the same with '-' as '_' (L2M's DMC file names)
 PLACEHOLDERS = ("{task}", "{task_underscored}")
 
