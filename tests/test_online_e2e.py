@@ -35,7 +35,7 @@ def workdir(tmp_path_factory):
     env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp / "minari"), HF_HUB_OFFLINE="1")
     env.pop("RAY_ADDRESS", None)
     subprocess.run([sys.executable, "-m", "lamo_ray.collect", "pointmaze", "--maze", "umaze", "--dataset-id",
-                    "test/pointmaze/tiny-v0", "--episodes", "12", "--ref-episodes", "3"], env=env, cwd=tmp,
+                    "test/pointmaze/tiny-v0", "--steps", "3600", "--ref-episodes", "3"], env=env, cwd=tmp,
                    check=True, capture_output=True, timeout=300)
     return tmp, env
 

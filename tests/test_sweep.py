@@ -169,7 +169,7 @@ def test_cli_missing_dataset_fails_before_compute(tmp_path):
     ("quickstart", 6, "lamo/kitchen/complete-v0"),
     ("reacher", 8, "lamo/reacher/mixed-v0"),
     ("kitchen_local", 4, "lamo/kitchen/partial-v0"),
-    ("online_local", 12, "lamo/pointmaze/umaze-v0"),
+    ("online_local", 12, "lamo/pointmaze/umaze-v1"),
 ])
 def test_cli_dry_run_local_sweeps(tmp_path, name, trials, dataset):
     """The shipped CPU sweeps validate with their local data not yet generated (the quick start is

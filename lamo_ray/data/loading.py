@@ -49,6 +49,9 @@ def load_dataset(source: str) -> TrajectoryDataset:
     60-dim layout, whether D4RL/kitchen/*-v2 or lamo/kitchen/*). Reference scores come
     from the dataset metadata; ``env_id`` from its env spec, else its eval env spec.
 
+    Then the source's domain prepares it (`lamo_ray.domains.Domain.prepare_dataset`: e.g. PointMaze
+    relabels Minari's ``D4RL/pointmaze`` data to D4RL maze2d's fixed evaluation goal).
+
     Raises:
         DatasetNotDownloadedError: a missing source its domain knows how to get (a D4RL gym-MuJoCo
             v2 file named like ``hopper-medium-v2.hdf5``: the message gives D4RL's URL and the
@@ -66,6 +69,8 @@ def load_dataset(source: str) -> TrajectoryDataset:
         ds = _load_d4rl_hdf5(source)
     else:
         ds = _load_minari(source)
+    if domain is not None:
+        ds = domain.prepare_dataset(ds)
     if not ds.trajectories:
         raise DatasetError(f"{source}: dataset has no steps")
     _check_finite(ds)

@@ -176,6 +176,12 @@ class Domain:
         Minari) load it."""
         return None
 
+    def prepare_dataset(self, dataset):
+        """The loaded `lamo_ray.data.trajectories.TrajectoryDataset` as this domain's trials learn from it
+        (any reader's output; e.g. PointMaze relabels Minari's D4RL data to its evaluation goal).
+        Default: unchanged."""
+        return dataset
+
     def own_format(self, source: str) -> bool:
         """Whether `load_dataset` reads ``source`` in a format of this domain's own (not a Minari id
         nor a D4RL HDF5 file), so the sweep never tries to download it from Minari's remote."""

@@ -8,14 +8,20 @@ every step within 0.45 of the goal. The state the model sees is ``observation`` 
 ``desired_goal`` (x, y): 6 numbers. Every evaluation episode records ``success`` (the env's
 ``info["success"]`` at any step).
 
-Data: Minari ``D4RL/pointmaze/*`` ids (downloadable where the network allows), and data made here by
-`lamo_ray.domains.pointmaze.collect` (``lamo/pointmaze/<umaze|medium|large>-v0``): D4RL's maze2d
-recipe, a waypoint controller wandering between random goal cells with N(0, 0.5^2) action noise, the
-reward that of the evaluation goal. D4RL's maze2d reference scores do not transfer to these envs
-(REFERENCE_ODT_TD3.md: a controller scores 243 in UMaze against D4RL's reference max 161.86), so
-local datasets carry their own (uniform random / the controller driving to the evaluation goal).
+Data:
+- Made here by `lamo_ray.domains.pointmaze.collect` (``lamo/pointmaze/<umaze|medium|large>-v1``), as
+  D4RL made maze2d: one stream of D4RL's waypoint controller going to random targets with N(0, 0.5^2)
+  action noise, cut at each reached target, rewards relabelled to the evaluation goal.
+- Minari's ``D4RL/pointmaze/*`` ids (downloadable where the network allows). They were recorded with a
+  goal that moves after each success. On load (`PointMazeDomain.prepare_dataset`) their goal is set to
+  the evaluation goal's centre and their rewards are relabelled as D4RL relabelled maze2d
+  (``relabel_maze2d_rewards.py``): sparse, 1 within 0.5 of it; ``-dense`` ids get exp(-distance). Their
+  episode cuts stay Minari's.
 
-    python -m lamo_ray.collect pointmaze --maze umaze [--episodes N] [--noise 0.5] [--seed S] [--force]
+D4RL's maze2d reference scores do not transfer to these envs, so local datasets carry their own
+(uniform random / the controller driving to the evaluation goal).
+
+    python -m lamo_ray.collect pointmaze --maze umaze [--steps N] [--noise 0.5] [--seed S] [--force]
 """
 
 from __future__ import annotations
@@ -60,6 +66,13 @@ class Maze:
         rows = [list(row) for row in self.layout]
         rows[self.goal_cell[0]][self.goal_cell[1]] = GOAL
         return rows
+
+    def goal_xy(self) -> np.ndarray:
+        """(x, y) of the evaluation goal cell's centre in Gymnasium-Robotics' frame (``maze_size_scaling`` 1:
+        ``maze.cell_rowcol_to_xy``), D4RL's fixed maze2d target before the env's +-0.25 jitter."""
+        height, width = len(self.layout), len(self.layout[0])
+        row, col = self.goal_cell
+        return np.array([col + 0.5 - width / 2, height / 2 - row - 0.5])
 
     def env_kwargs(self) -> dict[str, Any]:
         """Evaluation kwargs: fixed goal cell, full-length episodes, the goal never moves."""
@@ -137,8 +150,31 @@ class PointMazeDomain(Domain):
     def flatten_dict_observation(self, obs: Mapping[str, Any], batch_dims: int = 0) -> np.ndarray:
         return pointmaze_observation(obs, batch_dims)
 
+    def prepare_dataset(self, dataset):
+        """Minari's ``D4RL/pointmaze/<maze>[-dense]-vN`` relabelled to the evaluation goal (module
+        docstring): the state's goal (its last 2 numbers) is set to `Maze.goal_xy` and each reward to
+        D4RL's relabelling of the step's own position p (``relabel_maze2d_rewards.py:33-36``):
+        ``||p - goal|| <= 0.5`` (sparse) or ``exp(-||p - goal||)`` (dense). Other sources are unchanged."""
+        import dataclasses
+
+        source = dataset.source.lower()
+        if not source.startswith("d4rl/pointmaze/") or dataset.env_id is None:
+            return dataset
+        goal = maze(dataset.env_id).goal_xy().astype(np.float32)
+        dense = "-dense" in source
+        trajectories = []
+        for t in dataset.trajectories:
+            observations = np.array(t.observations, dtype=np.float32)
+            observations[:, 4:6] = goal
+            distance = np.linalg.norm(observations[:, :2] - goal, axis=-1)
+            rewards = np.exp(-distance) if dense else (distance <= 0.5)
+            trajectories.append(dataclasses.replace(t, observations=observations, rewards=rewards.astype(np.float32)))
+        log.info("%s: goal set to the evaluation goal %s and rewards relabelled as D4RL's maze2d (%s)",
+                 dataset.source, goal.tolist(), "dense" if dense else "sparse, within 0.5")
+        return dataclasses.replace(dataset, trajectories=trajectories)
+
     def ensure_dataset(self, dataset_id: str, seed: int = 0) -> None:
-        """`lamo_ray.domains.pointmaze.collect.collect_pointmaze` at its default size unless ``dataset_id``
+        """`lamo_ray.domains.pointmaze.collect.collect_pointmaze` at its default size (D4RL's) unless ``dataset_id``
         (``lamo/pointmaze/<umaze|medium|large>-vN``) is in the Minari store.
 
         Raises:
@@ -149,7 +185,7 @@ class PointMazeDomain(Domain):
         from lamo_ray.domains.pointmaze.collect import collect_pointmaze
 
         name = self.local_name(dataset_id, list(MAZE_NAMES))
-        log.info("generating %s (waypoint controller with noise, seed %d); first use only", dataset_id, seed)
+        log.info("generating %s (D4RL's maze2d generator, seed %d); first use only", dataset_id, seed)
         collect_pointmaze(name, dataset_id, seed=seed)
 
     def missing_dataset_hint(self, source: str) -> str | None:
@@ -157,7 +193,7 @@ class PointMazeDomain(Domain):
         if len(parts) == 3 and parts[:2] == ["d4rl", "pointmaze"]:
             name = parts[2].split("-v")[0].replace("-dense", "")
             if name in MAZE_NAMES:
-                return (f"Offline, the local alternative is D4RL's maze2d recipe run here: lamo/pointmaze/{name}-v0 "
+                return (f"Offline, the local alternative is D4RL's maze2d generator run here: lamo/pointmaze/{name}-v1 "
                         f"(`python -m lamo_ray.collect pointmaze --maze {name}`), with its own reference scores")
         return None
 
@@ -165,7 +201,7 @@ class PointMazeDomain(Domain):
         from lamo_ray.domains.pointmaze.collect import add_collect_arguments
 
         add_collect_arguments(commands.add_parser(
-            self.name, help="D4RL maze2d recipe: waypoint controller + noise on PointMaze -> Minari dataset"))
+            self.name, help="D4RL's maze2d generator on PointMaze (one noisy waypoint-controller stream) -> Minari dataset"))
 
 
 POINTMAZE = register(PointMazeDomain())
