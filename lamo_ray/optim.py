@@ -1,14 +1,80 @@
-"""The training optimiser and learning-rate schedule shared by every trial kind (`lamo_ray.train`,
-`lamo_ray.online`, `lamo_ray.continual.runner`): LaMo's AdamW and linear warm-up (REFERENCE.md
+"""The training optimiser, precision and learning-rate schedule shared by every trial kind (`lamo_ray.train`,
+`lamo_ray.online`, `lamo_ray.continual.runner`): `MixedPrecision` (``train.precision`` on the trial's
+device), LaMo's AdamW and linear warm-up (REFERENCE.md
 "Optimiser"), L2M's cosine decay after it (REFERENCE_L2M.md "Hyperparameters"), and LaMo's Atari schedule
 counted in non-NOOP actions (`NonNoopActionLR`)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from transformers.pytorch_utils import Conv1D
+
+
+@dataclass(frozen=True)
+class MixedPrecision:
+    """``train.precision`` resolved for one device: autocast around forward and loss, fp32 weights
+    and optimiser state, a `torch.amp.GradScaler` for fp16 (dynamic loss scaling; steps whose
+    gradients overflow are skipped by the scaler). LaMo trains in fp32.
+
+    Attributes:
+        name: 'fp32', 'bf16' or 'fp16'.
+        device_type: 'cpu' or 'cuda' (autocast's device).
+        scaler: the fp16 loss scaler, else None.
+    """
+
+    name: str
+    device_type: str
+    scaler: torch.amp.GradScaler | None = None
+
+    DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+    @classmethod
+    def for_device(cls, precision: str, device: torch.device) -> "MixedPrecision":
+        """Resolve ``precision`` ('auto', 'fp32', 'bf16', 'fp16') for ``device``: 'auto' is bf16 on a
+        CUDA GPU that supports it, fp16 on other CUDA GPUs, fp32 elsewhere.
+
+        Raises:
+            ValueError: an unknown precision name.
+        """
+        if precision == "auto":
+            if device.type == "cuda":
+                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                precision = "fp32"
+        if precision not in ("fp32", *cls.DTYPES):
+            raise ValueError(f"train.precision: unknown precision {precision!r}; expected auto, fp32, bf16 or fp16")
+        scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        return cls(precision, device.type, scaler)
+
+    def autocast(self):
+        """Context for forward and loss: ``torch.autocast`` in bf16/fp16, a no-op for fp32."""
+        return torch.autocast(self.device_type, dtype=self.DTYPES.get(self.name, torch.float32),
+                              enabled=self.name != "fp32")
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss`` (scaled by the fp16 scaler); call once per micro-batch to accumulate."""
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], grad_clip: float) -> None:
+        """Clip the (unscaled) gradient norm of ``params`` at ``grad_clip``, then the optimiser step (skipped
+        by the fp16 scaler when the gradients overflowed)."""
+        if self.scaler is None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            optimizer.step()
+            return
+        self.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def backward_and_step(self, total: torch.Tensor, optimizer: torch.optim.Optimizer,
+                          params: list[torch.nn.Parameter], grad_clip: float) -> None:
+        """`backward` then `step`: one batch per optimiser step."""
+        self.backward(total)
+        self.step(optimizer, params, grad_clip)
 
 
 def warmup_lambda(warmup_steps: int):

@@ -42,7 +42,7 @@ from lamo_ray.data.trajectories import state_stats, subsample
 from lamo_ray.envs import evaluation_env_kwargs
 from lamo_ray.evaluate import Evaluator, reference_scores
 from lamo_ray.model import DecisionTransformer, action_loss
-from lamo_ray.optim import (TEMPERATURE_GROUP, NonNoopActionLR, make_optimizer, make_scheduler,  # noqa: F401
+from lamo_ray.optim import (TEMPERATURE_GROUP, MixedPrecision, NonNoopActionLR, make_optimizer, make_scheduler,  # noqa: F401
                             warmup_lambda)
 
 if TYPE_CHECKING:
@@ -53,62 +53,6 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or inf; the message gives the step and loss terms."""
-
-
-@dataclass(frozen=True)
-class MixedPrecision:
-    """``train.precision`` resolved for one device: autocast around forward and loss, fp32 weights
-    and optimiser state, a `torch.amp.GradScaler` for fp16 (dynamic loss scaling; steps whose
-    gradients overflow are skipped by the scaler). LaMo trains in fp32.
-
-    Attributes:
-        name: 'fp32', 'bf16' or 'fp16'.
-        device_type: 'cpu' or 'cuda' (autocast's device).
-        scaler: the fp16 loss scaler, else None.
-    """
-
-    name: str
-    device_type: str
-    scaler: torch.amp.GradScaler | None = None
-
-    DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-    @classmethod
-    def for_device(cls, precision: str, device: torch.device) -> "MixedPrecision":
-        """Resolve ``precision`` ('auto', 'fp32', 'bf16', 'fp16') for ``device``: 'auto' is bf16 on a
-        CUDA GPU that supports it, fp16 on other CUDA GPUs, fp32 elsewhere.
-
-        Raises:
-            ValueError: an unknown precision name.
-        """
-        if precision == "auto":
-            if device.type == "cuda":
-                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-            else:
-                precision = "fp32"
-        if precision not in ("fp32", *cls.DTYPES):
-            raise ValueError(f"train.precision: unknown precision {precision!r}; expected auto, fp32, bf16 or fp16")
-        scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-        return cls(precision, device.type, scaler)
-
-    def autocast(self):
-        """Context for forward and loss: ``torch.autocast`` in bf16/fp16, a no-op for fp32."""
-        return torch.autocast(self.device_type, dtype=self.DTYPES.get(self.name, torch.float32),
-                              enabled=self.name != "fp32")
-
-    def backward_and_step(self, total: torch.Tensor, optimizer: torch.optim.Optimizer,
-                          params: list[torch.nn.Parameter], grad_clip: float) -> None:
-        """Backward, clip the (unscaled) gradient norm at ``grad_clip``, optimiser step."""
-        if self.scaler is None:
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-            return
-        self.scaler.scale(total).backward()
-        self.scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        self.scaler.step(optimizer)
-        self.scaler.update()
 
 
 class _SetupClock:

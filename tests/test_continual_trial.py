@@ -87,6 +87,39 @@ def test_reports_checkpoints_and_resume(data, tmp_path, monkeypatch):
     assert [m["step"] for m, _ in resumed.reports] == [10, 12]
 
 
+def test_a_continual_trial_trains_on_the_sessions_device_in_its_precision(data, tmp_path, monkeypatch):
+    """Issue 29: a continual trial takes the device and precision of its session, as offline trials do.
+    A CUDA session (``train.use_gpu``) asks for CUDA: on this CPU-only torch an error naming CUDA before any
+    step, never a silent CPU run (before: the trial trained on the CPU and reported every evaluation while
+    the sweep held a GPU for it). On the CPU, ``train.precision: bf16`` runs every step's forward and
+    loss under bf16 autocast (before: the runner had no autocast)."""
+    import lamo_ray.continual.evaluation as evaluation
+    from lamo_ray.optim import MixedPrecision
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(data))
+    monkeypatch.setattr(evaluation, "TaskEvaluator", StandIn)
+    cuda = Session(tmp_path / "cuda")
+    cuda.device = torch.device("cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises((RuntimeError, AssertionError), match="CUDA"):
+            train.train_loop_per_worker({"trial": config()}, cuda)
+        assert cuda.reports == []
+    entered = []
+    real = MixedPrecision.autocast
+
+    def spy(self):
+        entered.append(self.name)
+        return real(self)
+
+    monkeypatch.setattr(MixedPrecision, "autocast", spy)
+    bf16 = config().model_copy(deep=True)
+    bf16.train.precision = "bf16"
+    session = Session(tmp_path / "bf16")
+    train.train_loop_per_worker({"trial": bf16}, session)
+    # 4 pre-training + 2 x 4 stage steps, one batch each, all under bf16
+    assert entered == ["bf16"] * 12 and [m["step"] for m, _ in session.reports][-1] == 12
+
+
 @pytest.mark.parametrize("rule", ["expert", "data_max"])
 def test_evaluation_targets_follow_continual_target_return(data, tmp_path, monkeypatch, rule):
     """'expert': each task's recorded expert return; 'data_max' (L2M's rule): its data's best episode."""

@@ -51,6 +51,7 @@ import torch
 
 from lamo_ray.config import ContinualConfig, TrainConfig
 from lamo_ray.continual.metrics import Evaluation
+from lamo_ray.optim import MixedPrecision
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,18 @@ class ContinualRunner:
         sampler_for: ``sampler_for(tasks, seed)``: a sampler mixing those tasks' data.
         evaluate: see `Evaluate`.
         seed: seeds the samplers (per phase) and torch.
+        device: where the model trains (the trial session's device); the model is moved there.
+        precision: ``train.precision`` resolved for ``device`` (`lamo_ray.optim.MixedPrecision`); default
+            ``MixedPrecision.for_device(train.precision, device)``.
     """
 
     def __init__(self, model: torch.nn.Module, cfg: ContinualConfig, train: TrainConfig,
                  sampler_for: Callable[[Sequence[str], Any], Sampler], evaluate: Evaluate, seed: int = 0,
-                 device: str | torch.device = "cpu"):
-        self.model, self.cfg, self.train = model, cfg, train
-        self.sampler_for, self.evaluate, self.seed = sampler_for, evaluate, seed
+                 device: str | torch.device = "cpu", precision: MixedPrecision | None = None):
         self.device = torch.device(device)
+        self.model, self.cfg, self.train = model.to(self.device), cfg, train
+        self.sampler_for, self.evaluate, self.seed = sampler_for, evaluate, seed
+        self.precision = precision or MixedPrecision.for_device(train.precision, self.device)
         self.history: list[Evaluation] = []
         self.stage = PRETRAIN          # the phase in progress (or the next to start)
         self.step = 0                  # global step over pre-training and stages
@@ -174,14 +179,16 @@ class ContinualRunner:
         index = self.task_index(self.cfg.tasks[self.stage]) if self.stage != PRETRAIN else None
         if index is not None:
             task = torch.full((len(batch["task"]),), index, dtype=torch.long, device=self.device)
-        logits = self.model(batch["states"], batch["actions"], batch["returns_to_go"], batch["rewards"],
-                            batch["timesteps"], batch["attention_mask"], task=task)
-        loss = action_loss = self.model.loss(logits, batch["actions"], batch["attention_mask"], batch["action_mask"])
-        if self.anchor is not None and self.stage != PRETRAIN:
-            loss = loss + self.penalty()
-        if self.model.pool is not None and self.cfg.method in KEYED_METHODS:
-            weight = self.cfg.prompt_pool.key_loss if self.cfg.method == "l2p" else self.cfg.pool.key_loss
-            loss = loss + weight * self.model.pool.key_loss(self.model.pool_query, self.model.pool.selected)
+        with self.precision.autocast():
+            logits = self.model(batch["states"], batch["actions"], batch["returns_to_go"], batch["rewards"],
+                                batch["timesteps"], batch["attention_mask"], task=task)
+            loss = action_loss = self.model.loss(logits, batch["actions"], batch["attention_mask"],
+                                                 batch["action_mask"])
+            if self.anchor is not None and self.stage != PRETRAIN:
+                loss = loss + self.penalty()
+            if self.model.pool is not None and self.cfg.method in KEYED_METHODS:
+                weight = self.cfg.prompt_pool.key_loss if self.cfg.method == "l2p" else self.cfg.pool.key_loss
+                loss = loss + weight * self.model.pool.key_loss(self.model.pool_query, self.model.pool.selected)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.step} (stage {self.stage})")
         return loss, action_loss
@@ -200,10 +207,9 @@ class ContinualRunner:
         total = action = 0.0
         for _ in range(micro):
             loss, action_loss = self._loss(sampler)
-            (loss / micro).backward()
+            self.precision.backward(loss / micro)
             total, action = total + loss.item() / micro, action + action_loss.item() / micro
-        torch.nn.utils.clip_grad_norm_(self._trainable(), self.train.grad_clip)
-        self.optimizer.step()
+        self.precision.step(self.optimizer, self._trainable(), self.train.grad_clip)
         if self.scheduler is not None:
             for _ in range(micro):
                 self.scheduler.step()
@@ -231,6 +237,7 @@ class ContinualRunner:
             for _ in range(self.cfg.fisher_batches):
                 batch = {k: torch.as_tensor(v, device=self.device)
                          for k, v in sampler.sample(self.train.batch_size).items()}
+                # in fp32 whatever train.precision: squared fp16 gradients would underflow (a few batches a stage)
                 logits = self.model(batch["states"], batch["actions"], batch["returns_to_go"], batch["rewards"],
                                     batch["timesteps"], batch["attention_mask"])
                 loss = self.model.loss(logits, batch["actions"], batch["attention_mask"],
@@ -303,6 +310,7 @@ class ContinualRunner:
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "stage": self.stage, "step": self.step, "stage_step": self.stage_step,
                 "anchor": self.anchor, "importance": self.importance, "pretrained": self.pretrained,
+                "grad_scaler": None if self.precision.scaler is None else self.precision.scaler.state_dict(),
                 "history": [(e.stage, e.step, dict(e.success)) for e in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -311,8 +319,13 @@ class ContinualRunner:
             self._attach()
         self.model.load_state_dict(state["model"])
         self.stage, self.step, self.stage_step = state["stage"], state["step"], state["stage_step"]
-        self.anchor, self.importance = state.get("anchor"), state.get("importance")
-        self.pretrained = state.get("pretrained")
+        def here(tensors):   # a checkpoint is read onto the CPU; these live where the model trains
+            return None if tensors is None else {k: v.to(self.device) for k, v in tensors.items()}
+
+        self.anchor, self.importance = here(state.get("anchor")), here(state.get("importance"))
+        self.pretrained = here(state.get("pretrained"))
+        if self.precision.scaler is not None and state.get("grad_scaler") is not None:
+            self.precision.scaler.load_state_dict(state["grad_scaler"])
         self.history = [Evaluation(s, t, succ) for s, t, succ in state["history"]]
         self.optimizer = self.scheduler = None
         if state["optimizer"] is not None:

@@ -5,7 +5,9 @@ same session, MLflow run and checkpoint mechanics as the other trials (`lamo_ray
   ``data.sample_ratio``, written once per trial as memory-mapped shards in a temporary directory
   (`lamo_ray.data.shards`); batches come from `ShardedSampler` with raw states (L2M), per domain in
   turn with ``continual.pretrain_mixing: domain`` (`phase_sampler`).
-- Model: `lamo_ray.mddt.MultiDomainDecisionTransformer` of ``model`` and ``continual.mddt``.
+- Model: `lamo_ray.mddt.MultiDomainDecisionTransformer` of ``model`` and ``continual.mddt``, trained on
+  the session's device (a GPU with ``train.use_gpu``) in ``train.precision`` resolved for it, as every
+  trial (`lamo_ray.optim.MixedPrecision`).
 - Evaluation: `lamo_ray.continual.evaluation.TaskEvaluator`, one rollout actor per evaluated task,
   each task conditioned on its data's expert return (``ref_max_score``, else the data's best return),
   success by ``continual.success_rule`` (a trial param in MLflow, as every config key).
@@ -121,7 +123,12 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
                                   success_rule=c.success_rule)
 
         runner = ContinualRunner(model, c, cfg.train, lambda tasks, seed: phase_sampler(cfg, paths, tasks, seed),
-                                 evaluator, seed=cfg.seed)
+                                 evaluator, seed=cfg.seed, device=session.device)
+        log.info("continual trial: %s training on %s", runner.precision.name, runner.device)
+        if tracker is not None:
+            from lamo_ray.tracking import PRECISION_TAG
+
+            tracker.set_tags({PRECISION_TAG: runner.precision.name})
         ckpt = session.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
