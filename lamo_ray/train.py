@@ -247,7 +247,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
         log.info("rank %d restored step %d from checkpoint", rank, start_step)
 
     model = session.prepare_model(model)
-    from lamo_ray.online.critic import actor_rl_loss
+    from lamo_ray.online.critic import td3_actor_loss
     from lamo_ray.online.loop import ONLINE_FILE, make_learner, stochastic_loss, temperature_parameters
 
     temperature = temperature_parameters(model)
@@ -260,7 +260,8 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                          f"{cfg.data.source!r} has continuous ones")
     precision = MixedPrecision.for_device(cfg.train.precision, device)
     # TD3+ODT / TD3: the critic trains beside the offline steps (the authors' pretraining)
-    learner = make_learner(cfg, model, optimizer, scheduler, int(np.prod(dataset.obs_shape)), dataset.act_dim, device)
+    learner = make_learner(cfg, model, optimizer, scheduler, int(np.prod(dataset.obs_shape)), dataset.act_dim, device,
+                           precision)
     online_state = None
     if ckpt is not None and cfg.online is not None:
         with ckpt.as_directory() as d:
@@ -333,13 +334,17 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
             else:
                 preds = model(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"],
                               batch["attention_mask"])
-                loss = action_loss(preds.float(), batch["actions"], batch["attention_mask"], dataset.discrete_actions)
                 temperature_loss = 0.0
                 if rl_term:
-                    rl = actor_rl_loss(learner.critic, batch["states"], preds.float(), batch["attention_mask"])
+                    total, loss, rl = td3_actor_loss(learner.critic, batch["states"], preds.float(), batch["actions"],
+                                                     batch["attention_mask"], learner.settings.sup_coeff,
+                                                     learner.settings.rl_coeff)
+                else:
+                    loss = action_loss(preds.float(), batch["actions"], batch["attention_mask"],
+                                       dataset.discrete_actions)
             lm = None
-            total = loss + temperature_loss if rl is None else (
-                learner.settings.sup_coeff * loss + learner.settings.rl_coeff * rl)
+            if rl is None:
+                total = loss + temperature_loss
             if text is not None and with_text:
                 module = model.module if hasattr(model, "module") else model
                 lm = module.lm_loss(text.sample(cfg.language.batch_size).to(device)).float()

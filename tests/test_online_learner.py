@@ -142,3 +142,36 @@ def test_settings_reject_what_cannot_learn():
         TD3Settings(sup_coeff=0.0, rl_coeff=0.0)
     with pytest.raises(ValueError, match="policy_delay"):
         TD3Settings(policy_delay=0)
+
+
+def test_the_online_actor_update_runs_in_the_trials_precision_and_the_critic_on_its_device():
+    """Issue 29: the TD3 actor update takes the trial's `MixedPrecision` (make_learner passes it), as the
+    offline steps do: forward and loss under its autocast (bf16 here, on the CPU); the critic step stays
+    fp32. Before: the learner had no precision at all. A learner on CUDA puts its critic there: on this
+    CPU-only torch an error naming CUDA."""
+    from lamo_ray.optim import MixedPrecision
+
+    entered = []
+    real = MixedPrecision.autocast
+
+    def spy(self):
+        entered.append(self.name)
+        return real(self)
+
+    bf16 = MixedPrecision.for_device("bf16", torch.device("cpu"))
+    model = tiny_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    td3 = TD3Learner(model, opt, S, A, TD3Settings(critic_hidden=32, policy_delay=2), precision=bf16)
+    batch = sampler(dataset()).sample(8, transitions=True)
+    before = params(model)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MixedPrecision, "autocast", spy)
+        td3.update(batch)                      # critic only (policy_delay 2): no autocast
+        assert entered == []
+        out = td3.update(batch)                # critic, then the actor under bf16
+    assert entered == ["bf16"] and np.isfinite(out["online/actor_rl_loss"])
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert all(p.dtype == torch.float32 for p in td3.critic.parameters())
+    if not torch.cuda.is_available():
+        with pytest.raises((RuntimeError, AssertionError), match="CUDA"):
+            TD3Learner(tiny_model(), opt, S, A, TD3Settings(critic_hidden=32), device="cuda")

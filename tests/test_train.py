@@ -265,6 +265,20 @@ def test_fp32_is_the_cpu_default_and_runs_without_autocast(tmp_path, fakes, monk
     assert "grad_scaler" not in load_optimizer_state(session.reports[-1][1])
 
 
+def test_an_offline_trial_on_a_cuda_session_asks_for_cuda(tmp_path, fakes):
+    """Issue 29: the device comes from the session (``train.use_gpu``); an offline trial given a CUDA
+    session moves its model and batches there, which on this CPU-only torch is an error naming CUDA before
+    any step is reported, never a silent CPU run."""
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the trial would run")
+    session = FakeSession(tmp_path / "cuda")
+    session.out.mkdir()
+    session.device = torch.device("cuda")
+    with pytest.raises((RuntimeError, AssertionError), match="CUDA"):
+        train_loop_per_worker({"trial": trial(4, 2)}, session)
+    assert session.reports == []
+
+
 def test_auto_precision_is_bf16_or_fp16_on_cuda_and_fp32_on_cpu(monkeypatch):
     from lamo_ray.train import MixedPrecision
 

@@ -88,6 +88,20 @@ def actor_rl_loss(critic: TwinQ, states: torch.Tensor, predicted_actions: torch.
     return -q1[mask > 0].mean()
 
 
+def td3_actor_loss(critic: TwinQ, states: torch.Tensor, predicted_actions: torch.Tensor, actions: torch.Tensor,
+                   mask: torch.Tensor, sup_coeff: float, rl_coeff: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The TD3 actor's loss, the one place it is written: ``sup_coeff x`` masked MSE of the predicted
+    actions (B, K, A) to the data's ``+ rl_coeff x`` `actor_rl_loss` (the authors' ``trainer.py``:
+    ``actor_sup_coeff * sup_loss + actor_rl_coeff * rl_loss``). Used by the offline steps of
+    ``online.rl_from_start`` and by every online actor update. Returns (total, MSE, -Q1), scalars."""
+    from lamo_ray.model import action_loss
+
+    sup = action_loss(predicted_actions, actions, mask, discrete=False)
+    rl = actor_rl_loss(critic, states, predicted_actions, mask)
+    return sup_coeff * sup + rl_coeff * rl, sup, rl
+
+
 def ema_copy(module: nn.Module) -> nn.Module:
     """A frozen copy to serve as a target network."""
     target = copy.deepcopy(module)

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lamo_ray.model import action_loss
-from lamo_ray.online.critic import TwinQ, actor_rl_loss, critic_loss, ema_copy, soft_update, target_actions
+from lamo_ray.online.critic import TwinQ, critic_loss, ema_copy, soft_update, target_actions, td3_actor_loss
+from lamo_ray.optim import MixedPrecision
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,19 @@ class TD3Learner:
         state_dim, act_dim: sizes of one position's (normalised) state and action.
         settings: `TD3Settings`.
         action_low, action_high: the action range (target actions are clamped into it).
+        precision: the trial's ``train.precision`` on ``device`` (`lamo_ray.optim.MixedPrecision`): the actor's
+            forward and loss run under its autocast and its step through its (fp16) scaler, as every offline
+            step; default fp32. The critic trains in fp32 (a 256-wide MLP: autocast would save nothing, and
+            its TD targets are where reduced precision would hurt).
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state_dim: int, act_dim: int,
                  settings: TD3Settings = TD3Settings(), action_low: float = -1.0, action_high: float = 1.0,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, device: str | torch.device = "cpu"):
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, device: str | torch.device = "cpu",
+                 precision: MixedPrecision | None = None):
         self.model, self.optimizer, self.settings, self.scheduler = model, optimizer, settings, scheduler
         self.device = torch.device(device)
+        self.precision = precision or MixedPrecision.for_device("fp32", self.device)
         self.target_model = ema_copy(model)
         self.critic = TwinQ(state_dim, act_dim, settings.critic_hidden, settings.critic_layer_norm).to(self.device)
         self.target_critic = ema_copy(self.critic)
@@ -125,15 +131,14 @@ class TD3Learner:
         if self.updates % s.policy_delay:
             return out
         self.model.train()
-        pred = self.model(t["states"], t["actions"], t["returns_to_go"], t["timesteps"], mask)
-        sup = action_loss(pred, t["actions"], mask, discrete=False)
-        rl = actor_rl_loss(self.critic, t["states"], pred, mask)
-        loss = s.sup_coeff * sup + s.rl_coeff * rl
+        with self.precision.autocast():
+            pred = self.model(t["states"], t["actions"], t["returns_to_go"], t["timesteps"], mask)
+            loss, sup, rl = td3_actor_loss(self.critic, t["states"], pred.float(), t["actions"], mask, s.sup_coeff,
+                                           s.rl_coeff)
         self.optimizer.zero_grad(set_to_none=True)
         self.critic.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], s.grad_clip)
-        self.optimizer.step()
+        self.precision.backward_and_step(loss, self.optimizer, [p for p in self.model.parameters() if p.requires_grad],
+                                         s.grad_clip)
         if self.scheduler is not None:
             self.scheduler.step()
         self.critic.zero_grad(set_to_none=True)  # the actor's loss does not train the critic

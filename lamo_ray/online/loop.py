@@ -190,9 +190,10 @@ def stochastic_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> t
 
 def make_learner(cfg: TrialConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, state_dim: int, act_dim: int,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", precision=None):
     """The TD3 learner of a 'td3_odt' / 'td3' trial (None for 'odt': no critic), built before the
-    offline steps so that its critic trains alongside them, as the authors' pretraining does."""
+    offline steps so that its critic trains alongside them, as the authors' pretraining does. ``precision``:
+    the trial's `lamo_ray.optim.MixedPrecision` (the actor's updates run in it)."""
     online = cfg.online
     if online is None or online.method == "odt":
         return None
@@ -203,7 +204,8 @@ def make_learner(cfg: TrialConfig, model: torch.nn.Module, optimizer: torch.opti
                            policy_delay=online.policy_delay, critic_lr=online.critic_lr,
                            critic_hidden=online.critic_hidden, critic_layer_norm=online.critic_layer_norm,
                            reward_scale=online.reward_scale, grad_clip=cfg.train.grad_clip)
-    return TD3Learner(model, optimizer, state_dim, act_dim, settings, scheduler=scheduler, device=device)
+    return TD3Learner(model, optimizer, state_dim, act_dim, settings, scheduler=scheduler, device=device,
+                      precision=precision)
 
 
 def trajectories_state(trajectories: list[Trajectory]) -> list[dict[str, torch.Tensor]]:
