@@ -30,6 +30,7 @@ from lamo_ray.data.rewards import RewardTransform
 from lamo_ray.data.trajectories import Trajectory
 from lamo_ray.config import SCORE_METRIC, EvalConfig, torch_threads
 from lamo_ray.envs import flatten_observation, make_env, reference_scores_for
+from lamo_ray.rollout_pool import RolloutPool
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,9 @@ RolloutActor = ray.remote(Rollout)
 
 
 class Evaluator:
-    """A pool of `RolloutActor`s kept for a trial's lifetime; each call evaluates new weights.
+    """Evaluation's use of a `lamo_ray.rollout_pool.RolloutPool` of `RolloutActor`s kept for a trial's
+    lifetime; each call evaluates new weights (a dead actor is replaced and its episodes re-run with the
+    same seeds).
 
     Args:
         spec: policy architecture and normalisation.
@@ -274,15 +277,18 @@ class Evaluator:
         total = len(eval_cfg.target_returns) * eval_cfg.episodes
         num_actors = max(1, min(eval_cfg.num_actors, math.ceil(total / eval_cfg.envs_per_actor)))
         threads = torch_threads(eval_cfg.actor_cpus) if eval_cfg.actor_cpus > 0 else 1
-        self._actor_args = (spec, env_id, eval_cfg.envs_per_actor, threads, eval_cfg.max_episode_steps, None,
-                            env_kwargs, "cuda" if eval_cfg.gpus_per_actor > 0 else "cpu")
-        self.actors = [self._new_actor() for _ in range(num_actors)]
-        self.actor_restarts = 0
-        self._ready = False
+        args = (spec, env_id, eval_cfg.envs_per_actor, threads, eval_cfg.max_episode_steps, None,
+                env_kwargs, "cuda" if eval_cfg.gpus_per_actor > 0 else "cpu")
+        self.pool = RolloutPool(RolloutActor, [(args, {})] * num_actors, eval_cfg.actor_cpus, eval_cfg.gpus_per_actor)
 
-    def _new_actor(self):
-        return RolloutActor.options(num_cpus=self.cfg.actor_cpus, num_gpus=self.cfg.gpus_per_actor).remote(
-            *self._actor_args)
+    @property
+    def actors(self) -> list[Any]:
+        return self.pool.actors
+
+    @property
+    def actor_restarts(self) -> int:
+        """Actors replaced after dying (`lamo_ray.rollout_pool.RolloutPool`)."""
+        return self.pool.restarts
 
     def episodes(self) -> list[tuple[float, int]]:
         """[(target_return, env_seed)] for every requested episode (same seeds for every target)."""
@@ -303,30 +309,13 @@ class Evaluator:
         Raises:
             RuntimeError: an evaluation returned fewer episodes than requested.
         """
-        startup = None
-        if not self._ready:  # the first call waits for the actors' processes (imports, env construction)
-            t0 = time.perf_counter()
-            ray.get([a.__ray_ready__.remote() for a in self.actors])
-            startup, self._ready = time.perf_counter() - t0, True
+        startup = self.pool.ready()   # the first call waits for the actors (imports, env construction)
         state = policy.rollout_state_dict() if isinstance(policy, torch.nn.Module) else policy
-        weights = ray.put({k: v.detach().cpu() for k, v in state.items()})
+        weights = self.pool.push(state)
         episodes = self.episodes()
-        chunks = [episodes[i::len(self.actors)] for i in range(len(self.actors))]
-        # weights go first: an actor runs its tasks in submission order, so run() sees the new weights
-        pending = {i: (actor.set_weights.remote(weights), actor.run.remote(chunks[i]))
-                   for i, actor in enumerate(self.actors) if chunks[i]}
-        records: list[dict[str, Any]] = []
-        for i, (_, run_ref) in pending.items():
-            try:
-                part = ray.get(run_ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as err:
-                # a dead actor is replaced once and its episodes re-run with the same seeds
-                log.warning("rollout actor %d died during evaluation (%s); restarting it", i, type(err).__name__)
-                self.actor_restarts += 1
-                self.actors[i] = self._new_actor()
-                ray.get(self.actors[i].set_weights.remote(weights))
-                part = ray.get(self.actors[i].run.remote(chunks[i]))
-            records.extend(part)
+        chunks = [episodes[i::len(self.pool)] for i in range(len(self.pool))]
+        parts = self.pool.run({i: ((chunk,), {}) for i, chunk in enumerate(chunks) if chunk}, weights)
+        records: list[dict[str, Any]] = [r for i in sorted(parts) for r in parts[i]]
         if len(records) != len(episodes) or any(r is None for r in records):
             raise RuntimeError(f"evaluation returned {len(records)} of {len(episodes)} episodes")
         for r in records:
@@ -337,9 +326,7 @@ class Evaluator:
         return summary, records
 
     def shutdown(self) -> None:
-        for a in self.actors:
-            ray.kill(a)
-        self.actors = []
+        self.pool.shutdown()
 
 
 def summarize(records: list[dict[str, Any]], refs: tuple[float | None, float | None]) -> dict[str, float]:

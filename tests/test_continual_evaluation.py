@@ -1,6 +1,6 @@
-"""Every task of a continual run evaluated by its own Ray rollout actor (real local Ray, Meta-World):
-success rates per task, the same as one in-process rollout with the same weights and seeds, and the
-oracle's task index reaching the pool."""
+"""Every task of a continual run evaluated on the trial's rollout actors (real local Ray, Meta-World):
+success rates per task, the same as one in-process rollout with the same weights and seeds, the
+oracle's task index reaching the pool, actors sized by work, and a killed actor replaced."""
 
 import numpy as np
 import pytest
@@ -100,12 +100,14 @@ def test_a_pool_attached_after_the_actors_started_reaches_them(local_ray, kind):
         evaluator.shutdown()
 
 
-def test_each_actor_gets_its_tasks_return_scale(monkeypatch):
-    """Tasks of several domains (L2M: 200 Meta-World, 100 DMControl): each task's actor decodes with
-    its own return-to-go scale; the others keep the trial's."""
+def test_actors_are_sized_by_work_and_each_task_gets_its_return_scale(monkeypatch):
+    """Issue 29: ``eval.num_actors`` actors hold the tasks between them (round robin; at most one actor per
+    task), one model copy each, instead of one actor (and one model copy) per task. Tasks of several
+    domains (L2M: 200 Meta-World, 100 DMControl): each task decodes with its own return-to-go scale; the
+    others keep the trial's; ``continual.success_rule`` reaches every actor."""
     import lamo_ray.continual.evaluation as evaluation
 
-    specs = {}
+    started = []
 
     class Actor:
         @staticmethod
@@ -113,20 +115,47 @@ def test_each_actor_gets_its_tasks_return_scale(monkeypatch):
             return Actor
 
         @staticmethod
-        def remote(spec, env, *args, **kwargs):
-            specs[env] = spec
-            rules[env] = kwargs.get("success_rule")
+        def remote(tasks, template, **kwargs):
+            started.append((tasks, kwargs))
 
-    rules = {}
-    monkeypatch.setattr(evaluation, "TaskRolloutActor", Actor)
+    monkeypatch.setattr(evaluation, "MultiTaskRolloutActor", Actor)
+    monkeypatch.setattr(evaluation.RolloutPool, "shutdown", lambda self: None)
     cfg = validate_trial({"data": {"source": "unused", "context_length": 2, "rtg_scale": 200, "max_ep_len": 50},
                           "model": {"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1}})
     spec = PolicySpec(trial=cfg, state_shape=(39,), act_dim=4, discrete_actions=False, state_mean=None, state_std=None)
     model = torch.nn.Linear(2, 2)
-    evaluator = TaskEvaluator(spec, model, {"a": "EnvA-v0", "b": "EnvB-v0"}, {"a": (39, 4), "b": (204, 1)},
-                              {"a": 1.0, "b": 2.0}, 1, 0, rtg_scales={"b": 100.0}, success_rule="last_step")
-    evaluator.actors = {}
-    assert rules == {"EnvA-v0": "last_step", "EnvB-v0": "last_step"}   # continual.success_rule reaches every actor
-    assert specs["EnvA-v0"].trial.data.rtg_scale == 200 and specs["EnvB-v0"].trial.data.rtg_scale == 100
-    assert (specs["EnvB-v0"].state_shape, specs["EnvB-v0"].act_dim) == ((204,), 1)
+    envs = {"a": "EnvA-v0", "b": "EnvB-v0", "c": "EnvC-v0"}
+    evaluator = TaskEvaluator(spec, model, envs, {"a": (39, 4), "b": (204, 1), "c": (39, 4)},
+                              {"a": 1.0, "b": 2.0, "c": 3.0}, 1, 0, rtg_scales={"b": 100.0}, success_rule="last_step",
+                              num_actors=2)
+    assert [sorted(tasks) for tasks, _ in started] == [["a", "c"], ["b"]]          # 3 tasks, 2 actors
+    assert all(kw["success_rule"] == "last_step" for _, kw in started)
+    specs = {t: spec_ for tasks, _ in started for t, (spec_, _, _) in tasks.items()}
+    assert specs["a"].trial.data.rtg_scale == 200 and specs["b"].trial.data.rtg_scale == 100
+    assert (specs["b"].state_shape, specs["b"].act_dim) == ((204,), 1)
     assert cfg.data.rtg_scale == 200          # the trial's own config is untouched
+    started.clear()
+    TaskEvaluator(spec, model, {"a": "EnvA-v0"}, {"a": (39, 4)}, {"a": 1.0}, 1, 0, num_actors=4)
+    assert len(started) == 1                  # never more actors than tasks
+    assert evaluator.assignment == {"a": 0, "b": 1, "c": 0}
+
+
+def test_a_killed_actor_is_replaced_and_the_evaluation_unchanged(local_ray):
+    """Issue 29: a rollout actor killed between evaluations is replaced by the pool, with the same tasks,
+    the same weights and the same seeds, so the evaluation returns what an undisturbed one does."""
+    cfg = validate_trial({"data": {"source": "unused", "context_length": 2, "rtg_scale": 200, "max_ep_len": 50},
+                          "model": {"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1}})
+    spec = PolicySpec(trial=cfg, state_shape=(39,), act_dim=4, discrete_actions=False, state_mean=None, state_std=None)
+    torch.manual_seed(0)
+    model = MultiDomainDecisionTransformer(ModelConfig(backbone="gpt2", pretrained=False, n_layer=1, n_embd=16,
+                                                       n_head=1, finetune="full"), max_ep_len=50).eval()
+    evaluator = TaskEvaluator(spec, model, {t: env_id(t) for t in TASKS}, {t: (39, 4) for t in TASKS},
+                              {t: 1000.0 for t in TASKS}, episodes=2, seed=1, max_episode_steps=20, num_actors=2)
+    try:
+        first = evaluator(model, TASKS, lambda t: None)
+        returns = dict(evaluator.last_returns)
+        ray.kill(evaluator.actors[1], no_restart=True)
+        assert evaluator(model, TASKS, lambda t: None) == first and evaluator.last_returns == returns
+        assert evaluator.actor_restarts == 1
+    finally:
+        evaluator.shutdown()

@@ -147,6 +147,25 @@ def test_collector_keeps_the_shortest_prefix_and_its_data_do_not_depend_on_the_a
     assert not np.array_equal(plain.actions[0], y.trajectories[0].actions[0])
 
 
+@pytest.mark.slow  # starts Ray and rollout actors
+def test_a_killed_collecting_actor_is_replaced_and_the_collection_unchanged(collectors):
+    """Issue 29: a collecting actor killed mid-iteration (here between two iterations' submissions and
+    before the gather, so its wave is lost) is replaced by the trial's rollout pool, given the iteration's
+    weights, and re-runs its episodes with the same env seeds and noise streams: the iteration keeps the
+    transitions an undisturbed collection keeps."""
+    cfg = td3_trial()
+    weights = build(cfg).rollout_state_dict()
+    wide = collectors["wide"]
+    undisturbed = wide.gather(wide.submit(weights, 3))
+    pending = wide.submit(weights, 3)
+    ray.kill(wide.actors[1], no_restart=True)
+    again = wide.gather(pending)
+    assert wide.pool.restarts == 1
+    assert len(again.trajectories) == len(undisturbed.trajectories) and again.lengths == undisturbed.lengths
+    for a, b in zip(again.trajectories, undisturbed.trajectories):
+        assert same_trajectory(a, b)
+
+
 # --------------------------------------------------------------------------- c. resume
 
 

@@ -1,7 +1,12 @@
-"""Every task of a continual run evaluated in parallel: one Ray rollout actor per task (Continual
-World evaluates every task after each stage), each stepping that task's envs together with the
-model's current weights (`lamo_ray.evaluate.Rollout`, which feeds an MDDT its rewards and the
-oracle's task index).
+"""Every task of a continual run evaluated in parallel on the trial's rollout pool
+(`lamo_ray.rollout_pool.RolloutPool`; Continual World evaluates every task after each stage).
+
+Actors are sized by work, not by task: ``eval.num_actors`` actors (at most one per task), each holding
+its share of the tasks (round robin in the order evaluated). An actor keeps one copy of the model for all
+its tasks, and one `TaskRollout` per task with that task's envs, stepped together with one batched forward
+per step (`lamo_ray.evaluate.Rollout`, which feeds an MDDT its rewards and the oracle's task index). So
+the actors' memory grows with ``eval.num_actors``, not with the number of tasks. A dead actor is replaced
+and its tasks' episodes re-run with the same seeds.
 
 A task's episodes start from reset seeds ``seed + seed_offset + episode`` (the same at every
 evaluation, so evaluations differ only by the weights) and are conditioned on that task's target
@@ -23,7 +28,9 @@ import ray
 import torch
 
 from lamo_ray.checkpoint import PolicySpec
+from lamo_ray.config import torch_threads
 from lamo_ray.evaluate import Rollout
+from lamo_ray.rollout_pool import RolloutPool
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +60,40 @@ class TaskRollout(Rollout):
             self.envs = [LastStepSuccess(env) for env in self.envs]
 
 
-TaskRolloutActor = ray.remote(TaskRollout)
+class MultiTaskRollout:
+    """One rollout actor's share of the evaluated tasks: one model (loaded once per evaluation) and one
+    `TaskRollout` per task over it.
+
+    Args:
+        tasks: ``{task: (policy spec, env id, episodes)}``: the task's spec (its state / action sizes and
+            return-to-go scale), env and number of envs (one per episode).
+        model: the model to copy in (its structure; weights come with `set_weights`).
+        max_episode_steps, threads, device, success_rule: as `TaskRollout`'s.
+    """
+
+    def __init__(self, tasks: Mapping[str, tuple[PolicySpec, str, int]], model: torch.nn.Module,
+                 max_episode_steps: int | None = None, threads: int = 1, device: str = "cpu",
+                 success_rule: str = "any_step"):
+        torch.set_num_threads(threads)
+        self.model = model.to(device).eval()
+        self.rollouts = {task: TaskRollout(spec, env_id, episodes, threads, max_episode_steps, self.model,
+                                           device=device, success_rule=success_rule)
+                         for task, (spec, env_id, episodes) in tasks.items()}
+
+    def set_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state_dict)
+
+    def run(self, jobs: Mapping[str, tuple[list[tuple[float, int]], int | None]]) -> dict[str, list[dict[str, Any]]]:
+        """``{task: (episodes, oracle task index)}`` -> ``{task: records}`` (`lamo_ray.evaluate.Rollout.run`)."""
+        return {task: self.rollouts[task].run(episodes, task_index=index) for task, (episodes, index) in jobs.items()}
+
+
+MultiTaskRolloutActor = ray.remote(MultiTaskRollout)
 
 
 class TaskEvaluator:
-    """Rollout actors, one per task, kept for a run's lifetime.
+    """The evaluated tasks spread over ``num_actors`` rollout actors of a `RolloutPool`, kept for a run's
+    lifetime (module docstring).
 
     Args:
         spec: the trial's policy spec (K, rtg_scale and max_ep_len from its config; raw states: no
@@ -71,41 +107,67 @@ class TaskEvaluator:
         rtg_scales: ``{task: return-to-go divisor}`` where it differs from the spec's ``data.rtg_scale``
             (tasks of several domains: L2M's 200 Meta-World, 100 DMControl).
         success_rule: 'any_step' or 'last_step' (module docstring; ``continual.success_rule``).
+        num_actors: actors (``eval.num_actors``; at most one per task).
+        gpus_per_actor: GPU share per actor (``eval.gpus_per_actor``; > 0: the forward runs on CUDA).
+
+    Raises:
+        ValueError: a task without a target return or dimensions.
     """
 
     def __init__(self, spec: PolicySpec, model: torch.nn.Module, env_ids: Mapping[str, str],
                  dims: Mapping[str, tuple[int, int]], targets: Mapping[str, float], episodes: int, seed: int,
                  seed_offset: int = 10_000, max_episode_steps: int | None = None, actor_cpus: float = 0.0,
-                 rtg_scales: Mapping[str, float] | None = None, success_rule: str = "any_step"):
+                 rtg_scales: Mapping[str, float] | None = None, success_rule: str = "any_step",
+                 num_actors: int = 2, gpus_per_actor: float = 0.0):
         missing = [t for t in env_ids if t not in targets or t not in dims]
         if missing:
             raise ValueError(f"no target return or dimensions for the evaluated task(s) {missing}")
+        if success_rule not in ("any_step", "last_step"):
+            raise ValueError(f"continual.success_rule: unknown rule {success_rule!r} (last_step, any_step)")
         self.targets, self.episodes, self.seed, self.seed_offset = dict(targets), episodes, seed, seed_offset
         self.spec, self.env_ids, self.dims = spec, dict(env_ids), dict(dims)
-        self.max_episode_steps, self.actor_cpus = max_episode_steps, actor_cpus
+        self.max_episode_steps, self.actor_cpus, self.gpus_per_actor = max_episode_steps, actor_cpus, gpus_per_actor
         self.rtg_scales = dict(rtg_scales or {})
         self.success_rule = success_rule
-        self.actors: dict[str, Any] = {}
+        tasks = list(self.env_ids)
+        n = max(1, min(num_actors, len(tasks)))
+        self.assignment = {task: i % n for i, task in enumerate(tasks)}   # task -> actor
+        self.pool: RolloutPool | None = None
         self.last_returns: dict[str, float] = {}
         self._keys: frozenset[str] = frozenset()
         self._start(model)
 
+    @property
+    def actors(self) -> list[Any]:
+        return [] if self.pool is None else self.pool.actors
+
+    @property
+    def actor_restarts(self) -> int:
+        return 0 if self.pool is None else self.pool.restarts
+
+    def _task_spec(self, task: str) -> PolicySpec:
+        s, a = self.dims[task]
+        trial = self.spec.trial
+        if task in self.rtg_scales:
+            trial = trial.model_copy(update={"data": trial.data.model_copy(update={"rtg_scale": self.rtg_scales[task]})})
+        return PolicySpec(trial=trial, state_shape=(s,), act_dim=a, discrete_actions=False,
+                          state_mean=None, state_std=None, backbone_config=self.spec.backbone_config)
+
     def _start(self, model: torch.nn.Module) -> None:
-        """(Re)start the actors with a copy of ``model``'s structure: at construction, and whenever the
+        """(Re)start the pool with a copy of ``model``'s structure: at construction, and whenever the
         model's parameter names change (the runner attaches the modulation pool after pre-training;
         weights alone could not carry the pool into actors built without it)."""
         self.shutdown()
         template = copy.deepcopy(model).cpu().eval()
         self._keys = frozenset(model.state_dict())
-        for task, env_id in self.env_ids.items():
-            s, a = self.dims[task]
-            trial = self.spec.trial
-            if task in self.rtg_scales:
-                trial = trial.model_copy(update={"data": trial.data.model_copy(update={"rtg_scale": self.rtg_scales[task]})})
-            task_spec = PolicySpec(trial=trial, state_shape=(s,), act_dim=a, discrete_actions=False,
-                                   state_mean=None, state_std=None, backbone_config=self.spec.backbone_config)
-            self.actors[task] = TaskRolloutActor.options(num_cpus=self.actor_cpus).remote(
-                task_spec, env_id, self.episodes, 1, self.max_episode_steps, template, success_rule=self.success_rule)
+        device = "cuda" if self.gpus_per_actor > 0 else "cpu"
+        threads = torch_threads(self.actor_cpus) if self.actor_cpus > 0 else 1
+        args = []
+        for i in range(max(self.assignment.values()) + 1):
+            mine = {t: (self._task_spec(t), self.env_ids[t], self.episodes) for t, a in self.assignment.items() if a == i}
+            args.append(((mine, template), {"max_episode_steps": self.max_episode_steps, "threads": threads,
+                                            "device": device, "success_rule": self.success_rule}))
+        self.pool = RolloutPool(MultiTaskRolloutActor, args, self.actor_cpus, self.gpus_per_actor)
 
     def __call__(self, model: torch.nn.Module, tasks: Sequence[str],
                  task_index: Callable[[str], int | None]) -> dict[str, float]:
@@ -119,18 +181,20 @@ class TaskEvaluator:
         state = model.state_dict()
         if frozenset(state) != self._keys:
             self._start(model)
-        weights = ray.put({k: v.detach().cpu() for k, v in state.items()})
-        # every actor has the weights before any episode starts (a failed load raises here, not silently)
-        ray.get([self.actors[task].set_weights.remote(weights) for task in tasks])
+        unknown = [t for t in tasks if t not in self.assignment]
+        if unknown:
+            raise KeyError(f"no rollout actor evaluates {unknown}")
+        weights = self.pool.push(state)
         base = self.seed + self.seed_offset
-        pending = {}
+        jobs: dict[int, dict[str, tuple[list[tuple[float, int]], int | None]]] = {}
         for task in tasks:
             episodes = [(float(self.targets[task]), base + e) for e in range(self.episodes)]
-            pending[task] = self.actors[task].run.remote(episodes, task_index=task_index(task))
+            jobs.setdefault(self.assignment[task], {})[task] = (episodes, task_index(task))
+        parts = self.pool.run({i: ((job,), {}) for i, job in jobs.items()}, weights)
         out = {}
         self.last_returns = {}
-        for task, ref in pending.items():
-            records: list[dict[str, Any]] = ray.get(ref)
+        for task in tasks:
+            records: list[dict[str, Any]] = parts[self.assignment[task]][task]
             if any("success" not in r for r in records):
                 raise RuntimeError(f"{task}: its env reports no success flag")
             out[task] = sum(bool(r["success"]) for r in records) / len(records)
@@ -138,6 +202,6 @@ class TaskEvaluator:
         return out
 
     def shutdown(self) -> None:
-        for actor in self.actors.values():
-            ray.kill(actor)
-        self.actors = {}
+        if self.pool is not None:
+            self.pool.shutdown()
+        self.pool = None

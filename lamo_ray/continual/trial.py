@@ -8,8 +8,8 @@ same session, MLflow run and checkpoint mechanics as the other trials (`lamo_ray
 - Model: `lamo_ray.mddt.MultiDomainDecisionTransformer` of ``model`` and ``continual.mddt``, trained on
   the session's device (a GPU with ``train.use_gpu``) in ``train.precision`` resolved for it, as every
   trial (`lamo_ray.optim.MixedPrecision`).
-- Evaluation: `lamo_ray.continual.evaluation.TaskEvaluator`, one rollout actor per evaluated task,
-  each task conditioned on its data's expert return (``ref_max_score``, else the data's best return),
+- Evaluation: `lamo_ray.continual.evaluation.TaskEvaluator`: the evaluated tasks spread over
+  ``eval.num_actors`` rollout actors (``eval.actor_cpus``, ``eval.gpus_per_actor`` each), each task conditioned on its data's expert return (``ref_max_score``, else the data's best return),
   success by ``continual.success_rule`` (a trial param in MLflow, as every config key).
 - Each evaluation: MLflow gets ``eval/<task>/success_rate`` and ``eval/<task>/return``, and
   ``success_rate`` (the mean over the evaluated tasks); the session gets a report with
@@ -120,7 +120,8 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
         evaluator = TaskEvaluator(spec, model, {t: env_ids[t] for t in c.evaluated}, dims, targets,
                                   c.eval_episodes, cfg.seed, cfg.eval.seed_offset, cfg.eval.max_episode_steps,
                                   cfg.eval.actor_cpus, rtg_scales={t: cfg.rtg_scale_of(t) for t in c.evaluated},
-                                  success_rule=c.success_rule)
+                                  success_rule=c.success_rule, num_actors=cfg.eval.num_actors,
+                                  gpus_per_actor=cfg.eval.gpus_per_actor)
 
         runner = ContinualRunner(model, c, cfg.train, lambda tasks, seed: phase_sampler(cfg, paths, tasks, seed),
                                  evaluator, seed=cfg.seed, device=session.device)

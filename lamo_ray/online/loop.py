@@ -3,7 +3,9 @@ iteration collects whole episodes with rollout actors and the current weights, a
 trajectory replay (`lamo_ray.online.replay`), then runs the learner's updates on segments of the
 replay (hindsight return-to-go: computed from the rewards collected).
 
-- `Collector`: ``online.num_actors`` Ray rollout actors (`lamo_ray.evaluate.RolloutActor`) with
+- `Collector`: online collection's use of the trial's rollout pool (`lamo_ray.rollout_pool.RolloutPool`: a
+  dead actor is replaced and its episodes re-run with the same seeds and noise streams):
+  ``online.num_actors`` Ray rollout actors (`lamo_ray.evaluate.RolloutActor`) with
   ``online.envs_per_actor`` envs each. An iteration runs waves of one episode per env slot and keeps,
   in episode order, the shortest prefix of episodes reaching ``online.transitions_per_iteration``
   transitions: the episodes the paper's single-env loop (one episode after another until the
@@ -28,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import ray
 import torch
 
 from lamo_ray.checkpoint import PolicySpec
@@ -84,7 +85,7 @@ class Collected:
 class _Pending:
     iteration: int
     weights: Any
-    refs: list[Any]
+    refs: Any  # the wave in flight: a `lamo_ray.rollout_pool.Submitted`
     started: float
     episode: int = 0  # first episode index of the submitted wave
     kept: list[dict[str, Any]] = field(default_factory=list)
@@ -108,45 +109,48 @@ class Collector:
                  env_kwargs: dict[str, Any] | None = None, max_episode_steps: int | None = None,
                  actor_cpus: float = 0.0):
         from lamo_ray.evaluate import RolloutActor
+        from lamo_ray.rollout_pool import RolloutPool
 
         self.online, self.seed, self.stochastic = online, seed, stochastic
-        self.actors = [RolloutActor.options(num_cpus=actor_cpus).remote(
-            spec, env_id, online.envs_per_actor, 1, max_episode_steps, None, env_kwargs, "cpu")
-            for _ in range(online.num_actors)]
+        args = (spec, env_id, online.envs_per_actor, 1, max_episode_steps, None, env_kwargs, "cpu")
+        self.pool = RolloutPool(RolloutActor, [(args, {})] * online.num_actors, actor_cpus)
+
+    @property
+    def actors(self) -> list[Any]:
+        return self.pool.actors
 
     @property
     def slots(self) -> int:
         """Episodes per wave: actors x envs per actor."""
-        return len(self.actors) * self.online.envs_per_actor
+        return len(self.pool) * self.online.envs_per_actor
 
-    def _wave(self, weights: Any, iteration: int, first: int, push: bool) -> list[Any]:
+    def _wave(self, weights: Any, iteration: int, first: int, load: bool):
         episodes = [(self.online.target_return, episode_seed(self.seed, iteration, first + j))
                     for j in range(self.slots)]
         noise = 0.0 if self.stochastic else self.online.exploration_noise
-        refs = []
-        for a, actor in enumerate(self.actors):
-            if push:  # an actor runs its tasks in order: run() sees these weights
-                actor.set_weights.remote(weights)
-            refs.append(actor.run.remote(episodes[a::len(self.actors)], record=True, action_noise=noise,
-                                         noise_seed=self.seed * 1_000_003 + iteration, sample=self.stochastic))
-        return refs
+        n = len(self.pool)
+        jobs = {a: ((episodes[a::n],), {"record": True, "action_noise": noise,
+                                        "noise_seed": self.seed * 1_000_003 + iteration, "sample": self.stochastic})
+                for a in range(n)}
+        # load: an actor runs its calls in order, so run() sees these weights; a replaced actor loads them anyway
+        return self.pool.submit(jobs, weights, load=load)
 
     def submit(self, state_dict: dict[str, torch.Tensor], iteration: int) -> _Pending:
         """Push ``state_dict`` (`DecisionTransformer.rollout_state_dict`) to every actor and start the
         first wave of ``iteration``; returns at once (`gather` waits)."""
-        weights = ray.put({k: v.detach().cpu() for k, v in state_dict.items()})
-        return _Pending(iteration, weights, self._wave(weights, iteration, 0, push=True), time.perf_counter())
+        weights = self.pool.push(state_dict)
+        return _Pending(iteration, weights, self._wave(weights, iteration, 0, load=True), time.perf_counter())
 
     def gather(self, pending: _Pending) -> Collected:
         """Wait for ``pending``'s waves (running more until the budget is reached) and keep the
         episodes the sequential loop would have kept."""
         budget = self.online.transitions_per_iteration
         while True:
-            parts = ray.get(pending.refs)
+            parts = self.pool.gather(pending.refs)   # a dead actor's episodes re-run with the same seeds
             wave: list[dict[str, Any] | None] = [None] * self.slots
-            for a, part in enumerate(parts):  # actor a ran episodes a, a + A, a + 2A, ... of the wave
+            for a, part in parts.items():  # actor a ran episodes a, a + A, a + 2A, ... of the wave
                 for m, record in enumerate(part):
-                    wave[a + m * len(self.actors)] = record
+                    wave[a + m * len(self.pool)] = record
             collected = sum(r["length"] for r in pending.kept)
             for record in wave:
                 pending.env_steps += record["length"]
@@ -158,7 +162,7 @@ class Collector:
             if collected >= budget:
                 break
             pending.episode += self.slots
-            pending.refs = self._wave(pending.weights, pending.iteration, pending.episode, push=False)
+            pending.refs = self._wave(pending.weights, pending.iteration, pending.episode, load=False)
         kept = pending.kept
         return Collected(trajectories=[r["trajectory"] for r in kept], returns=[r["return"] for r in kept],
                          lengths=[r["length"] for r in kept],
@@ -167,9 +171,7 @@ class Collector:
                          seconds=time.perf_counter() - pending.started)
 
     def shutdown(self) -> None:
-        for a in self.actors:
-            ray.kill(a)
-        self.actors = []
+        self.pool.shutdown()
 
 
 def temperature_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
