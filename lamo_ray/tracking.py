@@ -57,6 +57,7 @@ ROLE_TAG = "lamo_ray.role"
 TRIAL_ID_TAG = "ray.trial_id"
 NODE_ID_TAG = "ray.node_id"  # Ray node of the trial's rank-0 Train worker (latest attempt)
 PRECISION_TAG = "lamo_ray.precision"  # train.precision as resolved on the trial's device (fp32, bf16, fp16)
+DEVICE_TAG = "lamo_ray.device"  # where the trial trained: the session's device type (cpu, cuda)
 OUTCOME_TAG = "lamo_ray.outcome"
 STOPPED_AT_TAG = "lamo_ray.stopped_at_step"    # last evaluated step of a trial the scheduler stopped
 CHECKPOINT_STEP_TAG = "lamo_ray.checkpoint_step"  # step of the run's ``checkpoint/`` artifact

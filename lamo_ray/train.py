@@ -294,13 +294,13 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
     refs = reference_scores(cfg.eval, env_id, (dataset.ref_min_score, dataset.ref_max_score))
     if rank == 0:
         if loop_config.get("mlflow_run_id"):
-            from lamo_ray.tracking import NODE_ID_TAG, PRECISION_TAG, RunLogger  # rank 0 only: mlflow is ~1 s of imports
+            from lamo_ray.tracking import DEVICE_TAG, NODE_ID_TAG, PRECISION_TAG, RunLogger  # rank 0 only: mlflow is ~1 s of imports
 
             tracker = RunLogger(loop_config["mlflow_uri"], loop_config["mlflow_run_id"],
                                 outbox_dir=loop_config.get("mlflow_outbox"))
             # which Ray node trained this trial (set again by a restarted worker group, maybe elsewhere)
             tracker.set_tags({NODE_ID_TAG: ray.get_runtime_context().get_node_id(),
-                              PRECISION_TAG: precision.name})
+                              PRECISION_TAG: precision.name, DEVICE_TAG: device.type})
             if start_step > 0:
                 tracker.log_metrics({"train/restored_from_step": start_step}, step=start_step)
             else:

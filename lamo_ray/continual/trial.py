@@ -127,9 +127,9 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
                                  evaluator, seed=cfg.seed, device=session.device)
         log.info("continual trial: %s training on %s", runner.precision.name, runner.device)
         if tracker is not None:
-            from lamo_ray.tracking import PRECISION_TAG
+            from lamo_ray.tracking import DEVICE_TAG, PRECISION_TAG
 
-            tracker.set_tags({PRECISION_TAG: runner.precision.name})
+            tracker.set_tags({PRECISION_TAG: runner.precision.name, DEVICE_TAG: runner.device.type})
         ckpt = session.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
