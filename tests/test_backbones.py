@@ -19,7 +19,7 @@ from lamo_ray import backbones
 from lamo_ray.backbones import BackboneUnavailableError, availability, fetch, load_tokenizer, resolve
 from lamo_ray.config import ModelConfig
 from lamo_ray.model import DecisionTransformer, build_backbone, lora_target_modules
-from lamo_ray.sweep import check_backbone
+from lamo_ray.preflight import check_backbone
 
 SMOLLM2_FETCHED = (backbones.fetched_dir(backbones.SMOLLM2) / backbones.SOURCE_FILE).is_file()
 needs_smollm2 = pytest.mark.skipif(
@@ -110,7 +110,7 @@ def test_unfetched_offline_backbone_names_the_fetch_command(empty_home):
 def test_missing_gpt2_tokenizer_blocks_only_trials_with_the_language_loss(offline_hub, empty_home, no_cached_gpt2,
                                                                          tmp_path):
     from lamo_ray.config import TrialConfig
-    from lamo_ray.sweep import check_corpora
+    from lamo_ray.preflight import check_corpora
 
     check = check_backbone("gpt2", pretrained=False)
     assert check.ok and "tokenizer" not in check.detail  # a random trunk without co-training needs none

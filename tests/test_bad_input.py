@@ -236,7 +236,7 @@ class Case:
 
 
 def _cpus_plus(n: int) -> int:
-    from lamo_ray.sweep import local_cpus
+    from lamo_ray.preflight import local_cpus
 
     return int(local_cpus()) + n
 

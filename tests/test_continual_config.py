@@ -37,7 +37,7 @@ def test_sources_steps_and_the_template():
 def test_preflight_checks_each_tasks_data_against_the_shared_sizes(tmp_path, monkeypatch):
     from lamo_ray.domains.metaworld.collect import collect_metaworld
     from lamo_ray.data.trajectories import DatasetSummary
-    from lamo_ray.sweep import check_continual, check_datasets
+    from lamo_ray.preflight import check_continual, check_datasets
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     for task in ("reach", "push", "hammer", "push-wall", "window-close"):
@@ -170,7 +170,7 @@ def write_d4rl(path, obs_dim, act_dim, n=400, episode=200):
 def test_pretraining_takes_datasets_of_the_projects_other_domains(tmp_path):
     """continual.pretrain_datasets: MuJoCo / Kitchen / PointMaze data beside Meta-World in one
     pre-training, each at its domain's return scale; preflight refuses one wider than the shared space."""
-    from lamo_ray.sweep import check_continual, check_datasets
+    from lamo_ray.preflight import check_continual, check_datasets
 
     hopper, walker = str(tmp_path / "hopper-medium-v2.hdf5"), str(tmp_path / "walker2d-medium-v2.hdf5")
     write_d4rl(hopper, 11, 3)

@@ -14,7 +14,7 @@ from hub_standin import (HubStandin, add_dataset_repo, add_minari_dataset, add_m
 
 from lamo_ray import inputs
 from lamo_ray.config import validate_trial
-from lamo_ray.sweep import check_backbone, check_corpora, check_datasets
+from lamo_ray.preflight import check_backbone, check_corpora, check_datasets
 
 BACKBONE = "standin-org/tiny-gpt2"
 DATASET = "D4RL/pendulum/random-v0"

@@ -94,7 +94,7 @@ def test_a_continual_sweep_plans_every_missing_task_file_from_the_hub_without_th
 
 
 def test_preflight_lists_missing_files_as_obtainable_and_reads_present_ones(tmp_path):
-    from lamo_ray.sweep import check_continual, check_datasets
+    from lamo_ray.preflight import check_continual, check_datasets
 
     cfg = continual_trial(str(tmp_path / "2M" / "{task}-v2.npz"))
     write_buffer(tmp_path / "2M" / "reach-v2.npz")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from lamo_ray.config import ConfigError, load_sweep, validate_trial
-from lamo_ray.sweep import check_online
+from lamo_ray.preflight import check_online
 
 ONLINE = {"method": "td3_odt", "iterations": 3, "target_return": 100.0}
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from lamo_ray.config import ConfigError, expand_trials, load_sweep, resolve_tune_config
-from lamo_ray.sweep import (PreflightError, TrialResources, _experiment_dir, _param_space,
-                            check_resources, format_trial_table, preflight, resource_plan, select_configurations,
-                            tune_max_failures)
+from lamo_ray.preflight import (PreflightError, TrialResources, check_resources, preflight, resource_plan,
+                                tune_max_failures)
+from lamo_ray.sweep import _experiment_dir, _param_space, format_trial_table, select_configurations
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -246,7 +246,7 @@ def test_paper_scale_online_tasks_follow_the_authors_commands():
 
 
 def test_missing_corpus_is_reported_before_compute(tmp_path):
-    from lamo_ray.sweep import check_corpora
+    from lamo_ray.preflight import check_corpora
 
     path = sweep_file(tmp_path)
     raw = yaml.safe_load(path.read_text())
