@@ -181,6 +181,37 @@ def _free_port(preferred: int) -> int:
         return sock.getsockname()[1]
 
 
+DASHBOARD_ATTEMPTS = 3
+
+
+def _init_local_ray(ray, env_vars: dict[str, str], worker_logs_to_console: bool):
+    """A new local Ray on 127.0.0.1 with its dashboard (Train V2 needs the dashboard process) on 8265 if free,
+    else on a port the OS picks. The port is probed, then Ray binds it: another sweep starting on the same
+    machine can take it in between (seen: "Failed to find a valid port for dashboard after 0 retries ...
+    8265: address already in use"), so a dashboard that fails to bind is retried on a fresh free port, up to
+    `DASHBOARD_ATTEMPTS` times. ``address="local"``: a new instance even when /tmp/ray/ray_current_cluster
+    names a `ray start` cluster (alive, or dead without `ray stop`), which ray.init() would otherwise join.
+
+    Raises:
+        the last ray.init error, when every attempt failed or the failure is not the dashboard's port."""
+    preferred = 8265
+    for attempt in range(1, DASHBOARD_ATTEMPTS + 1):
+        port = _free_port(preferred)
+        env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        try:
+            return ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                            _node_ip_address="127.0.0.1", runtime_env={"env_vars": env_vars},
+                            log_to_driver=worker_logs_to_console)
+        except Exception as err:   # noqa: BLE001 - Ray raises a bare Exception for the dashboard
+            message = str(err).lower()
+            if attempt == DASHBOARD_ATTEMPTS or "dashboard" not in message:
+                raise
+            log.warning("Ray's dashboard could not bind port %d (%s); retrying on another free port (attempt %d of %d)",
+                        port, str(err).splitlines()[0][:200], attempt + 1, DASHBOARD_ATTEMPTS)
+            ray.shutdown()
+            preferred = 0   # the OS picks a free one
+
+
 def _init_ray(address: str | None, worker_logs_to_console: bool = False) -> None:
     """Connect to ``address`` / $RAY_ADDRESS, or start a local Ray bound to 127.0.0.1.
 
@@ -200,14 +231,7 @@ def _init_ray(address: str | None, worker_logs_to_console: bool = False) -> None
     if address:
         ctx = ray.init(address=address, runtime_env={"env_vars": env_vars}, log_to_driver=worker_logs_to_console)
     else:
-        # Train V2 needs the dashboard process (FACTS.md); bind it and the node to loopback only.
-        port = _free_port(8265)
-        env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-        # address="local": a new instance even when /tmp/ray/ray_current_cluster names a `ray start`
-        # cluster (alive, or dead without `ray stop`), which ray.init() would otherwise try to join
-        ctx = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-                       _node_ip_address="127.0.0.1", runtime_env={"env_vars": env_vars},
-                       log_to_driver=worker_logs_to_console)
+        ctx = _init_local_ray(ray, env_vars, worker_logs_to_console)
     if ctx.dashboard_url:
         token = " (it asks for the Ray token: `ray get-auth-token` prints it)" \
             if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ""

@@ -354,3 +354,38 @@ def test_cli_offline_flag_fetches_nothing_and_asks_nothing(tmp_path):
     assert proc.returncode == 2
     assert "inputs: offline, not fetching 2 missing input(s)" in proc.stdout, proc.stdout[-2000:]
     assert "cannot reach" not in proc.stdout and "Offline (--offline / HF_HUB_OFFLINE=1)" in proc.stderr
+
+
+def test_a_dashboard_port_taken_meanwhile_is_retried_on_another_port(monkeypatch):
+    """Issue 30: two sweeps started together both probe 8265 as free; the second one's dashboard then
+    fails to bind ("Failed to find a valid port for dashboard ...: address already in use"). The sweep
+    retries on a fresh free port the OS picks instead of dying; another ray.init error is raised as it is."""
+    from lamo_ray import sweep
+
+    class FakeRay:
+        def __init__(self, failures):
+            self.failures, self.ports, self.shutdowns = failures, [], 0
+
+        def init(self, **kwargs):
+            self.ports.append(kwargs["dashboard_port"])
+            if self.failures:
+                raise Exception(self.failures.pop(0))   # noqa: TRY002 - what Ray raises
+            return "ctx"
+
+        def shutdown(self):
+            self.shutdowns += 1
+
+    asked = []
+    monkeypatch.setattr(sweep, "_free_port", lambda preferred: asked.append(preferred) or 8265 + len(asked) - 1)
+    busy = "Failed to find a valid port for dashboard after 0 retries: [Errno 98] address already in use"
+    ray = FakeRay([busy])
+    env = {}
+    assert sweep._init_local_ray(ray, env, False) == "ctx"
+    assert asked == [8265, 0] and ray.ports == [8265, 8266] and ray.shutdowns == 1
+    assert env["RAY_API_SERVER_ADDRESS"] == "http://127.0.0.1:8266"     # the workers follow the new port
+    with pytest.raises(Exception, match="dashboard"):
+        sweep._init_local_ray(FakeRay([busy] * sweep.DASHBOARD_ATTEMPTS), {}, False)
+    other = FakeRay(["GCS failed to start"])
+    with pytest.raises(Exception, match="GCS"):
+        sweep._init_local_ray(other, {}, False)
+    assert len(other.ports) == 1
