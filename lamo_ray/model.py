@@ -33,6 +33,7 @@ from torch import nn
 
 from lamo_ray.backbones import BackboneUnavailableError, baseline_config, load_config, load_pretrained  # noqa: F401 - error re-exported
 from lamo_ray.config import ModelConfig
+from lamo_ray.heads import TanhGaussianHead
 
 logger = logging.getLogger(__name__)
 
@@ -527,8 +528,6 @@ class DecisionTransformer(nn.Module):
             if discrete_actions:
                 raise ValueError("model.action_head 'tanh_gaussian' is for continuous actions; this data's actions "
                                  "are discrete")
-            from lamo_ray.online.stochastic import TanhGaussianHead
-
             self.action_head = TanhGaussianHead(h, act_dim)
         else:
             self.action_head = _action_head(h, act_dim, cfg.embedding, discrete_actions, cfg.bounded_actions)

@@ -109,7 +109,7 @@ def test_l2m_cw10_pretrains_as_l2ms_code_500k_steps_of_one_micro_batch_per_domai
     domain in turn (``src/buffers/samplers.py:8-59``). The resolved sweep and the sampler its trials
     build. Before: 1M steps of one 256-sample batch with each sample's domain drawn at random."""
     from lamo_ray.config import load_sweep
-    from lamo_ray.continual import task_domain
+    from lamo_ray.domains.tasks import task_domain
     from lamo_ray.continual.trial import DomainTurns, phase_sampler
 
     sweep = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "l2m_cw10.yaml")

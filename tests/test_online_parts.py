@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from lamo_ray.data.trajectories import Trajectory
+from lamo_ray.heads import LOG_STD_BOUNDS, TanhGaussianHead
 from lamo_ray.online.critic import (TwinQ, actor_rl_loss, critic_loss, ema_copy, soft_update,
                                     target_actions)
 from lamo_ray.online.replay import TrajectoryReplay
-from lamo_ray.online.stochastic import LOG_STD_BOUNDS, TanhGaussianHead
 
 
 def traj(ret, length=3, terminated=False):

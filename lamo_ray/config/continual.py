@@ -124,8 +124,8 @@ class ContinualConfig(_Strict):
     @classmethod
     def _tasks_known(cls, v: list[str] | None, info) -> list[str] | None:
         """Meta-World and DMControl task names (did-you-mean), with named lists (cw10, mt40, mt50, dmc10)
-        expanded (`lamo_ray.continual.check_continual_tasks`)."""
-        from lamo_ray.continual import check_continual_tasks
+        expanded (`lamo_ray.domains.tasks.check_continual_tasks`)."""
+        from lamo_ray.domains.tasks import check_continual_tasks
 
         return None if v is None else check_continual_tasks(v, key=f"continual.{info.field_name}")
 
@@ -133,7 +133,7 @@ class ContinualConfig(_Strict):
     @classmethod
     def _domains_known(cls, v: dict, info) -> dict:
         from lamo_ray import domains
-        from lamo_ray.continual import CONTINUAL_DOMAINS, PLACEHOLDERS
+        from lamo_ray.domains.tasks import CONTINUAL_DOMAINS, PLACEHOLDERS
 
         known = CONTINUAL_DOMAINS if info.field_name == "sources" else [d.name for d in domains.registered()]
         for domain, value in v.items():
@@ -148,7 +148,7 @@ class ContinualConfig(_Strict):
 
     @model_validator(mode="after")
     def _sequence_is_success_scored(self) -> "ContinualConfig":
-        from lamo_ray.continual import SUCCESS_RULES, task_domain
+        from lamo_ray.domains.tasks import SUCCESS_RULES, task_domain
 
         for key, tasks in (("tasks", self.tasks), ("eval_tasks", self.eval_tasks or [])):
             scoreless = [t for t in tasks if self.success_rule not in SUCCESS_RULES[task_domain(t)]]
@@ -177,7 +177,7 @@ class ContinualConfig(_Strict):
     @classmethod
     def _datasets_have_a_domain(cls, v: list[str]) -> list[str]:
         from lamo_ray import domains
-        from lamo_ray.continual import PLACEHOLDERS
+        from lamo_ray.domains.tasks import PLACEHOLDERS
 
         for source in v:
             if any(p in source for p in PLACEHOLDERS):

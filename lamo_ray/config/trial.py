@@ -42,7 +42,7 @@ class TrialConfig(_Strict):
                                  "pre-training accumulates gradients (L2M); offline and online trials take one batch "
                                  "per optimiser step, so set it to 1")
             return self
-        from lamo_ray.continual import PLACEHOLDERS, episode_steps, task_domain
+        from lamo_ray.domains.tasks import PLACEHOLDERS, episode_steps, task_domain
 
         needs = {task_domain(t) for t in [*self.continual.pretrain_tasks, *self.continual.tasks]}
         if any(d not in self.continual.sources for d in needs) and not any(p in self.data.source for p in PLACEHOLDERS):
@@ -80,7 +80,7 @@ class TrialConfig(_Strict):
         evaluation); ``{None: data.source}`` for other trials."""
         if self.continual is None:
             return {None: self.data.source}
-        from lamo_ray.continual import fill_source, task_domain
+        from lamo_ray.domains.tasks import fill_source, task_domain
 
         c = self.continual
         tasks = dict.fromkeys([*c.pretrain_tasks, *c.tasks, *c.evaluated])
@@ -92,7 +92,7 @@ class TrialConfig(_Strict):
         ``data.rtg_scale``; for a ``continual.pretrain_datasets`` entry, its domain's, else the domain's
         evaluation scale (LaMo's: MuJoCo 1000), else ``data.rtg_scale``."""
         from lamo_ray import domains
-        from lamo_ray.continual import task_domain
+        from lamo_ray.domains.tasks import task_domain
 
         assert self.continual is not None
         domain, default = task_domain(task), self.data.rtg_scale

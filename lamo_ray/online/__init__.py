@@ -6,7 +6,8 @@ REFERENCE_ODT_TD3.md). Pieces, each following the authors' code (and Online DT's
   overwritten lowest-return first), with hindsight return-to-go relabelling;
 - `lamo_ray.online.critic`: the TD3 twin critic over (state, action) per context position, its
   target, the actor's RL term and the soft target update;
-- `lamo_ray.online.stochastic`: ODT's tanh-Gaussian action head with a learned temperature;
+- `lamo_ray.online.stochastic`: ODT's tanh-Gaussian action head with a learned temperature
+  (`lamo_ray.heads`, re-exported);
 - `lamo_ray.online.learner`: one ODT-TD3 update of a Decision Transformer (critic, delayed actor with
   the RL term, target networks), from `lamo_ray.data.sampling.SegmentSampler` transitions;
 - collection: `lamo_ray.evaluate.Rollout.run` with ``record=True`` and ``action_noise`` returns whole
