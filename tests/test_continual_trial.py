@@ -212,3 +212,20 @@ def test_pretraining_mixes_meta_world_and_dmcontrol(data, tmp_path, monkeypatch)
     assert drawn[:2 * steps] == (["reach", "cartpole-balance", hopper] * steps)[:2 * steps]   # in turn, 2 per step
     assert built[3][:2] == (["window-close"], [200.0])            # the first continual stage, one batch per step
     assert drawn[2 * steps:2 * steps + 2] == ["window-close"] * 2
+
+
+def test_a_continual_trial_with_the_same_seed_repeats_exactly_and_another_seed_does_not(data, tmp_path, monkeypatch):
+    """Issue 30 (reproducibility): the same trial config run twice in fresh sessions reports the same
+    metrics at every evaluation, bit for bit; another seed reports other ones."""
+    import lamo_ray.continual.evaluation as evaluation
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(data))
+    monkeypatch.setattr(evaluation, "TaskEvaluator", StandIn)
+    runs = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        cfg = config().model_copy(update={"seed": seed})
+        session = Session(tmp_path / name)
+        train.train_loop_per_worker({"trial": cfg}, session)
+        runs.append([{k: v for k, v in m.items() if k != "mlflow_run_id"} for m, _ in session.reports])
+    assert runs[0] == runs[1] and len(runs[0]) == 5
+    assert runs[0] != runs[2]
