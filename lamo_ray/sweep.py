@@ -364,6 +364,20 @@ def run_sweep(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | Non
 CONFIRM_SUFFIX = "-confirm"   # Tune experiment of the confirmation stage: <sweep run name>-confirm
 
 
+def tune_scheduler(sweep: SweepConfig, rows: list[dict[str, Any]], scheduler_type: str):
+    """The Tune scheduler of a stage: 'asha' is Ray's ASHA on the trials' reported ``step`` (training
+    steps, then online updates), one bracket, milestones ``scheduler.grace_period x reduction_factor^k``
+    up to the longest trial's total steps (`lamo_ray.config.SchedulerConfig.rungs`); 'fifo' runs every
+    trial to its end. Tune gives it ``scheduler.metric`` / ``mode`` (`tune.TuneConfig`)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if scheduler_type == "asha":
+        return ASHAScheduler(time_attr="step", max_t=max(r["config"].total_steps for r in rows),
+                             grace_period=sweep.scheduler.grace_period,
+                             reduction_factor=sweep.scheduler.reduction_factor)
+    return FIFOScheduler()
+
+
 def _run_stage(sweep: SweepConfig, rows: list[dict[str, Any]], tracking: dict[str, str], shared: dict[str, Any],
                name: str, exp_dir: Path, resume: bool, max_concurrent: int, param_space: dict[str, Any],
                scheduler_type: str):
@@ -371,7 +385,6 @@ def _run_stage(sweep: SweepConfig, rows: list[dict[str, Any]], tracking: dict[st
     ``param_space``; ``rows`` hold the `TrialConfig` of every trial it runs (for Tune's retry budget);
     ``shared``: `run_trial`'s ``dataset_refs`` and ``backbone_refs``. Returns Tune's ``ResultGrid``."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from lamo_ray.tracking import MLflowTrialFinalizer
 
@@ -384,12 +397,7 @@ def _run_stage(sweep: SweepConfig, rows: list[dict[str, Any]], tracking: dict[st
         # their MLflow runs by trial id and their Train checkpoints by run name (no duplicates).
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
                                   resume_errored=True).fit()
-    if scheduler_type == "asha":
-        scheduler = ASHAScheduler(time_attr="step", max_t=max(r["config"].total_steps for r in rows),
-                                  grace_period=sweep.scheduler.grace_period,
-                                  reduction_factor=sweep.scheduler.reduction_factor)
-    else:
-        scheduler = FIFOScheduler()
+    scheduler = tune_scheduler(sweep, rows, scheduler_type)
     finalizer = MLflowTrialFinalizer(tracking["uri"], outbox_dir=tracking["outbox"],
                                      experiment_id=tracking["experiment_id"],
                                      parent_run_id=tracking["parent_run_id"], sweep=sweep)

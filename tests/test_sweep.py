@@ -389,3 +389,44 @@ def test_a_dashboard_port_taken_meanwhile_is_retried_on_another_port(monkeypatch
     with pytest.raises(Exception, match="GCS"):
         sweep._init_local_ray(other, {}, False)
     assert len(other.ports) == 1
+
+
+def test_asha_stops_the_clearly_worse_trials_at_its_rungs_and_fifo_stops_none(tmp_path):
+    """Issue 30: the scheduler the sweep hands Tune (`tune_scheduler`, used by every stage) stops trials.
+    Eight trials report their evaluation at ASHA's first rung, best first (scores 80, 70, ..., 10). With
+    reduction factor 2 a trial below the median of the scores already recorded at the rung is stopped:
+    all but the best. Then the best passes the second rung and runs to the end. FIFO stops none. Before:
+    no default test failed if the ASHA scheduler was replaced by FIFO."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from lamo_ray.sweep import tune_scheduler
+
+    path = sweep_file(tmp_path, seeds=list(range(8)),
+                      scheduler={"type": "asha", "grace_period": 100, "reduction_factor": 2})
+    raw = yaml.safe_load(path.read_text())
+    raw["base"]["train"] = {"steps": 400}
+    path.write_text(yaml.safe_dump(raw))
+    sweep = load_sweep(path)
+    rows = expand_trials(sweep)
+    assert sweep.scheduler.rungs(400) == [100, 200, 400]
+
+    class Trial:
+        def __init__(self, i):
+            self.trial_id = f"t{i}"
+
+    def decisions(scheduler, at_step, scores, trials):
+        scheduler.set_search_properties(sweep.scheduler.metric, sweep.scheduler.mode)
+        for t in trials:
+            if t.trial_id not in getattr(scheduler, "_trial_info", {t.trial_id: None}):
+                scheduler.on_trial_add(None, t)
+        return [scheduler.on_trial_result(None, t, {"step": at_step, sweep.scheduler.metric: s})
+                for t, s in zip(trials, scores)]
+
+    trials = [Trial(i) for i in range(8)]
+    scores = [80.0 - 10 * i for i in range(8)]
+    asha = tune_scheduler(sweep, rows, "asha")
+    first = decisions(asha, 100, scores, trials)
+    assert first == [TrialScheduler.CONTINUE] + [TrialScheduler.STOP] * 7
+    assert decisions(asha, 200, [85.0], trials[:1]) == [TrialScheduler.CONTINUE]        # the best goes on
+    fifo = tune_scheduler(sweep, rows, "fifo")
+    assert set(decisions(fifo, 100, scores, trials)) == {TrialScheduler.CONTINUE}
