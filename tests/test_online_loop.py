@@ -242,6 +242,75 @@ def test_online_phase_resumes_from_a_checkpoint_exactly(collectors):
     assert resumed.step_after(1) == cfg.train.steps + 2 * 3 == cfg.total_steps
 
 
+class WeightsCollector:
+    """The `Collector` interface in this process: each iteration's episodes depend on the weights it was
+    submitted with (their rewards are a function of them) and on the iteration (its states)."""
+
+    def __init__(self):
+        self.submitted: dict[int, dict[str, torch.Tensor]] = {}
+
+    def submit(self, state_dict, iteration):
+        from types import SimpleNamespace
+
+        self.submitted[iteration] = {k: v.detach().clone() for k, v in state_dict.items()}
+        return SimpleNamespace(iteration=iteration, weights=self.submitted[iteration])
+
+    def gather(self, pending):
+        from lamo_ray.online.loop import Collected
+
+        rng = np.random.default_rng(pending.iteration)
+        level = float(sum(v.float().sum() for v in pending.weights.values()))
+        trajs = [Trajectory(rng.standard_normal((n, S)).astype(np.float32), rng.uniform(-1, 1, (n, A)).astype(np.float32),
+                            np.full(n, level, np.float32), False) for n in (12, 10)]
+        return Collected(trajs, [float(t.rewards.sum()) for t in trajs], [t.length for t in trajs], [], 0, 22, 0.01)
+
+    def shutdown(self):
+        pass
+
+
+def test_overlapped_collection_uses_the_previous_weights_and_a_resumed_run_repeats_the_uninterrupted_one():
+    """Issue 30: with online.overlap the episodes of iteration i+1 are collected with the weights iteration
+    i started its updates from (submitted before them); a checkpoint waits for that collection and saves it,
+    so a run resumed after iteration 1 adds the same episodes and ends where the uninterrupted run ends.
+    Before: the pending collection was not in the checkpoint, and the resumed run collected iteration 2
+    with the weights after iteration 1's updates."""
+    cfg = td3_trial()
+    cfg = cfg.model_copy(update={"online": cfg.online.model_copy(update={"overlap": True, "iterations": 3})})
+    model = build(cfg)
+    model.train()
+    collector = WeightsCollector()
+    straight, optimizer, scheduler = phase_for(cfg, model, collector)
+    starts = []
+    for _ in range(2):
+        starts.append({k: v.detach().clone() for k, v in model.rollout_state_dict().items()})
+        straight.run_iteration()
+    # iteration i+1's collection was submitted with the weights iteration i started from
+    for i in (0, 1):
+        assert all(torch.equal(collector.submitted[i + 1][k], starts[i][k]) for k in starts[i])
+    saved = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "online": straight.state_dict()}, saved)
+    last = straight.run_iteration()
+
+    saved.seek(0)
+    ckpt = torch.load(saved, weights_only=True)
+    fresh = build(cfg, init_seed=1)
+    fresh.load_state_dict(ckpt["model"])
+    fresh.train()
+    again = WeightsCollector()
+    resumed, r_optimizer, r_scheduler = phase_for(cfg, fresh, again)
+    resumed.learner.load_state_dict(ckpt["online"]["learner"])
+    r_optimizer.load_state_dict(ckpt["optimizer"])
+    r_scheduler.load_state_dict(ckpt["scheduler"])
+    resumed.load_state_dict(ckpt["online"])
+    repeat = resumed.run_iteration()
+    assert again.submitted == {}                      # iteration 2's episodes came from the checkpoint
+    assert stable(repeat) == pytest.approx(stable(last), rel=1e-6, abs=1e-7)
+    assert [t.rewards[0] for t in resumed.replay.trajectories] == [t.rewards[0] for t in straight.replay.trajectories]
+    for p, q in zip(model.parameters(), fresh.parameters()):
+        assert torch.allclose(p, q, rtol=0, atol=1e-7)
+
+
 # --------------------------------------------------------------------------- d. ODT's loss
 
 

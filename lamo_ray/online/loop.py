@@ -15,7 +15,9 @@ replay (hindsight return-to-go: computed from the rewards collected).
 - `OnlinePhase`: the learner side: ODT (supervised NLL - T x entropy on replay batches), or TD3+ODT /
   TD3 (`lamo_ray.online.learner.TD3Learner`: critic every batch, delayed actor with the RL term).
   With ``online.overlap`` the actors collect iteration i+1 with the weights of iteration i while the
-  learner updates (ours); by default they collect, then the learner updates (the paper's schedule).
+  learner updates (ours); by default they collect, then the learner updates (the paper's schedule). A
+  checkpoint waits for that collection and saves it, so a resumed overlapped run repeats the
+  uninterrupted one.
 
 Steps: the offline phase reports steps 1..``train.steps``; online iteration ``i`` (0-based) ends at
 step ``train.steps + (i + 1) x updates_per_iteration`` (one step per actor update), where the metrics
@@ -261,6 +263,7 @@ class OnlinePhase:
         self.replay = TrajectoryReplay(self.online.replay_size, dataset.trajectories)
         self.iteration = 0
         self._pending = None
+        self._ahead: tuple[int, Collected] | None = None   # an overlapped collection drained by a checkpoint
 
     def step_after(self, iteration: int) -> int:
         """The trial step at which online iteration ``iteration`` (0-based) ends."""
@@ -269,15 +272,35 @@ class OnlinePhase:
     # ------------------------------------------------------------------ checkpoint state
 
     def state_dict(self) -> dict[str, Any]:
-        """Replay, learner (critic, targets, optimisers) and the iteration count: what `--resume` needs."""
+        """Replay, learner (critic, targets, optimisers), the iteration count, and with ``online.overlap`` the
+        collection of the next iteration (made with the previous weights while the learner updated): it is
+        waited for and saved, so a resumed run adds the same episodes as the uninterrupted one."""
+        if self._pending is not None:   # drain the overlapped collection into the checkpoint
+            self._ahead = (self._pending.iteration, self.collector.gather(self._pending))
+            self._pending = None
+        ahead = None
+        if self._ahead is not None:
+            i, c = self._ahead
+            ahead = {"iteration": i, "trajectories": trajectories_state(c.trajectories), "returns": list(c.returns),
+                     "lengths": list(c.lengths), "successes": list(c.successes), "dropped": c.dropped,
+                     "env_steps": c.env_steps, "seconds": c.seconds}
         return {"iteration": self.iteration, "replay": replay_state(self.replay),
-                "learner": None if self.learner is None else self.learner.state_dict()}
+                "learner": None if self.learner is None else self.learner.state_dict(), "collected_ahead": ahead}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.iteration = int(state["iteration"])
         load_replay_state(self.replay, state["replay"])
         if self.learner is not None and state.get("learner") is not None:
             self.learner.load_state_dict(state["learner"])
+        ahead = state.get("collected_ahead")
+        self._ahead = None
+        if ahead is not None:
+            trajectories = [Trajectory(t["observations"].numpy(), t["actions"].numpy(), t["rewards"].numpy(),
+                                       bool(t["terminated"])) for t in ahead["trajectories"]]
+            self._ahead = (int(ahead["iteration"]), Collected(
+                trajectories, [float(x) for x in ahead["returns"]], [int(x) for x in ahead["lengths"]],
+                [bool(x) for x in ahead["successes"]], int(ahead["dropped"]), int(ahead["env_steps"]),
+                float(ahead["seconds"])))
 
     # ------------------------------------------------------------------ the loop
 
@@ -292,10 +315,13 @@ class OnlinePhase:
         if i == 0 and self.learner is not None:  # the online phase starts from hard copies (the authors')
             self.learner.hard_update_targets()
         t0 = time.perf_counter()
-        pending = self._pending if self._pending is not None and self._pending.iteration == i else \
-            self.collector.submit(self._weights(), i)
+        if self._ahead is not None and self._ahead[0] == i:   # drained by the last checkpoint
+            collected, self._ahead = self._ahead[1], None
+        else:
+            pending = self._pending if self._pending is not None and self._pending.iteration == i else \
+                self.collector.submit(self._weights(), i)
+            collected = self.collector.gather(pending)
         self._pending = None
-        collected = self.collector.gather(pending)
         waited = time.perf_counter() - t0
         self.replay.add(collected.trajectories)
         if self.online.overlap and i + 1 < self.online.iterations:  # collect i+1 with these weights
