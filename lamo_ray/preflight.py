@@ -9,6 +9,8 @@ them); every check is a `Check`, and a failed one stops the sweep with `Prefligh
 
 from __future__ import annotations
 
+import math
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,9 +243,17 @@ def collecting_actors(cfg: TrialConfig) -> int:
 
 
 def evaluating_actors(cfg: TrialConfig) -> int:
-    """Rollout actors a trial evaluates with: ``eval.num_actors``, or for a continual trial one per
-    evaluated task (`lamo_ray.continual.evaluation.TaskEvaluator`, CPU only)."""
-    return len(cfg.continual.evaluated) if cfg.continual is not None else cfg.eval.num_actors
+    """Rollout actors a trial evaluates with, as many as it starts (`lamo_ray.rollout_pool.actors_for`):
+    ``eval.num_actors``, at most one per chunk of ``envs_per_actor`` episodes (`lamo_ray.evaluate.Evaluator`)
+    or, for a continual trial, one per evaluated task (`lamo_ray.continual.evaluation.TaskEvaluator`)."""
+    from lamo_ray.rollout_pool import actors_for
+
+    e = cfg.eval
+    if cfg.continual is not None:
+        return actors_for(e.num_actors, len(cfg.continual.evaluated))
+    if not e.target_returns:
+        return e.num_actors
+    return actors_for(e.num_actors, math.ceil(len(e.target_returns) * e.episodes / e.envs_per_actor))
 
 
 def trial_cpus(sweep: SweepConfig, cfg: TrialConfig) -> float:
@@ -255,8 +265,7 @@ def trial_cpus(sweep: SweepConfig, cfg: TrialConfig) -> float:
 
 def trial_gpus(cfg: TrialConfig) -> float:
     """Ray GPUs one trial holds: one per DDP worker with ``train.use_gpu``, plus its rollout actors' shares."""
-    actors = 0 if cfg.continual is not None else cfg.eval.num_actors   # TaskEvaluator's actors are CPU only
-    return cfg.train.num_workers * float(cfg.train.use_gpu) + actors * cfg.eval.gpus_per_actor
+    return cfg.train.num_workers * float(cfg.train.use_gpu) + evaluating_actors(cfg) * cfg.eval.gpus_per_actor
 
 
 def resource_plan(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus: float | None,
@@ -272,7 +281,7 @@ def resource_plan(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus: 
         lines.append(f"  {variant}: {cpus:g} CPUs, {gpus:g} GPUs per trial ({cfg.train.num_workers} training worker(s)"
                      f"{' on GPU' if cfg.train.use_gpu else ''}, {evaluating_actors(cfg)} rollout actor(s) x "
                      f"{cfg.eval.actor_cpus:g} CPU / {0 if cfg.continual else cfg.eval.gpus_per_actor:g} GPU"
-                     + (" (one per evaluated task)" if cfg.continual else "")
+                     + (" (evaluated tasks shared between them)" if cfg.continual else "")
                      + (f", {collecting_actors(cfg)} collecting actor(s) x {cfg.eval.actor_cpus:g} CPU"
                         if collecting_actors(cfg) else "") + ")")
     n = len(rows) * sweep.num_samples
@@ -315,7 +324,7 @@ class TrialResources:
             return PlacementGroupFactory([{"CPU": self.sweep.trial_cpus}])
         head = {"CPU": self.sweep.trial_cpus + cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})}
         actor = {k: v for k, v in (("CPU", cfg.eval.actor_cpus), ("GPU", cfg.eval.gpus_per_actor)) if v > 0}
-        actors = [actor] * cfg.eval.num_actors if actor else []
+        actors = [actor] * evaluating_actors(cfg) if actor else []
         if cfg.eval.actor_cpus > 0:  # the online phase's collecting actors (CPU only)
             actors += [{"CPU": cfg.eval.actor_cpus}] * collecting_actors(cfg)
         return PlacementGroupFactory([head, *actors])

@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 ACTOR_DIED = (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError)
 
 
+def actors_for(num_actors: int, jobs: int) -> int:
+    """How many actors a rollout use starts: ``num_actors`` (``eval.num_actors``), never more than it has
+    jobs to give them (chunks of episodes, or tasks), at least one. The trial's resource request counts
+    the same number (`lamo_ray.preflight.evaluating_actors`)."""
+    return max(1, min(num_actors, jobs))
+
+
 @dataclass
 class Submitted:
     """Jobs started by `RolloutPool.submit`: ``{actor index: (args, kwargs)}``, their refs, and the weights

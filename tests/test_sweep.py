@@ -76,11 +76,16 @@ def test_online_collecting_actors_are_reserved_and_counted(tmp_path):
 
 def test_rollout_actors_with_a_gpu_share_get_gpu_bundles_and_the_plan_counts_them(tmp_path):
     sweep = load_sweep(sweep_file(tmp_path, trial_cpus=0.05, seeds=[0, 1], variants={
-        "gpu": {"train": {"cpus_per_worker": 1, "use_gpu": True}, "eval": {"num_actors": 4, "gpus_per_actor": 0.25}},
+        "gpu": {"train": {"cpus_per_worker": 1, "use_gpu": True},
+                "eval": {"num_actors": 4, "gpus_per_actor": 0.25, "episodes": 40}},   # 40 / 10 envs: 4 actors
         "cpu": {"eval": {"num_actors": 2, "actor_cpus": 0.5}}}))
     resources = TrialResources(sweep)
     assert resources({"variant": "gpu", "seed": 0}).bundles == [{"CPU": 1.05, "GPU": 1}] + [{"GPU": 0.25}] * 4
     rows = expand_trials(sweep)
+    # the bundles are the actors the trial starts: 10 episodes fill one actor's 10 envs, so one bundle
+    gpu = next(r["config"] for r in rows if r["variant"] == "gpu")
+    few = gpu.model_copy(update={"eval": gpu.eval.model_copy(update={"episodes": 10})})
+    assert resources.request(few).bundles == [{"CPU": 1.05, "GPU": 1}, {"GPU": 0.25}]
     plan = resource_plan(sweep, rows, cluster_cpus=8, cluster_gpus=4)
     assert "gpu: 1.05 CPUs, 2 GPUs per trial" in plan and "cpu: 2.05 CPUs, 0 GPUs per trial" in plan
     # the largest request: 2.05 CPUs (8 // 2.05 = 3 trials) and 2 GPUs (4 // 2 = 2 trials)

@@ -30,7 +30,7 @@ import torch
 from lamo_ray.checkpoint import PolicySpec
 from lamo_ray.config import torch_threads
 from lamo_ray.evaluate import Rollout
-from lamo_ray.rollout_pool import RolloutPool
+from lamo_ray.rollout_pool import RolloutPool, actors_for
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class TaskEvaluator:
         self.rtg_scales = dict(rtg_scales or {})
         self.success_rule = success_rule
         tasks = list(self.env_ids)
-        n = max(1, min(num_actors, len(tasks)))
+        n = actors_for(num_actors, len(tasks))
         self.assignment = {task: i % n for i, task in enumerate(tasks)}   # task -> actor
         self.pool: RolloutPool | None = None
         self.last_returns: dict[str, float] = {}
