@@ -2,7 +2,7 @@
 
     python benchmarks/run.py [--only B1 B2 ...] [--rounds 3] [--quick] [--json OUT] [--skip-gpt2]
 
-Ids as in the performance issue (README "Performance" has the latest table):
+Ids as in the performance issue (docs/performance.md has the latest table):
   B1  training samples/s of our DT (full fine-tune, linear embeddings) vs
       `transformers.DecisionTransformerModel` at the same shapes (batch 64, K=20, Kitchen dims state 60 /
       act 9, AdamW, clip 0.25): tiny (128 hidden, 3 layers, 1 head) and GPT-2-small (768, 12, 12).
