@@ -416,3 +416,29 @@ def test_grad_accumulation_is_for_pretraining_only_and_at_least_one():
         TrainConfig(grad_accumulation=0)
     with pytest.raises(ValueError, match="train.grad_accumulation 2: only a continual trial"):
         validate_trial({"data": {"source": "x/y-v0"}, "train": {"grad_accumulation": 2}})
+
+
+def test_the_oracles_keys_train_and_are_penalised_as_l2ms(shards):
+    """ml-jku/L2M: the oracle is l2m's pool with ``num_tasks`` set, so its forward returns ``reduce_sim`` and
+    the loss adds the pull term (``src/algos/decision_transformer_sb3.py:910-911``), and the count penalty
+    enters the similarity before the mask (``prompt/l2p.py:223-229``, ``:125-126``). Before: the oracle's keys
+    never trained, so its (random) keys chose within each group."""
+    keys = {}
+
+    def snapshot(record, r):
+        if r.model.pool is not None:
+            keys[record.step] = (r.model.pool.keys.detach().clone(), r.model.pool.penalize)
+
+    r = runner(shards, "l2m_oracle", pool={"size": 7, "rank": 2, "alpha": 4})   # 3 tasks: groups of 2 + {6}
+    original = r._attach
+
+    def attach():
+        original()
+        keys.setdefault(0, (r.model.pool.keys.detach().clone(), False))
+
+    r._attach = attach
+    r.run(snapshot)
+    start, (stage0, penalized0), (end, penalized2) = keys[0][0], keys[10], keys[22]
+    assert not torch.equal(stage0, start) and not torch.equal(end, stage0)        # the pull term trains the keys
+    assert not penalized0 and penalized2                                           # the penalty from stage 2 on
+    assert set(r.model.pool.counts.nonzero().flatten().tolist()) <= {0, 1, 2, 3, 4, 5}   # each task in its group

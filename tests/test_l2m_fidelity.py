@@ -209,3 +209,4 @@ def test_the_oracle_trial_builds_l2ms_mask_and_refuses_a_pool_with_no_group_for_
     ContinualConfig(**base, eval_tasks=["hammer", "push-wall", "reach"], pool={"size": 5, "rank": 2, "alpha": 4})   # groups of 2 + {4}
     with pytest.raises(ValueError, match=r"continual.pool.size 4: .* no modulator left .*\['reach'\]"):
         ContinualConfig(**base, eval_tasks=["hammer", "push-wall", "reach"], pool={"size": 4, "rank": 2, "alpha": 4})
+

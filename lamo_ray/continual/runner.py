@@ -12,7 +12,7 @@ Methods (``continual.method``):
   count penalty from the second stage and the key pull term;
 - ``l2m_oracle``: L2M's task mask: the pool split into one group of ``size // len(tasks)`` modulators
   per task (`lamo_ray.continual.pool.oracle_groups`), the keys selecting within the group of the task
-  id; an evaluated task outside the sequence gets the remainder group, which no stage trained (B = 0:
+  id, trained as ``l2m``'s (key pull term, count penalty from the second stage); an evaluated task outside the sequence gets the remainder group, which no stage trained (B = 0:
   the pre-trained model).
 - ``l2p``: L2P's prompt pool (`lamo_ray.continual.prompts`): ``continual.prompt_pool.size`` prompts,
   the ``top_k`` chosen per sample by their keys prepended to every layer's input, the count penalty
@@ -57,7 +57,11 @@ log = logging.getLogger(__name__)
 
 PRETRAIN = -1   # the stage index of multi-task pre-training
 FULL_METHODS = ("ft", "ewc", "l2", "joint", "single")   # the whole model trained at every stage (no pool)
-KEYED_METHODS = ("l2m", "l2p")   # a pool selected by its keys: count penalty from the second stage, key pull term
+# a pool selected by its keys: count penalty from the second stage, key pull term. The oracle too: its keys select
+# within the task's group, and L2M trains them as l2m's (ml-jku/L2M src/algos/decision_transformer_sb3.py:910-911
+# adds the pull term whenever the pool returns it; prompt/l2p.py:223-229 applies the count penalty in the
+# similarity, :125-126 masks it after)
+KEYED_METHODS = ("l2m", "l2m_oracle", "l2p")
 
 #: a batch source: ``sample(batch_size) -> dict`` as `lamo_ray.data.shards.ShardedSampler`
 Sampler = Any
