@@ -128,20 +128,21 @@ def test_a_run_resumed_after_an_evaluation_continues_where_it_stopped(shards, st
 def test_ewc_fisher_is_the_mean_squared_gradient_of_the_finished_stage_and_weights_the_penalty(shards):
     r = runner(shards, "ewc", fisher_batches=3, penalty=7.0)
     consolidated = []
-    original = r.consolidate
+    ewc = r.method
+    original = ewc.consolidate
 
-    def spy(sampler):
+    def spy(runner_, sampler):
         before = {n: p.detach().clone() for n, p in r.model.named_parameters()}
-        previous = (r.anchor, r.importance)
-        original(sampler)
+        previous = (ewc.anchor, ewc.importance)
+        original(runner_, sampler)
         consolidated.append((r.stage, before, previous))
 
-    r.consolidate = spy
+    ewc.consolidate = spy
     r.run()
     assert [stage for stage, _, _ in consolidated] == [0, 1, 2]       # at each stage's end, not after pre-training
     _, before, (anchor, importance) = consolidated[-1]
-    assert set(r.anchor) == {n for n, p in r.model.named_parameters() if p.requires_grad}
-    assert all(torch.equal(r.anchor[n], before[n]) for n in r.anchor)    # theta* = the weights at the stage's end
+    assert set(ewc.anchor) == {n for n, p in r.model.named_parameters() if p.requires_grad}
+    assert all(torch.equal(ewc.anchor[n], before[n]) for n in ewc.anchor)   # theta* = the weights at the stage's end
     # F by hand: the mean over 3 batches of the squared gradients, with the same batches (the stage's sampler,
     # seeded [seed, stage + 1, 0], after its 6 training batches), of L2M's loss: every action dim (padded
     # ones too) plus the previous stage's penalty (ml-jku/L2M src/algos/decision_transformer_with_ewc_sb3.py:
@@ -163,15 +164,15 @@ def test_ewc_fisher_is_the_mean_squared_gradient_of_the_finished_stage_and_weigh
         for n in fisher:
             if dict(model.named_parameters())[n].grad is not None:
                 fisher[n] += dict(model.named_parameters())[n].grad.pow(2)
-    assert all(torch.allclose(r.importance[n], fisher[n] / 3, rtol=1e-4, atol=1e-10) for n in fisher)
+    assert all(torch.allclose(ewc.importance[n], fisher[n] / 3, rtol=1e-4, atol=1e-10) for n in fisher)
     # the penalty: lambda x sum F (theta - theta*)^2; zero at the anchor
-    assert r.penalty().item() == pytest.approx(0.0)
+    assert ewc.penalty(model).item() == pytest.approx(0.0)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.01)
     expected = 7.0 * sum((fisher[n] / 3 * 0.01 ** 2).sum() for n in fisher)
-    assert r.penalty().item() == pytest.approx(expected.item(), rel=1e-3)
+    assert ewc.penalty(model).item() == pytest.approx(expected.item(), rel=1e-3)
 
 
 def test_l2_pulls_the_weights_towards_the_previous_stage_and_resumes_with_its_anchor(shards):
@@ -188,7 +189,7 @@ def test_l2_pulls_the_weights_towards_the_previous_stage_and_resumes_with_its_an
     assert moved(held, stage1_end) < 0.2 * moved(free, stage1_end)
     resumed = runner(shards, "l2", penalty=1e4)
     resumed.load_state_dict(state)
-    assert all(torch.equal(resumed.anchor[n], state["anchor"][n]) for n in state["anchor"])
+    assert all(torch.equal(resumed.method.anchor[n], state["anchor"][n]) for n in state["anchor"])
 
 
 def test_joint_trains_every_stage_on_all_the_sequence_tasks_and_ft_on_its_own(shards):

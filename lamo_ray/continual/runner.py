@@ -3,7 +3,7 @@ multi-task pre-training of a `lamo_ray.mddt.MultiDomainDecisionTransformer`, the
 of the sequence, each trained on that task's data only, with every evaluated task scored every
 ``eval_every`` steps and at each stage's end.
 
-Methods (``continual.method``):
+Methods (``continual.method``; each a class of `lamo_ray.continual.methods`, the runner's loop shared by all):
 
 - ``ft``: the whole model (the backbone's unused token table aside) fine-tuned at every stage;
 - ``lora``: one modulator (`lamo_ray.continual.pool` with a pool of one) trained through every stage,
@@ -50,18 +50,13 @@ import numpy as np
 import torch
 
 from lamo_ray.config import ContinualConfig, TrainConfig
+from lamo_ray.continual.methods import make_method
 from lamo_ray.continual.metrics import Evaluation
 from lamo_ray.optim import MixedPrecision
 
 log = logging.getLogger(__name__)
 
 PRETRAIN = -1   # the stage index of multi-task pre-training
-FULL_METHODS = ("ft", "ewc", "l2", "joint", "single")   # the whole model trained at every stage (no pool)
-# a pool selected by its keys: count penalty from the second stage, key pull term. The oracle too: its keys select
-# within the task's group, and L2M trains them as l2m's (ml-jku/L2M src/algos/decision_transformer_sb3.py:910-911
-# adds the pull term whenever the pool returns it; prompt/l2p.py:223-229 applies the count penalty in the
-# similarity, :125-126 masks it after)
-KEYED_METHODS = ("l2m", "l2m_oracle", "l2p")
 
 #: a batch source: ``sample(batch_size) -> dict`` as `lamo_ray.data.shards.ShardedSampler`
 Sampler = Any
@@ -99,41 +94,23 @@ class ContinualRunner:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
         self._pool_attached = False
-        self.anchor: dict[str, torch.Tensor] | None = None       # ewc / l2: theta* and F of the last stage
-        self.importance: dict[str, torch.Tensor] | None = None
-        self.pretrained: dict[str, torch.Tensor] | None = None   # single: the weights every stage starts from
-        self._sequence = list(dict.fromkeys(cfg.tasks))
+        self.method = make_method(cfg)   # what the continual method adds (lamo_ray.continual.methods)
 
     # ------------------------------------------------------------------ methods
 
     def task_index(self, task: str) -> int | None:
-        """The oracle's task index of ``task`` (its place in the sequence, whose group of modulators the keys
-        select within; the remainder group for a task outside it), 0 for ``lora``'s single modulator, None
-        otherwise (the keys select over the whole pool, or no pool)."""
-        if self.cfg.method == "lora":
-            return 0
-        if self.cfg.method != "l2m_oracle":
-            return None
-        return self._sequence.index(task) if task in self._sequence else len(self._sequence)
+        """The task-id oracle's index of ``task`` (`lamo_ray.continual.methods.ContinualMethod.task_index`):
+        its place in the sequence for ``l2m_oracle`` (the remainder group for a task outside it), 0 for
+        ``lora``'s single modulator, None otherwise (the keys select over the whole pool, or no pool)."""
+        return self.method.task_index(task)
 
     def _attach(self) -> None:
-        """After pre-training: the method's trainable parameters."""
-        if self._pool_attached or self.cfg.method in FULL_METHODS:
+        """After pre-training: the method's trainable parameters (its pool, the model frozen), if it has any."""
+        if self._pool_attached:
             return
-        from lamo_ray.continual.pool import ModulationPool
-        from lamo_ray.continual.prompts import PromptPool
-
-        trunk = self.model.trunk
-        if self.cfg.method == "l2p":
-            q = self.cfg.prompt_pool
-            pool = PromptPool(self.model.hidden_size, len(trunk.h), size=q.size, length=q.length, top_k=q.top_k,
-                              dropout=q.dropout)
-        else:
-            p = self.cfg.pool
-            size = 1 if self.cfg.method == "lora" else p.size
-            pool = ModulationPool(self.model.hidden_size, trunk.h[0].mlp.c_fc.nf, len(trunk.h), size=size,
-                                  rank=p.rank, alpha=p.alpha, single=self.cfg.method == "lora",
-                                  task_groups=len(self._sequence) if self.cfg.method == "l2m_oracle" else None)
+        pool = self.method.make_pool(self.model)
+        if pool is None:
+            return
         self.model.attach_pool(pool.to(self.device))
         self._pool_attached = True
 
@@ -152,16 +129,7 @@ class ContinualRunner:
             self.scheduler = make_scheduler(self.optimizer, micro)
         else:
             self._attach()
-            if self.cfg.method == "single" and self.stage_step == 0:   # not on a mid-stage resume
-                if self.pretrained is None:
-                    self.pretrained = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                else:
-                    self.model.load_state_dict(self.pretrained)
-            if self.model.pool is not None and self.cfg.method in KEYED_METHODS:
-                if self.stage_step == 0:
-                    self.model.pool.start_task(self.stage)
-                else:   # a mid-stage resume: the stage's inv_freq came back with the weights (a buffer)
-                    self.model.pool.penalize = self.stage > 0
+            self.method.start_stage(self, resumed=self.stage_step > 0)
             stage = self.train.model_copy(update={"lr": self.cfg.lr})
             self.optimizer = make_optimizer(l2m_param_groups(self.model, self.train.weight_decay), stage)
             self.scheduler = None
@@ -169,7 +137,7 @@ class ContinualRunner:
     def _phase_tasks(self) -> list[str]:
         if self.stage == PRETRAIN:
             return self.cfg.pretrain_sources
-        return self._sequence if self.cfg.method == "joint" else [self.cfg.tasks[self.stage]]
+        return self.method.stage_tasks(self.stage)
 
     def _phase_steps(self) -> int:
         return self.train.steps if self.stage == PRETRAIN else self.cfg.steps_per_task
@@ -188,11 +156,9 @@ class ContinualRunner:
                                 batch["timesteps"], batch["attention_mask"], task=task)
             loss = action_loss = self.model.loss(logits, batch["actions"], batch["attention_mask"],
                                                  batch["action_mask"])
-            if self.anchor is not None and self.stage != PRETRAIN:
-                loss = loss + self.penalty()
-            if self.model.pool is not None and self.cfg.method in KEYED_METHODS:
-                weight = self.cfg.prompt_pool.key_loss if self.cfg.method == "l2p" else self.cfg.pool.key_loss
-                loss = loss + weight * self.model.pool.key_loss(self.model.pool_query, self.model.pool.selected)
+            extra = self.method.loss_terms(self) if self.stage != PRETRAIN else None
+            if extra is not None:   # the method's own terms: EWC / L2 penalty, the key pull term
+                loss = loss + extra
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.step} (stage {self.stage})")
         return loss, action_loss
@@ -218,45 +184,6 @@ class ContinualRunner:
             for _ in range(micro):
                 self.scheduler.step()
         return total, action
-
-    def penalty(self) -> torch.Tensor:
-        """``continual.penalty x sum F (theta - theta*)^2`` over the anchored weights (module docstring)."""
-        params = dict(self.model.named_parameters())
-        total = sum((self.importance[n] * (params[n] - w).pow(2)).sum() for n, w in self.anchor.items())
-        return self.cfg.penalty * total
-
-    def consolidate(self, sampler: Sampler) -> None:
-        """``ewc`` / ``l2`` at a stage's end: anchor the trainable weights, with their importance (the mean
-        squared gradient of the loss over ``fisher_batches`` batches of ``sampler``, for ``ewc``; ones for
-        ``l2``). L2M's ``compute_importances`` (ml-jku/L2M ``src/algos/decision_transformer_with_ewc_sb3.py:147-187``:
-        model in training mode, the stage's loss as its ``compute_policy_loss`` gives it, so with the
-        previous anchor's penalty (``:89-101``) and without ``action_mask``, the padded action dims
-        included (``universal_decision_transformer_sb3.py:410-414``))."""
-        named = {n: q for n, q in self.model.named_parameters() if q.requires_grad}
-        if self.cfg.method == "l2":
-            importance = {n: torch.ones_like(q) for n, q in named.items()}
-        else:
-            importance = {n: torch.zeros_like(q) for n, q in named.items()}
-            self.model.train()
-            for _ in range(self.cfg.fisher_batches):
-                batch = {k: torch.as_tensor(v, device=self.device)
-                         for k, v in sampler.sample(self.train.batch_size).items()}
-                # in fp32 whatever train.precision: squared fp16 gradients would underflow (a few batches a stage)
-                logits = self.model(batch["states"], batch["actions"], batch["returns_to_go"], batch["rewards"],
-                                    batch["timesteps"], batch["attention_mask"])
-                loss = self.model.loss(logits, batch["actions"], batch["attention_mask"],
-                                       torch.ones_like(batch["action_mask"]))
-                if self.anchor is not None:
-                    loss = loss + self.penalty()
-                self.model.zero_grad(set_to_none=True)
-                loss.backward()
-                for n, q in named.items():
-                    if q.grad is not None:
-                        importance[n] += q.grad.detach().pow(2)
-            self.model.zero_grad(set_to_none=True)
-            importance = {n: v / self.cfg.fisher_batches for n, v in importance.items()}
-        self.anchor = {n: q.detach().clone() for n, q in named.items()}
-        self.importance = importance
 
     def _evaluate(self, stage: int) -> Evaluation:
         self.model.eval()
@@ -293,8 +220,8 @@ class ContinualRunner:
                 end = self.stage_step == steps
                 if end or (self.stage != PRETRAIN and self.stage_step % self.cfg.eval_every == 0):
                     stage = self.stage
-                    if end and stage != PRETRAIN and self.cfg.method in ("ewc", "l2"):
-                        self.consolidate(sampler)
+                    if end and stage != PRETRAIN:
+                        self.method.end_stage(self, sampler)
                     if end:   # the phase is done: the checkpoint taken in the callback resumes at the next one
                         self.stage, self.stage_step, self.optimizer, self.scheduler = self.stage + 1, 0, None, None
                     record = self._evaluate(stage)
@@ -313,7 +240,7 @@ class ContinualRunner:
                 "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "stage": self.stage, "step": self.step, "stage_step": self.stage_step,
-                "anchor": self.anchor, "importance": self.importance, "pretrained": self.pretrained,
+                **self.method.state_dict(),   # ewc / l2: anchor, importance; single: pretrained
                 "grad_scaler": None if self.precision.scaler is None else self.precision.scaler.state_dict(),
                 "history": [(e.stage, e.step, dict(e.success)) for e in self.history]}
 
@@ -323,11 +250,7 @@ class ContinualRunner:
             self._attach()
         self.model.load_state_dict(state["model"])
         self.stage, self.step, self.stage_step = state["stage"], state["step"], state["stage_step"]
-        def here(tensors):   # a checkpoint is read onto the CPU; these live where the model trains
-            return None if tensors is None else {k: v.to(self.device) for k, v in tensors.items()}
-
-        self.anchor, self.importance = here(state.get("anchor")), here(state.get("importance"))
-        self.pretrained = here(state.get("pretrained"))
+        self.method.load_state_dict(state, self.device)
         if self.precision.scaler is not None and state.get("grad_scaler") is not None:
             self.precision.scaler.load_state_dict(state["grad_scaler"])
         self.history = [Evaluation(s, t, succ) for s, t, succ in state["history"]]
