@@ -1,6 +1,6 @@
 """The LaMo Decision Transformer: a pre-trained causal LM trunk with LoRA, MLP embeddings and an LM loss.
 
-Reads top to bottom like the model it builds (REFERENCE.md "Model"):
+Reads top to bottom like the model it builds (docs/references/lamo.md "Model"):
 
 1. `build_backbone`: a Hugging Face causal LM (GPT-2 or a Llama-family model), pre-trained or
    randomly initialised (the DT baseline), optionally cut to its first N blocks. Where a name's
@@ -84,7 +84,7 @@ def _set_activation(config: transformers.PretrainedConfig, activation: str) -> N
 
 
 def _set_vocab(config: transformers.PretrainedConfig, vocab_size: int) -> None:
-    """Shrink the vocabulary; special-token ids outside it become None (FACTS.md "Models")."""
+    """Shrink the vocabulary; special-token ids outside it become None (docs/references/environment.md "Models")."""
     config.vocab_size = vocab_size
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         token = getattr(config, key, None)
@@ -97,7 +97,7 @@ def build_backbone(cfg: ModelConfig, load_weights: bool = True, vocab_size: int 
     """A causal LM with its LM head, from ``cfg.backbone``: a hub id, a local directory, or a named
     offline backbone such as ``smollm2-135m`` (resolved by `lamo_ray.backbones`).
 
-    - ``cfg.pretrained``: pre-trained weights (REFERENCE.md "Model": GPT-2 small), from a local
+    - ``cfg.pretrained``: pre-trained weights (docs/references/lamo.md "Model": GPT-2 small), from a local
       directory, a fetched offline backbone, the HF cache, or the hub. Never falls back to a random init. With
       ``load_weights=False`` the same architecture is built randomly initialised from the config
       alone (rollout actors that receive a state_dict).
@@ -110,7 +110,7 @@ def build_backbone(cfg: ModelConfig, load_weights: bool = True, vocab_size: int 
       models (rotary positions, separate q/k/v projections, grouped-query attention kept as is).
     - ``cfg.dropout`` sets GPT-2's resid/embd/attn dropout (Llama: attention dropout).
     - ``cfg.activation`` (random init only) sets the MLP activation: LaMo's DT baseline is a 3-layer,
-      128-wide, 1-head GPT-2 with ReLU (REFERENCE.md "Data", LaMo ``experiment.py``).
+      128-wide, 1-head GPT-2 with ReLU (docs/references/lamo.md "Baseline DT", LaMo ``experiment.py``).
     - ``cfg.attention`` picks transformers' attention implementation ('sdpa' or 'eager'; 'auto' leaves
       transformers' default, which is 'sdpa' where the architecture supports it).
     - GPT-2's ``gelu_new`` runs as ``gelu_pytorch_tanh``: the same function (max difference ~1e-7),
@@ -194,7 +194,7 @@ def _keep_first_blocks(backbone: transformers.PreTrainedModel, n_layer: int) -> 
 def lora_target_modules(backbone: nn.Module, fused_qkv: bool = False) -> tuple[list[str], bool]:
     """LoRA targets and peft's ``fan_in_fan_out`` for a backbone's attention projections.
 
-    GPT-2 (REFERENCE.md "Model": c_proj and the MLPs get no LoRA): with ``fused_qkv`` the fused QKV
+    GPT-2 (docs/references/lamo.md "LoRA": c_proj and the MLPs get no LoRA): with ``fused_qkv`` the fused QKV
     ``Conv1D`` ``c_attn``, stored (in, out) so ``fan_in_fan_out=True`` (one A/B for Q, K and V:
     LaMo's Atari code); without it the three projections of `SeparateQKV` (``c_attn.q``, ``.k``,
     ``.v``; `separate_qkv` must have been applied), each with its own A/B (LaMo's D4RL code).
@@ -227,7 +227,7 @@ class SeparateQKV(nn.Module):
     Holds the same weights as the ``Conv1D`` it replaces, as ``nn.Linear`` ``q``, ``k`` and ``v``
     (h -> h each), and gives the same output (up to float rounding). It exists so that peft LoRA
     can give Q, K and V each their own rank-r A and B, which is LaMo's D4RL adapter: loralib
-    ``MergedLinear(enable_lora=[True, True, True])`` on ``c_attn`` (REFERENCE.md "Model";
+    ``MergedLinear(enable_lora=[True, True, True])`` on ``c_attn`` (docs/references/lamo.md "LoRA";
     ``models/trajectory_gpt2_LoRA.py``), 3 x 2 x r x h LoRA parameters per layer. peft on the fused
     ``c_attn`` would share one A/B between them (r x h + 3h x r). Where we differ: loralib draws one
     LoRA-dropout mask for the shared input, peft one per projection.
@@ -285,7 +285,7 @@ def fuse_qkv(backbone: nn.Module) -> None:
 class NoPositionEmbedding(nn.Module):
     """Stands in for GPT-2's ``wpe``: position_ids (B or 1, T) -> zeros (B or 1, T, h).
 
-    REFERENCE.md "Model": GPT-2's position embedding is not added; the learned timestep embedding
+    docs/references/lamo.md "Model": GPT-2's position embedding is not added; the learned timestep embedding
     replaces it. The DT ``trajectory_gpt2.GPT2Model`` that Wiki-RL and LaMo vendor comments out
     ``wpe`` in ``forward`` for every call, language inputs included; our language loss shares the
     trunk and likewise runs without it.
@@ -359,7 +359,7 @@ def _use_fast_dropout(module: nn.Module) -> None:
 class MLPEmbedding(nn.Module):
     """LaMo ``--mlp_embedding``: Linear(in,h) -> GELU -> Linear(h,h) plus a residual from the first Linear.
 
-    (..., in) -> (..., h). REFERENCE.md "Model".
+    (..., in) -> (..., h). docs/references/lamo.md "Model".
     """
 
     def __init__(self, in_dim: int, hidden_size: int):
@@ -376,7 +376,7 @@ class ImageEncoder(nn.Module):
     """LaMo's Atari state encoder: (B, K, C, H, W) uint8 or float in [0, 255] -> (B, K, h).
 
     Conv(32, 8, stride 4) -> ReLU -> Conv(64, 4, 2) -> ReLU -> Conv(64, 3, 1) -> ReLU -> flatten ->
-    Linear(h), on pixels / 255 (REFERENCE.md "Model", Atari; LaMo ``experiment-atari/model.py``
+    Linear(h), on pixels / 255 (docs/references/lamo.md "Atari"; LaMo ``experiment-atari/model.py``
     ``cnn(...)`` with no output activation, where the original DT ended with Tanh). With
     ``kind="mlp"`` (LaMo's ``--mlp_embedding``) a residual MLP block follows (`MLPEmbedding` (h, h)).
     Frames are converted to float a batch at a time, here.
@@ -449,7 +449,7 @@ def _action_head(hidden_size: int, act_dim: int, kind: str, discrete: bool, tanh
 
 
 class DecisionTransformer(nn.Module):
-    """LaMo's Decision Transformer (REFERENCE.md "Model").
+    """LaMo's Decision Transformer (docs/references/lamo.md "Model").
 
     Per timestep three tokens (return-to-go, state, action) -> 3K tokens; embedding LayerNorm,
     then the learned timestep embedding (none with ``cfg.timestep_embedding`` false: the ODT-TD3
@@ -497,7 +497,7 @@ class DecisionTransformer(nn.Module):
         self.act_dim = act_dim
         self.discrete_actions = discrete_actions
         self.language_loss = language_loss
-        # Without a language loss the baseline needs no real vocabulary (FACTS.md "Models": vocab_size=1).
+        # Without a language loss the baseline needs no real vocabulary (docs/references/environment.md "Models": vocab_size=1).
         tiny_vocab = not (cfg.pretrained or language_loss)
         backbone = build_backbone(cfg, load_weights=load_weights, vocab_size=1 if tiny_vocab else None,
                                   base_config=backbone_config)
@@ -634,11 +634,11 @@ class DecisionTransformer(nn.Module):
             time = self.embed_timestep(timesteps).repeat_interleave(3, dim=1)
             if self.timestep_before_ln:  # LaMo Atari (and the original DT, HF, CORL): add, then LayerNorm
                 tokens = self.embed_ln(tokens + time)
-            else:  # LaMo D4RL (REFERENCE.md "Model"): LayerNorm on the stacked tokens, then add
+            else:  # LaMo D4RL (docs/references/lamo.md "Model"): LayerNorm on the stacked tokens, then add
                 tokens = self.embed_ln(tokens) + time
         token_mask = attention_mask.repeat_interleave(3, dim=1).long()  # (B, 3K)
         # with GPT-2's position table: the first real token is position 0 whatever the left padding, as
-        # in LaMo's Atari evaluation, which feeds the unpadded history (REFERENCE.md "Model", Atari)
+        # in LaMo's Atari evaluation, which feeds the unpadded history (docs/references/lamo.md "Atari")
         positions = (token_mask.cumsum(1) - 1).clamp(min=0) if self.position_embedding else None
         hidden = self.trunk(inputs_embeds=tokens, attention_mask=token_mask, position_ids=positions,
                             use_cache=False).last_hidden_state
@@ -672,7 +672,7 @@ class DecisionTransformer(nn.Module):
 
     def lm_loss(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Next-token cross-entropy of text (B, L) token ids -> scalar, through the backbone's own
-        LM head, LoRA active, without position table (REFERENCE.md "Model", auxiliary language loss).
+        LM head, LoRA active, without position table (docs/references/lamo.md "Model", "Loss").
 
         Raises:
             RuntimeError: the model was built without a vocabulary (random init, language_loss=False).
@@ -698,7 +698,7 @@ def rollout_model_config(cfg: ModelConfig) -> ModelConfig:
 
 
 def action_loss(preds: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, discrete: bool) -> torch.Tensor:
-    """Masked action loss over the real (B, K) positions (REFERENCE.md "Model", Loss).
+    """Masked action loss over the real (B, K) positions (docs/references/lamo.md "Loss").
 
     Continuous: preds, targets (B, K, A) -> MSE averaged over real positions and action dims.
     Discrete: preds (B, K, A) logits, targets (B, K) long -> cross-entropy averaged over real positions.
