@@ -1,7 +1,7 @@
 """The training optimiser, precision and learning-rate schedule shared by every trial kind (`lamo_ray.train`,
 `lamo_ray.online`, `lamo_ray.continual.runner`): `MixedPrecision` (``train.precision`` on the trial's
-device), LaMo's AdamW and linear warm-up (REFERENCE.md
-"Optimiser"), L2M's cosine decay after it (REFERENCE_L2M.md "Hyperparameters"), and LaMo's Atari schedule
+device), LaMo's AdamW and linear warm-up (docs/references/lamo.md "Optimiser"), L2M's cosine decay after
+it (docs/references/l2m.md "Hyperparameters"), and LaMo's Atari schedule
 counted in non-NOOP actions (`NonNoopActionLR`)."""
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def make_optimizer(params: list[torch.nn.Parameter], train_cfg,
                    temperature: list[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
     """The DT's optimiser, ``train_cfg.optimizer``:
 
-    - 'adamw': AdamW with LaMo's lr, weight decay and eps (REFERENCE.md "Optimiser"), as torch's fused
+    - 'adamw': AdamW with LaMo's lr, weight decay and eps (docs/references/lamo.md "Optimiser"), as torch's fused
       kernel (one pass over all parameters; CPU and CUDA). Same update as the default for-each AdamW, up
       to float rounding; measured 7.4x faster for 56M parameters on 2 CPU threads (142 -> 19 ms a step).
     - 'lamb': LAMB as the ODT-TD3 authors' (`lamb`).

@@ -4,7 +4,7 @@ A *trial* is one training run (`TrialConfig`). A *sweep* (`SweepConfig`) is a ba
 config plus named method variants, search domains and seeds; `expand_trials` turns it into the
 list of trials Ray Tune runs (variants x grid x seeds).
 
-Defaults follow the LaMo reference code (REFERENCE.md "Model", "Data", "Evaluation") unless a
+Defaults follow the LaMo reference code (docs/references/lamo.md "Model", "Data", "Evaluation") unless a
 field's description says "ours".
 
 Errors: every validation failure raises `ConfigError`, whose message names the offending key

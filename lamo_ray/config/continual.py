@@ -15,7 +15,7 @@ CONTINUAL_METHODS = ("l2m", "l2m_oracle", "lora", "ft", "ewc", "l2", "l2p", "joi
 
 
 class PoolConfig(_Strict):
-    """L2M's modulation pool (REFERENCE_L2M.md "The modulation pool"; `lamo_ray.continual.pool`)."""
+    """L2M's modulation pool (docs/references/l2m.md "The modulation pool"; `lamo_ray.continual.pool`)."""
 
     size: int = Field(30, ge=1, description="Modulators in the pool (L2M: 30).")
     rank: int = Field(8, ge=1, description="LoRA rank of each modulator (L2M: 8).")
@@ -33,7 +33,7 @@ class PoolConfig(_Strict):
 
 
 class PromptPoolConfig(_Strict):
-    """L2P's prompt pool as L2M's baseline (REFERENCE_L2M.md "Baselines"; ml-jku/L2M ``prompt/l2p.py``,
+    """L2P's prompt pool as L2M's baseline (docs/references/l2m.md "Baselines"; ml-jku/L2M ``prompt/l2p.py``,
     ``prompt_kwargs/l2p.yaml``; `lamo_ray.continual.prompts`)."""
 
     size: int = Field(100, ge=1, description="Prompts in the pool (L2M's L2P: 100).")
@@ -63,7 +63,7 @@ class MDDTConfig(_Strict):
 
 class ContinualConfig(_Strict):
     """Multi-task pre-training, then continual fine-tuning over a task sequence (L2M; Continual World's
-    protocol, REFERENCE_L2M.md). Each stage trains on one task's data only and every ``eval_every``
+    protocol, docs/references/l2m.md "Continual World protocol"). Each stage trains on one task's data only and every ``eval_every``
     steps evaluates every task of ``eval_tasks`` (default: the sequence)."""
 
     pretrain_tasks: list[str] = Field(min_length=1, description="Tasks of the multi-task pre-training for "

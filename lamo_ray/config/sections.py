@@ -2,7 +2,7 @@
 online phase, on a strict base (unknown keys are errors), with `ConfigError` and how a validation
 error is worded (key path, origin, did-you-mean).
 
-Defaults follow the LaMo reference code (REFERENCE.md "Model", "Data", "Evaluation") unless a
+Defaults follow the LaMo reference code (docs/references/lamo.md "Model", "Data", "Evaluation") unless a
 field's description says "ours".
 """
 
@@ -31,7 +31,7 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    """Which trajectories to train on and how segments are cut (REFERENCE.md "Data")."""
+    """Which trajectories to train on and how segments are cut (docs/references/lamo.md "Data")."""
 
     source: str = Field(
         description="Minari dataset id (e.g. 'lamo/reacher/mixed-v0', 'D4RL/kitchen/partial-v2') "
@@ -67,7 +67,7 @@ class DataConfig(_Strict):
 
 
 class LoraConfig(_Strict):
-    """peft LoRA on the attention QKV projection (REFERENCE.md "Model": rank 16, alpha 32, dropout 0.1)."""
+    """peft LoRA on the attention QKV projection (docs/references/lamo.md "LoRA": rank 16, alpha 32, dropout 0.1)."""
 
     rank: int = Field(16, ge=1)
     alpha: float = Field(32.0, gt=0.0)
@@ -82,7 +82,7 @@ class LoraConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """The LaMo Decision Transformer (REFERENCE.md "Model")."""
+    """The LaMo Decision Transformer (docs/references/lamo.md "Model")."""
 
     backbone: str = Field("gpt2", description="Hugging Face hub id or local directory of a causal LM.")
     pretrained: bool = Field(True, description="Load pre-trained weights; false gives the DT baseline of the same shape.")
@@ -147,7 +147,7 @@ class LanguageConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Optimisation and Ray Train scaling (REFERENCE.md "Optimiser", "Training")."""
+    """Optimisation and Ray Train scaling (docs/references/lamo.md "Optimiser", "Training")."""
 
     steps: int = Field(100_000, ge=1)
     batch_size: int = Field(64, ge=1, description="Global batch (split across DDP workers).")
@@ -215,7 +215,7 @@ class TrainConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    """Rollout evaluation by Ray actors (REFERENCE.md "Evaluation"; ours: parallel and batched)."""
+    """Rollout evaluation by Ray actors (docs/references/lamo.md "Evaluation"; ours: parallel and batched)."""
 
     env_id: str | None = Field(None, description="Gymnasium env id; default: the dataset's own env.")
     target_returns: list[float] = Field(default_factory=lambda: [3600.0], min_length=1)
@@ -244,7 +244,7 @@ ONLINE_METHODS = ("odt", "td3_odt", "td3")
 
 class OnlineConfig(_Strict):
     """Online fine-tuning after the offline ``train.steps`` (ODT, and ODT with a TD3 critic's gradient:
-    REFERENCE_ODT_TD3.md "Online loop", "Critic and TD3"; defaults: the paper's Adroit / maze settings).
+    docs/references/odt_td3.md "Online loop", "Critic and TD3"; defaults: the paper's Adroit / maze settings).
 
     One iteration: rollout actors collect whole episodes at ``target_return`` with the current
     weights until ``transitions_per_iteration`` are collected, they enter the trajectory replay, then

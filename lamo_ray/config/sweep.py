@@ -47,7 +47,7 @@ class ConfirmConfig(_Strict):
     are trained again to their full ``train.steps`` with the fresh ``seeds``, every trial to the end
     (FIFO), in the same sweep command and MLflow parent run. The report scores arms only from these
     trials: an ASHA arm is a mean over the seeds that survived, and the best of many configurations
-    is biased upward by the selection itself (REFERENCE.md "Evaluation").
+    is biased upward by the selection itself (docs/references/lamo.md "Evaluation").
 
     Ranking of the search (per variant, over a configuration's search seeds): furthest step reached
     first (what ASHA let run longest), then the mean of the last evaluation's ``scheduler.metric``."""

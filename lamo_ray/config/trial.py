@@ -176,5 +176,5 @@ def _flatten(out: dict[str, Any], key: str, value: Any) -> None:
 
 
 def torch_threads(cpus: float) -> int:
-    """Torch intra-op threads for a process granted ``cpus`` Ray CPUs (FACTS: match threads to CPUs)."""
+    """Torch intra-op threads for a process granted ``cpus`` Ray CPUs (docs/references/environment.md "Threads")."""
     return max(1, int(math.floor(cpus + 0.5)))

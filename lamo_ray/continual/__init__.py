@@ -1,4 +1,4 @@
-"""Continual fine-tuning (L2M, "Learning to Modulate pre-trained Models in RL"; REFERENCE_L2M.md): a
+"""Continual fine-tuning (L2M, "Learning to Modulate pre-trained Models in RL"; docs/references/l2m.md): a
 model fine-tuned on tasks one after another, evaluated on every task after each stage.
 
 - `lamo_ray.continual.metrics`: Continual World's metrics from the evaluations of a task sequence

@@ -1,4 +1,4 @@
-"""Continual World's metrics (REFERENCE_L2M.md "Continual World protocol"; awarelab/continual_world
+"""Continual World's metrics (docs/references/l2m.md "Metrics"; awarelab/continual_world
 ``results_processing/tables.py``), from the evaluations of one run over a task sequence.
 
 A run trains stage ``i`` on task ``stage_tasks[i]`` only and evaluates every task (seen and unseen)

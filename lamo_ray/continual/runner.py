@@ -1,4 +1,4 @@
-"""One continual run of L2M's protocol (REFERENCE_L2M.md "Continual World protocol"), in one process:
+"""One continual run of L2M's protocol (docs/references/l2m.md "Continual World protocol"), in one process:
 multi-task pre-training of a `lamo_ray.mddt.MultiDomainDecisionTransformer`, then one stage per task
 of the sequence, each trained on that task's data only, with every evaluated task scored every
 ``eval_every`` steps and at each stage's end.

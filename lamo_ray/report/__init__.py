@@ -14,7 +14,7 @@ Reads one sweep from MLflow (layout in `lamo_ray.tracking`: the parent run tagge
 
 and logs them as artifacts ``report/`` of the sweep's parent run.
 
-Protocol (REFERENCE.md "Evaluation"): a trial's *final score* is the mean of its evaluations in the
+Protocol (docs/references/lamo.md "Evaluation"): a trial's *final score* is the mean of its evaluations in the
 last 20% of its configured ``train.steps`` (LaMo: the last 20k of 100k steps, i.e. the evaluations
 at steps > 80k), taken at the best target return, the target whose such mean is highest. Only trials
 that ran to completion get one: trials ASHA stopped are listed with their rung, failed and still

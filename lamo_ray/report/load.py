@@ -25,7 +25,7 @@ from lamo_ray.tracking import OUTCOME_TAG, ROLE_TAG, SELECTION_FILE, STAGE_TAG, 
 
 log = logging.getLogger(__name__)
 
-FINAL_WINDOW = 0.2            # REFERENCE.md "Evaluation": the last 20k of 100k steps
+FINAL_WINDOW = 0.2            # docs/references/lamo.md "Evaluation": the last 20k of 100k steps
 TARGET_SCORE = re.compile(rf"^eval/target_(?P<target>.+)/{SCORE_METRIC}$")
 RATIO_PARAM = "data.sample_ratio"
 STEPS_PARAM = "train.steps"
@@ -105,7 +105,7 @@ def metric_by_step(client: MlflowClient, run_id: str, key: str) -> dict[int, flo
 
 def final_score(target_scores: dict[str, dict[int, float]], steps: int,
                 window: float = FINAL_WINDOW) -> tuple[float, str] | None:
-    """LaMo's reported number for one trial (REFERENCE.md "Evaluation").
+    """LaMo's reported number for one trial (docs/references/lamo.md "Evaluation").
 
     Args:
         target_scores: ``{target T: {step: eval/target_T/normalized_score}}``.

@@ -118,7 +118,7 @@ def build_sections(content: ReportContent) -> list[Section]:
     findings = supported_findings(c)
     if findings:
         sec += [Section("heading", "What the data support")] + [Section("text", line) for line in findings]
-    sec.append(Section("text", "Final score (LaMo protocol, REFERENCE.md \"Evaluation\"): mean of the evaluations in "
+    sec.append(Section("text", "Final score (LaMo protocol, docs/references/lamo.md \"Evaluation\"): mean of the evaluations in "
                                f"the last {FINAL_WINDOW:.0%} of the trial's train.steps (plus its online updates, for a "
                                "trial with an online phase) at the best target return (the "
                                "target with the highest such mean); normalized score x100. Only completed trials have "
