@@ -1,5 +1,5 @@
 """Adroit: Gymnasium-Robotics ``AdroitHand{Pen,Hammer,Door,Relocate}-v1`` evaluated as D4RL's
-hand_dapg tasks (the ODT-TD3 paper's Adroit domain; REFERENCE_ODT_TD3.md).
+hand_dapg tasks (the ODT-TD3 paper's Adroit domain; docs/references/odt_td3.md "Environments").
 
 - Episode length: D4RL's (pen 100 steps, hammer / door / relocate 200; the Gymnasium-Robotics envs
   default to 200 for all four), unless ``eval.max_episode_steps`` says otherwise.
@@ -20,7 +20,7 @@ from lamo_ray.domains.base import Domain, register
 
 TASKS = ("pen", "hammer", "door", "relocate")
 ENV_IDS = {task: f"AdroitHand{task.capitalize()}-v1" for task in TASKS}
-# D4RL's hand_dapg episode lengths (REFERENCE_ODT_TD3.md "Environments here": pen 100, others 200)
+# D4RL's hand_dapg episode lengths (docs/references/odt_td3.md "Environments": pen 100, others 200)
 EPISODE_STEPS = {"pen": 100, "hammer": 200, "door": 200, "relocate": 200}
 # d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE of <task>-human-v0, which its v1 datasets reuse
 REF_SCORES = {"pen": (96.262799, 3076.8331017826877), "hammer": (-274.856578, 12794.134825156867),

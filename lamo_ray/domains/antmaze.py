@@ -1,5 +1,5 @@
 """AntMaze: Gymnasium-Robotics ``AntMaze_{UMaze,Medium,Large}-v4`` evaluated as D4RL's antmaze-v2
-(the ODT-TD3 paper's hardest sparse-reward domain; REFERENCE_ODT_TD3.md).
+(the ODT-TD3 paper's hardest sparse-reward domain; docs/references/odt_td3.md "Environments").
 
 - Evaluation as D4RL (``d4rl/locomotion``: ``*_MAZE_TEST`` maps, ``eval=True``): the ant starts in
   cell (1, 1) and the goal is one fixed cell (UMaze (3, 1), Medium (6, 6), Large (7, 9)); reward 1

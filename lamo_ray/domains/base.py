@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EvaluationDefaults:
-    """A domain's evaluation settings as LaMo ran them (REFERENCE.md "Evaluation"): the target
+    """A domain's evaluation settings as LaMo ran them (docs/references/lamo.md "Evaluation"): the target
     returns per env id, the return-to-go scale, the timestep-table size and the episode cap."""
 
     target_returns: Mapping[str, Sequence[float]]

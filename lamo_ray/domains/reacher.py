@@ -1,7 +1,7 @@
 """Reacher: Gymnasium ``Reacher-v5`` with data made here by a scripted controller.
 
-LaMo made its own Reacher2d data (REFERENCE.md "Evaluation": Reacher2d targets 76 / 40, RTG scale 10,
-K 5); with no network here we do the same on ``Reacher-v5`` (obs 10, action 2 in [-1, 1], 50-step
+LaMo made its own Reacher2d data (Reacher2d targets 76 / 40, RTG scale 10, K 5:
+docs/references/lamo.md "Evaluation", "Data", "Training"); with no network here we do the same on ``Reacher-v5`` (obs 10, action 2 in [-1, 1], 50-step
 episodes, reward = -distance - |a|^2): `ReacherController` (no learning) mixed with Gaussian action
 noise at several levels, so that returns span near-random to the controller's own. Reference scores
 are the dataset's own (uniform random / noise-free controller), stored in its Minari metadata.

@@ -9,7 +9,7 @@ the ALE env without its own frame skip and without sticky actions, wrapped in gy
 up to 30 no-op starts, no terminal on life loss) and ``FrameStackObservation`` (4 frames):
 observations ``(4, 84, 84)`` uint8, discrete actions. At episode start the frame history is the
 first frame repeated for evaluation (``frame_stack_padding="reset"``: LaMo evaluates on
-d4rl-atari's ``FrameStack``, which does this; REFERENCE.md "Data", Atari) and zeros for collection
+d4rl-atari's ``FrameStack``, which does this; docs/references/lamo.md "Atari") and zeros for collection
 (``"zero"``: the layout of the DQN-replay training data, whose stacks LaMo's buffer zero-pads too).
 No sticky actions, as DT's and LaMo's Atari evaluation.
 
@@ -37,13 +37,13 @@ from lamo_ray.episodes import in_store
 
 log = logging.getLogger(__name__)
 
-# DT Atari preprocessing (FACTS.md "Environments"; REFERENCE.md "Model", Atari).
+# DT Atari preprocessing (docs/references/environment.md "Environments"; docs/references/lamo.md "Atari").
 PREPROCESSING: dict[str, Any] = {"noop_max": 30, "frame_skip": 4, "screen_size": 84, "grayscale_obs": True,
                                  "terminal_on_life_loss": False}
 FRAME_STACK = 4
 OBSERVATION_SHAPE = (FRAME_STACK, 84, 84)
 
-# REFERENCE.md "Model", Atari: (random, human) returns by lower-case game name;
+# docs/references/lamo.md "Atari": (random, human) returns by lower-case game name;
 # human-normalised score = (return - random) / (human - random).
 REF_SCORES: dict[str, tuple[float, float]] = {
     "breakout": (1.7, 31.8),

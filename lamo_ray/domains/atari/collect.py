@@ -89,10 +89,11 @@ def collect_atari(game: str = "Breakout", dataset_id: str | None = None, episode
     Env: `AtariDomain.make_env` of ``ALE/<Game>-v5`` (DT preprocessing: (4, 84, 84) uint8,
     frame skip 4, up to 30 no-op starts, no sticky actions), truncated at ``max_episode_steps``
     agent steps. Episode i takes a uniformly random action with probability
-    ``epsilons[i % L]`` at each step, else the policy's. Reference scores are REFERENCE.md's Atari
-    random / human returns, so scores are human-normalised. Observations are stored as uint8 and
-    gzip-compressed in the HDF5 file (`_gzip_observations`); while collecting, each frame is held
-    once in memory (`lamo_ray.data.frames`). Everything derives from ``seed``.
+    ``epsilons[i % L]`` at each step, else the policy's. Reference scores are LaMo's Atari
+    random / human returns (docs/references/lamo.md "Atari"), so scores are human-normalised.
+    Observations are stored as uint8 and gzip-compressed in the HDF5 file (`_gzip_observations`);
+    while collecting, each frame is held once in memory (`lamo_ray.data.frames`). Everything derives
+    from ``seed``.
 
     Raises:
         FileExistsError: ``dataset_id`` exists and ``force`` is false (checked before collecting).
@@ -141,7 +142,7 @@ def collect_atari(game: str = "Breakout", dataset_id: str | None = None, episode
         description=(f"{spec.env_id} with DT preprocessing ((4, 84, 84) uint8 stacked frames, frame skip 4, up to 30 "
                      f"no-op starts, no sticky actions), {episodes} episodes truncated at {max_episode_steps} steps; "
                      f"episode i acts randomly with probability epsilons[i % {len(levels)}], epsilons={levels}; "
-                     f"seed {seed}. Reference scores: REFERENCE.md random / human."))
+                     f"seed {seed}. Reference scores: LaMo's random / human (docs/references/lamo.md)."))
     dataset.storage.update_metadata({"epsilons": levels, "epsilon_mean_returns": list(level_returns.values()),
                                      "behaviour_policy": spec.policy, "collection_seed": seed,
                                      "max_episode_steps_collected": max_episode_steps})

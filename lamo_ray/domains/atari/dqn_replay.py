@@ -17,8 +17,8 @@ Observations are stacked 4 frames per step with zero frames before an episode's 
 (d4rl-atari ``_stack``, LaMo's ``AtariBuffer``; the local collector's env zero-pads too). Each frame
 is held once (`lamo_ray.data.frames.stacked_view`); rewards are taken as stored. Trajectories end
 at terminals; a trailing piece without one is kept (as the D4RL HDF5 reader does). The env is the
-game's ``<Game>NoFrameskip-v4`` (d4rl-atari's evaluation env) with REFERENCE.md's random / human
-reference scores.
+game's ``<Game>NoFrameskip-v4`` (d4rl-atari's evaluation env) with LaMo's random / human
+reference scores (docs/references/lamo.md "Atari").
 """
 
 from __future__ import annotations

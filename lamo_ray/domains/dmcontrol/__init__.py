@@ -1,5 +1,6 @@
 """DMControl: the DeepMind Control Suite tasks, the second domain of L2M's multi-domain pre-training
-("Learning to Modulate pre-trained Models in RL"; REFERENCE_L2M.md, ml-jku/L2M ``envs/dmcontrol_utils.py``).
+("Learning to Modulate pre-trained Models in RL"; docs/references/l2m.md "Multi-domain Decision Transformer",
+ml-jku/L2M ``envs/dmcontrol_utils.py``).
 
 - Env ids ``DMControl/<domain>-<task>-v0`` (L2M's names: ``cartpole-balance``, ``point_mass-easy``,
   ``finger-turn_easy``), registered with Gymnasium by this module: ``dm_control.suite.load`` wrapped by
@@ -44,7 +45,7 @@ NAMESPACE = "DMControl"
 EPISODE_STEPS = 1000         # the suite's episodes (L2M: dmc2gym's episode_length 1000, frame_skip 1)
 RTG_SCALE = 100.0            # L2M divides DMC returns-to-go and rewards by 100
 STATE_DIM = 204              # L2M's DMC_FULL_OBS_DIM: the shared state space of the multi-domain model
-# L2M's DMC10 pre-training tasks (REFERENCE_L2M.md "Continual World protocol")
+# L2M's DMC10 pre-training tasks (docs/references/l2m.md "Continual World protocol")
 DMC10 = ("cartpole-balance", "finger-turn_easy", "finger-turn_hard", "fish-upright", "hopper-stand",
          "pendulum-swingup", "point_mass-easy", "reacher-hard", "walker-stand", "walker-run")
 # L2M's slots of the 204-number state (envs/dmcontrol_utils.py DMC_OBSTYPE_TO_DIM / _STARTIDX): the

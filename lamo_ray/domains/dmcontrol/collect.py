@@ -2,7 +2,7 @@
 task, one Minari dataset per task (``lamo/dmcontrol/<domain>-<task>-v0``).
 
 L2M's DMC data were SAC replay buffers of 1M transitions per task, from the random warm-up to the
-trained agent (REFERENCE_L2M.md "Data"; ml-jku/L2M ``src/data/dm_control/README.md``). The suite has
+trained agent (docs/references/l2m.md "Data"; ml-jku/L2M ``src/data/dm_control/README.md``). The suite has
 no scripted experts, so the only faithful local stand-in is the same recipe at a smaller budget:
 stable-baselines3's SAC (its default hyper-parameters: 256x256 MLPs, lr 3e-4, batch 256) on
 ``DMControl/<task>-v0`` (L2M's 204-number state) for ``timesteps`` env steps, every transition

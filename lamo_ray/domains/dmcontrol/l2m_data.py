@@ -1,4 +1,4 @@
-"""L2M's own DMControl data: the SAC replay buffers its paper pre-trained on (REFERENCE_L2M.md "Data":
+"""L2M's own DMControl data: the SAC replay buffers its paper pre-trained on (docs/references/l2m.md "Data":
 1M transitions per task, random to expert), published on the Hugging Face hub as the dataset
 ``ml-jku/dm_control`` and read by L2M from ``dm_control_1M_v3_full/<domain>_<task>.npz``
 (``configs/agent_params/data_paths/mt40v2_dmc10.yaml``).

@@ -1,4 +1,4 @@
-"""Kitchen: D4RL's FrankaKitchen tasks on Gymnasium-Robotics ``FrankaKitchen-v1`` (REFERENCE.md "Kitchen").
+"""Kitchen: D4RL's FrankaKitchen tasks on Gymnasium-Robotics ``FrankaKitchen-v1`` (docs/references/lamo.md "Kitchen").
 
 - Env: `KitchenDomain.make_env` gives D4RL's evaluation semantics (`EVAL_KWARGS`: each subtask
   rewarded once, the episode ends when all are done, 280 steps) on a task list of `TASKS` (default
@@ -89,7 +89,7 @@ def env_kwargs(tasks: str | Sequence[str] | None = None, **overrides: Any) -> di
 
 
 def d4rl_observation(obs: Mapping[str, Any], batch_dims: int = 0) -> np.ndarray:
-    """FrankaKitchen-v1 dict observation -> D4RL kitchen's 60-dim state (REFERENCE.md "Kitchen").
+    """FrankaKitchen-v1 dict observation -> D4RL kitchen's 60-dim state (docs/references/lamo.md "Kitchen").
 
     ``[robot qpos (9), object qpos (21), goal (30)]`` = ``observation[0:9]``,
     ``observation[18:39]`` and a 30-vector holding each ``desired_goal[task]`` at

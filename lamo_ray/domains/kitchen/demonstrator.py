@@ -3,11 +3,11 @@
 D4RL's kitchen data are human tele-operation logs that cannot be downloaded here, so the local
 kitchen datasets (`python -m lamo_ray.collect kitchen`, `lamo_ray.domains.kitchen.collect`) come from
 this controller instead. It drives the
-Franka arm through the subtasks of REFERENCE.md "Kitchen" from the *true* simulator state
+Franka arm through the subtasks of docs/references/lamo.md "Kitchen" from the *true* simulator state
 (``env.unwrapped.data``); the recorded observations are still the env's own (noisy) dict
 observations, so a learner sees exactly what it would see at evaluation.
 
-How it moves (FACTS.md "Scripted control of FrankaKitchen-v1" lists what was measured to work):
+How it moves (docs/references/environment.md "Scripted control of FrankaKitchen-v1" lists what was measured to work):
 
 - `ArmController`: one damped-least-squares step on the Jacobian of the ``end_effector`` site
   (position + orientation, per-step error caps), joints at a limit frozen and the step re-solved,
@@ -20,8 +20,9 @@ How it moves (FACTS.md "Scripted control of FrankaKitchen-v1" lists what was mea
   the handle bar, follow the hinge arc with the gripper yaw fixed), kettle (wrist rolled 90 deg,
   grasp the handle, lift, carry, lower, release), bottom burner (pinch the knob with the wrist
   pre-rolled back so joint 7 stays inside its limit, roll the wrist forward about 1.3 rad).
-- Diversity (reset is deterministic, FACTS.md): random waypoint offsets and speeds, random
-  subtask orders chosen by the caller, Gaussian action noise, a perturbed start posture.
+- Diversity (reset is deterministic, docs/references/environment.md "Scripted control of FrankaKitchen-v1"):
+  random waypoint offsets and speeds, random subtask orders chosen by the caller, Gaussian action
+  noise, a perturbed start posture.
 
 Measure it with ``python -m lamo_ray.collect kitchen --evaluate-demonstrator --episodes 20``.
 """
@@ -411,8 +412,8 @@ def perturb_start(env: gym.Env, rng: np.random.Generator, arm: float = 0.1, kett
     """Randomise the start after ``env.reset``: arm joints +-``arm`` rad (within their limits),
     kettle +-``kettle`` m in x and y. Returns the observation of the perturbed state.
 
-    FrankaKitchen's reset is deterministic (FACTS.md), so this is where initial-state diversity
-    comes from.
+    FrankaKitchen's reset is deterministic (docs/references/environment.md "Scripted control of FrankaKitchen-v1"),
+    so this is where initial-state diversity comes from.
     """
     kitchen = env.unwrapped
     model, data = kitchen.model, kitchen.data

@@ -1,10 +1,10 @@
 """Meta-World: the 50 ``metaworld`` v3 manipulation tasks with Continual World's evaluation, the
-domain of "Learning to Modulate pre-trained Models in RL" (L2M; REFERENCE_L2M.md).
+domain of "Learning to Modulate pre-trained Models in RL" (L2M; docs/references/l2m.md).
 
 - Env ids ``MetaWorld/<task>-v3`` (e.g. ``MetaWorld/push-wall-v3``), registered with Gymnasium by
   this module (`register_metaworld_envs`); `make_task_env` builds one. metaworld 3.1.1 has v3 tasks
   only (the paper used v2).
-- Continual World's settings (REFERENCE_L2M.md "Continual World protocol"): 200-step episodes, object
+- Continual World's settings (docs/references/l2m.md "Continual World protocol"): 200-step episodes, object
   and goal positions drawn at random at every reset (``_freeze_rand_vec = False``), seeded by the
   reset seed (metaworld's own ``reset`` ignores its seed: `SeededReset` seeds the env first), goal
   position in the observation (MT benchmarks: 39 numbers), success = ``info["success"]`` at any step
@@ -40,7 +40,7 @@ NAMESPACE = "MetaWorld"
 EPISODE_STEPS = 200          # Continual World's episode length
 MAX_PATH_LENGTH = 500        # metaworld's own cap: a longer episode raises inside the env
 RTG_SCALE = 200.0            # L2M divides Meta-World returns-to-go and rewards by 200
-# Continual World's CW10, in its order (REFERENCE_L2M.md "Continual World protocol")
+# Continual World's CW10, in its order (docs/references/l2m.md "Continual World protocol")
 CW10 = ("hammer", "push-wall", "faucet-close", "push-back", "stick-pull", "handle-press-side", "push",
         "shelf-place", "window-close", "peg-unplug-side")
 

@@ -1,12 +1,13 @@
 """Meta-World data made here: metaworld's scripted expert policies mixed with Gaussian action noise
 and uniform random actions, one Minari dataset per task (``lamo/metaworld/<task>-v0``).
 
-L2M trained on SAC replay buffers, whose episodes range from random to expert (REFERENCE_L2M.md
-"Data"); neither they nor a SAC run per task fit here. The experts of ``metaworld.policies`` succeed
-at almost every CW10 task within 200 steps, and Gaussian noise up to 0.3 barely lowers that
-(REFERENCE_L2M.md "What works here"), so episodes cycle through behaviour levels that do spread the
-returns: the noise-free expert, the expert with N(0, 0.3^2), N(0, 0.6^2) and N(0, 1) noise (clipped
-to [-1, 1]), and uniform random actions (`DEFAULT_LEVELS`). Episode i uses level i mod 5.
+L2M trained on SAC replay buffers, whose episodes range from random to expert
+(docs/references/l2m.md "Data"); neither they nor a SAC run per task fit here. The experts of
+``metaworld.policies`` succeed at almost every CW10 task within 200 steps, and Gaussian noise up to
+0.3 barely lowers that (docs/references/environment.md "Meta-World and DMControl"), so episodes cycle
+through behaviour levels that do spread the returns: the noise-free expert, the expert with
+N(0, 0.3^2), N(0, 0.6^2) and N(0, 1) noise (clipped to [-1, 1]), and uniform random actions
+(`DEFAULT_LEVELS`). Episode i uses level i mod 5.
 
 Stored with each dataset (Minari metadata): ``ref_min_score`` (uniform random) and ``ref_max_score``
 (the noise-free expert), each a mean over ``ref_episodes`` episodes whose reset seeds differ from the

@@ -1,4 +1,4 @@
-"""L2M's own Meta-World data: the SAC replay buffers its paper trained on (REFERENCE_L2M.md "Data"),
+"""L2M's own Meta-World data: the SAC replay buffers its paper trained on (docs/references/l2m.md "Data"),
 published on the Hugging Face hub as the dataset ``ml-jku/meta-world``, folder ``2M``, one file per
 task named ``<task>-v2.npz`` (2M transitions each, random to expert).
 

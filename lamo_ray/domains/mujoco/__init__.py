@@ -5,7 +5,7 @@
   the v5 envs keep (Hopper 11/3, Walker2d 17/6, HalfCheetah 17/6). Walker2d-v5 also changed the
   model (both feet's friction 1.9; v2-v4: right foot 0.9), so data not recorded on Walker2d-v5 itself
   (D4RL's files) evaluate on the v2-v4 model (`DATA_MODEL_FILES`, `MujocoDomain.evaluation_env_kwargs`).
-- References: D4RL's random / expert returns (`D4RL_REF_SCORES`, REFERENCE.md "Evaluation") for the
+- References: D4RL's random / expert returns (`D4RL_REF_SCORES`, docs/references/lamo.md "Evaluation") for the
   D4RL files, found by the env name in the file name; Minari's ``mujoco/*`` datasets and the ones
   made here carry their own in their metadata.
 - Data: D4RL HDF5 files (``~/.d4rl/datasets/hopper-medium-v2.hdf5``; `d4rl_url` says where D4RL
@@ -29,13 +29,13 @@ log = logging.getLogger(__name__)
 
 #: the Gymnasium env each D4RL family evaluates on
 ENV_IDS: dict[str, str] = {"hopper": "Hopper-v5", "walker2d": "Walker2d-v5", "halfcheetah": "HalfCheetah-v5"}
-#: REFERENCE.md "Evaluation": D4RL random (min) and expert (max) returns
+#: docs/references/lamo.md "Evaluation": D4RL random (min) and expert (max) returns
 D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
     "hopper": (-20.272305, 3234.3),
     "walker2d": (1.629008, 4592.3),
     "halfcheetah": (-280.178953, 12135.0),
 }
-#: LaMo's targets (REFERENCE.md "Evaluation")
+#: LaMo's targets (docs/references/lamo.md "Evaluation")
 TARGET_RETURNS: dict[str, tuple[float, ...]] = {
     "Hopper-v5": (3600, 2600, 2200, 1800), "HalfCheetah-v5": (12000, 8000, 6000, 4500),
     "Walker2d-v5": (5000, 4000, 3000, 2500)}

@@ -1,6 +1,6 @@
 """PointMaze: Gymnasium-Robotics ``PointMaze_{UMaze,Medium,Large}-v3``, D4RL maze2d's task.
 
-Evaluation as D4RL's maze2d (REFERENCE_ODT_TD3.md "D4RL / Minari maze data recipe"): the goal sits
+Evaluation as D4RL's maze2d (docs/references/odt_td3.md "D4RL / Minari maze data recipe"): the goal sits
 in a fixed evaluation cell (UMaze (1,1), Medium (6,6), Large (7,9); jittered +-0.25 within it by the
 env at reset), the point starts in a random other cell, the episode runs its full length
 (300 / 600 / 800 steps: ``continuing_task``, the goal never moves), and the reward is sparse: 1 for
@@ -128,7 +128,7 @@ class PointMazeDomain(Domain):
     env_package = "gymnasium_robotics"
     dataset_prefixes = ("d4rl/pointmaze/",)
     local_prefix = "lamo/pointmaze/"
-    # ODT-TD3's maze2d settings (REFERENCE_ODT_TD3.md "Per-domain settings": K 1, eval RTG 60, reward scale 1)
+    # ODT-TD3's maze2d settings (docs/references/odt_td3.md "Per-domain settings": K 1, eval RTG 60, reward scale 1)
     evaluation = EvaluationDefaults(target_returns={ENV_IDS["umaze"]: (60,), ENV_IDS["medium"]: (60,),
                                                     ENV_IDS["large"]: (60,)},
                                     rtg_scale=1.0, max_ep_len=1000)
