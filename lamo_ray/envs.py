@@ -11,7 +11,7 @@ Three things every other module needs about an environment, each answered by the
   as float32, images stay uint8, dict observations go through the domain's rule.
 
 and `reference_scores_for(name)`: the reference (min, max) returns any domain knows for an env id,
-dataset id or file name (REFERENCE.md "Evaluation").
+dataset id or file name (docs/references/lamo.md "Evaluation").
 """
 
 from __future__ import annotations

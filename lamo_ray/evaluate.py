@@ -1,7 +1,7 @@
 """Rollout evaluation with Ray actors: each actor steps several environments in lock-step and
 runs one batched model forward per step.
 
-Follows the LaMo/DT evaluation protocol (REFERENCE.md "Evaluation"): the policy is conditioned on
+Follows the LaMo/DT evaluation protocol (docs/references/lamo.md "Evaluation"): the policy is conditioned on
 a target return; after each step ``rtg -= reward / rtg_scale``; 20 episodes per target; normalized
 score ``100 * (return - ref_min) / (ref_max - ref_min)``. Ours: episodes run in parallel over
 actors and vectorised environments instead of one env sequentially; environments are seeded
@@ -106,7 +106,7 @@ class Rollout:
         (FrankaKitchen's ``info["tasks_to_complete"]`` at reset / ``info["episode_task_completions"]``),
         and ``"success": bool`` for envs that report ``info["success"]`` (true at any step: PointMaze).
 
-        Online collection (ODT-TD3's exploration, REFERENCE_ODT_TD3.md "Online loop"): ``action_noise``
+        Online collection (ODT-TD3's exploration, docs/references/odt_td3.md "Online loop"): ``action_noise``
         adds N(0, action_noise^2) per dimension to the deterministic action, then clamps it to the
         action space; ``sample`` (a policy with ODT's tanh-Gaussian head) draws the action from the
         policy instead of taking its mean. The draws of each episode come from its own generator,

@@ -1,5 +1,5 @@
 """Online DT's stochastic action head (``decision_transformer.py`` ``DiagGaussianActor``, trainer's
-``loss_fn``; REFERENCE_ODT_TD3.md "ODT stochastic head"), with torch.distributions' own tanh transform.
+``loss_fn``; docs/references/odt_td3.md "ODT stochastic head"), with torch.distributions' own tanh transform.
 
 - A tanh-squashed Gaussian per action dimension: mean from one Linear, log-std from another through
   tanh, mapped into [-5, 2]; orthogonal initialisation, zero biases.

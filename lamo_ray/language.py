@@ -1,4 +1,4 @@
-"""Text for LaMo's auxiliary language-modelling loss (REFERENCE.md "Loss": WikiText-103 raw v1,
+"""Text for LaMo's auxiliary language-modelling loss (docs/references/lamo.md "Loss": WikiText-103 raw v1,
 the backbone's own tokenizer, 1024-token blocks, batch 2).
 
 Corpus -> tokenizer -> blocks -> sampler. ``language.corpus`` is one of

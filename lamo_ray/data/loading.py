@@ -1,8 +1,8 @@
 """Load trajectories from a D4RL-format HDF5 file, a local Minari dataset, or a domain's own format.
 
 `load_dataset(source)` picks the reader from the source: a path ending ``.hdf5``/``.h5`` is a
-D4RL file (read with h5py: FACTS.md, the ``d4rl`` package cannot be imported here); a source in a
-format of its domain's own (`lamo_ray.domains.Domain.load_dataset`, e.g. DQN-replay Atari
+D4RL file (read with h5py: the ``d4rl`` package cannot be imported here,
+docs/references/environment.md "Installing"); a source in a format of its domain's own (`lamo_ray.domains.Domain.load_dataset`, e.g. DQN-replay Atari
 checkpoints) is read by that domain; anything else is a Minari dataset id looked up in the local
 store (``$MINARI_DATASETS_PATH``, default ``~/.minari/datasets``). Nothing is downloaded; a missing
 dataset's error says how to get it and names the local alternative its domain knows.

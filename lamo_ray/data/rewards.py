@@ -1,6 +1,6 @@
 """Reward transforms a trial learns from: a per-step shift, then delayed (block-summed) rewards.
 
-Both come from "RL gradients as vitamin for online fine-tuning DTs" (REFERENCE_ODT_TD3.md): AntMaze
+Both come from "RL gradients as vitamin for online fine-tuning DTs" (docs/references/odt_td3.md "Rewards"): AntMaze
 trains on ``reward - 1`` per step (so a return-to-go counts the steps left to the goal, eval RTG
 -100), and ``--delayed_reward M`` hides each reward until the end of its block of M steps
 (``data.py`` ``delay_reward`` for the data, ``delayedreward.py`` ``CumulativeRewardWrapper`` for the

@@ -1,7 +1,7 @@
 """Decision Transformer training batches: random K-step segments of whole trajectories.
 
 Trajectories are drawn with probability proportional to their length; then, as ``segments`` says
-(REFERENCE.md "Data"):
+(docs/references/lamo.md "Data"):
 
 - "left_padded": DT's ``get_batch`` (decision-transformer ``gym/experiment.py``, kept by LaMo's
   D4RL code): a start uniform over [0, T-1], up to K steps from there, left-padded to K;

@@ -1,5 +1,5 @@
 """Trajectories stored per task as memory-mapped Arrow shards, and segments sampled from them without
-loading a task into memory (L2M's data at paper scale: ~100M transitions, REFERENCE_L2M.md "Data").
+loading a task into memory (L2M's data at paper scale: ~100M transitions, docs/references/l2m.md "Data").
 
 Layout of one task (`write_task`), a directory:
 

@@ -1,7 +1,7 @@
 """Trajectories in memory, and what training derives from them.
 
 A `TrajectoryDataset` is what `lamo_ray.data.loading.load_dataset` returns for any source; this
-module also holds the data steps of REFERENCE.md "Data" that do not depend on the source:
+module also holds the data steps of docs/references/lamo.md "Data" that do not depend on the source:
 down-sampling by whole trajectory (`subsample`), state normalisation statistics (`state_stats`)
 and returns-to-go (`returns_to_go`).
 """
@@ -61,7 +61,7 @@ class TrajectoryDataset:
         act_dim: action dimension A; for discrete actions, the number of actions.
         discrete_actions: actions are int64 indices.
         ref_min_score, ref_max_score: returns that normalise a score to 0 and 1
-            (REFERENCE.md "Evaluation"); None when the source does not give them.
+            (docs/references/lamo.md "Evaluation"); None when the source does not give them.
         env_id: Gymnasium id of the env the data came from, None if unknown.
         source: the path or Minari id it was loaded from (for messages).
         env_kwargs: kwargs the data's env was made with (Minari env spec), for `envs.make_env`.
@@ -128,7 +128,7 @@ def subsample(ds: TrajectoryDataset, sample_ratio: float, seed: int,
               weighting: str = "uniform") -> TrajectoryDataset:
     """Keep ``int(N * sample_ratio)`` whole trajectories chosen at random, in source order.
 
-    Follows LaMo's down-sampling by trajectory (REFERENCE.md "Data"): ``weighting`` "uniform" draws
+    Follows LaMo's down-sampling by trajectory (docs/references/lamo.md "Data"): ``weighting`` "uniform" draws
     every trajectory with the same probability (LaMo's D4RL ``ratio_dataset``); "length_weighted"
     with probability proportional to its length, without replacement (LaMo's Atari
     ``AtariBuffer.ratio_dataset``). Ours is seeded (LaMo's D4RL sampling is not): the same ``seed``
@@ -159,7 +159,7 @@ def state_stats(ds: TrajectoryDataset) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of the observations over all transitions of ``ds``.
 
     Returns ``(mean, std)``, each ``obs_shape`` float32, std plus 1e-6 as in LaMo/DT
-    (REFERENCE.md "Data": statistics of the down-sampled training data). Images (uint8
+    (docs/references/lamo.md "Data": statistics of the down-sampled training data). Images (uint8
     observations with at least 2 axes) are not normalised (the CNN encoder divides by 255): they
     get mean 0 and std 1 without touching the frames, so no float copy of the dataset is made.
     """

@@ -1,6 +1,6 @@
 """Online fine-tuning of a Decision Transformer (ODT, and ODT with a TD3 critic: "Reinforcement
 Learning Gradients as Vitamin for Online Fine-tuning Decision Transformers", NeurIPS 2024;
-REFERENCE_ODT_TD3.md). Pieces, each following the authors' code (and Online DT's):
+docs/references/odt_td3.md). Pieces, each following the authors' code (and Online DT's):
 
 - `lamo_ray.online.replay`: ODT's trajectory replay buffer (best offline trajectories first,
   overwritten lowest-return first), with hindsight return-to-go relabelling;

@@ -1,5 +1,5 @@
-"""The TD3 critic of ODT-TD3 (the authors' ``critic.py`` and ``trainer.py``; REFERENCE_ODT_TD3.md
-"Critic and TD3").
+"""The TD3 critic of ODT-TD3 (the authors' ``critic.py`` and ``trainer.py``;
+docs/references/odt_td3.md "Critic and TD3").
 
 - Twin Q networks, each an MLP 256-256 with ReLU, optionally a parameter-free LayerNorm after each
   hidden layer (the paper's setting for every domain but MuJoCo). Input: the (normalised state,

@@ -1,5 +1,5 @@
 """One ODT-TD3 learner update on a Decision Transformer (the authors' ``trainer.py``;
-REFERENCE_ODT_TD3.md "Critic and TD3"), for deterministic action heads (TD3+ODT, and TD3 alone
+docs/references/odt_td3.md "Critic and TD3"), for deterministic action heads (TD3+ODT, and TD3 alone
 with ``sup_coeff`` 0; ODT's stochastic variant uses `lamo_ray.online.stochastic`).
 
 Per batch (`lamo_ray.data.sampling.SegmentSampler.sample` with ``transitions=True``):
@@ -33,7 +33,7 @@ from lamo_ray.optim import MixedPrecision
 
 @dataclass(frozen=True)
 class TD3Settings:
-    """The paper's knobs (REFERENCE_ODT_TD3.md "Per-domain settings"; defaults: Adroit / mazes)."""
+    """The paper's knobs (docs/references/odt_td3.md "Per-domain settings"; defaults: Adroit / mazes)."""
 
     sup_coeff: float = 1.0
     rl_coeff: float = 0.1

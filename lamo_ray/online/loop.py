@@ -1,4 +1,4 @@
-"""The online phase of a trial (REFERENCE_ODT_TD3.md "Online loop"): after the offline steps, each
+"""The online phase of a trial (docs/references/odt_td3.md "Online loop"): after the offline steps, each
 iteration collects whole episodes with rollout actors and the current weights, adds them to the
 trajectory replay (`lamo_ray.online.replay`), then runs the learner's updates on segments of the
 replay (hindsight return-to-go: computed from the rewards collected).

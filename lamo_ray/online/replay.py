@@ -1,5 +1,5 @@
 """ODT's trajectory replay buffer (Online DT ``replay_buffer.py``, kept by the ODT-TD3 code;
-REFERENCE_ODT_TD3.md "Online loop").
+docs/references/odt_td3.md "Online loop").
 
 - Seeded with the offline trajectories ordered from lowest to highest return (the authors'
   ``_load_dataset`` sorts them so, ``main.py`` lines 290-304, whether or not they fit); when they
