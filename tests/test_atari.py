@@ -30,7 +30,8 @@ FRAME = 84 * 84
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """2-thread torch collapses when another process holds a core (FACTS.md); these tests use one."""
+    """2-thread torch collapses when another process holds a core (docs/references/environment.md "Threads");
+    these tests use one."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

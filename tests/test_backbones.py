@@ -207,7 +207,7 @@ def test_smollm2_truncation_keeps_first_blocks_and_logs_counts(caplog):
 
 @needs_smollm2
 def test_smollm2_language_loss_starts_near_its_known_perplexity():
-    """The check that the right weights and tokenizer were loaded (FACTS.md "Models": ~15 on English,
+    """The check that the right weights and tokenizer were loaded (docs/references/environment.md "Models": ~15 on English,
     51k for a random init). Measured here: 17.5 on this paragraph; 34.5 on State of the Union text."""
     model = DecisionTransformer(ModelConfig(backbone="smollm2-135m"), (10,), 2, 64, language_loss=True).eval()
     tokenizer = load_tokenizer("smollm2-135m")

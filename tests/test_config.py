@@ -192,13 +192,13 @@ PAPER_SCALE = ("kitchen.yaml", "mujoco.yaml", "atari.yaml")
 
 @pytest.mark.parametrize("name", PAPER_SCALE)
 def test_paper_scale_comparisons_train_every_seed_to_the_end(name):
-    """A method comparison scores every seed of every arm (REFERENCE.md "Evaluation"): FIFO, no ASHA."""
+    """A method comparison scores every seed of every arm (docs/references/lamo.md "Evaluation"): FIFO, no ASHA."""
     assert load_sweep(REPO / "sweeps" / name).scheduler.type == "fifo"
 
 
 @pytest.mark.parametrize("name", ["kitchen.yaml", "mujoco.yaml"])
 def test_paper_scale_d4rl_sweeps_use_lamos_method_and_dt_baseline(name):
-    """REFERENCE.md "Model" / "Data": LaMo = GPT-2 + separate Q/K/V LoRA r16; DT = LaMo's 3 x 128 x 1 ReLU GPT-2
+    """docs/references/lamo.md "LoRA" / "Baseline DT": LaMo = GPT-2 + separate Q/K/V LoRA r16; DT = LaMo's 3 x 128 x 1 ReLU GPT-2
     with AdamW's default eps."""
     rows = expand_trials(load_sweep(REPO / "sweeps" / name))
     for row in rows:
@@ -217,7 +217,7 @@ def test_paper_scale_d4rl_sweeps_use_lamos_method_and_dt_baseline(name):
 
 @pytest.mark.parametrize("name", ["atari.yaml", "atari_local.yaml"])
 def test_atari_sweeps_follow_lamos_atari_code(name):
-    """REFERENCE.md Atari: fused-c_attn LoRA r = alpha = 32 without bias, wpe added, length-weighted
+    """docs/references/lamo.md "Atari": fused-c_attn LoRA r = alpha = 32 without bias, wpe added, length-weighted
     down-sampling, full-window segments, return-to-go after the current reward."""
     for row in expand_trials(load_sweep(REPO / "sweeps" / name)):
         cfg = row["config"]

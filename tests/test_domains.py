@@ -45,7 +45,7 @@ def test_local_ids_are_the_ones_a_domain_generates():
 
 
 def test_evaluation_defaults_are_lamos():
-    """REFERENCE.md "Evaluation": targets and RTG scales as LaMo ran them."""
+    """docs/references/lamo.md "Evaluation", "Data": targets and RTG scales as LaMo ran them."""
     assert domains.get("mujoco").evaluation.target_returns["Hopper-v5"] == (3600, 2600, 2200, 1800)
     assert domains.get("mujoco").evaluation.rtg_scale == 1000
     assert domains.get("kitchen").evaluation.target_returns["FrankaKitchen-v1"] == (5, 4, 3, 2, 1)

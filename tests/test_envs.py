@@ -7,7 +7,8 @@ from lamo_ray.envs import evaluation_env_kwargs, flatten_observation, make_env, 
 
 
 def test_reference_scores_match_reference_md():
-    """REFERENCE.md "Evaluation": D4RL's random / expert returns, kitchen 0 / 4, Atari random / human."""
+    """docs/references/lamo.md "Evaluation", "Atari": D4RL's random / expert returns, kitchen 0 / 4,
+    Atari random / human."""
     assert reference_scores_for("hopper-medium-v2.hdf5") == (-20.272305, 3234.3)
     assert reference_scores_for("walker2d-medium-replay-v2.hdf5") == (1.629008, 4592.3)
     assert reference_scores_for("HalfCheetah-v5") == (-280.178953, 12135.0)

@@ -141,7 +141,7 @@ def test_missing_tokenizer_is_a_corpus_error(tmp_path):
 
 def test_co_training_lowers_the_language_loss(word_backbone, tmp_path):
     """loss = action_loss + co_lambda * lm_loss through the backbone's own tokenizer and LM head
-    (REFERENCE.md "Loss"): it starts near log(vocab) for a random model and falls as it trains."""
+    (docs/references/lamo.md "Loss"): it starts near log(vocab) for a random model and falls as it trains."""
     path, vocab = word_backbone
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT)

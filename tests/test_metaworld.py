@@ -60,7 +60,8 @@ def test_collector_spreads_returns_from_random_to_expert_and_records_success(tmp
     assert (report.mean_return, report.ref_min_score, report.ref_max_score, report.expert_success) == \
         (again.mean_return, again.ref_min_score, again.ref_max_score, again.expert_success)  # all from the seed
     assert report.transitions == 10 * 200
-    assert report.expert_success == 1.0 and report.random_success == 0.0      # REFERENCE_L2M.md: window-close 1.0
+    # window-close's expert: 1.0 (docs/references/environment.md "Meta-World and DMControl")
+    assert report.expert_success == 1.0 and report.random_success == 0.0
     assert report.ref_min_score < report.mean_return < report.ref_max_score
     ds = load_dataset("test/metaworld/window-close-v0")
     assert ds.obs_shape == (39,) and ds.act_dim == 4 and ds.env_id == env_id("window-close")

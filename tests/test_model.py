@@ -218,7 +218,7 @@ def test_lora_trains_only_adapters_bias_embeddings_and_head(gpt2_dir):
 
 
 def test_fused_qkv_shares_one_adapter_without_bias(gpt2_dir):
-    """LaMo's Atari code: peft on the fused c_attn (one A/B), bias='none' (REFERENCE.md "Model")."""
+    """LaMo's Atari code: peft on the fused c_attn (one A/B), bias='none' (docs/references/lamo.md "Atari")."""
     cfg = tiny_cfg(gpt2_dir, pretrained=True, lora={"rank": 4, "alpha": 4, "fused_qkv": True, "bias": "none"})
     model = DecisionTransformer(cfg, (S,), A, MAX_EP_LEN)
     backbone_trainable = {n: p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")}
@@ -258,7 +258,7 @@ def test_gpt2_small_lora_trainable_share(caplog):
     """GPT-2 small shape (GPT2Config() defaults), LoRA r 16, linear embeddings, state 17, act 6.
 
     Built on the meta device (no memory, no init). language_loss=True keeps GPT-2's 50257-token
-    vocabulary so the total is GPT-2 small's, as in LaMo. LaMo's D4RL adapter (REFERENCE.md "Model"):
+    vocabulary so the total is GPT-2 small's, as in LaMo. LaMo's D4RL adapter (docs/references/lamo.md "LoRA"):
     Q, K and V each with their own rank-16 A and B, 3 x 2 x 16 x 768 = 73,728 LoRA parameters per
     layer, 884,736 in all; with the c_attn biases 912,384 = 0.73% of GPT-2 small (LaMo's "0.7%").
     Our embeddings, the 1000-step timestep table (768k) and the head bring the share to 1.36%.
@@ -307,7 +307,7 @@ def test_full_mode_token_embedding_trains_only_with_language_loss(gpt2_dir, lang
 @pytest.mark.parametrize("finetune", ["lora", "full", "frozen"])
 @pytest.mark.parametrize("embedding", ["mlp", "linear"])
 def test_every_trainable_parameter_gets_a_gradient(gpt2_dir, finetune, embedding):
-    """What lets DDP run without find_unused_parameters (FACTS.md "Models")."""
+    """What lets DDP run without find_unused_parameters (docs/references/environment.md "Models")."""
     model = DecisionTransformer(tiny_cfg(gpt2_dir, pretrained=True, finetune=finetune, embedding=embedding),
                                 (S,), A, MAX_EP_LEN)
     states, actions, rtg, timesteps, mask = batch()

@@ -236,7 +236,7 @@ def test_cli_dry_run_paper_scale_online_lists_what_to_fetch(tmp_path):
 
 
 def test_paper_scale_online_tasks_follow_the_authors_commands():
-    """REFERENCE_ODT_TD3.md "Per-domain settings", in this project's units (rewards stay the env's)."""
+    """docs/references/odt_td3.md "Per-domain settings", in this project's units (rewards stay the env's)."""
     rows = {(r["variant"], r["config"].task): r["config"] for r in expand_trials(load_sweep(REPO / "sweeps" / "online.yaml"))
             if r["seed"] == 0}
     hop, pen, ant = rows[("td3_odt", "hopper_medium")], rows[("td3_odt", "pen_human")], rows[("td3_odt", "antmaze_umaze")]
