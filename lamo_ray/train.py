@@ -2,7 +2,7 @@
 runs in its own process (``train.launcher`` 'in_trial', the default for 1 worker: no Train
 controller or worker processes to start per trial).
 
-One step (REFERENCE.md "Optimiser", "Loss"): sample a batch of K-step segments (length-weighted
+One step (docs/references/lamo.md "Optimiser", "Loss"): sample a batch of K-step segments (length-weighted
 trajectories, left-padded), predict actions from the state tokens, masked action MSE (or
 cross-entropy for discrete actions) + ``co_lambda`` * language-modelling loss, backward, clip
 gradients at ``grad_clip``, AdamW(eps 1e-6) with linear warm-up then constant LR.
@@ -176,6 +176,29 @@ class TuneTrialSession:
                     tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
 
+def ddp_share(mask: torch.Tensor, world: int) -> torch.Tensor:
+    """The factor that makes a rank's masked-mean loss a DDP step on the whole batch: DDP averages the
+    ranks' gradients, so rank r's mean over its ``n_r`` real positions is weighted ``world x n_r / sum n``
+    (its share of the batch's real positions; ``mask`` (B, K), this rank's). One all-reduce of a scalar.
+    Without it each rank's positions would weigh by 1 / n_r: a rank whose segments are more padded (near
+    trajectory starts) would count more than one worker on the concatenated batch gives it."""
+    import torch.distributed as dist
+
+    real = mask.detach().sum().to(torch.float32)
+    total = real.clone()
+    dist.all_reduce(total)
+    return real * world / total.clamp(min=1.0)
+
+
+def ddp_mean(value: torch.Tensor, world: int) -> torch.Tensor:
+    """The mean over the ranks of a scalar (detached): the whole batch's loss from the ranks' shares."""
+    import torch.distributed as dist
+
+    v = value.detach().to(torch.float32).clone()
+    dist.all_reduce(v)
+    return v / world
+
+
 def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | TuneTrialSession | None = None
                           ) -> None:
     """Ray Train worker entry point, and the loop of an 'in_trial' Tune trial (``session``).
@@ -201,7 +224,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
     torch.manual_seed(cfg.seed * 1000 + rank)
     device = session.device
 
-    # ---- data: whole-trajectory sample ratio, normalisation from the kept data (REFERENCE "Data")
+    # ---- data: whole-trajectory sample ratio, normalisation from the kept data (docs/references/lamo.md "Data")
     setup = _SetupClock(entered, session.started)
     shipped = loop_config.get("backbone")  # the backbone's files from the sweep driver (any node, no cache needed)
     if shipped is not None:
@@ -342,6 +365,8 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                 else:
                     loss = action_loss(preds.float(), batch["actions"], batch["attention_mask"],
                                        dataset.discrete_actions)
+                    if world > 1:
+                        loss = loss * ddp_share(batch["attention_mask"], world)
             lm = None
             if rl is None:
                 total = loss + temperature_loss
@@ -358,6 +383,8 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
             scheduler.step(non_noop_actions(batch["actions"]))
         else:
             scheduler.step()
+        if world > 1:   # every rank logs the whole batch's values (a mean over the ranks of the shares above)
+            loss, lm = ddp_mean(loss, world), None if lm is None else ddp_mean(lm, world)
         out = {"train/action_loss": loss.item(), **{f"train/{k}": v for k, v in info.items()}}
         if rl is not None:
             learner.critic.zero_grad(set_to_none=True)  # the actor's loss does not train the critic
