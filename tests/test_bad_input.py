@@ -114,7 +114,8 @@ class Workspace:
         """GOOD_SWEEP as a continual trial (reach pre-training, hammer) with ``settings`` in its section."""
         section = {"pretrain_tasks": ["reach"], "tasks": ["hammer"], "steps_per_task": 2, "eval_every": 1, "method": "l2m",
                    **settings}
-        return self.sweep(("base.data.source", source), ("base.model.finetune", finetune), ("base.continual", section))
+        return self.sweep(("base.data.source", source), ("base.model.finetune", finetune), ("base.continual", section),
+                          drop=("base.eval.episodes",))   # a continual trial's are continual.eval_episodes
 
     def hdf5(self, name: str, n: int = 20, obs_dim: int = 10, drop: tuple[str, ...] = (), rewards_len: int | None = None,
              actions: np.ndarray | None = None, nan: bool = False, env_id: str | None = "Reacher-v5") -> str:

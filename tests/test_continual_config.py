@@ -81,7 +81,8 @@ def test_paper_scale_l2m_sweep_dry_run(tmp_path):
     assert len(listed) == len(all_tasks()) == 50
     dmc = [line for line in proc.stdout.splitlines() if "[ok] dataset   lamo/dmcontrol/" in line]
     assert len(dmc) == 10 and all("generated on first run" in line for line in dmc)
-    assert "10 rollout actor(s) x 0 CPU / 0 GPU (one per evaluated task)" in proc.stdout
+    # the ten tasks share eval.num_actors (2) rollout actors
+    assert "2 rollout actor(s) x 0 CPU / 0 GPU (evaluated tasks shared between them)" in proc.stdout
     trials = expand_trials(load_sweep(repo / "sweeps" / "l2m_cw10.yaml"))
     cfg = trials[0]["config"]
     assert cfg.continual.tasks == list(CW10) and not set(cfg.continual.pretrain_tasks) & set(CW10)
@@ -196,3 +197,17 @@ def test_pretraining_takes_datasets_of_the_projects_other_domains(tmp_path):
         validate_trial({**raw, "continual": {**CONTINUAL, "pretrain_datasets": ["someone/else-v0"]}})
     with pytest.raises(ConfigError, match="is one dataset, not a template"):
         validate_trial({**raw, "continual": {**CONTINUAL, "pretrain_datasets": ["lamo/mujoco/{task}-v0"]}})
+
+
+def test_eval_episodes_in_a_continual_trial_is_refused_naming_the_key_it_means():
+    """Issue 29: a continual trial evaluates each task with continual.eval_episodes; eval.episodes was
+    silently ignored there. Now it is an error naming both keys, before any compute."""
+    from lamo_ray.config import ConfigError, validate_trial
+
+    base = {"data": {"source": "lamo/metaworld/{task}-v0", "context_length": 1, "rtg_scale": 200, "max_ep_len": 200},
+            "model": {"pretrained": False, "n_layer": 1, "n_embd": 8, "n_head": 1, "finetune": "full"},
+            "continual": {"pretrain_tasks": ["reach"], "tasks": ["hammer"], "steps_per_task": 4, "eval_every": 2,
+                          "eval_episodes": 3, "method": "l2m"}}
+    assert validate_trial(base).continual.eval_episodes == 3
+    with pytest.raises((ConfigError, ValueError), match=r"eval.episodes 7.*continual.eval_episodes \(3\)"):
+        validate_trial({**base, "eval": {"episodes": 7}})

@@ -47,7 +47,8 @@ KINDS = {
             "train": TRAIN, "eval": {**EVAL, "target_returns": [60]}, "online": {**ONLINE, "method": "odt"}},
     "continual": {"data": {"source": "lamo/metaworld/{task}-v0", "context_length": 2, "rtg_scale": 200,
                            "max_ep_len": 200},
-                  "model": MODEL, "train": {**TRAIN, "steps": 20}, "eval": EVAL,
+                  "model": MODEL, "train": {**TRAIN, "steps": 20},
+                  "eval": {k: v for k, v in EVAL.items() if k != "episodes"},   # continual.eval_episodes instead
                   "continual": {"pretrain_tasks": ["reach"], "tasks": ["window-close"], "steps_per_task": 20,
                                 "eval_every": 20, "eval_episodes": 2, "method": "l2m",
                                 "pool": {"size": 4, "rank": 2, "alpha": 4}}},

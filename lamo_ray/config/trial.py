@@ -72,6 +72,10 @@ class TrialConfig(_Strict):
         if self.train.lr_schedule == "lamo_atari":
             raise ValueError("train.lr_schedule 'lamo_atari' counts the non-NOOP actions of Atari batches; a continual "
                              "trial's multi-domain batches have none: use 'constant' or 'cosine'")
+        default_episodes = EvalConfig.model_fields["episodes"].default
+        if self.eval.episodes != default_episodes:
+            raise ValueError(f"eval.episodes {self.eval.episodes}: a continual trial evaluates each task with "
+                             f"continual.eval_episodes ({self.continual.eval_episodes}); set that key instead")
         return self
 
     @property
