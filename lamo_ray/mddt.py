@@ -1,5 +1,5 @@
 """L2M's multi-domain Decision Transformer (MDDT; "Learning to Modulate pre-trained Models in RL",
-REFERENCE_L2M.md "Multi-domain Decision Transformer"; ml-jku/L2M
+docs/references/l2m.md "Multi-domain Decision Transformer"; ml-jku/L2M
 ``discrete_decision_transformer_model.py``, ``minmax_tokenizer.py``).
 
 Tasks of different domains train in one model without task ids:
@@ -141,8 +141,8 @@ class MultiDomainDecisionTransformer(nn.Module):
         L2P's (`lamo_ray.continual.prompts.PromptPool`), and freeze everything else: from now on only the
         pool trains, and every forward selects per sample from the query of its states (or, for L2M's
         pool, the task index given as ``task``)."""
-        from lamo_ray.continual.pool import attach_pool
-        from lamo_ray.continual.prompts import PromptPool
+        from lamo_ray.pools.modulation import attach_pool
+        from lamo_ray.pools.prompts import PromptPool
 
         self.requires_grad_(False)
         self.prompted = isinstance(pool, PromptPool)
@@ -211,7 +211,7 @@ class MultiDomainDecisionTransformer(nn.Module):
         mask = attention_mask.long().repeat_interleave(n, dim=1)
         flat = x.reshape(b, k * n, self.hidden_size)
         if self.prompted:
-            from lamo_ray.continual.prompts import prompted_trunk
+            from lamo_ray.pools.prompts import prompted_trunk
 
             hidden = prompted_trunk(self.trunk, flat, mask, self.pool.layer_prompts())
         else:

@@ -207,7 +207,7 @@ class L2M(ContinualMethod):
         return self.cfg.pool.size
 
     def make_pool(self, model: torch.nn.Module) -> torch.nn.Module | None:
-        from lamo_ray.continual.pool import ModulationPool
+        from lamo_ray.pools.modulation import ModulationPool
 
         p, trunk = self.cfg.pool, model.trunk
         return ModulationPool(model.hidden_size, trunk.h[0].mlp.c_fc.nf, len(trunk.h), size=self.pool_size(),
@@ -255,7 +255,7 @@ class L2P(ContinualMethod):
     keyed = True
 
     def make_pool(self, model: torch.nn.Module) -> torch.nn.Module | None:
-        from lamo_ray.continual.prompts import PromptPool
+        from lamo_ray.pools.prompts import PromptPool
 
         q = self.cfg.prompt_pool
         return PromptPool(model.hidden_size, len(model.trunk.h), size=q.size, length=q.length, top_k=q.top_k,
