@@ -22,7 +22,7 @@ def _authors_critic_reward_factor(task: str) -> float:
     """What the authors' critic multiplies the env reward by: the env-side divisors of ``main.py`` line
     35 (``HAMMER_REWARD_SCALE_CONST, PEN_REWARD_SCALE_CONST, MUJOCO_REWARD_SCALE_CONST = 1000, 100, 1``),
     applied to the data at lines 249-251 and to the env at 657-665; the critic then takes that reward
-    unscaled (``data.py`` line 102 ``rr = traj["rewards"][...]``; ``trainer.py`` line 694 ``target_Q =
+    unscaled (``data.py`` line 102 ``rr = traj["rewards"][...]``; ``trainer.py`` line 785 (TD3's target; 694 is AWAC's, the same formula) ``target_Q =
     rewards + (1 - dones) * gamma * target_Q``). Their ``reward_scale`` (``main.py`` line 142) multiplies
     only the return-to-go (``data.py`` lines 145-148)."""
     if task.startswith("hammer"):
@@ -48,7 +48,7 @@ def test_every_online_task_gives_the_critic_the_authors_reward():
 
 
 def test_the_learners_critic_target_is_the_reward_times_reward_scale_alone():
-    """``trainer.py`` line 694: on terminal steps the target is the data's reward; the learner multiplies it
+    """``trainer.py`` line 785 (TD3's target; 694 is AWAC's, the same formula): on terminal steps the target is the data's reward; the learner multiplies it
     by ``online.reward_scale`` and by nothing else (the DT's ``data.rtg_scale`` 1000 does not reach it)."""
     import numpy as np
     from test_online_learner import dataset, learner

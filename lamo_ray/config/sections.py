@@ -280,7 +280,7 @@ class OnlineConfig(_Strict):
     reward_scale: float = Field(1.0, gt=0.0, description="The critic learns from the env reward times this: the "
                                 "authors' env-side divisor (0.01 pen, door, relocate; 0.001 hammer; 1 for MuJoCo, "
                                 "AntMaze and mazes: their main.py:35, 249-251). Their return-to-go scale (0.001 "
-                                "outside Adroit and mazes) never reaches the critic (data.py:102, trainer.py:694).")
+                                "outside Adroit and mazes) never reaches the critic (data.py:102, trainer.py:785).")
     rl_from_start: bool = Field(False, description="The actor's loss has the critic term during the offline steps "
                                 "too (sup_coeff x supervised + rl_coeff x -Q1; the authors' RL_from_start, AntMaze); "
                                 "false: offline steps are supervised while the critic trains beside them. No effect "

@@ -16,7 +16,7 @@ Rewards enter the critic multiplied by ``reward_scale``: the authors' env-side r
 pen / door / relocate, 0.001 for hammer, 1 otherwise; their ``main.py`` lines 35 and 249-251). Their
 return-to-go scale (0.001 outside Adroit and mazes, ``main.py`` line 142) multiplies only the
 return-to-go (``data.py`` lines 145-148); the critic's target is ``rewards + (1 - d) gamma Q'`` on the
-unscaled reward (``data.py`` line 102, ``trainer.py`` line 694), so for MuJoCo it sees raw rewards.
+unscaled reward (``data.py`` line 102, ``trainer.py`` line 785 (TD3's target; 694 is AWAC's, the same formula)), so for MuJoCo it sees raw rewards.
 """
 
 from __future__ import annotations
