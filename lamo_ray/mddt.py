@@ -32,7 +32,7 @@ import transformers
 from torch import nn
 
 from lamo_ray.config import ModelConfig
-from lamo_ray.model import _drop_position_table, _use_fast_dropout, build_backbone
+from lamo_ray.trunk import _drop_position_table, _use_fast_dropout, build_backbone
 
 logger = logging.getLogger(__name__)
 

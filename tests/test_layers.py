@@ -15,7 +15,8 @@ The layer map (`LAYERS`, lowest first; a module's layer is its longest matching 
 0. config and domains: ``config`` (the trial schema and the sweep engine), ``domains`` (with
    ``domains.tasks``: the continual domains' task names and rules), ``data``, ``envs``, ``episodes``,
    ``intervals``;
-1. models: ``backbones``, ``language``, ``model``, ``heads``, ``mddt``, ``optim``, ``checkpoint``, and
+1. models: ``backbones``, ``language``, ``model`` (with ``trunk``, ``lora`` and ``embeddings``, split out
+   of it in issue 29), ``heads``, ``mddt``, ``optim``, ``checkpoint``, and
    ``pools``: the model parts continual fine-tuning attaches, ``pools.modulation`` (L2M's modulators)
    and ``pools.prompts`` (L2P's prompt pool), which lived in ``continual/`` before issue 29;
 2. runtime: ``train``, ``evaluate``, ``rollout_pool``, ``online``, ``continual`` (its ``__init__``,
@@ -54,8 +55,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lamo_ray"
 LAYERS = [
     ("config and domains", ("lamo_ray.config", "lamo_ray.domains", "lamo_ray.data", "lamo_ray.envs",
                             "lamo_ray.episodes", "lamo_ray.intervals")),
-    ("models", ("lamo_ray.backbones", "lamo_ray.language", "lamo_ray.model", "lamo_ray.heads", "lamo_ray.mddt",
-                "lamo_ray.optim", "lamo_ray.checkpoint", "lamo_ray.pools")),
+    ("models", ("lamo_ray.backbones", "lamo_ray.language", "lamo_ray.model", "lamo_ray.trunk", "lamo_ray.lora",
+                "lamo_ray.embeddings", "lamo_ray.heads", "lamo_ray.mddt", "lamo_ray.optim", "lamo_ray.checkpoint",
+                "lamo_ray.pools")),
     ("runtime", ("lamo_ray.train", "lamo_ray.evaluate", "lamo_ray.rollout_pool", "lamo_ray.online",
                  "lamo_ray.continual", "lamo_ray.tracking", "lamo_ray.outbox")),
     ("sweep and report", ("lamo_ray.sweep", "lamo_ray.preflight", "lamo_ray.report", "lamo_ray.inputs",

@@ -87,7 +87,7 @@ def prompted_trunk(trunk: nn.Module, inputs_embeds: torch.Tensor, attention_mask
     """A GPT-2 trunk's forward with deep prompts (module docstring).
 
     Args:
-        trunk: a ``GPT2Model`` without a position table (`lamo_ray.model._drop_position_table`), as the
+        trunk: a ``GPT2Model`` without a position table (`lamo_ray.trunk._drop_position_table`), as the
             MDDT's.
         inputs_embeds: (B, T, h). attention_mask: (B, T), 1 real, 0 padding.
         prompts: (B, n_layer, P, h), P >= 0 prompt tokens per layer.
@@ -100,7 +100,7 @@ def prompted_trunk(trunk: nn.Module, inputs_embeds: torch.Tensor, attention_mask
         ValueError: a trunk that is not GPT-2's without a position table, an attention other than
             'sdpa' / 'eager', or prompts for another number of layers.
     """
-    from lamo_ray.model import NoPositionEmbedding
+    from lamo_ray.trunk import NoPositionEmbedding
 
     blocks = getattr(trunk, "h", None)
     if blocks is None or not hasattr(trunk, "ln_f"):
