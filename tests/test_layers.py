@@ -48,7 +48,7 @@ Module length: at most `MAX_LINES` (600) lines each. Before issue 29 ``model`` (
 (623) were longer; they were split by concern (``model`` -> ``trunk``, ``lora``, ``embeddings``;
 ``backbones`` -> ``packaged``), re-exporting every moved name. `OVER_LENGTH` lists the modules still
 longer, each at its length when the check came in: one may shrink, not grow, and leaves the list when
-it is back under the limit (``sweep``, 604, is not part of the model / backbone split).
+it is back under the limit (none now: ``sweep``, at 604, moved its printing to ``sweep_output``).
 """
 
 import ast
@@ -65,7 +65,7 @@ LAYERS = [
                 "lamo_ray.checkpoint", "lamo_ray.pools")),
     ("runtime", ("lamo_ray.train", "lamo_ray.evaluate", "lamo_ray.rollout_pool", "lamo_ray.online",
                  "lamo_ray.continual", "lamo_ray.tracking", "lamo_ray.outbox")),
-    ("sweep and report", ("lamo_ray.sweep", "lamo_ray.preflight", "lamo_ray.report", "lamo_ray.inputs",
+    ("sweep and report", ("lamo_ray.sweep", "lamo_ray.sweep_output", "lamo_ray.preflight", "lamo_ray.report", "lamo_ray.inputs",
                           "lamo_ray.collect")),
 ]
 #: imports from a lower layer to a higher one, measured after issue 29's moves (4 before them)
@@ -73,7 +73,7 @@ UPWARD_BUDGET = 0
 #: the most lines a module under lamo_ray/ may have
 MAX_LINES = 600
 #: modules over `MAX_LINES` when the check came in (issue 29), with the length they may not exceed
-OVER_LENGTH = {"lamo_ray.sweep": 604}
+OVER_LENGTH: dict[str, int] = {}
 
 
 def module_name(path: Path) -> str:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -85,7 +87,13 @@ def test_mlflow_holds_parent_and_one_run_per_trial(sweep_run):
             assert outcome == "stopped_by_scheduler" and steps in ([10], [10, 20])
             assert run.data.tags["lamo_ray.stopped_at_step"] == "10"
         assert int(run.data.tags["lamo_ray.checkpoint_step"]) in steps
-        assert all(-1000 < m.value < 1000 for m in history)
+        # each logged score is the best target's mean normalized score of that evaluation's episodes
+        for m in history:
+            table = pd.read_parquet(client.download_artifacts(run.info.run_id, f"eval/step_{m.step:07d}.parquet"))
+            per_target = table.groupby("target_return")
+            best = per_target["return"].mean().idxmax()
+            assert m.value == pytest.approx(per_target["normalized_score"].mean()[best], rel=1e-9)
+            assert len(table) == 2 * 2 and np.isfinite(table["normalized_score"]).all()   # 2 targets x 2 episodes
         loss = client.get_metric_history(run.info.run_id, "train/action_loss")
         assert len(loss) >= 2 and all(m.value > 0 for m in loss)
         params = run.data.params
