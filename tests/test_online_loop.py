@@ -361,3 +361,20 @@ def test_odt_loss_fits_the_data_actions_and_the_temperature_follows_the_entropy(
         assert all(np.sign(i["entropy"] - target) == -direction for i in infos)
         assert (log_t.item() - before) * direction == pytest.approx(10 * TEMPERATURE_GROUP["lr"], rel=0.2)
         assert (np.diff([i["temperature"] for i in infos]) * direction > 0).all()
+
+
+def test_the_odt_online_updates_ask_for_the_sessions_device():
+    """Issue 29: ODT's online updates put their replay batches on the trial's device (a CUDA session: on
+    this CPU-only torch an error naming CUDA, not a silent CPU update); on the CPU they reach the step."""
+    cfg = trial("tanh_gaussian")
+    model = build(cfg)
+    seen = []
+    for device in ("cpu", "cuda"):
+        phase = OnlinePhase(cfg, model, None, offline_data(), np.zeros(S, np.float32), np.ones(S, np.float32), None,
+                            supervised_step=lambda batch: seen.append(batch["states"].device.type) or {}, device=device)
+        if device == "cuda" and not torch.cuda.is_available():
+            with pytest.raises((RuntimeError, AssertionError), match="CUDA"):
+                phase._updates(0)
+        else:
+            phase._updates(0)
+    assert seen and set(seen) == {"cpu"} and len(seen) == cfg.online.updates_per_iteration
