@@ -135,8 +135,8 @@ def runs(tmp_path_factory):
     mp.spawn(_worker, args=(2, _free_port(), str(ddp)), nprocs=2, join=True)
     parts = [dict(np.load(ddp / f"batch{r}.npz")) for r in (0, 1)]
     whole = {k: np.concatenate([parts[0][k], parts[1][k]]) for k in parts[0]}
-    one = tmp_path_factory.mktemp("one")
-    _worker(0, 1, 0, str(one), batches=[whole])
+    one = tmp_path_factory.mktemp("one")   # its own process too: the workers patch lamo_ray's modules
+    mp.spawn(_worker, args=(1, 0, str(one), [whole]), nprocs=1, join=True)
     return ddp, one, parts
 
 
