@@ -130,6 +130,7 @@ def test_the_final_score_of_a_continual_trial_is_its_average_success(report):
 def test_success_matrices_are_averaged_over_seeds_and_drawn(report):
     tmp, rep = report
     assert (tmp / "out" / "success_matrix.png").stat().st_size > 5000
+    assert not (tmp / "out" / "asha.png").exists()   # a FIFO sweep gets no ASHA view (issue 31)
     assert "![Success matrix per variant](success_matrix.png)" in rep.path.read_text()
 
 

@@ -7,7 +7,7 @@ Reads one sweep from MLflow (layout in `lamo_ray.tracking`: the parent run tagge
 ``lamo_ray.role=sweep`` with its ``sweep.yaml``, one child run per trial), writes into ``--out``:
 
 - ``report.md`` and ``report.html`` (self-contained: figures embedded as base64 PNG),
-- ``score_vs_sample_ratio.png`` (LaMo Fig. 1 style), ``learning_curves.png``, ``online_curves.png`` (trials with an online phase), ``asha.png``,
+- ``score_vs_sample_ratio.png`` (LaMo Fig. 1 style), ``learning_curves.png``, ``online_curves.png`` (trials with an online phase), ``asha.png`` (ASHA sweeps only),
 - ``success_matrix.png`` (continual trials: a success-matrix heatmap per variant),
 - ``final_scores.csv`` (one row per trial), ``best_config.yaml`` (a sweep file with only the best
   variant at its best sample ratio, ready for ``python -m lamo_ray.sweep``),
@@ -168,8 +168,9 @@ def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, par
     asha = asha_summary(search or trials, rungs)
     colors = _colors(sorted({t.label for t in trials}))
     figures = {"score": plot_score_vs_ratio(stats, out / "score_vs_sample_ratio.png", colors),
-               "curves": plot_learning_curves(scored, out / "learning_curves.png", colors),
-               "asha": plot_asha(search or trials, asha, out / "asha.png")}
+               "curves": plot_learning_curves(scored, out / "learning_curves.png", colors)}
+    if asha.rungs:   # an ASHA sweep (or its search stage); a FIFO sweep has no ASHA view (issue 31)
+        figures["asha"] = plot_asha(search or trials, asha, out / "asha.png")
     online_figure = plot_online_curves(scored, out / "online_curves.png", colors)
     continual = continual_arms(scored)
     if continual:
