@@ -114,9 +114,11 @@ def test_forgetting_is_compared_with_the_baseline_in_words(report):
     forget = {v: [_values(MATRICES[(v, s)])[1] for s in range(3)] for v in ("l2m", "ft")}
     diff, (low, high) = difference_ci(forget["l2m"], forget["ft"])
     assert high < 0   # the store is built so that l2m forgets less
-    sentence = (f"Forgetting at sample ratio 1: l2m forgets less than ft here: difference {diff:+.1f}, "
+    # one sample ratio in the sweep: the sentence does not name it (issue 31)
+    sentence = (f"Forgetting: l2m forgets less than ft here: difference {diff:+.1f}, "
                 f"95% CI [{low:+.1f}, {high:+.1f}] (3 vs 3 seeds).")
     assert sentence in rep.findings
+    assert not any(f.startswith("Sample ratio") or "at sample ratio 1:" in f for f in rep.findings)   # not varied
     assert not any("lora" in f and f.startswith("Forgetting") for f in rep.findings)   # incomplete: not compared
 
 

@@ -120,21 +120,22 @@ class ForgettingComparison:
         return {"higher": "forgets more", "lower": "forgets less"}.get(self.comparison.verdict,
                                                                        self.comparison.verdict)
 
-    def sentence(self) -> str:
+    def sentence(self, with_ratio: bool = True) -> str:
+        """The comparison in words; ``with_ratio`` names its sample ratio (only when the sweep varies it)."""
         c = self.comparison
+        at = f" at sample ratio {self.sample_ratio:g}" if with_ratio else ""
         sizes = f"({c.n} vs {c.n_baseline} seeds)"
         if c.ci is None:
-            return (f"Forgetting, {c.label} vs {c.baseline} at sample ratio {self.sample_ratio:g}: difference "
+            return (f"Forgetting, {c.label} vs {c.baseline}{at}: difference "
                     f"{c.difference:+.1f} from {sizes}: too few to give a confidence interval, so no conclusion.")
         if c.verdict == "no spread":
-            return (f"Forgetting, {c.label} vs {c.baseline} at sample ratio {self.sample_ratio:g}: difference "
+            return (f"Forgetting, {c.label} vs {c.baseline}{at}: difference "
                     f"{c.difference:+.1f} {sizes}, but every seed of both gave the same forgetting, so there is no "
                     "spread to build a confidence interval on: no conclusion.")
         ci = f"difference {c.difference:+.1f}, 95% CI [{c.ci[0]:+.1f}, {c.ci[1]:+.1f}] {sizes}"
         if c.verdict == "not distinguishable":
-            return (f"Forgetting at sample ratio {self.sample_ratio:g}: {c.label} and {c.baseline} are not "
-                    f"distinguishable here: {ci}.")
-        return f"Forgetting at sample ratio {self.sample_ratio:g}: {c.label} {self.verdict} than {c.baseline} here: {ci}."
+            return f"Forgetting{at}: {c.label} and {c.baseline} are not distinguishable here: {ci}."
+        return f"Forgetting{at}: {c.label} {self.verdict} than {c.baseline} here: {ci}."
 
 
 def compare_forgetting(arms: list[ContinualArm], trials: list[TrialResult],

@@ -86,9 +86,13 @@ def supported_findings(content: ReportContent) -> list[str]:
     """The report's conclusions in words: one sentence per comparison with the baseline, and why an
     arm is not compared (incomplete, or no baseline at its sample ratio)."""
     lines = []
+    # a sentence names the sample ratio only when the sweep varies it (issue 31)
+    ratios = {r for r, _ in content.comparisons} | {a.sample_ratio for a in content.stats} | \
+        {f.sample_ratio for f in content.forgetting}
+    several = len(ratios) > 1
     for ratio, c in content.comparisons:
-        lines.append(f"Sample ratio {ratio:g}: {c.sentence()}")
-    lines += [f.sentence() for f in content.forgetting]
+        lines.append(f"Sample ratio {ratio:g}: {c.sentence()}" if several else c.sentence())   # labels keep their case
+    lines += [f.sentence(with_ratio=several) for f in content.forgetting]
     for arm in content.stats:
         if not arm.complete and arm.planned:
             why = (", ".join(f"{v} {k}" for k, v in sorted(arm.counts.items()) if k != COMPLETED)
