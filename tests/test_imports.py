@@ -14,7 +14,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def _type_checking_nodes(tree: ast.AST) -> set[int]:

@@ -51,10 +51,7 @@ longer, each at its length when the check came in: one may shrink, not grow, and
 it is back under the limit (none now: ``sweep``, at 604, moved its printing to ``sweep_output``).
 """
 
-import ast
-from pathlib import Path
-
-PACKAGE = Path(__file__).resolve().parents[1] / "lamo_ray"
+from test_imports import MODULES, PACKAGE, imports_of   # one import-graph reader for both rules
 
 #: (layer, module prefixes), lowest first; a module is in the layer of its longest matching prefix
 LAYERS = [
@@ -74,54 +71,6 @@ UPWARD_BUDGET = 0
 MAX_LINES = 600
 #: modules over `MAX_LINES` when the check came in (issue 29), with the length they may not exceed
 OVER_LENGTH: dict[str, int] = {}
-
-
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
-
-
-def _type_checking_nodes(tree: ast.AST) -> set[int]:
-    skip = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip |= {id(n) for child in node.body for n in ast.walk(child)}
-    return skip
-
-
-def _loaded(target: str, importer: str) -> set[str]:
-    """The modules of ours that importing ``target`` loads: it and its enclosing packages, minus the
-    importer itself and the importer's own enclosing packages."""
-    own = {importer.rsplit(".", i)[0] for i in range(importer.count(".") + 1)}
-    parts = target.split(".")
-    return {".".join(parts[:i]) for i in range(1, len(parts) + 1)} & set(MODULES) - own
-
-
-def imports_of(name: str) -> set[str]:
-    """The modules of ours that module ``name`` imports, anywhere in the file."""
-    path = MODULES[name]
-    tree = ast.parse(path.read_text())
-    skip = _type_checking_nodes(tree)
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    edges: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                edges |= _loaded(alias.name, name)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # from . import x / from ..pkg import x
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            for alias in node.names:
-                target = f"{base}.{alias.name}"
-                edges |= _loaded(target if target in MODULES else base, name)
-    return edges
 
 
 def import_graph() -> dict[str, set[str]]:
