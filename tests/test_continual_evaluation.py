@@ -27,13 +27,18 @@ def local_ray():
     ray.shutdown()
 
 
-def test_each_task_is_scored_by_its_actor_as_an_in_process_rollout(local_ray):
+def spec_and_model():
+    """A Meta-World policy spec (39 / 4, raw states) and a tiny MDDT (seed 0) in training mode."""
     cfg = validate_trial({"data": {"source": "unused", "context_length": 2, "rtg_scale": 200, "max_ep_len": 50},
                           "model": {"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1}})
     spec = PolicySpec(trial=cfg, state_shape=(39,), act_dim=4, discrete_actions=False, state_mean=None, state_std=None)
     torch.manual_seed(0)
-    model = MultiDomainDecisionTransformer(ModelConfig(backbone="gpt2", pretrained=False, n_layer=1, n_embd=16,
-                                                       n_head=1, finetune="full"), max_ep_len=50)
+    return spec, MultiDomainDecisionTransformer(ModelConfig(backbone="gpt2", pretrained=False, n_layer=1, n_embd=16,
+                                                            n_head=1, finetune="full"), max_ep_len=50)
+
+
+def test_each_task_is_scored_by_its_actor_as_an_in_process_rollout(local_ray):
+    spec, model = spec_and_model()
     model.attach_pool(ModulationPool(16, 64, 1, size=3, rank=2))
     with torch.no_grad():   # modulators that matter (L2M's A init is small: bound 1 / sqrt(n_layer (2h + 4h) r))
         model.pool.q_a.normal_(0, 1.0)
@@ -65,12 +70,8 @@ def test_a_pool_attached_after_the_actors_started_reaches_them(local_ray, kind):
     """The runner attaches the pool after pre-training, when the actors already hold a pool-less copy:
     their evaluation must then be the pooled model's (it once stayed the pre-trained model's, because
     loading weights with pool entries into the pool-less copy failed unseen in the actors)."""
-    cfg = validate_trial({"data": {"source": "unused", "context_length": 2, "rtg_scale": 200, "max_ep_len": 50},
-                          "model": {"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1}})
-    spec = PolicySpec(trial=cfg, state_shape=(39,), act_dim=4, discrete_actions=False, state_mean=None, state_std=None)
-    torch.manual_seed(0)
-    model = MultiDomainDecisionTransformer(ModelConfig(backbone="gpt2", pretrained=False, n_layer=1, n_embd=16,
-                                                       n_head=1, finetune="full"), max_ep_len=50).eval()
+    spec, model = spec_and_model()
+    model.eval()
     with torch.no_grad():   # at GPT-2's init scale, attention barely reaches the actions; prompts act through it
         model.trunk.h[0].attn.c_attn.weight[:, 32:].mul_(50)
         model.trunk.h[0].attn.c_proj.weight.mul_(50)
@@ -143,12 +144,8 @@ def test_actors_are_sized_by_work_and_each_task_gets_its_return_scale(monkeypatc
 def test_a_killed_actor_is_replaced_and_the_evaluation_unchanged(local_ray):
     """Issue 29: a rollout actor killed between evaluations is replaced by the pool, with the same tasks,
     the same weights and the same seeds, so the evaluation returns what an undisturbed one does."""
-    cfg = validate_trial({"data": {"source": "unused", "context_length": 2, "rtg_scale": 200, "max_ep_len": 50},
-                          "model": {"pretrained": False, "n_layer": 1, "n_embd": 16, "n_head": 1}})
-    spec = PolicySpec(trial=cfg, state_shape=(39,), act_dim=4, discrete_actions=False, state_mean=None, state_std=None)
-    torch.manual_seed(0)
-    model = MultiDomainDecisionTransformer(ModelConfig(backbone="gpt2", pretrained=False, n_layer=1, n_embd=16,
-                                                       n_head=1, finetune="full"), max_ep_len=50).eval()
+    spec, model = spec_and_model()
+    model.eval()
     evaluator = TaskEvaluator(spec, model, {t: env_id(t) for t in TASKS}, {t: (39, 4) for t in TASKS},
                               {t: 1000.0 for t in TASKS}, episodes=2, seed=1, max_episode_steps=20, num_actors=2)
     try:
