@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -48,7 +48,6 @@ class Submitted:
     jobs: dict[int, tuple[tuple, dict[str, Any]]]
     refs: dict[int, Any]
     weights: Any
-    started: float = field(default_factory=time.perf_counter)
 
 
 class RolloutPool:
