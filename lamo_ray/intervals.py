@@ -12,6 +12,13 @@ the Edge of the Statistical Precipice"; Colas et al. 2018, "How many random seed
 
 Both intervals assume roughly normal means; with fewer than 2 samples on a side there is no interval
 (None), never an invented one.
+
+A metric that lives in a known range (a success rate in [0, 100], forgetting in [-100, 100]) passes
+it as ``bounds``: the interval is intersected with that range (`within`). A 95% confidence interval
+intersected with the known range of the parameter still covers the parameter at least 95% of the time
+(the parameter is always in the range), so this keeps the interval's guarantee while no bound lies
+outside what the metric can take; with 2-3 seeds the intersection is often the whole range, which the
+report states as "too few seeds" (`spans_range`) rather than printing it as an estimate.
 """
 
 from __future__ import annotations
@@ -23,6 +30,29 @@ import numpy as np
 
 LEVEL = 0.95
 
+#: ranges of the bounded metrics the reports state (x100 units)
+SUCCESS_RANGE = (0.0, 100.0)          # a success rate or an average success
+FORGETTING_RANGE = (-100.0, 100.0)    # a success rate at one time minus one at another
+TRANSFER_RANGE = (-math.inf, 100.0)   # Continual World's forward transfer, (AUC - ref) / (1 - ref)
+
+
+def difference_range(bounds: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The range of ``x - y`` for ``x`` and ``y`` both in ``bounds`` (None: unbounded)."""
+    return None if bounds is None else (bounds[0] - bounds[1], bounds[1] - bounds[0])
+
+
+def within(ci: tuple[float, float] | None, bounds: tuple[float, float] | None) -> tuple[float, float] | None:
+    """``ci`` intersected with ``bounds`` (module docstring); ``ci`` unchanged without bounds or CI."""
+    if ci is None or bounds is None:
+        return ci
+    return max(ci[0], bounds[0]), min(ci[1], bounds[1])
+
+
+def spans_range(ci: tuple[float, float] | None, bounds: tuple[float, float] | None) -> bool:
+    """Whether ``ci`` is the whole of a finite ``bounds``: the data are too few to say anything."""
+    return (ci is not None and bounds is not None and math.isfinite(bounds[0]) and math.isfinite(bounds[1])
+            and ci[0] <= bounds[0] and ci[1] >= bounds[1])
+
 
 def _t_quantile(df: float) -> float:
     from scipy import stats
@@ -30,9 +60,10 @@ def _t_quantile(df: float) -> float:
     return float(stats.t.ppf(0.5 + LEVEL / 2, df))
 
 
-def mean_ci(values) -> tuple[float, tuple[float, float] | None]:
-    """``(mean, (low, high))`` of 1-D ``values`` with the 95% Student-t interval; the interval is None
-    for fewer than 2 values. NaNs are dropped.
+def mean_ci(values, bounds: tuple[float, float] | None = None) -> tuple[float, tuple[float, float] | None]:
+    """``(mean, (low, high))`` of 1-D ``values`` with the 95% Student-t interval, intersected with
+    ``bounds`` when the metric has a range (`within`); the interval is None for fewer than 2 values.
+    NaNs are dropped.
 
     Raises:
         ValueError: no (non-NaN) value.
@@ -45,13 +76,15 @@ def mean_ci(values) -> tuple[float, tuple[float, float] | None]:
     if x.size < 2:
         return mean, None
     half = _t_quantile(x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
-    return mean, (mean - half, mean + half)
+    return mean, within((mean - half, mean + half), bounds)
 
 
-def difference_ci(x, y) -> tuple[float, tuple[float, float] | None]:
+def difference_ci(x, y, bounds: tuple[float, float] | None = None) -> tuple[float, tuple[float, float] | None]:
     """``(mean(x) - mean(y), (low, high))``: Welch's 95% interval for the difference of two means
     from independent samples; None when either side has fewer than 2 values. When both sides have
     zero variance the interval is the point (the data show no spread to be uncertain about).
+    ``bounds``: the range of the samples' metric; the interval is intersected with the range of a
+    difference of two such values (`difference_range`, `within`).
 
     Raises:
         ValueError: a side has no value.
@@ -70,7 +103,7 @@ def difference_ci(x, y) -> tuple[float, tuple[float, float] | None]:
         return diff, (diff, diff)
     df = (vx + vy) ** 2 / (vx ** 2 / (x.size - 1) + vy ** 2 / (y.size - 1))  # Welch-Satterthwaite
     half = _t_quantile(df) * se
-    return diff, (diff - half, diff + half)
+    return diff, within((diff - half, diff + half), difference_range(bounds))
 
 
 @dataclass(frozen=True)
@@ -121,7 +154,9 @@ class Comparison:
         return text
 
 
-def compare(label: str, baseline: str, x, y, unit: str = "seeds") -> Comparison:
-    """`Comparison` of samples ``x`` (of ``label``) and ``y`` (of ``baseline``) by `difference_ci`."""
-    diff, ci = difference_ci(x, y)
+def compare(label: str, baseline: str, x, y, unit: str = "seeds",
+            bounds: tuple[float, float] | None = None) -> Comparison:
+    """`Comparison` of samples ``x`` (of ``label``) and ``y`` (of ``baseline``) by `difference_ci`;
+    ``bounds``: the range of the samples' metric, when it has one."""
+    diff, ci = difference_ci(x, y, bounds)
     return Comparison(label, baseline, diff, ci, int(np.size(x)), int(np.size(y)), unit)

@@ -9,7 +9,7 @@ import pytest
 from mlflow.entities import Metric
 
 from lamo_ray.config import SweepConfig, expand_trials
-from lamo_ray.intervals import difference_ci, mean_ci
+from lamo_ray.intervals import FORGETTING_RANGE, SUCCESS_RANGE, TRANSFER_RANGE, difference_ci, mean_ci
 from lamo_ray.report import continual_arms, generate_report
 from lamo_ray.tracking import OUTCOME_TAG, RunLogger, start_sweep_run, start_trial_run
 
@@ -69,6 +69,13 @@ def report(tmp_path_factory):
             continue
         m = np.asarray(MATRICES[key])
         success, forget = _values(m)
+        # per-task success as the trial logs it at each evaluation (`lamo_ray.continual.trial`): after
+        # pre-training (step 10), mid-stage (15, 25) and at each stage's end (20, 30: the matrix's columns)
+        curves = {10: [0.0, 0.0], 15: list(m[:, 0] / 2), 20: list(m[:, 0]), 25: list((m[:, 0] + m[:, 1]) / 2),
+                  30: list(m[:, 1])}
+        logger.client.log_batch(run_id, metrics=[
+            Metric(f"eval/{task}/success_rate", float(v[i]), ts, step)
+            for step, v in curves.items() for i, task in enumerate(TASKS)])
         logger.client.log_batch(run_id, metrics=[
             Metric("normalized_score", 100 * m[:, 0].mean(), ts, 20), Metric("normalized_score", success, ts, total),
             Metric("continual/average_success", success / 100, ts, total),
@@ -98,15 +105,18 @@ def _rows(text: str, header: str) -> dict[str, list[str]]:
 
 def test_per_arm_average_success_and_forgetting_with_their_intervals(report):
     _, rep = report
-    rows = _rows(rep.path.read_text(), "variant | sample ratio | seeds | average success")
+    # one sample ratio: the tables have no sample ratio column (issue 31)
+    rows = _rows(rep.path.read_text(), "variant | seeds | average success")
     for variant in ("ft", "l2m"):
         success, forget = zip(*(_values(MATRICES[(variant, s)]) for s in range(3)))
-        (ms, (ls, hs)), (mf, (lf, hf)) = mean_ci(success), mean_ci(forget)
-        mt, (lt, ht) = mean_ci([_transfer(variant, s) for s in range(3)])
-        assert rows[variant][2:] == ["3", f"{ms:.2f}", f"[{ls:.2f}, {hs:.2f}]", f"{mf:.2f}", f"[{lf:.2f}, {hf:.2f}]",
+        # intervals within each metric's range (issue 31): success in [0, 100], forgetting in [-100, 100]
+        (ms, (ls, hs)), (mf, (lf, hf)) = mean_ci(success, SUCCESS_RANGE), mean_ci(forget, FORGETTING_RANGE)
+        mt, (lt, ht) = mean_ci([_transfer(variant, s) for s in range(3)], TRANSFER_RANGE)
+        assert rows[variant][1:] == ["3", f"{ms:.2f}", f"[{ls:.2f}, {hs:.2f}]", f"{mf:.2f}", f"[{lf:.2f}, {hf:.2f}]",
                                      f"{mt:.2f}", f"[{lt:.2f}, {ht:.2f}]"]
-    assert rows["lora"][2] == "2 of 3 seeds" and rows["lora"][4] == "none: incomplete arm"
-    assert rows["single"][7] == "reference"    # forward transfer is measured against it
+        assert 0 <= ls <= hs <= 100 and -100 <= lf <= hf <= 100 and ht <= 100
+    assert rows["lora"][1] == "2 of 3 seeds" and rows["lora"][3] == "none: incomplete arm"
+    assert rows["single"][6] == "reference"    # forward transfer is measured against it
 
 
 def test_forgetting_is_compared_with_the_baseline_in_words(report):
@@ -124,9 +134,9 @@ def test_forgetting_is_compared_with_the_baseline_in_words(report):
 
 def test_the_final_score_of_a_continual_trial_is_its_average_success(report):
     _, rep = report
-    rows = _rows(rep.path.read_text(), "variant | sample ratio | seeds | mean |")
+    rows = _rows(rep.path.read_text(), "variant | seeds | mean |")
     success = [_values(MATRICES[("l2m", s)])[0] for s in range(3)]
-    assert rows["l2m"][3] == f"{np.mean(success):.2f}"
+    assert rows["l2m"][2] == f"{np.mean(success):.2f}"
 
 
 def test_success_matrices_are_averaged_over_seeds_and_drawn(report):
@@ -178,3 +188,56 @@ def test_the_report_says_which_success_rule_its_rates_count(report):
     table = next(s for s in sections if s.kind == "table")
     assert table.headers[3] == "success rule" and [r[3] for r in table.rows] == ["last_step", "any_step"]
     assert any("not comparable across rules" in s.text for s in sections if s.kind == "text")
+
+
+def test_a_continual_report_draws_the_sequence_per_task_and_no_offline_figure(report):
+    """Issue 31: a continual sweep's figures are the per-task success over the sequence (one series per
+    evaluated task and arm, every evaluation a point, bands inside [0, 100]) and the success matrices;
+    no learning curves over LaMo's final-score window, no sample-ratio axis (one ratio), no ASHA view."""
+    tmp, rep = report
+    assert set(rep.figures) == {"continual", "matrix"}
+    for name in ("learning_curves.png", "score_vs_sample_ratio.png", "online_curves.png", "asha.png"):
+        assert not (tmp / "out" / name).exists()
+    series = rep.figures["continual"].series
+    lines = [s for s in series if s.label != "band"]
+    # ft, l2m, single: 3 completed seeds; lora: 2 completed (its third failed); one line per task each
+    assert sorted((s.panel.split(",")[0], s.label) for s in lines) == sorted(
+        (v, t) for v in ("ft", "l2m", "lora", "single") for t in TASKS)
+    assert all(s.points == 5 for s in lines)            # steps 10, 15, 20, 25, 30
+    assert all(0 <= s.y_range[0] <= s.y_range[1] <= 100 for s in series)
+    assert sum(s.label == "band" for s in series) == len(lines)   # every arm has >= 2 seeds: a band per task
+    # ft's first task peaks at the end of its own stage (the matrix's first column), mean over seeds
+    peak = 100 * np.mean([MATRICES[("ft", s)][0][0] for s in range(3)])
+    assert any(s.label == TASKS[0] and s.panel.startswith("ft") and np.isclose(s.y_range[1], peak) for s in lines)
+    text = rep.path.read_text()
+    assert "![Success per task over the sequence, stages marked](continual_curves.png)" in text
+    assert "learning_curves.png" not in text and "Final score (LaMo protocol" not in text
+
+
+def test_stage_boundaries_and_planned_steps_come_from_the_trial_params():
+    """The continual curves' x axis covers pre-training plus every stage (the issue's empty figure ended at
+    the pre-training steps), and the stages start where `lamo_ray.continual.runner` starts them."""
+    from lamo_ray.config import asdict_flat
+    from lamo_ray.report.load import planned_steps, stage_starts
+
+    row = expand_trials(SweepConfig.model_validate(SWEEP))[0]
+    params = {k: str(v) for k, v in asdict_flat(row["config"]).items()}
+    assert planned_steps(params) == row["config"].total_steps == 10 + 2 * 10
+    assert stage_starts(params) == [(10, "faucet-close"), (20, "window-close")]
+
+
+def test_too_few_seeds_for_an_interval_inside_the_range_is_said_not_printed():
+    """Two seeds of average success 80 and 0: the Student-t interval is [-468, 548]; within [0, 100] it is
+    the whole range, which the report states as too few seeds instead of printing a number."""
+    from lamo_ray.report import ContinualArm, ReportContent, continual_sections
+    from lamo_ray.report.stats import TOO_FEW
+
+    arm = ContinualArm("ft", 1.0, 2, np.array([80.0, 0.0]), np.array([10.0, 12.0]), success_rules=("any_step",))
+    assert mean_ci(arm.average_success)[1][0] < -400 and mean_ci(arm.average_success, SUCCESS_RANGE)[1] == (0, 100)
+    content = ReportContent.__new__(ReportContent)
+    content.continual, content.trials, content.forgetting, content.figures = [arm], [], [], {"matrix": "m.png"}
+    table = next(s for s in continual_sections(content) if s.kind == "table")
+    row = dict(zip(table.headers, table.rows[0]))
+    assert row["average success"] == "40.00" and table.rows[0][4] == TOO_FEW
+    low, high = mean_ci(arm.forgetting, FORGETTING_RANGE)[1]
+    assert table.rows[0][6] == f"[{low:.2f}, {high:.2f}]" and -100 <= low < high <= 100   # narrow enough to state

@@ -57,7 +57,7 @@ import json
 import logging
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -67,13 +67,14 @@ from mlflow.tracking import MlflowClient
 from lamo_ray.config import DEFAULT_BASELINE, ConfigError, find_domains
 from lamo_ray.report.continual import (REFERENCE_METHOD, ContinualArm, ForgettingComparison, compare_forgetting,
                                        continual_arms, reference_aucs, trial_forward_transfer)
-from lamo_ray.report.load import (AUC_METRIC, AVERAGE_SUCCESS, COMPLETED, CONTINUAL_PARAM, FAILED, FINAL_WINDOW,
+from lamo_ray.report.load import (AUC_METRIC, AVERAGE_SUCCESS, COMPLETED, CONTINUAL, CONTINUAL_PARAM, FAILED, FINAL_WINDOW, OFFLINE, ONLINE,
                                   FORGETTING, MATRIX_ARTIFACT, ONLINE_PARAMS, RATIO_PARAM, RUNNING, STEPS_PARAM,
                                   STOPPED, SUCCESS_RULE_PARAM, TARGET_SCORE, UNFINISHED, ReportError, TrialResult,
                                   _download_text, _read_selection, arm_label, episode_scores, final_score,
                                   find_sweep_run, load_trial, metric_by_step, planned_steps)
-from lamo_ray.report.plots import (OUTCOME_COLORS, _colors, plot_asha, plot_learning_curves, plot_online_curves,
-                                   plot_score_vs_ratio, plot_success_matrices)
+from lamo_ray.report.plots import (OUTCOME_COLORS, Drawn, Series, _colors, plot_asha, plot_continual_curves,
+                                   plot_learning_curves, plot_online_curves, plot_score_vs_ratio,
+                                   plot_success_matrices)
 from lamo_ray.report.render import (ReportContent, Section, build_sections, continual_sections, render_html,
                                     render_markdown, success_rule_sentence, supported_findings, write_scores_csv)
 from lamo_ray.report.stats import (BOOTSTRAP_REPS, CI_UNAVAILABLE, NO_CI, ArmStats, AshaSummary, Improvement, arm_stats,
@@ -99,11 +100,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Report:
-    """A written report: ``path`` of its ``report.md`` (``report.html`` beside it) and its ``findings``,
-    the sentences of "What the data support" (`supported_findings`)."""
+    """A written report: ``path`` of its ``report.md`` (``report.html`` beside it), its ``findings``,
+    the sentences of "What the data support" (`supported_findings`), and its ``figures`` by key
+    (`_figures`: what each drew)."""
 
     path: Path
     findings: list[str]
+    figures: dict[str, Drawn] = field(default_factory=dict)
 
 
 def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, parent_run_id: str | None = None,
@@ -167,16 +170,11 @@ def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, par
     improvements = probability_of_improvement(stats, scored, baseline_variant, reps, seed) if has_baseline else []
     asha = asha_summary(search or trials, rungs)
     colors = _colors(sorted({t.label for t in trials}))
-    figures = {"score": plot_score_vs_ratio(stats, out / "score_vs_sample_ratio.png", colors),
-               "curves": plot_learning_curves(scored, out / "learning_curves.png", colors)}
-    if asha.rungs:   # an ASHA sweep (or its search stage); a FIFO sweep has no ASHA view (issue 31)
-        figures["asha"] = plot_asha(search or trials, asha, out / "asha.png")
-    online_figure = plot_online_curves(scored, out / "online_curves.png", colors)
+    drawn = _figures(out, trials, scored, search, stats, asha, colors)
     continual = continual_arms(scored)
     if continual:
-        figures["matrix"] = plot_success_matrices(continual, out / "success_matrix.png")
-    if online_figure is not None:
-        figures["online"] = online_figure
+        drawn["matrix"] = plot_success_matrices(continual, out / "success_matrix.png")
+    figures = {key: d.path for key, d in drawn.items()}
     best = best_arm(stats)
     best_yaml = None
     files = [*figures.values(), write_scores_csv(trials, out / "final_scores.csv")]
@@ -202,7 +200,42 @@ def generate_report(tracking_uri: str, experiment: str, out_dir: str | Path, par
         for f in files:
             client.log_artifact(parent.info.run_id, str(f), "report")
         log.info("report logged to run %s as report/", parent.info.run_id)
-    return Report(md, supported_findings(content))
+    return Report(md, supported_findings(content), drawn)
+
+
+FIGURE_FILES = ("score_vs_sample_ratio.png", "learning_curves.png", "online_curves.png", "continual_curves.png",
+                "asha.png", "success_matrix.png")
+
+
+def _figures(out: Path, trials: list[TrialResult], scored: list[TrialResult], search: list[TrialResult],
+             stats: list[ArmStats], asha: AshaSummary, colors: dict) -> dict[str, Drawn]:
+    """The figures that fit what the sweep is (issue 31), by key:
+
+    - ``score``: final score vs sample ratio, only when the sweep has more than one sample ratio;
+    - ``curves``: score vs training step of the offline trials (none for online or continual trials,
+      whose x axes are online transitions and the continual sequence);
+    - ``online``: score vs online transitions, critic loss and Q beside (trials with an online phase);
+    - ``continual``: each evaluated task's success over the continual sequence with its stages;
+    - ``asha``: steps run per trial, only for an ASHA sweep (or its search stage).
+
+    The success matrices (``matrix``) are drawn by the caller from the continual arms."""
+    drawn: dict[str, Drawn] = {}
+    for name in FIGURE_FILES:   # a figure an earlier report of another shape left here would read as this one's
+        (out / name).unlink(missing_ok=True)
+    if len({s.sample_ratio for s in stats}) > 1:
+        drawn["score"] = plot_score_vs_ratio(stats, out / "score_vs_sample_ratio.png", colors)
+    offline = [t for t in scored if t.kind == OFFLINE]
+    if offline:
+        drawn["curves"] = plot_learning_curves(offline, out / "learning_curves.png", colors)
+    online = plot_online_curves(scored, out / "online_curves.png", colors)
+    if online is not None:
+        drawn["online"] = online
+    sequence = plot_continual_curves(scored, out / "continual_curves.png")
+    if sequence is not None:
+        drawn["continual"] = sequence
+    if asha.rungs:
+        drawn["asha"] = plot_asha(search or trials, asha, out / "asha.png")
+    return drawn
 
 
 def _notes(trials: list[TrialResult], scored: list[TrialResult], baseline_variant: str) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lamo_ray.intervals import Comparison, compare, mean_ci
+from lamo_ray.intervals import FORGETTING_RANGE, Comparison, compare, mean_ci
 from lamo_ray.report.load import COMPLETED, TrialResult
 from lamo_ray.report.stats import baseline_pairs
 
@@ -46,10 +46,12 @@ class ContinualArm:
     def complete(self) -> bool:
         return self.n == self.planned and self.n > 0
 
-    def ci(self, values: np.ndarray) -> tuple[float | None, tuple[float, float] | None]:
+    def ci(self, values: np.ndarray, bounds: tuple[float, float] | None) -> tuple[float | None, tuple[float, float] | None]:
+        """``(mean, 95% Student-t CI within the metric's ``bounds``)`` of one metric's per-seed ``values``;
+        no CI for an incomplete arm (its mean is over the seeds that finished)."""
         if not len(values):
             return None, None
-        mean, ci = mean_ci(values)
+        mean, ci = mean_ci(values, bounds)
         return mean, ci if self.complete else None
 
 
@@ -141,6 +143,8 @@ class ForgettingComparison:
 def compare_forgetting(arms: list[ContinualArm], trials: list[TrialResult],
                        baseline_variant: str) -> list[ForgettingComparison]:
     """Each complete continual arm vs the baseline variant's complete arm at the same sample ratio (and
-    other swept values: `_baseline_arm`): Welch's 95% CI of the difference in mean forgetting over seeds."""
-    return [ForgettingComparison(ratio, compare(arm.label, base.label, arm.forgetting, base.forgetting))
+    other swept values: `_baseline_arm`): Welch's 95% CI of the difference in mean forgetting over seeds,
+    within the range a difference of two forgettings can take."""
+    return [ForgettingComparison(ratio, compare(arm.label, base.label, arm.forgetting, base.forgetting,
+                                                bounds=FORGETTING_RANGE))
             for ratio, arm, base in baseline_pairs(arms, trials, baseline_variant)]

@@ -7,6 +7,7 @@ artifacts read, and the trial outcomes.
 
 from __future__ import annotations
 
+import ast
 import logging
 import math
 import re
@@ -37,6 +38,9 @@ MATRIX_ARTIFACT = "continual/success_matrix.json"
 CONTINUAL_PARAM = "continual.method"
 SUCCESS_RULE_PARAM = "continual.success_rule"
 AUC_METRIC = re.compile(r"^continual/auc/(?P<task>.+)$")
+TASK_SUCCESS = re.compile(r"^eval/(?P<task>.+)/success_rate$")   # a continual trial's per-task success (0-1)
+CRITIC_METRICS = ("online/critic_loss", "online/q1_mean")        # `lamo_ray.online.learner`, per online iteration
+OFFLINE, ONLINE, CONTINUAL = "offline", "online", "continual"    # trial kinds (`TrialResult.kind`)
 
 
 class ReportError(RuntimeError):
@@ -80,10 +84,21 @@ class TrialResult:
     continual_method: str | None = None
     success_rule: str | None = None           # continual.success_rule of the trial (None: not logged)
     auc: dict[str, float] = field(default_factory=dict)   # task -> mean success over its own stage (0-1)
+    task_curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # task -> [(step, success 0-1)]
+    stage_starts: list[tuple[int, str]] = field(default_factory=list)  # (first step, task trained) per stage
+    critic: dict[str, dict[int, float]] = field(default_factory=dict)  # CRITIC_METRICS key -> {step: value}
 
     @property
     def label(self) -> str:
         return arm_label(self.variant, self.setting)
+
+    @property
+    def kind(self) -> str:
+        """`CONTINUAL` (a ``continual:`` section), `ONLINE` (an online phase after the offline steps) or
+        `OFFLINE`: what the report draws for it."""
+        if self.continual:
+            return CONTINUAL
+        return ONLINE if self.offline_steps is not None else OFFLINE
 
 
 def arm_label(variant: str, setting: tuple[tuple[str, str], ...]) -> str:
@@ -128,14 +143,38 @@ def final_score(target_scores: dict[str, dict[int, float]], steps: int,
     return means[best], best
 
 
+def _continual_tasks(params: dict[str, str]) -> list[str]:
+    """The ``continual.tasks`` sequence of a trial's MLflow params (logged as a Python list's text)."""
+    raw = params.get("continual.tasks")
+    if raw in (None, "None"):
+        return []
+    try:
+        tasks = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return []
+    return [str(t) for t in tasks] if isinstance(tasks, (list, tuple)) else []
+
+
 def planned_steps(params: dict[str, str]) -> int:
-    """A trial's last step from its MLflow params: ``train.steps``, plus ``online.iterations x
-    online.updates_per_iteration`` for a trial with an online phase (`TrialConfig.total_steps`), so the
-    final-score window of an online trial is the last 20% of its online updates."""
+    """A trial's last step from its MLflow params (`TrialConfig.total_steps`): ``train.steps``, plus
+    ``online.iterations x online.updates_per_iteration`` for a trial with an online phase (so the
+    final-score window of an online trial is the last 20% of its online updates), plus ``len(continual.tasks)
+    x continual.steps_per_task`` for a continual trial."""
     steps = int(params[STEPS_PARAM])
     if all(params.get(p) not in (None, "None") for p in ONLINE_PARAMS):
         steps += int(params[ONLINE_PARAMS[0]]) * int(params[ONLINE_PARAMS[1]])
+    if params.get("continual.steps_per_task") not in (None, "None"):
+        steps += len(_continual_tasks(params)) * int(params["continual.steps_per_task"])
     return steps
+
+
+def stage_starts(params: dict[str, str]) -> list[tuple[int, str]]:
+    """``[(first global step, task)]`` of a continual trial's stages, after its ``train.steps`` of
+    multi-task pre-training (`lamo_ray.continual.runner`: one global step count over both)."""
+    if params.get("continual.steps_per_task") in (None, "None"):
+        return []
+    first, per_task = int(params[STEPS_PARAM]), int(params["continual.steps_per_task"])
+    return [(first + i * per_task, task) for i, task in enumerate(_continual_tasks(params))]
 
 
 def _outcome(run: Run, last_step: int | None, steps: int) -> str:
@@ -168,12 +207,19 @@ def load_trial(client: MlflowClient, run: Run, swept_paths: list[str]) -> TrialR
         curve=sorted(curve.items()), stage=tags.get(STAGE_TAG, "main"),
         curve_ci={s: (low[s], high[s]) for s in curve if s in low and s in high
                   and not (math.isnan(low[s]) or math.isnan(high[s]))})
-    if steps != int(params[STEPS_PARAM]):  # an online phase after the offline steps
+    if all(params.get(p) not in (None, "None") for p in ONLINE_PARAMS):  # an online phase after the offline steps
         trial.offline_steps = int(params[STEPS_PARAM])
         trial.transitions = metric_by_step(client, run.info.run_id, "online/transitions")
     if tags.get(STOPPED_AT_TAG):
         trial.stopped_at_step = int(float(tags[STOPPED_AT_TAG]))
     trial.continual = params.get(CONTINUAL_PARAM) not in (None, "None")
+    if trial.continual:
+        trial.stage_starts = stage_starts(params)
+        trial.task_curves = {m["task"]: sorted(metric_by_step(client, run.info.run_id, key).items())
+                             for key in run.data.metrics if (m := TASK_SUCCESS.match(key))}
+    if trial.offline_steps is not None:
+        trial.critic = {key: metric_by_step(client, run.info.run_id, key) for key in CRITIC_METRICS
+                        if key in run.data.metrics}
     trial.continual_method = params.get(CONTINUAL_PARAM) if trial.continual else None
     trial.success_rule = params.get(SUCCESS_RULE_PARAM) if trial.continual else None
     trial.auc = {m["task"]: v for key, v in run.data.metrics.items() if (m := AUC_METRIC.match(key))}

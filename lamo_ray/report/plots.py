@@ -1,22 +1,68 @@
-"""The report's figures (`lamo_ray.report`), each a matplotlib `Figure` saved as a PNG: final score vs
-sample ratio, learning curves, online fine-tuning curves, ASHA's steps per trial, and the continual
-trials' success matrices.
+"""The report's figures (`lamo_ray.report`), each a matplotlib `Figure` saved as a PNG and returned as a
+`Drawn` (its path and the series it plotted, so an empty figure or a band outside a metric's range is
+caught by tests instead of by a reader): final score vs sample ratio, offline learning curves, online
+fine-tuning curves with the critic beside them, per-task success over a continual sequence with its
+stage boundaries, ASHA's steps per trial, and the continual trials' success matrices.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from lamo_ray.intervals import mean_ci
+from lamo_ray.intervals import SUCCESS_RANGE, mean_ci
 from lamo_ray.report.continual import ContinualArm
-from lamo_ray.report.load import (COMPLETED, FAILED, FINAL_WINDOW, RUNNING, STOPPED, UNFINISHED, TrialResult,
-                                  _steps_run)
+from lamo_ray.report.load import (COMPLETED, CRITIC_METRICS, FAILED, FINAL_WINDOW, RUNNING, STOPPED, UNFINISHED,
+                                  TrialResult, _steps_run)
 from lamo_ray.report.stats import ArmStats, AshaSummary
+
+
+@dataclass(frozen=True)
+class Series:
+    """One plotted series: its panel's title, its legend label (or "band"), its number of points and
+    its y extent (NaN points left out; ``(nan, nan)`` when it has none)."""
+
+    panel: str
+    label: str
+    points: int
+    y_range: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """A saved figure: ``path`` of its PNG and the `Series` drawn on it."""
+
+    path: Path
+    series: list[Series] = field(default_factory=list)
+
+
+def _save(fig: Figure, path: Path) -> Drawn:
+    """Save ``fig`` as a PNG and list its labelled lines and its CI bands (`Series`); matplotlib's own
+    unlabelled artists (grid, reference lines such as stage boundaries) are not series."""
+    fig.savefig(path, dpi=110)
+    series = []
+    for ax in fig.axes:
+        panel = ax.get_title() or ax.get_ylabel()
+        for line in ax.get_lines():
+            if line.get_label().startswith("_") or line.get_gid() == "marker":
+                continue
+            y = np.asarray(line.get_ydata(), dtype=float)
+            y = y[~np.isnan(y)]
+            series.append(Series(panel, line.get_label(), int(y.size),
+                                 (float(y.min()), float(y.max())) if y.size else (math.nan, math.nan)))
+        for band in ax.collections:
+            if band.get_gid() != "band":
+                continue
+            y = np.concatenate([p.vertices[:, 1] for p in band.get_paths()] or [np.empty(0)])
+            y = y[np.isfinite(y)]
+            series.append(Series(panel, "band", int(y.size),
+                                 (float(y.min()), float(y.max())) if y.size else (math.nan, math.nan)))
+    return Drawn(path, series)
 
 
 def _colors(labels: list[str]) -> dict[str, Any]:
@@ -41,7 +87,7 @@ def _ratio_axis(ax, ratios: list[float]) -> None:
     ax.minorticks_off()
 
 
-def plot_score_vs_ratio(stats: list[ArmStats], path: Path, colors: dict[str, Any]) -> Path:
+def plot_score_vs_ratio(stats: list[ArmStats], path: Path, colors: dict[str, Any]) -> Drawn:
     """Final score (mean over seeds, x100) versus sample ratio, one line per variant with its 95% CI band
     (LaMo Fig. 1 style; an error bar when only one ratio has a CI). Arms with one seed or incomplete
     arms (no CI): hollow markers, annotated with their seeds ("n=3", "2 of 3 seeds")."""
@@ -59,13 +105,13 @@ def plot_score_vs_ratio(stats: list[ArmStats], path: Path, colors: dict[str, Any
         ax.plot(x, y, "-", color=colors[label], label=label, lw=2)
         for s in arm:
             ax.plot(s.sample_ratio, s.mean, "o", color=colors[label], mfc=colors[label] if s.mean_ci else "white",
-                    ms=7, mew=1.5)
+                    ms=7, mew=1.5, gid="marker")
             ax.annotate(f"n={s.n}" if s.complete else s.seeds_text, (s.sample_ratio, s.mean),
                         textcoords="offset points", xytext=(5, 5), fontsize=7, color=colors[label])
         with_ci = [s for s in arm if s.mean_ci is not None]
         if len(with_ci) > 1:
             ax.fill_between([s.sample_ratio for s in with_ci], [s.mean_ci[0] for s in with_ci],
-                            [s.mean_ci[1] for s in with_ci], color=colors[label], alpha=0.2, lw=0)
+                            [s.mean_ci[1] for s in with_ci], color=colors[label], alpha=0.2, lw=0, gid="band")
         for s in with_ci if len(with_ci) == 1 else []:
             ax.errorbar(s.sample_ratio, s.mean, yerr=[[s.mean - s.mean_ci[0]], [s.mean_ci[1] - s.mean]],
                         color=colors[label], capsize=4)
@@ -76,12 +122,11 @@ def plot_score_vs_ratio(stats: list[ArmStats], path: Path, colors: dict[str, Any
         ax.grid(alpha=0.3)
     ax.set_xlabel("sample ratio (fraction of trajectories kept)")
     ax.set_ylabel("normalized score (final, x100)")
-    ax.set_title("Final score vs sample ratio: mean over seeds, 95% bootstrap CI", fontsize=10)
-    fig.savefig(path, dpi=110)
-    return path
+    ax.set_title("Final score vs sample ratio: mean over seeds, 95% CI", fontsize=10)
+    return _save(fig, path)
 
 
-def plot_learning_curves(trials: list[TrialResult], path: Path, colors: dict[str, Any]) -> Path:
+def plot_learning_curves(trials: list[TrialResult], path: Path, colors: dict[str, Any]) -> Drawn:
     """``normalized_score`` (best target per evaluation, x100) over training steps, one panel per
     sample ratio: per variant the mean over its completed and running seeds with its 95% CI as a band
     (Student-t over seeds; for a single seed, over that evaluation's episodes); trials ASHA stopped as
@@ -110,7 +155,7 @@ def plot_learning_curves(trials: list[TrialResult], path: Path, colors: dict[str
                 ax.plot(grid, mean, color=colors[label], lw=2, label=f"{label} (n={len(full)})")
                 band = _curve_band(full, grid, values)
                 if band is not None:
-                    ax.fill_between(grid, band[0], band[1], color=colors[label], alpha=0.2, lw=0)
+                    ax.fill_between(grid, band[0], band[1], color=colors[label], alpha=0.2, lw=0, gid="band")
             for t in (t for t in runs if t.outcome == STOPPED):
                 s, v = zip(*t.curve)
                 ax.plot(s, v, "--", color=colors[label], lw=1, alpha=0.7)
@@ -125,21 +170,50 @@ def plot_learning_curves(trials: list[TrialResult], path: Path, colors: dict[str
     axes[0].set_ylabel("normalized score (best target, x100)")
     fig.suptitle("Learning curves: mean over seeds\nband = 95% CI (over seeds; over episodes for one seed)",
                  fontsize=10)
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(fig, path)
 
 
-def plot_online_curves(trials: list[TrialResult], path: Path, colors: dict[str, Any]) -> Path | None:
+def _by_transitions(t: TrialResult, by_step: dict[int, float]) -> dict[float, float]:
+    """An online trial's ``{step: value}`` as ``{online transitions collected by then: value}``; the
+    evaluation at the end of the offline steps at 0."""
+    out = {}
+    for step, value in by_step.items():
+        x = 0.0 if step <= (t.offline_steps or 0) else t.transitions.get(step)
+        if x is not None:
+            out[float(x)] = value
+    return out
+
+
+def _mean_over_runs(per_run: list[dict[float, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, mean, values)`` over the runs' union of x (values: (runs, len(x)), NaN where a run has none)."""
+    grid = sorted({x for run in per_run for x in run})
+    values = np.full((len(per_run), len(grid)), np.nan)
+    for i, run in enumerate(per_run):
+        for x, v in run.items():
+            values[i, grid.index(x)] = v
+    with np.errstate(all="ignore"):
+        mean = np.nanmean(values, axis=0) if grid else np.empty(0)
+    return np.array(grid, dtype=float), mean, values
+
+
+def plot_online_curves(trials: list[TrialResult], path: Path, colors: dict[str, Any]) -> Drawn | None:
     """For trials with an online phase: ``normalized_score`` over online transitions collected (0 = the
-    evaluation at the end of the offline steps), per variant the mean over its seeds with its 95% CI
-    band (Student-t over seeds; over episodes for one seed), as the ODT-TD3 paper plots score vs
-    environment steps. None when no trial has an online phase."""
+    evaluation at the end of the offline steps, marked), per variant the mean over its seeds with its
+    95% CI band (Student-t over seeds; over episodes for one seed), as the ODT-TD3 paper plots score vs
+    environment steps; beside it, for arms with a TD3 critic, the critic's loss and its Q estimate per
+    online iteration (`lamo_ray.online.learner`, mean over seeds). None when no trial has an online phase."""
     online = [t for t in trials if t.offline_steps is not None and t.curve
               and t.outcome in (COMPLETED, RUNNING, UNFINISHED)]
     if not online:
         return None
-    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
-    ax = fig.subplots()
+    critic_keys = [k for k in CRITIC_METRICS if any(t.critic.get(k) for t in online)]
+    fig = Figure(figsize=(6.0 + 4.2 * len(critic_keys), 4.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, 1 + len(critic_keys), squeeze=False)[0])
+    ax = axes[0]
+    ax.axvline(0.0, color="0.5", ls=":", lw=1)
+    offline = sorted({t.offline_steps for t in online})
+    ax.text(0.0, 1.0, f" end of offline phase ({', '.join(map(str, offline))} steps)", transform=ax.get_xaxis_transform(),
+            fontsize=7, va="top", ha="left", color="0.4")
     for label in colors:
         runs = [t for t in online if t.label == label]
         if not runs:
@@ -155,17 +229,90 @@ def plot_online_curves(trials: list[TrialResult], path: Path, colors: dict[str, 
         with np.errstate(all="ignore"):
             mean, x = np.nanmean(values, axis=0), np.nanmean(xs, axis=0)
         ax.plot(x, mean, "-o", ms=3, color=colors[label], lw=2, label=f"{label} (n={len(runs)})")
+        if x.size and x[0] == 0.0:
+            ax.plot([0.0], [mean[0]], "s", ms=8, mfc="none", color=colors[label], gid="marker")
         band = _curve_band(runs, grid, values)
         if band is not None:
-            ax.fill_between(x, band[0], band[1], color=colors[label], alpha=0.2, lw=0)
+            ax.fill_between(x, band[0], band[1], color=colors[label], alpha=0.2, lw=0, gid="band")
+    ax.plot([], [], "s", ms=8, mfc="none", color="0.3", label="after the offline phase", gid="marker")
     ax.legend(fontsize=7, loc="best")
     ax.set_xlabel("online transitions collected")
     ax.set_ylabel("normalized score (best target, x100)")
+    ax.set_title("score", fontsize=9)
     ax.grid(alpha=0.3)
+    for ax, key in zip(axes[1:], critic_keys):
+        for label in colors:
+            runs = [t for t in online if t.label == label and t.critic.get(key)]
+            if runs:
+                x, mean, _ = _mean_over_runs([_by_transitions(t, t.critic[key]) for t in runs])
+                ax.plot(x, mean, "-", color=colors[label], lw=1.5, label=f"{label} (n={len(runs)})")
+        ax.set_xlabel("online transitions collected")
+        ax.set_ylabel({"online/critic_loss": "critic loss (TD, both Q heads)", "online/q1_mean": "Q1 mean"}.get(key, key))
+        ax.set_title(key, fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
     fig.suptitle("Online fine-tuning: mean over seeds\nband = 95% CI (over seeds; over episodes for one seed)",
                  fontsize=10)
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(fig, path)
+
+
+def plot_continual_curves(trials: list[TrialResult], path: Path) -> Drawn | None:
+    """Per continual arm (label, sample ratio), one panel: the success rate (x100) of each evaluated task
+    over the whole sequence, mean over the arm's completed and running seeds with its 95% Student-t band
+    within [0, 100]; the stages as background spans coloured by the task being trained and named at the
+    top, multi-task pre-training in grey (Continual World's Fig. 1 layout). None without continual trials
+    that logged per-task success."""
+    shown = [t for t in trials if t.continual and t.task_curves and t.outcome in (COMPLETED, RUNNING, UNFINISHED)]
+    if not shown:
+        return None
+    arms = sorted({(t.label, t.sample_ratio) for t in shown})
+    tasks = list(dict.fromkeys(task for t in shown for task in t.task_curves))
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(tasks) <= 10 else "tab20"]
+    task_color = {task: cmap(i % cmap.N) for i, task in enumerate(tasks)}
+    several_ratios = len({r for _, r in arms}) > 1
+    fig = Figure(figsize=(10.0, 2.9 * len(arms) + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(arms), 1, sharex=True, squeeze=False)[:, 0])
+    for ax, (label, ratio) in zip(axes, arms):
+        runs = [t for t in shown if t.label == label and t.sample_ratio == ratio]
+        starts = runs[0].stage_starts
+        end = max(t.steps for t in runs)
+        if starts:
+            ax.axvspan(0, starts[0][0], color="0.9", lw=0)
+            ax.text(starts[0][0] / 2, 1.0, "pre-training", transform=ax.get_xaxis_transform(), fontsize=7,
+                    ha="center", va="bottom", color="0.4")
+        for i, (first, task) in enumerate(starts):
+            last = starts[i + 1][0] if i + 1 < len(starts) else end
+            ax.axvspan(first, last, color=task_color.get(task, "0.8"), alpha=0.12, lw=0)
+            ax.axvline(first, color="0.5", ls=":", lw=0.8)
+            ax.text((first + last) / 2, 1.0, f"{i + 1}:{task}", transform=ax.get_xaxis_transform(), fontsize=7,
+                    ha="center", va="bottom", color=task_color.get(task, "0.3"))
+        for task in tasks:
+            curves = [dict(t.task_curves[task]) for t in runs if task in t.task_curves]
+            if not curves:
+                continue
+            x, mean, values = _mean_over_runs([{float(s): 100.0 * v for s, v in c.items()} for c in curves])
+            ax.plot(x, mean, "-o", ms=2.5, lw=1.6, color=task_color[task], label=task)
+            if len(curves) >= 2:
+                band = [mean_ci(col, SUCCESS_RANGE)[1] if np.sum(~np.isnan(col)) >= 2 else None
+                        for col in values.T]
+                low = np.array([b[0] if b else np.nan for b in band])
+                high = np.array([b[1] if b else np.nan for b in band])
+                if not np.isnan(low).all():
+                    ax.fill_between(x, low, high, color=task_color[task], alpha=0.15, lw=0, gid="band")
+        ax.set_ylim(-3, 103)
+        ax.set_xlim(0, end)
+        ax.set_ylabel("success rate (x100)")
+        ax.set_title(f"{label}" + (f" (sample ratio {ratio:g})" if several_ratios else "") + f", n={len(runs)}",
+                     fontsize=9, pad=14)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), title="evaluated task",
+                  title_fontsize=7)
+    axes[-1].set_xlabel("training step (pre-training, then one stage per task)")
+    fig.suptitle("Success per task over the sequence: mean over seeds, band = 95% CI within [0, 100]; background: "
+                 "the task being trained", fontsize=10)
+    return _save(fig, path)
 
 
 def _curve_band(runs: list[TrialResult], grid: list[int], values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -189,7 +336,7 @@ OUTCOME_COLORS = {COMPLETED: "tab:green", STOPPED: "tab:orange", FAILED: "tab:re
                   UNFINISHED: "tab:gray"}
 
 
-def plot_asha(trials: list[TrialResult], asha: AshaSummary, path: Path) -> Path:
+def plot_asha(trials: list[TrialResult], asha: AshaSummary, path: Path) -> Drawn:
     """One bar per trial: steps run, coloured by outcome, over a grey outline of its ``train.steps``;
     hatched for the steps ASHA saved; dotted lines at the rung milestones."""
     ordered = sorted(trials, key=lambda t: (t.label, t.sample_ratio, t.seed))
@@ -223,11 +370,10 @@ def plot_asha(trials: list[TrialResult], asha: AshaSummary, path: Path) -> Path:
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(f"ASHA: {asha.stopped} of {len(ordered)} trials stopped; saved {asha.saved_steps:,} of "
                  f"{asha.total_steps:,} trial-steps ({asha.saved_share:.0%})", fontsize=10, pad=14)
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(fig, path)
 
 
-def plot_success_matrices(arms: list[ContinualArm], path: Path) -> Path:
+def plot_success_matrices(arms: list[ContinualArm], path: Path) -> Drawn:
     """One heatmap per continual arm: success (0-1) of each evaluated task (rows) at the end of each stage
     (columns, named by the stage's task), mean over the arm's completed seeds, each cell annotated."""
     shown = [a for a in arms if a.matrix is not None]
@@ -254,5 +400,4 @@ def plot_success_matrices(arms: list[ContinualArm], path: Path) -> Path:
     if image is not None:
         fig.colorbar(image, ax=list(axes[:len(shown)]), shrink=0.8, label="success rate")
     fig.suptitle("Success matrix: task (row) after stage (column), mean over seeds", fontsize=10)
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(fig, path)

@@ -18,10 +18,10 @@ from typing import Any
 
 from mlflow.entities import Run
 
-from lamo_ray.intervals import Comparison
+from lamo_ray.intervals import FORGETTING_RANGE, SUCCESS_RANGE, TRANSFER_RANGE, Comparison, spans_range
 from lamo_ray.report.continual import REFERENCE_METHOD, ContinualArm, ForgettingComparison
-from lamo_ray.report.load import COMPLETED, FINAL_WINDOW, RUNNING, STOPPED, TrialResult, _steps_run
-from lamo_ray.report.stats import CI_UNAVAILABLE, NO_CI, ArmStats, AshaSummary, Improvement, rung_of
+from lamo_ray.report.load import CONTINUAL, COMPLETED, FINAL_WINDOW, RUNNING, STOPPED, TrialResult, _steps_run
+from lamo_ray.report.stats import CI_UNAVAILABLE, NO_CI, TOO_FEW, ArmStats, AshaSummary, Improvement, rung_of
 
 
 @dataclass
@@ -39,7 +39,12 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _fmt_ci(ci: tuple[float, float] | None, arm: ArmStats | None = None) -> str:
+def _fmt_ci(ci: tuple[float, float] | None, arm: ArmStats | None = None,
+            bounds: tuple[float, float] | None = None) -> str:
+    """A CI as text; for a bounded metric (``bounds``, or the arm's) a CI that is its whole range is
+    stated as too few seeds (`lamo_ray.intervals.spans_range`), not printed as an estimate."""
+    if spans_range(ci, bounds if bounds is not None else getattr(arm, "bounds", None)):
+        return TOO_FEW
     if ci is not None:
         return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
     if arm is None:
@@ -122,16 +127,23 @@ def build_sections(content: ReportContent) -> list[Section]:
     findings = supported_findings(c)
     if findings:
         sec += [Section("heading", "What the data support")] + [Section("text", line) for line in findings]
-    sec.append(Section("text", "Final score (LaMo protocol, docs/references/lamo.md \"Evaluation\"): mean of the evaluations in "
-                               f"the last {FINAL_WINDOW:.0%} of the trial's train.steps (plus its online updates, for a "
-                               "trial with an online phase) at the best target return (the "
-                               "target with the highest such mean); normalized score x100. Only completed trials have "
-                               "one. Per arm: mean with its 95% Student-t CI over seeds, IQM with its 95% "
-                               "stratified-bootstrap CI (rliable). Comparisons: difference of means with Welch's 95% "
-                               "CI; a difference is supported when its CI excludes 0. No correction for multiple "
-                               "comparisons."
-                               + (" A continual trial's final score is instead its average success after the last "
-                                  "stage, x100 (\"Continual learning\" below)." if c.continual else "")))
+    kinds = {t.kind for t in c.scored}
+    protocol = []
+    if kinds - {CONTINUAL}:
+        protocol.append("Final score (LaMo protocol, docs/references/lamo.md \"Evaluation\"): mean of the evaluations "
+                        f"in the last {FINAL_WINDOW:.0%} of the trial's train.steps (plus its online updates, for a "
+                        "trial with an online phase) at the best target return (the target with the highest such "
+                        "mean); normalized score x100. Only completed trials have one.")
+    if CONTINUAL in kinds:
+        protocol.append(("A continual trial's final score is instead" if len(kinds) > 1 else "Final score:")
+                        + " its average success after the last stage, x100, in [0, 100] (\"Continual learning\" "
+                          "below).")
+    protocol.append("Per arm: mean with its 95% Student-t CI over seeds (for a final score with a range, an average "
+                    "success, the interval intersected with [0, 100], which keeps its coverage; \"" + TOO_FEW + "\" "
+                    "where that is all of it), IQM with its 95% stratified-bootstrap CI (rliable). Comparisons: "
+                    "difference of means with Welch's 95% CI; a difference is supported when its CI excludes 0. No "
+                    "correction for multiple comparisons.")
+    sec.append(Section("text", " ".join(protocol)))
     sec += [Section("text", f"**Note:** {n}") for n in c.notes]
     sec += [Section("heading", "Final score per variant and sample ratio"),
             Section("table", headers=["variant", "sample ratio", "seeds", "mean", "mean 95% CI", "IQM", "IQM 95% CI",
@@ -157,10 +169,9 @@ def build_sections(content: ReportContent) -> list[Section]:
                                f"{i.probability:.3f}", i.note or _fmt_ci(i.ci)] for i in c.improvements])]
     if c.continual:
         sec += continual_sections(c)
-    sec += [Section("figure", "Final score vs sample ratio", path=c.figures["score"]),
-            Section("figure", "Learning curves", path=c.figures["curves"])]
-    if "online" in c.figures:
-        sec.append(Section("figure", "Online fine-tuning: score vs online transitions", path=c.figures["online"]))
+    titles = {"score": "Final score vs sample ratio", "curves": "Learning curves (offline trials)",
+              "online": "Online fine-tuning: score vs online transitions, critic beside"}
+    sec += [Section("figure", title, path=c.figures[key]) for key, title in titles.items() if key in c.figures]
     if c.search:
         sec += [Section("heading", "Search"),
                 Section("text", "The search's configurations, ranked per variant by the furthest step reached, then "
@@ -201,7 +212,29 @@ def build_sections(content: ReportContent) -> list[Section]:
         sec.append(Section("text", text))
         if c.best_yaml:
             sec.append(Section("code", c.best_yaml))
-    return sec
+    return sec if several_ratios(c) else _without_ratio(sec, c)
+
+
+def several_ratios(c: ReportContent) -> bool:
+    """Whether the sweep's trials span more than one sample ratio (else no table or sentence names it)."""
+    return len({t.sample_ratio for t in c.trials}) > 1
+
+
+def _without_ratio(sections: list[Section], c: ReportContent) -> list[Section]:
+    """The sections without their "sample ratio" columns and with "and sample ratio" dropped from
+    headings, for a sweep of one ratio; the ratio is said once, under the first heading (issue 31)."""
+    out = []
+    for s in sections:
+        if s.kind == "table" and "sample ratio" in s.headers:
+            i = s.headers.index("sample ratio")
+            s = Section("table", headers=s.headers[:i] + s.headers[i + 1:], rows=[r[:i] + r[i + 1:] for r in s.rows])
+        elif s.kind == "heading" and " and sample ratio" in s.text:
+            s = Section("heading", s.text.replace(" and sample ratio", ""))
+        out.append(s)
+    ratio = next(iter({t.sample_ratio for t in c.trials}), None)
+    if ratio is not None:
+        out.insert(2, Section("text", f"Every trial uses sample ratio {ratio:g} (`data.sample_ratio`)."))
+    return out
 
 
 def success_rule_sentence(rules: list[str]) -> str:
@@ -223,13 +256,14 @@ def continual_sections(c: ReportContent) -> list[Section]:
     success-matrix heatmaps."""
     rows = []
     for a in c.continual:
-        (success, success_ci), (forget, forget_ci) = a.ci(a.average_success), a.ci(a.forgetting)
+        success, success_ci = a.ci(a.average_success, SUCCESS_RANGE)
+        forget, forget_ci = a.ci(a.forgetting, FORGETTING_RANGE)
         why = "none: incomplete arm" if not a.complete else NO_CI
         row = [a.label, f"{a.sample_ratio:g}", str(a.n) if a.complete else f"{a.n} of {a.planned} seeds",
-               _fmt(success), _fmt_ci(success_ci) if success_ci else why,
-               _fmt(forget), _fmt_ci(forget_ci) if forget_ci else why]
+               _fmt(success), _fmt_ci(success_ci, bounds=SUCCESS_RANGE) if success_ci else why,
+               _fmt(forget), _fmt_ci(forget_ci, bounds=FORGETTING_RANGE) if forget_ci else why]
         if a.forward_transfer is not None:
-            transfer, transfer_ci = a.ci(a.forward_transfer)
+            transfer, transfer_ci = a.ci(a.forward_transfer, TRANSFER_RANGE)
             row += [_fmt(transfer), _fmt_ci(transfer_ci) if transfer_ci else why]
         else:
             row += ["reference" if any(t.label == a.label and t.continual_method == REFERENCE_METHOD
@@ -247,7 +281,10 @@ def continual_sections(c: ReportContent) -> list[Section]:
                            "its own stage minus its success at the end of the sequence, averaged over the sequence's "
                            "tasks (the last task's is 0 by construction), x100; lower is better (Continual World's "
                            "definitions, `lamo_ray.continual.metrics`). Per arm: mean with its 95% Student-t CI over "
-                           "seeds; forgetting is compared with the baseline by Welch's 95% CI of the difference. Forward "
+                           "seeds, intersected with the metric's range (average success [0, 100], forgetting "
+                           "[-100, 100]; an interval intersected with the range its parameter must lie in keeps its "
+                           "95% coverage); where that is the whole range the table says too few seeds. Forgetting is "
+                           "compared with the baseline by Welch's 95% CI of the difference, within [-200, 200]. Forward "
                            "transfer (x100): per task (AUC - AUC_ref) / (1 - AUC_ref), AUC its mean success over its "
                            "own stage and AUC_ref the same for the `single` variant (each task trained alone from the "
                            "pre-trained weights, mean over its seeds), averaged over the tasks; only where the sweep "
@@ -264,6 +301,8 @@ def continual_sections(c: ReportContent) -> list[Section]:
                                   else f"[{f.comparison.ci[0]:+.2f}, {f.comparison.ci[1]:+.2f}]",
                                   f"{f.comparison.n} vs {f.comparison.n_baseline} seeds", f.verdict]
                                  for f in c.forgetting]))
+    if "continual" in c.figures:
+        sec.append(Section("figure", "Success per task over the sequence, stages marked", path=c.figures["continual"]))
     sec.append(Section("figure", "Success matrix per variant", path=c.figures["matrix"]))
     return sec
 

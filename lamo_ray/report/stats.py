@@ -17,11 +17,19 @@ import numpy as np
 import yaml
 
 from lamo_ray.config import SweepConfig, expand_trials, set_path
-from lamo_ray.intervals import Comparison, compare, mean_ci
-from lamo_ray.report.load import RATIO_PARAM, STOPPED, TrialResult, _steps_run, arm_label
+from lamo_ray.intervals import SUCCESS_RANGE, Comparison, compare, mean_ci
+from lamo_ray.report.load import CONTINUAL, RATIO_PARAM, STOPPED, TrialResult, _steps_run, arm_label
 
 BOOTSTRAP_REPS = 2000         # bootstrap replicates per CI (rliable's default 50000 is slow and unneeded for a few seeds)
 NO_CI = "single seed: no CI"
+TOO_FEW = "too few seeds: the 95% CI spans the whole range"
+
+
+def score_range(trials: list[TrialResult]) -> tuple[float, float] | None:
+    """The range of these trials' final score when it has one: a continual trial's average success lives
+    in [0, 100] (`lamo_ray.intervals.SUCCESS_RANGE`); a D4RL-normalised score has no bound (below
+    random, above expert), so None unless every trial is continual."""
+    return SUCCESS_RANGE if trials and all(t.kind == CONTINUAL for t in trials) else None
 
 
 # --------------------------------------------------------------------------- aggregates (rliable)
@@ -73,6 +81,7 @@ class ArmStats:
     iqm: float | None = None
     mean_ci: tuple[float, float] | None = None
     iqm_ci: tuple[float, float] | None = None
+    bounds: tuple[float, float] | None = None   # the final score's range (`score_range`), None: unbounded
 
     @property
     def n(self) -> int:
@@ -100,8 +109,8 @@ def _mean_and_iqm(scores: np.ndarray) -> np.ndarray:
 
 
 def arm_stats(trials: list[TrialResult], reps: int = BOOTSTRAP_REPS, seed: int = 0) -> list[ArmStats]:
-    """Mean with its 95% Student-t CI and IQM with its 95% stratified-bootstrap CI (rliable) per
-    (label, sample ratio).
+    """Mean with its 95% Student-t CI (within the score's range, when it has one: `score_range`) and IQM
+    with its 95% stratified-bootstrap CI (rliable; inside the range of the data) per (label, sample ratio).
 
     Only completed trials with a final score count; other outcomes are counted in ``counts``. No CI
     when the arm is incomplete, has fewer than 2 scored seeds or `bootstrap_library` is unavailable
@@ -114,11 +123,12 @@ def arm_stats(trials: list[TrialResult], reps: int = BOOTSTRAP_REPS, seed: int =
     out = []
     for (label, ratio), members in sorted(groups.items()):
         scores = np.array([t.final_score for t in members if t.final_score is not None], dtype=float)
-        stats = ArmStats(label, ratio, scores, dict(Counter(t.outcome for t in members)))
+        stats = ArmStats(label, ratio, scores, dict(Counter(t.outcome for t in members)),
+                         bounds=score_range(members))
         if stats.n:
             stats.mean, stats.iqm = (float(v) for v in _mean_and_iqm(scores[:, None]))
         if stats.n >= 2 and stats.complete:
-            stats.mean_ci = mean_ci(scores)[1]
+            stats.mean_ci = mean_ci(scores, stats.bounds)[1]
             if library is not None:
                 with _numpy_seed(seed):
                     _, ci = library.get_interval_estimates({label: scores[:, None]}, _mean_and_iqm, reps=reps)
@@ -171,9 +181,9 @@ def compare_with_baseline(stats: list[ArmStats], trials: list[TrialResult], base
                                     and t.final_score is not None)
             x, y = episodes(pick(label)), episodes(pick(base_label))
             if x is not None and y is not None:
-                out.append((ratio, compare(label, base_label, x, y, unit="episodes")))
+                out.append((ratio, compare(label, base_label, x, y, unit="episodes", bounds=arm.bounds)))
                 continue
-        out.append((ratio, compare(label, base_label, arm.scores, base.scores)))
+        out.append((ratio, compare(label, base_label, arm.scores, base.scores, bounds=arm.bounds)))
     return out
 
 
@@ -288,7 +298,7 @@ def best_versus_runner_up(stats: list[ArmStats], best: ArmStats) -> Comparison |
         return None
     runner = others[0]
     return compare(f"{best.label} @ {best.sample_ratio:g}", f"{runner.label} @ {runner.sample_ratio:g}",
-                   best.scores, runner.scores)
+                   best.scores, runner.scores, bounds=best.bounds)
 
 
 def best_config_yaml(sweep_yaml: str, best: ArmStats, trials: list[TrialResult]) -> str:
