@@ -47,3 +47,24 @@ def test_comparison_sentences_follow_the_interval():
                                "so there is no spread to build a confidence interval on: no conclusion.")
     episodes = compare("lamo", "dt", [1, 2, 3, 4], [0, 1, 0, 1], unit="episodes")
     assert "evaluation noise only" in episodes.sentence()
+
+
+def test_a_bounded_metric_gets_its_interval_within_its_range():
+    """Issue 31: a success rate's Student-t interval over 2 seeds (80, 0) is [-468, 548]; intersected with
+    [0, 100] it is the whole range, which `spans_range` reports (the report then says "too few seeds");
+    a difference of two success rates lives in [-100, 100]. Intersecting never moves the mean, and a
+    narrow interval is left as it is."""
+    from lamo_ray.intervals import SUCCESS_RANGE, difference_range, spans_range, within
+
+    mean, raw = mean_ci([80.0, 0.0])
+    assert mean == 40.0 and raw[0] < -400 and raw[1] > 500
+    assert mean_ci([80.0, 0.0], SUCCESS_RANGE) == (40.0, (0.0, 100.0))
+    assert spans_range((0.0, 100.0), SUCCESS_RANGE) and not spans_range((0.0, 99.0), SUCCESS_RANGE)
+    assert not spans_range((-5.0, 5.0), None) and not spans_range((0.0, 100.0), (0.0, float("inf")))
+    narrow = mean_ci([50.0, 52.0, 54.0])
+    assert mean_ci([50.0, 52.0, 54.0], SUCCESS_RANGE) == narrow
+    assert mean_ci([98.0, 100.0, 100.0], SUCCESS_RANGE)[1][1] == 100.0 < mean_ci([98.0, 100.0, 100.0])[1][1]
+    assert difference_range(SUCCESS_RANGE) == (-100.0, 100.0)
+    diff, ci = difference_ci([100.0, 0.0], [0.0, 100.0], SUCCESS_RANGE)
+    assert diff == 0.0 and ci == (-100.0, 100.0)
+    assert within(None, SUCCESS_RANGE) is None and within((-3.0, 2.0), None) == (-3.0, 2.0)

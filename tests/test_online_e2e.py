@@ -81,7 +81,27 @@ def test_report_scores_the_online_updates(workdir, online_sweep):
     out, client, runs = online_sweep
     report = workdir[0] / "online" / "online" / "report"
     assert (report / "online_curves.png").stat().st_size > 0
-    assert "Online fine-tuning: score vs online transitions" in (report / "report.md").read_text()
+    text = (report / "report.md").read_text()
+    assert "Online fine-tuning: score vs online transitions, critic beside" in text
+    # issue 31: an online FIFO sweep of one sample ratio has no offline learning curves (their x axis is not
+    # the online one), no sample-ratio axis and no ASHA view
+    for name in ("learning_curves.png", "score_vs_sample_ratio.png", "asha.png"):
+        assert not (report / name).exists() and name not in text
+    # the same store reported again in-process: what the online figure drew
+    from lamo_ray.report import generate_report
+
+    uri = client.tracking_uri
+    drawn = generate_report(uri, "online", workdir[0] / "again", log_to_mlflow=False).figures
+    assert set(drawn) == {"online"}
+    by_panel = {}
+    for s in drawn["online"].series:
+        by_panel.setdefault(s.panel, []).append(s)
+    # score: both variants, one point per evaluation (after the offline phase, then every 2 iterations)
+    assert sorted(s.label for s in by_panel["score"] if s.label != "band") == ["odt (n=1)", "td3_odt (n=1)"]
+    assert all(s.points == 3 for s in by_panel["score"] if s.label != "band")
+    # the critic beside it: TD3+ODT only (ODT has no critic), one point per online iteration
+    for key in ("online/critic_loss", "online/q1_mean"):
+        assert [(s.label, s.points) for s in by_panel[key]] == [("td3_odt (n=1)", ITERATIONS)]
     # the final-score window is the last 20% of train.steps + online updates: the last evaluation only
     for run in runs.values():
         final = history(client, run, "normalized_score")[-1][1]

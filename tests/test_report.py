@@ -110,11 +110,59 @@ def build_store(tmp_path) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def generated(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     uri, parent = build_store(tmp)
-    md = generate_report(uri, "rep", tmp / "out", reps=REPS).path
-    return uri, parent, md
+    return uri, parent, generate_report(uri, "rep", tmp / "out", reps=REPS)
+
+
+@pytest.fixture(scope="module")
+def report(generated):
+    uri, parent, rep = generated
+    return uri, parent, rep.path
+
+
+def _series(drawn) -> dict[str, list]:
+    by_panel = {}
+    for s in drawn.series:
+        by_panel.setdefault(s.panel, []).append(s)
+    return by_panel
+
+
+def test_an_offline_asha_sweep_draws_its_ratios_curves_and_rungs_and_none_is_empty(generated):
+    """Issue 31: offline trials over two sample ratios under ASHA: final score vs sample ratio, learning
+    curves per ratio and the ASHA view, and no online or continual figure. Every plotted series has
+    its points: each variant's mean curve one per evaluation step (10), each score line one per ratio."""
+    _, _, rep = generated
+    assert set(rep.figures) == {"score", "curves", "asha"}
+    curves = _series(rep.figures["curves"])
+    assert set(curves) == {"sample ratio 0.01", "sample ratio 0.1"}
+    for panel, series in curves.items():
+        lines = [s for s in series if s.label != "band"]
+        assert sorted(s.label.split(" (")[0] for s in lines) == ["dt", "lamo"], panel
+        assert all(s.points == len(EVAL_STEPS) for s in lines), panel
+    # 0.1: 3 complete seeds per variant, a band each; 0.01: one complete seed each (with a running / stopped /
+    # failed one beside it), and a single seed's band needs its episodes' CIs, which this store has not logged
+    assert sum(s.label == "band" for s in curves["sample ratio 0.1"]) == 2
+    score = [s for s in rep.figures["score"].series if s.label != "band"]
+    assert sorted((s.label, s.points) for s in score) == [("dt", 2), ("lamo", 2)]
+
+
+def test_a_fifo_sweep_of_one_ratio_draws_only_its_learning_curves(tmp_path):
+    """Offline FIFO, one sample ratio: no sample-ratio axis, no ASHA view; the learning curves only."""
+    sweep = dict(SWEEP, name="fifo", seeds=[0, 1], scheduler={"type": "fifo"})
+    sweep["base"] = dict(SWEEP["base"], data={"source": "lamo/reacher/mixed-v0", "sample_ratio": 0.1})
+    cfg = SweepConfig.model_validate(sweep)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp_id, parent = start_sweep_run(uri, "fifo", "fifo", cfg)
+    for i, row in enumerate(expand_trials(cfg)):
+        _trial(uri, exp_id, parent, row["config"], f"t{i}", row["variant"], "main", _flat(10.0 + i, STEPS))
+    rep = generate_report(uri, "fifo", tmp_path / "out", reps=REPS, log_to_mlflow=False)
+    assert set(rep.figures) == {"curves"}
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["learning_curves.png"]
+    lines = [s for s in rep.figures["curves"].series if s.label != "band"]
+    assert sorted((s.label, s.points) for s in lines) == [("dt (n=2)", len(EVAL_STEPS)), ("lamo (n=2)", len(EVAL_STEPS))]
+    assert "## ASHA" not in rep.path.read_text()
 
 
 def _table_rows(md_text: str, first_header: str) -> list[list[str]]:
@@ -243,6 +291,7 @@ def test_files_and_mlflow_artifacts(report):
         assert (out / name).stat().st_size > 0, name
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and 'src="' + "score" not in page
+    assert not (out / "online_curves.png").exists() and not (out / "continual_curves.png").exists()
     logged = {a.path for a in MlflowClient(uri).list_artifacts(parent, "report")}
     assert {"report/report.md", "report/report.html", "report/asha.png", "report/best_config.yaml"} <= logged
 

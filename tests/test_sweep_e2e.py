@@ -70,7 +70,9 @@ def test_mlflow_holds_parent_and_one_run_per_trial(sweep_run):
     trials = [r for r in runs if r.data.tags.get("lamo_ray.role") == "trial"]
     assert len(parents) == 1 and len(trials) == 2
     report = {Path(a.path).name for a in client.list_artifacts(parents[0].info.run_id, "report")}
-    assert {"report.md", "report.html", "score_vs_sample_ratio.png", "best_config.yaml"} <= report
+    # one sample ratio, offline ASHA trials: learning curves and the ASHA view, no sample-ratio axis (issue 31)
+    assert {"report.md", "report.html", "learning_curves.png", "asha.png", "best_config.yaml"} <= report
+    assert "score_vs_sample_ratio.png" not in report
     assert {r.data.tags["variant"] for r in trials} == {"lamo", "dt_ddp"}
     for run in trials:
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id

@@ -49,7 +49,7 @@ def _save(fig: Figure, path: Path) -> Drawn:
     for ax in fig.axes:
         panel = ax.get_title() or ax.get_ylabel()
         for line in ax.get_lines():
-            if line.get_label().startswith("_") or line.get_gid() == "marker":
+            if line.get_label().startswith("_") or line.get_gid() == "marker":   # unlabelled, markers, legend entries
                 continue
             y = np.asarray(line.get_ydata(), dtype=float)
             y = y[~np.isnan(y)]
@@ -161,7 +161,7 @@ def plot_learning_curves(trials: list[TrialResult], path: Path, colors: dict[str
                 ax.plot(s, v, "--", color=colors[label], lw=1, alpha=0.7)
                 ax.plot(s[-1], v[-1], "x", color=colors[label], ms=7, mew=2)
         if any(t.outcome == STOPPED for t in here):
-            ax.plot([], [], "--x", color="0.3", label="stopped by ASHA")
+            ax.plot([], [], "--x", color="0.3", label="stopped by ASHA", gid="marker")   # a legend entry only
         ax.legend(fontsize=7, loc="best")
         ax.set_title(f"sample ratio {ratio:g}", fontsize=10)
         ax.set_xlabel("training step")
