@@ -79,6 +79,7 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from browser import browser_page  # noqa: F401 - a fixture
 from processes import kill_tagged, tagged_pids
 
 pytestmark = pytest.mark.slow
@@ -86,9 +87,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RAY = str(BIN / "ray")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DATASET_ID = "test/kitchen/tiny-v0"
 SWEEP_NAME = "cluster_e2e"
 JOB_TIMEOUT_S = 900  # ~1-2 min alone on 2 cores; generous for a loaded machine
@@ -417,26 +415,6 @@ def artifacts_dir() -> Path:
     path = Path(os.environ.get("LAMO_TEST_ARTIFACTS", REPO / "test-artifacts"))
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-@pytest.fixture
-def browser_page(tmp_path):
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (`apt-get install -y chromium`, as .ci/run "
-                    "does); this test must not pass without a browser")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed: `pip install -e '.[test]'` (never `playwright install`: "
-                    "it drives /usr/bin/chromium)")
-    with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(str(tmp_path / "chromium-profile"), executable_path=CHROMIUM,
-                                                   args=CHROMIUM_FLAGS, headless=True,
-                                                   viewport={"width": 1440, "height": 900})
-        try:
-            yield ctx.new_page()
-        finally:
-            ctx.close()
 
 
 def test_browser_shows_trials_in_mlflow_and_job_in_ray_dashboard(sweep_job, cluster, mlflow_server, browser_page):
