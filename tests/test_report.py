@@ -445,3 +445,10 @@ def test_variants_are_compared_task_by_task(tmp_path):
     assert rows["lamo (task=hard)"][1] == "dt (task=hard)" and rows["lamo (task=hard)"][2] == "-20.00"
     best = yaml.safe_load((tmp_path / "out" / "best_config.yaml").read_text())
     assert best["base"]["task"] == "easy" and list(best["variants"]) == ["lamo"]
+    # issue 31: a per-task breakdown, and sentences that name the task once instead of in both labels
+    per_task = {r[0]: r for r in _table_rows(text, "task | dt | lamo")}
+    d, ci = mean_ci([80, 82])
+    assert per_task["easy"][1] == f"{d:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] (n=2)" and per_task["hard"][2].startswith("11.00 ")
+    diff, (low, high) = difference_ci([90, 92], [80, 82])
+    assert (f"task=easy: lamo scores higher than dt here: difference {diff:+.1f}, 95% CI [{low:+.1f}, {high:+.1f}] "
+            "(2 vs 2 seeds).") in text

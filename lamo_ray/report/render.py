@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import html
 import re
 import time
@@ -20,7 +21,8 @@ from mlflow.entities import Run
 
 from lamo_ray.intervals import FORGETTING_RANGE, SUCCESS_RANGE, TRANSFER_RANGE, Comparison, spans_range
 from lamo_ray.report.continual import REFERENCE_METHOD, ContinualArm, ForgettingComparison
-from lamo_ray.report.load import CONTINUAL, COMPLETED, FINAL_WINDOW, RUNNING, STOPPED, TrialResult, _steps_run
+from lamo_ray.report.load import (CONTINUAL, COMPLETED, FINAL_WINDOW, RUNNING, STOPPED, TrialResult, _steps_run,
+                                  arm_label)
 from lamo_ray.report.stats import CI_UNAVAILABLE, NO_CI, TOO_FEW, ArmStats, AshaSummary, Improvement, rung_of
 
 
@@ -87,6 +89,17 @@ class ReportContent:
     forgetting: list[ForgettingComparison] = field(default_factory=list)
 
 
+def _shared_setting(c: Comparison) -> tuple[str, Comparison]:
+    """``("task=easy", comparison of the bare variants)`` when both arms carry the same other swept values
+    (`lamo_ray.report.load.arm_label`: ``lamo (task=easy)`` vs ``dt (task=easy)``), so a sentence names them
+    once, first; ``("", c)`` otherwise."""
+    label, _, setting = c.label.partition(" (")
+    base, _, base_setting = c.baseline.partition(" (")
+    if setting and setting == base_setting:
+        return setting.rstrip(")"), dataclasses.replace(c, label=label, baseline=base)
+    return "", c
+
+
 def supported_findings(content: ReportContent) -> list[str]:
     """The report's conclusions in words: one sentence per comparison with the baseline, and why an
     arm is not compared (incomplete, or no baseline at its sample ratio)."""
@@ -96,14 +109,20 @@ def supported_findings(content: ReportContent) -> list[str]:
         {f.sample_ratio for f in content.forgetting}
     several = len(ratios) > 1
     for ratio, c in content.comparisons:
-        lines.append(f"Sample ratio {ratio:g}: {c.sentence()}" if several else c.sentence())   # labels keep their case
-    lines += [f.sentence(with_ratio=several) for f in content.forgetting]
+        where, c = _shared_setting(c)
+        where = ([f"Sample ratio {ratio:g}"] if several else []) + ([where] if where else [])
+        lines.append(f"{', '.join(where)}: {c.sentence()}" if where else c.sentence())   # labels keep their case
+    for f in content.forgetting:
+        where, shared = _shared_setting(f.comparison)
+        sentence = dataclasses.replace(f, comparison=shared).sentence(with_ratio=several)
+        lines.append(f"{where}: {sentence}" if where else sentence)
     for arm in content.stats:
         if not arm.complete and arm.planned:
             why = (", ".join(f"{v} {k}" for k, v in sorted(arm.counts.items()) if k != COMPLETED)
                    or f"{arm.counts.get(COMPLETED, 0)} completed without a normalized score: no reference scores "
                       "for the env, or no evaluation")
-            lines.append(f"{arm.label} at sample ratio {arm.sample_ratio:g} has {arm.seeds_text} scored ({why}): "
+            at = f" at sample ratio {arm.sample_ratio:g}" if several else ""
+            lines.append(f"{arm.label}{at} has {arm.seeds_text} scored ({why}): "
                          "its mean is over the seeds that finished, so it is not compared.")
     if not content.comparisons and content.stats and not any(c for c in lines):
         lines.append(f"No comparison: no complete arm has a complete baseline ({content.baseline!r}) arm at its "
@@ -152,6 +171,7 @@ def build_sections(content: ReportContent) -> list[Section]:
                            _fmt(s.iqm), _fmt_ci(s.iqm_ci, s),
                            ", ".join(f"{v} {k}" for k, v in sorted(s.counts.items()) if k != COMPLETED) or "-"]
                           for s in c.stats])]
+    sec += _per_task(c)
     if c.comparisons:
         sec += [Section("heading", f"Comparison with {c.baseline}"),
                 Section("table", headers=["variant", "baseline", "sample ratio", "difference", "95% CI", "over",
@@ -235,6 +255,34 @@ def _without_ratio(sections: list[Section], c: ReportContent) -> list[Section]:
     if ratio is not None:
         out.insert(2, Section("text", f"Every trial uses sample ratio {ratio:g} (`data.sample_ratio`)."))
     return out
+
+
+def _per_task(c: ReportContent) -> list[Section]:
+    """For a sweep over ``tasks:`` (the swept key ``task``): one row per task (and sample ratio, when
+    varied), one column per variant (with its other swept values), each cell the arm's mean final score,
+    its 95% CI and seeds, so a variant is read across tasks at a glance. Empty for other sweeps."""
+    tasks = {t.label: dict(t.setting).get("task") for t in c.scored}
+    if not any(tasks.values()):
+        return []
+    def column(label: str) -> str:   # the arm's label without its task
+        t = next(t for t in c.scored if t.label == label)
+        return arm_label(t.variant, tuple((k, v) for k, v in t.setting if k != "task"))
+    columns = sorted({column(s.label) for s in c.stats})
+    ratios = sorted({s.sample_ratio for s in c.stats})
+    cells = {(tasks[s.label], s.sample_ratio, column(s.label)): s for s in c.stats}
+    rows = []
+    for task in sorted({v for v in tasks.values() if v}):
+        for ratio in ratios:
+            row = [task] + ([f"{ratio:g}"] if len(ratios) > 1 else [])
+            for col in columns:
+                arm = cells.get((task, ratio, col))
+                row.append("-" if arm is None or arm.mean is None else
+                           f"{arm.mean:.2f} {_fmt_ci(arm.mean_ci, arm)} (n={arm.seeds_text})")
+            rows.append(row)
+    return [Section("heading", "Per task"),
+            Section("text", "Mean final score per task and variant, with its 95% CI over seeds (the comparisons "
+                            "below are task by task)."),
+            Section("table", headers=["task"] + (["sample ratio"] if len(ratios) > 1 else []) + columns, rows=rows)]
 
 
 def success_rule_sentence(rules: list[str]) -> str:
