@@ -7,8 +7,11 @@ Reads one sweep from MLflow (layout in `lamo_ray.tracking`: the parent run tagge
 ``lamo_ray.role=sweep`` with its ``sweep.yaml``, one child run per trial), writes into ``--out``:
 
 - ``report.md`` and ``report.html`` (self-contained: figures embedded as base64 PNG),
-- ``score_vs_sample_ratio.png`` (LaMo Fig. 1 style), ``learning_curves.png``, ``online_curves.png`` (trials with an online phase), ``asha.png`` (ASHA sweeps only),
-- ``success_matrix.png`` (continual trials: a success-matrix heatmap per variant),
+- the figures that fit the sweep (`_figures`): ``score_vs_sample_ratio.png`` (LaMo Fig. 1 style; more than one
+  sample ratio), ``learning_curves.png`` (offline trials), ``online_curves.png`` (trials with an online phase:
+  score vs online transitions, critic loss and Q beside), ``continual_curves.png`` and ``success_matrix.png``
+  (continual trials: each task's success over the sequence with its stages, a success matrix per variant),
+  ``asha.png`` (ASHA sweeps only),
 - ``final_scores.csv`` (one row per trial), ``best_config.yaml`` (a sweep file with only the best
   variant at its best sample ratio, ready for ``python -m lamo_ray.sweep``),
 
@@ -22,7 +25,9 @@ running trials are listed as such. Scores are D4RL-normalised x100, as logged by
 
 A continual trial (``continual:``, `lamo_ray.continual.trial`) is scored by Continual World's average
 success after its last stage, x100; the report adds its forgetting per arm with CIs, the forgetting
-difference from the baseline, and the success matrices.
+difference from the baseline, and the success matrices. Metrics with a range (success rates, forgetting)
+get their interval intersected with it (`lamo_ray.intervals.within`), and "too few seeds" where that is
+the whole range. Tables and sentences name the sample ratio only when the sweep varies it.
 
 Which trials score the arms: in a sweep with a confirmation stage (``confirm:``), only the
 confirmation trials (every seed trained to the end); the search (ASHA) is shown on its own, since
