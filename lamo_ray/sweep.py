@@ -67,7 +67,7 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     """
     from ray import tune
 
-    from lamo_ray.tracking import find_trial_run, log_trial_timing, start_trial_run
+    from lamo_ray.tracking import find_trial_run, log_trial_timing, start_trial_run, trial_run_name
 
     started = time.time()
     ctx = tune.get_context()
@@ -75,9 +75,11 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     cfg = resolve_tune_config(sweep, config)
     run_id = find_trial_run(tracking["uri"], tracking["experiment_id"], tracking["parent_run_id"], trial_id)
     if run_id is None:
+        variant, params = tune_variant_and_params(config)
+        stage = config.get("stage", "main")
         run_id = start_trial_run(tracking["uri"], tracking["experiment_id"], tracking["parent_run_id"],
-                                 trial_name, tune_variant_and_params(config)[0], cfg, trial_id=trial_id,
-                                 stage=config.get("stage", "main"))
+                                 trial_name, variant, cfg, trial_id=trial_id, stage=stage,
+                                 run_name=trial_run_name(variant, params, cfg.seed, stage))
     loop_config = {"trial": cfg, "mlflow_uri": tracking["uri"], "mlflow_run_id": run_id,
                    "mlflow_outbox": tracking.get("outbox"), "dataset_ref": (dataset_refs or {}).get(cfg.data.source),
                    "backbone": (backbone_refs or {}).get(cfg.model.backbone)}

@@ -2,10 +2,13 @@
 
 Layout in MLflow (replaces the LaMo reference code's wandb logging):
 
-- experiment = sweep name (or ``tracking.experiment``)
-- parent run ``<sweep>`` tagged ``lamo_ray.role=sweep``: the sweep YAML and the trial table
-- child run per trial (tags ``mlflow.parentRunId``, ``ray.trial_id``, ``ray.node_id`` of its rank-0
-  Train worker) with the resolved config as params, metric
+- experiment = sweep name (or ``tracking.experiment``), of MLflow's kind "model training"
+  (`EXPERIMENT_KIND_TAG`; its runs page in the UI: `EXPERIMENT_RUNS_PAGE`)
+- parent run ``<sweep>`` tagged ``lamo_ray.role=sweep``: the sweep YAML and the trial table; its
+  description (`sweep_description`) says what the sweep compares and where its report is
+- child run per trial, named by what sets it apart (`trial_run_name`: ``lamo · hopper-medium ·
+  sample_ratio=0.1 · seed 2``; tags ``mlflow.parentRunId``, ``ray.trial_id``, ``trial_name`` (Tune's
+  name), ``ray.node_id`` of its rank-0 Train worker) with the resolved config as params, metric
   curves over training steps (``step`` = optimiser step), and artifacts: ``config.yaml``,
   ``eval/step_XXXXXXX.parquet`` (per-episode evaluation results), ``checkpoint/`` (latest).
 
@@ -37,6 +40,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +51,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
-from lamo_ray.config import (SCORE_METRIC, SweepConfig, TrialConfig, asdict_flat, resolve_tune_config,
+from lamo_ray.config import (SCORE_METRIC, SweepConfig, TrialConfig, asdict_flat, find_domains, resolve_tune_config,
                              tune_variant_and_params)
 from lamo_ray.outbox import DEFAULT_OUTBOX, Outbox, outage_tolerant, replay, send_record
 
@@ -66,6 +70,23 @@ BASELINE_PARAM, METRIC_PARAM, RUNGS_PARAM = "sweep.baseline_variant", "sweep.met
 #: a trial's part of its sweep: "main" (a sweep without confirmation), "search" or "confirm"
 STAGE_TAG = "lamo_ray.stage"
 SELECTION_FILE = "confirm_selection.yaml"   # parent-run artifact: the configurations the search picked
+#: Experiment tag by which the MLflow UI tells a model-training experiment from a GenAI one (which
+#: opens on an overview of traces, "No data available" here, instead of its runs). `EXPERIMENT_KIND` is
+#: the value the UI itself writes for model training (its JS enum ``CUSTOM_MODEL_DEVELOPMENT``, set with
+#: ``setExperimentTag``); MLflow has no Python constant for either. Caveat, seen in a browser with MLflow
+#: 3.17.2: its UI takes the kind from the sidebar's "GenAI / Model training" switch instead (URL
+#: parameter ``workflowType``, else the browser's saved choice, GenAI by default) and ignores this tag,
+#: so a fresh browser still opens ``#/experiments/<id>`` on the GenAI overview; `EXPERIMENT_RUNS_PAGE`
+#: is a link that opens on the runs whatever the switch says.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: the MLflow UI's page of an experiment's runs (path after the server's address), in the "Model
+#: training" view even in a browser that never chose it (MLflow 3.17: ``workflowType`` in the URL wins)
+EXPERIMENT_RUNS_PAGE = "#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+#: MLflow's run description (shown, as Markdown, on the run's page): the parent run's says what the sweep compares
+NOTE_TAG = "mlflow.note.content"
+#: where `lamo_ray.report` logs its files on the parent run (``report/report.html``, ``report/report.md``, ...)
+REPORT_ARTIFACT_DIR = "report"
 
 
 class TrackingError(RuntimeError):
@@ -115,12 +136,131 @@ def check_tracking(uri: str) -> None:
 
 
 def get_or_create_experiment(uri: str, name: str) -> str:
-    """Experiment id for ``name``, created (artifacts beside a sqlite DB) when missing."""
+    """Experiment id for ``name``, created (artifacts beside a sqlite DB) when missing.
+
+    The experiment is marked as model training (`EXPERIMENT_KIND_TAG` = `EXPERIMENT_KIND`), as the
+    MLflow UI marks one, for UIs that open such an experiment on its runs table rather than on an
+    empty GenAI traces overview (MLflow 3.17.2's follows its own view switch instead: see
+    `EXPERIMENT_KIND_TAG`). An existing experiment without that tag (e.g. made by an older version of
+    this module) gets it too; a kind already set, by the user in the UI or otherwise, is left as it is."""
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=_artifact_location(uri))
+    if exp is None:
+        return client.create_experiment(name, artifact_location=_artifact_location(uri),
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    if EXPERIMENT_KIND_TAG not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp.experiment_id
+
+
+def _short_value(value: Any) -> str:
+    """A swept value as a run name shows it: floats to 4 significant digits, the rest as ``str``."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def trial_run_name(variant: str, params: Mapping[str, Any], seed: int, stage: str = "main") -> str:
+    """A trial's MLflow run name: what sets the trial apart from the sweep's other trials, so the
+    MLflow UI's runs table tells them apart without extra columns (Tune's own name,
+    ``run_trial_9c945_00000``, says nothing; it stays in the run's ``trial_name`` tag).
+
+    Parts, joined by `` · ``: the variant; the task (the value of the swept ``task`` key); every
+    other swept value (``params``: {key path: value}, as `lamo_ray.config.tune_variant_and_params`
+    gives them) as ``key=value`` in key-path order, the key shown by its last component unless two
+    swept keys share it (then the whole path), floats to 4 significant digits; ``seed N``; and the
+    stage when it is ``search`` or ``confirm`` (a sweep without confirmation has only ``main``).
+
+    Example: ``lamo · hopper-medium · sample_ratio=0.1 · seed 2``; ``l2m · seed 0``.
+    """
+    parts = [variant]
+    if "task" in params:
+        parts.append(_short_value(params["task"]))
+    others = sorted(k for k in params if k != "task")
+    last = [k.rsplit(".", 1)[-1] for k in others]
+    for key, short in zip(others, last):
+        shown = short if last.count(short) == 1 else key
+        parts.append(f"{shown}={_short_value(params[key])}")
+    parts.append(f"seed {seed}")
+    if stage != "main":
+        parts.append(stage)
+    return " · ".join(parts)
+
+
+def _overrides(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``key.path=value`` for each leaf of a (possibly dotted-key) override mapping, in its order."""
+    out = []
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            out += _overrides(value, path)
+        else:
+            out.append(f"{path}={value}")
+    return out
+
+
+def _domain_text(domain: Mapping[str, Any]) -> str:
+    """A search domain as the description shows it: ``0.01, 0.1`` for a grid, ``loguniform(1e-05, 0.001)``."""
+    kind, args = next(iter(domain.items()))
+    if kind == "grid":
+        return ", ".join(_short_value(a) for a in args)
+    if kind == "choice":
+        return "one of " + ", ".join(_short_value(a) for a in args)
+    return f"{kind}({', '.join(_short_value(a) for a in args)})"
+
+
+def sweep_description(sweep: SweepConfig, run_name: str) -> str:
+    """The parent run's description (`NOTE_TAG`, Markdown): what the sweep ``run_name`` compares.
+
+    Its variants (what each sets, and which is the report's baseline, ``report_baseline``), its
+    tasks, the swept values (``base``'s search domains), its seeds, the scheduler, the number of
+    trials (with the confirmation stage's, if any) and where the report will be: this run's
+    artifacts ``report/report.html`` (`lamo_ray.report` logs it there at the end of the sweep).
+    Someone opening the run in the MLflow UI learns from it what the child runs are."""
+    if sweep.report_baseline in sweep.variants:
+        against = f"the report compares each with the baseline **{sweep.report_baseline}**"
+    else:
+        against = (f"the report's baseline `{sweep.report_baseline}` (`report_baseline`) is not one of them, "
+                   "so the report makes no comparisons with it")
+    lines = [f"**Sweep `{run_name}`** compares {len(sweep.variants)} variant(s); {against}:", ""]
+    for name, overrides in sweep.variants.items():
+        what = ", ".join(f"`{o}`" for o in _overrides(overrides)) or "the base config"
+        lines.append(f"- **{name}**{' (baseline)' if name == sweep.report_baseline else ''}: {what}")
+    lines.append("")
+    domains = find_domains(sweep.base)
+    task = sweep.base.get("task")
+    if "task" in domains:
+        lines.append(f"- tasks: {_domain_text(domains['task'])}")
+    elif task is not None:
+        lines.append(f"- task: {task}")
+    for path, domain in domains.items():
+        if path != "task":
+            lines.append(f"- `{path}`: {_domain_text(domain)}")
+    lines.append(f"- seeds: {', '.join(map(str, sweep.seeds))}"
+                 + (f"; {sweep.num_samples} samples of the random values per grid point" if sweep.num_samples > 1
+                    else ""))
+    sched = sweep.scheduler
+    if sched.type == "asha":
+        rungs = sched.rungs(max(r["config"].total_steps for r in sweep.trials))
+        lines.append(f"- scheduler: ASHA on `{sched.metric}` ({sched.mode}); it may stop a trial at step "
+                     f"{', '.join(map(str, rungs)) or '(none: no trial is long enough)'} (grace period "
+                     f"{sched.grace_period}, reduction factor {sched.reduction_factor:g})")
+    else:
+        lines.append(f"- scheduler: FIFO, every trial runs to its end (metric `{sched.metric}`, {sched.mode})")
+    trials = len(sweep.trials) * sweep.num_samples
+    if sweep.confirm is None:
+        lines.append(f"- trials: {trials}")
+    else:
+        confirm = len(sweep.variants) * sweep.confirm.top_k * len(sweep.confirm.seeds)
+        best = "configuration" if sweep.confirm.top_k == 1 else f"{sweep.confirm.top_k} configurations"
+        lines.append(f"- trials: {trials} in the search, then up to {confirm} confirming the best {best} of each "
+                     f"variant with seeds {', '.join(map(str, sweep.confirm.seeds))}, run to the end (the report "
+                     "scores only these)")
+    experiment = sweep.tracking.experiment or sweep.name
+    lines += ["", f"Report: this run's artifacts, `{REPORT_ARTIFACT_DIR}/report.html` (and `report.md`), written "
+              f"when the sweep ends (again with `python -m lamo_ray.report {experiment}`)."]
+    text = "\n".join(lines)
+    return text if len(text) <= 8000 else text[:7990] + "\n\n(...)"  # MLflow's tag value limit
 
 
 def start_sweep_run(uri: str, experiment: str, run_name: str, sweep: SweepConfig,
@@ -128,7 +268,8 @@ def start_sweep_run(uri: str, experiment: str, run_name: str, sweep: SweepConfig
     """Create the sweep's parent run ``run_name``: the sweep YAML (``sweep.yaml``), its trial table
     (``trials.yaml``) and, as params, what the report must not recompute: the baseline variant
     (`BASELINE_PARAM`), the scheduler's metric (`METRIC_PARAM`) and ASHA's rungs in steps
-    (`RUNGS_PARAM`, comma-separated, empty for FIFO). Returns (experiment_id, run_id).
+    (`RUNGS_PARAM`, comma-separated, empty for FIFO); its description (`sweep_description`) says
+    what the sweep compares. Returns (experiment_id, run_id).
 
     With ``resume``, the latest parent run of that name is reopened instead (no duplicate runs)."""
     client = MlflowClient(uri)
@@ -140,7 +281,8 @@ def start_sweep_run(uri: str, experiment: str, run_name: str, sweep: SweepConfig
         if existing:
             client.update_run(existing[0].info.run_id, status="RUNNING")
             return exp_id, existing[0].info.run_id
-    run = client.create_run(exp_id, run_name=run_name, tags={ROLE_TAG: "sweep"})
+    run = client.create_run(exp_id, run_name=run_name,
+                            tags={ROLE_TAG: "sweep", NOTE_TAG: sweep_description(sweep, run_name)})
     rows = sweep.trials
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "sweep.yaml").write_text(yaml.safe_dump(sweep.model_dump(), sort_keys=False))
@@ -161,15 +303,17 @@ LAUNCHER_TAG = "lamo_ray.launcher"
 
 
 def start_trial_run(uri: str, experiment_id: str, parent_run_id: str | None, trial_name: str,
-                    variant: str, cfg: TrialConfig, trial_id: str = "", stage: str = "main") -> str:
+                    variant: str, cfg: TrialConfig, trial_id: str = "", stage: str = "main",
+                    run_name: str | None = None) -> str:
     """Create a trial's child run with the resolved config as params and ``config.yaml``, tagged with
-    its ``stage`` (`STAGE_TAG`). Returns its run id."""
+    its ``stage`` (`STAGE_TAG`) and Tune's ``trial_name``. ``run_name``: its name in MLflow, the
+    sweep's `trial_run_name` (default: ``trial_name``). Returns its run id."""
     client = MlflowClient(uri)
     tags = {ROLE_TAG: "trial", "variant": variant, "trial_name": trial_name, TRIAL_ID_TAG: trial_id,
             "seed": str(cfg.seed), LAUNCHER_TAG: cfg.train.resolved_launcher, STAGE_TAG: stage}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id, run_name=trial_name, tags=tags)
+    run = client.create_run(experiment_id, run_name=run_name or trial_name, tags=tags)
     params = [Param(k, str(v)[:6000]) for k, v in asdict_flat(cfg).items()]
     params.append(Param("variant", variant))
     client.log_batch(run.info.run_id, params=params)
@@ -387,11 +531,13 @@ class MLflowTrialFinalizer(Callback):
         if sweep is None or not getattr(self, "experiment_id", None) or not _reachable(self.uri):
             return None
         cfg = resolve_tune_config(sweep, trial.config)
-        variant, _ = tune_variant_and_params(trial.config)
+        variant, params = tune_variant_and_params(trial.config)
+        stage = trial.config.get("stage", "main")
         with outage_tolerant(f"MLflow tracking at {self.uri} is unreachable: failed trial {trial.trial_id} "
                              "gets no run"):
             return start_trial_run(self.uri, self.experiment_id, self.parent_run_id, str(trial), variant, cfg,
-                                   trial_id=trial.trial_id, stage=trial.config.get("stage", "main"))
+                                   trial_id=trial.trial_id, stage=stage,
+                                   run_name=trial_run_name(variant, params, cfg.seed, stage))
         return None
 
     def _lookup(self, trial_id: str) -> str | None:

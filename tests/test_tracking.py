@@ -1,5 +1,9 @@
 """`MLflowTrialFinalizer`: the outcome it records agrees with what the trial's workers logged, also when
-a Train worker got past the scheduler's decision before the stop reached it (asynchronous reports)."""
+a Train worker got past the scheduler's decision before the stop reached it (asynchronous reports).
+MLflow as a user meets it (issue 31): the experiment opens on its runs (experiment kind), trial runs
+are named by what sets them apart, the sweep's parent run describes the sweep."""
+
+import sys
 
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,8 +14,9 @@ from mlflow.tracking import MlflowClient
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from lamo_ray.config import SweepConfig, expand_trials
-from lamo_ray.tracking import (OUTCOME_TAG, MLflowTrialFinalizer, RunLogger, start_sweep_run, start_trial_run,
-                               trial_outcomes)
+from lamo_ray.tracking import (EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG, OUTCOME_TAG, MLflowTrialFinalizer,
+                               RunLogger, get_or_create_experiment, start_sweep_run, start_trial_run, trial_outcomes,
+                               trial_run_name)
 
 SWEEP = {"name": "fin", "seeds": [0],
          "base": {"data": {"source": "lamo/reacher/mixed-v0"},
@@ -84,10 +89,115 @@ def test_a_trial_that_failed_before_its_run_existed_gets_a_failed_run(tmp_path):
     [row] = trial_outcomes(uri, exp_id, parent)
     assert row["trial"] == "t7" and row["variant"] == "dt" and row["seed"] == 0 and row["outcome"] == "failed"
     run = MlflowClient(uri).get_run(row["mlflow_run_id"])
-    assert run.info.status == "FAILED" and run.info.run_name == "run_trial_t7"
+    assert run.info.status == "FAILED" and run.info.run_name == "dt · lr=0.001 · seed 0"
+    assert run.data.tags["trial_name"] == "run_trial_t7"  # Tune's name stays findable
     assert run.data.params["train.lr"] == "0.001" and run.data.params["variant"] == "dt"
     assert "NodeDiedError" in run.data.tags["lamo_ray.error"]
 
     # the same trial erroring again (Tune retry) reuses its run
     MLflowTrialFinalizer(uri, experiment_id=exp_id, parent_run_id=parent, sweep=sweep).on_trial_error(0, [], trial)
     assert len(trial_outcomes(uri, exp_id, parent)) == 1
+
+
+# --------------------------------------------------------------------------- MLflow as a user meets it
+
+
+def test_experiments_are_marked_as_model_training(tmp_path):
+    """MLflow 3.17's UI opens an experiment without ``mlflow.experimentKind`` on an empty GenAI traces
+    overview; ours are tagged as the UI tags a model-training experiment, old ones too, a user's kind stays."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    new = get_or_create_experiment(uri, "new")
+    assert client.get_experiment(new).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND == "custom_model_development"
+    assert get_or_create_experiment(uri, "new") == new
+
+    old = client.create_experiment("old")  # made before this tag existed
+    assert EXPERIMENT_KIND_TAG not in client.get_experiment(old).tags
+    assert get_or_create_experiment(uri, "old") == old
+    assert client.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+
+    chosen = client.create_experiment("chosen", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    assert get_or_create_experiment(uri, "chosen") == chosen
+    assert client.get_experiment(chosen).tags[EXPERIMENT_KIND_TAG] == "genai_development"
+
+
+@pytest.mark.parametrize("variant, params, seed, stage, name", [
+    ("lamo", {"task": "hopper-medium", "data.sample_ratio": 0.1}, 2, "main",
+     "lamo · hopper-medium · sample_ratio=0.1 · seed 2"),
+    ("l2m", {}, 0, "main", "l2m · seed 0"),
+    # floats to 4 significant digits, keys in key-path order, ints and strings as they are
+    ("dt", {"train.lr": 0.000123456789, "model.n_layer": 3, "data.source": "lamo/reacher/mixed-v0"}, 1, "main",
+     "dt · source=lamo/reacher/mixed-v0 · n_layer=3 · lr=0.0001235 · seed 1"),
+    # two swept keys with the same last component keep their whole paths
+    ("dt", {"train.lr": 1e-3, "language.lr": 1e-4}, 0, "main", "dt · language.lr=0.0001 · train.lr=0.001 · seed 0"),
+    ("lamo", {"task": "kitchen-partial", "train.lr": 3e-4}, 5, "confirm",
+     "lamo · kitchen-partial · lr=0.0003 · seed 5 · confirm"),
+    ("lamo", {"train.lr": 3e-4}, 0, "search", "lamo · lr=0.0003 · seed 0 · search"),
+])
+def test_trial_run_names_say_what_sets_the_trial_apart(variant, params, seed, stage, name):
+    assert trial_run_name(variant, params, seed, stage) == name
+
+
+def test_the_sweep_names_its_trial_runs_by_their_values(tmp_path, monkeypatch):
+    """`lamo_ray.sweep.run_trial` (the call site every trial goes through) names the run with
+    `trial_run_name` and keeps Tune's trial name as a tag; no Ray, no training (both faked)."""
+    from types import ModuleType
+
+    import ray.tune
+
+    from lamo_ray.sweep import run_trial
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep = SweepConfig.model_validate({**SWEEP, "base": {**SWEEP["base"], "train": {"lr": {"grid": [1e-4, 1e-3]}}}})
+    exp_id, parent = start_sweep_run(uri, "fin", "fin", sweep)
+    context = SimpleNamespace(get_trial_id=lambda: "t3", get_trial_name=lambda: "run_trial_9c945_00003",
+                              get_trial_dir=lambda: str(tmp_path / "trial"))
+    monkeypatch.setattr(ray.tune, "get_context", lambda: context)
+    trained = []
+    fake_train = ModuleType("lamo_ray.train")
+    fake_train.TuneTrialSession = lambda *args: None
+    fake_train.train_loop_per_worker = lambda loop_config, session: trained.append(loop_config["mlflow_run_id"])
+    monkeypatch.setitem(sys.modules, "lamo_ray.train", fake_train)
+    tracking = {"uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "run_name": "fin",
+                "train_storage": str(tmp_path / "fin_train"), "outbox": str(tmp_path / "outbox")}
+    run_trial({"variant": "dt", "seed": 0, "stage": "search", "train.lr": 1e-4}, sweep, tracking)
+    [run] = MlflowClient(uri).search_runs([exp_id], filter_string="tags.`lamo_ray.role` = 'trial'")
+    assert trained == [run.info.run_id]
+    assert run.info.run_name == "dt · lr=0.0001 · seed 0 · search"
+    assert run.data.tags["trial_name"] == "run_trial_9c945_00003"
+
+
+def test_the_sweep_run_describes_the_sweep(tmp_path):
+    """The parent run's MLflow description (``mlflow.note.content``, Markdown on its page) names the
+    variants and the baseline, the swept values, seeds, scheduler, trial count and where the report goes."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep = SweepConfig.model_validate({
+        "name": "desc", "seeds": [0, 1],
+        "base": {"data": {"source": "lamo/reacher/mixed-v0", "sample_ratio": {"grid": [0.01, 0.1]}},
+                 "model": {"pretrained": False, "n_layer": 1, "n_embd": 8, "n_head": 1},
+                 "train": {"steps": 400, "eval_every": 100, "lr": {"loguniform": [1e-5, 1e-3]}}},
+        "variants": {"lamo": {"model": {"finetune": "lora"}}, "dt": {"model": {"finetune": "full"}}},
+        "scheduler": {"type": "asha", "grace_period": 100, "reduction_factor": 2},
+        "report_baseline": "dt"})
+    _, parent = start_sweep_run(uri, "desc", "desc", sweep)
+    note = MlflowClient(uri).get_run(parent).data.tags[NOTE_TAG]
+    for text in ("**lamo**: `model.finetune=lora`", "**dt** (baseline)", "baseline **dt**",
+                 "`data.sample_ratio`: 0.01, 0.1", "`train.lr`: loguniform(1e-05, 0.001)", "seeds: 0, 1",
+                 "ASHA on `normalized_score` (max); it may stop a trial at step 100, 200", "trials: 8",
+                 "`report/report.html`"):
+        assert text in note, (text, note)
+
+    # tasks, a FIFO scheduler, a confirmation stage and a baseline that is not among the variants
+    confirm = SweepConfig.model_validate({
+        **SWEEP, "name": "desc2", "seeds": [0], "report_baseline": "dt",
+        "base": {**SWEEP["base"], "task": {"grid": ["near", "far"]}, "train": {"lr": {"grid": [1e-4, 1e-3]}}},
+        "tasks": {"near": {"eval": {"target_returns": [1]}}, "far": {"eval": {"target_returns": [2]}}},
+        "variants": {"lamo": {"model": {"finetune": "lora"}}},
+        "scheduler": {"type": "fifo"}, "confirm": {"top_k": 1, "seeds": [7, 8]}})
+    _, parent = start_sweep_run(uri, "desc2", "desc2", confirm)
+    note = MlflowClient(uri).get_run(parent).data.tags[NOTE_TAG]
+    for text in ("baseline `dt` (`report_baseline`) is not one of them", "tasks: near, far", "`train.lr`: 0.0001, 0.001",
+                 "FIFO, every trial runs to its end", "trials: 4 in the search, then up to 2 confirming the best "
+                 "configuration of each variant with seeds 7, 8", "`report/report.html`"):
+        assert text in note, (text, note)
+    assert "`task`" not in note  # the task is listed as tasks, not as a swept key
