@@ -74,3 +74,67 @@ def test_a_new_domain_is_one_registered_object(monkeypatch):
     assert isinstance(env.unwrapped, gym.Env) and env.spec.max_episode_steps == 17
     assert reference_scores_for("Pendulum-v1") == (-1500.0, -150.0)
     assert flatten_observation("Pendulum-v1", {"x": [1.0, 2.0]}).tolist() == [2.0, 4.0]
+
+
+# --------------------------------------------------------------------------- import-time notices
+
+NOTICE = "reward functions"  # gymnasium_robotics 1.4.2's import-time notice about AdroitHand*Dense-v1
+
+# A fresh interpreter (the package prints its notice on its first import only): stderr gets WARNINGs,
+# stdout every log line of lamo_ray.domains.base (DEBUG included), to see the notice is kept, not lost.
+_SCRIPT = """
+import logging, sys
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+logging.getLogger().handlers[0].setLevel(logging.WARNING)
+debug = logging.StreamHandler(sys.stdout)
+debug.addFilter(logging.Filter("lamo_ray.domains.base"))
+logging.getLogger().addHandler(debug)
+from lamo_ray import domains
+{body}
+"""
+
+
+def _run(body: str):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT.format(body=body)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.parametrize("body", [
+    "domains.get('kitchen').register_envs(); domains.get('kitchen').make_env('FrankaKitchen-v1').close()",
+    # PointMaze and AntMaze read gymnasium_robotics' maze maps before any env is made
+    "from lamo_ray.domains.pointmaze import maze; maze('umaze'); domains.get('pointmaze').register_envs()",
+    "from lamo_ray.domains.antmaze import evaluation_map; evaluation_map('umaze'); domains.get('antmaze').register_envs()",
+], ids=["kitchen", "pointmaze", "antmaze"])
+def test_a_notice_about_other_envs_is_not_shown(body):
+    """gymnasium_robotics prints, at import, that the AdroitHand*Dense-v1 rewards changed: a run on
+    Kitchen or a maze must not show it (it is logged at DEBUG only)."""
+    proc = _run(body)
+    assert NOTICE not in proc.stderr, proc.stderr
+    assert proc.stdout.count(NOTICE) == 1 and "gymnasium_robotics printed at import" in proc.stdout, proc.stdout
+
+
+def test_the_adroit_notice_is_shown_once():
+    """The notice concerns Adroit's envs: shown once per process, named by its package, however often
+    (and after whichever other domain) the envs are registered."""
+    proc = _run("domains.get('kitchen').register_envs(); domains.get('adroit').register_envs(); "
+                "domains.get('adroit').make_env('AdroitHandPen-v1').close(); domains.get('adroit').register_envs()")
+    assert proc.stderr.count(NOTICE) == 1, proc.stderr
+    assert "WARNING:lamo_ray.domains.base:gymnasium_robotics: AdroitHandRelocateDense-v1" in proc.stderr, proc.stderr
+
+
+def test_import_env_package_keeps_a_failed_import_loud(monkeypatch):
+    """A package that cannot be imported still raises ImportError (register_envs then names it)."""
+    monkeypatch.setattr(base, "_PACKAGE_NOTICES", {})
+    with pytest.raises(ImportError):
+        base.import_env_package("lamo_ray_no_such_env_package")
+
+    class Missing(domains.Domain):
+        name = "missing"
+        env_package = "lamo_ray_no_such_env_package"
+
+    assert Missing().register_envs() == "lamo_ray_no_such_env_package"

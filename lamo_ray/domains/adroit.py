@@ -8,6 +8,8 @@ hand_dapg tasks (the ODT-TD3 paper's Adroit domain; docs/references/odt_td3.md "
 - Reference scores: D4RL's (``d4rl/infos.py``: the v1 datasets use the human-v0 references).
   Gymnasium-Robotics warns that the v1 dense rewards of hammer, door and relocate changed in its
   1.2.1 (Farama-Foundation/Gymnasium-Robotics#220): scores on these envs are not exactly D4RL's.
+  That notice, which gymnasium_robotics prints at every import, is logged once per process for this
+  domain only (`package_notice_applies`; `lamo_ray.domains.base.import_env_package`).
 - Data: Minari ``D4RL/{pen,hammer,door,relocate}/{human,cloned,expert}-v2``, downloaded by the sweep
   where the network allows (`lamo_ray.inputs`); nothing is generated here.
 """
@@ -41,6 +43,8 @@ class AdroitDomain(Domain):
     name = "adroit"
     env_ids = tuple(ENV_IDS.values())
     env_package = "gymnasium_robotics"
+    # its import-time notice (AdroitHand*Dense-v1 reward functions changed) is about these envs: shown once
+    package_notice_applies = True
     dataset_prefixes = tuple(f"d4rl/{task}/" for task in TASKS)
     # env ids, Minari ids and D4RL names; never the bare task ("pen" is in "open")
     ref_scores_by_name = {key: REF_SCORES[task] for task in TASKS

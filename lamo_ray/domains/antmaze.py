@@ -42,6 +42,7 @@ def maze_of(env_id: str) -> str | None:
 
 def evaluation_map(name: str) -> list[list[Any]]:
     """Gymnasium-Robotics' layout of maze ``name`` with D4RL's reset ("r") and goal ("g") cells."""
+    ANTMAZE.import_env_package()  # first: its import-time notice (about Adroit) is not shown for AntMaze
     from gymnasium_robotics.envs.maze import maps
 
     _, layout, reset, goal = MAZES[name]

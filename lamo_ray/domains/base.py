@@ -15,16 +15,87 @@ Gymnasium env with vector observations, registered, and imported by `lamo_ray.do
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import logging
+import sys
+import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+#: what each env package wrote to stderr while this process imported it through `import_env_package`
+#: ("" if nothing), e.g. gymnasium_robotics 1.4.2's notice that the AdroitHand*Dense-v1 rewards changed
+_PACKAGE_NOTICES: dict[str, str] = {}
+#: (package, domain name, level) already logged in this process: each notice is logged once, not per env made
+_NOTICES_LOGGED: set[tuple[str, str, int]] = set()
+_IMPORT_LOCK = threading.RLock()
+
+
+def import_env_package(package: str, notice_applies: bool = False, domain: str = "") -> ModuleType:
+    """Import an env package, keeping what it prints to stderr at import from reaching the console
+    unless it concerns the domain that asks.
+
+    Some env packages print a notice at import (gymnasium_robotics 1.4.2 prints Farama's note that the
+    AdroitHand*Dense-v1 reward functions changed, on every import, whichever of its envs is used):
+    every Kitchen, PointMaze or AntMaze run showed a warning about Adroit. So the first import in
+    the process runs with stderr captured (`contextlib.redirect_stderr`: what the package, or another
+    thread, writes to ``sys.stderr`` meanwhile) and the text is kept per package. Python warnings
+    raised during the import are not part of it: they are shown afterwards as Python shows them.
+    Each call then logs it through this module's logger, prefixed with the package name, once per
+    process: at WARNING when ``notice_applies`` (the asking domain's
+    `Domain.package_notice_applies`: the notice is about its envs), else at DEBUG (once per domain).
+
+    A package some other code imported first is returned as it is: what it printed is already out.
+    If the import fails, what it wrote to stderr is written out (it may say why) and the error raised.
+
+    Args:
+        package: the module to import (a domain's `Domain.env_package`).
+        notice_applies: whether the package's import-time notice concerns the asking domain.
+        domain: the asking domain's name, for the DEBUG line.
+
+    Raises:
+        ImportError (or whatever the import raises): the package cannot be imported.
+    """
+    with _IMPORT_LOCK:  # one first import at a time: stderr is the process's, the notice recorded once
+        if package not in _PACKAGE_NOTICES:
+            if package in sys.modules:
+                _PACKAGE_NOTICES[package] = ""
+            else:
+                captured = io.StringIO()
+                try:
+                    with contextlib.redirect_stderr(captured), warnings.catch_warnings(record=True) as raised:
+                        importlib.import_module(package)
+                except BaseException:
+                    sys.stderr.write(captured.getvalue())
+                    raise
+                finally:
+                    for w in raised:  # warnings are not the notice: shown as Python shows them (filters applied)
+                        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+                _PACKAGE_NOTICES[package] = captured.getvalue().strip()
+    module = importlib.import_module(package)
+    notice = _PACKAGE_NOTICES[package]
+    if notice:
+        level = logging.WARNING if notice_applies else logging.DEBUG
+        # a WARNING once per package (whichever domain it concerns); a DEBUG line once per domain
+        key = (package, "" if notice_applies else domain, level)
+        if key not in _NOTICES_LOGGED:
+            _NOTICES_LOGGED.add(key)
+            if notice_applies:
+                log.warning("%s: %s", package, notice)
+            else:
+                log.debug("%s printed at import (not about the %s domain's envs, so not shown): %s", package,
+                          domain or "generic", notice)
+    return module
 
 
 @dataclass(frozen=True)
@@ -76,6 +147,9 @@ class Domain:
         name: the domain's name (``python -m lamo_ray.collect <name>``, dataset ids ``lamo/<name>/...``).
         env_ids: Gymnasium ids this domain evaluates on (`serves_env` matches them exactly).
         env_package: module whose import registers the env ids (``gym.register_envs``), or None.
+        package_notice_applies: whether the notice `env_package` prints at import concerns this
+            domain's envs, so it is shown (`import_env_package`: a WARNING once per process);
+            False: it is only logged at DEBUG.
         dataset_prefixes: dataset id prefixes (lower case) this domain serves, e.g. ``"d4rl/kitchen/"``.
         local_prefix: the prefix of the dataset ids the project generates here on first use
             (``ensure_dataset``), e.g. ``"lamo/kitchen/"``; "" if none.
@@ -87,6 +161,7 @@ class Domain:
     name: str = ""
     env_ids: tuple[str, ...] = ()
     env_package: str | None = None
+    package_notice_applies: bool = False
     dataset_prefixes: tuple[str, ...] = ()
     local_prefix: str = ""
     ref_scores_by_name: Mapping[str, tuple[float, float]] = {}
@@ -98,12 +173,24 @@ class Domain:
         """Whether ``env_id`` is one of this domain's envs."""
         return env_id in self.env_ids
 
+    def import_env_package(self) -> ModuleType:
+        """`env_package` imported through `import_env_package`: its import-time notice is shown only
+        if it concerns this domain (`package_notice_applies`). Use it for any import of the package
+        or of a submodule (that imports the package first), e.g. before
+        ``from gymnasium_robotics.envs.maze import maps``.
+
+        Raises:
+            ImportError: the package is not installed.
+        """
+        return import_env_package(self.env_package, self.package_notice_applies, self.name)
+
     def register_envs(self) -> str | None:
-        """Import `env_package` so its ids are registered. Returns its name if it is not installed."""
+        """Import `env_package` (`import_env_package`) so its ids are registered. Returns its name if it
+        is not installed."""
         if self.env_package is None:
             return None
         try:
-            module = importlib.import_module(self.env_package)
+            module = self.import_env_package()
         except ImportError:
             return self.env_package
         gym.register_envs(module)

@@ -80,6 +80,7 @@ class Maze:
 
 
 def _mazes() -> dict[str, Maze]:
+    POINTMAZE.import_env_package()  # first: its import-time notice (about Adroit) is not shown for PointMaze
     from gymnasium_robotics.envs.maze import maps
 
     def frozen(layout):
