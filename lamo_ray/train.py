@@ -419,7 +419,8 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
             if tracker is not None and (step % cfg.train.log_every == 0 or step == cfg.train.steps):
                 elapsed = time.perf_counter() - window_t0
                 metrics = {"train/action_loss": window_loss / window_n, "train/lr": scheduler.get_last_lr()[0],
-                           "train/samples_per_s": window_n * cfg.train.batch_size / max(elapsed, 1e-9)}
+                           "train/samples_per_s": window_n * cfg.train.batch_size / max(elapsed, 1e-9),
+                           "train/step_s": elapsed / window_n}   # wall seconds per step over the window
                 if text is not None:
                     metrics["train/lm_loss"] = window_lm / window_n
                     metrics["train/lm_perplexity"] = math.exp(min(window_lm / window_n, 50.0))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -134,6 +135,7 @@ class TaskEvaluator:
         self.assignment = {task: i % n for i, task in enumerate(tasks)}   # task -> actor
         self.pool: RolloutPool | None = None
         self.last_returns: dict[str, float] = {}
+        self.last_seconds = 0.0            # wall seconds of the last call (its rollouts, all tasks)
         self._keys: frozenset[str] = frozenset()
         self._start(model)
 
@@ -173,11 +175,12 @@ class TaskEvaluator:
                  task_index: Callable[[str], int | None]) -> dict[str, float]:
         """Success rate (share of successful episodes, by ``success_rule``) of every task in ``tasks`` with
         ``model``'s current weights; ``task_index(task)`` reaches a pool's task-id oracle (None: not used).
-        ``last_returns`` then holds each task's mean episode return.
+        ``last_returns`` then holds each task's mean episode return, ``last_seconds`` the call's wall time.
 
         Raises:
             KeyError: a task without an actor. RuntimeError: an env that reports no ``success``.
         """
+        t0 = time.perf_counter()
         state = model.state_dict()
         if frozenset(state) != self._keys:
             self._start(model)
@@ -199,6 +202,7 @@ class TaskEvaluator:
                 raise RuntimeError(f"{task}: its env reports no success flag")
             out[task] = sum(bool(r["success"]) for r in records) / len(records)
             self.last_returns[task] = float(sum(r["return"] for r in records) / len(records))
+        self.last_seconds = time.perf_counter() - t0
         return out
 
     def shutdown(self) -> None:

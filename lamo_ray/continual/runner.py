@@ -43,6 +43,7 @@ evaluation.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -206,16 +207,19 @@ class ContinualRunner:
                 self._begin_phase()
             sampler = self.sampler_for(self._phase_tasks(), [self.seed, self.stage + 1, self.stage_step])
             steps = self._phase_steps()
-            losses = []
+            losses, seconds = [], []
             while self.stage_step < steps:
+                t0 = time.perf_counter()
                 losses.append(self._train_step(sampler))
+                seconds.append(time.perf_counter() - t0)
                 self.step += 1
                 self.stage_step += 1
                 if on_log is not None and self.step % log_every == 0:
                     total, action = np.mean(losses[-log_every:], axis=0)
                     # the action tokens' cross-entropy, and what was minimised: plus the EWC / L2 penalty or
-                    # the key pull term of the method
+                    # the key pull term of the method; and the wall seconds per step over the window
                     on_log(self.step, {"train/action_loss": float(action), "train/loss": float(total),
+                                       "train/step_s": float(np.mean(seconds[-log_every:])),
                                        "continual/stage": float(self.stage)})
                 end = self.stage_step == steps
                 if end or (self.stage != PRETRAIN and self.stage_step % self.cfg.eval_every == 0):

@@ -145,7 +145,8 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
             per_task.update({f"eval/{t}/return": v for t, v in evaluator.last_returns.items()})
             if tracker is not None:
                 tracker.log_metrics({**per_task, "success_rate": mean, "normalized_score": 100.0 * mean,
-                                     "continual/stage": float(record.stage)}, step=record.step)
+                                     "continual/stage": float(record.stage), "eval/time_s": evaluator.last_seconds},
+                                    step=record.step)
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt_dir = Path(tmp) / "checkpoint"
                 ckpt_dir.mkdir()
