@@ -323,9 +323,21 @@ def run_sweep(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | Non
         report = generate_report(uri, experiment, exp_dir / "report", parent_run_id=parent)
         print("\nWhat the data support:\n" + "\n".join(f"  {line}" for line in report.findings), flush=True)
         print(f"report: {report.path} (also in MLflow, run {parent}, artifacts report/)", flush=True)
+    print(f"MLflow runs: {runs_link(uri, exp_id)}", flush=True)
     except ReportError as err:  # the sweep's results are safe in MLflow; say why there is no report
         print(f"no report: {err}", file=sys.stderr, flush=True)
     return summary
+
+
+def runs_link(uri: str, experiment_id: str) -> str:
+    """Where the sweep's runs open in the MLflow UI (`lamo_ray.tracking.EXPERIMENT_RUNS_PAGE`, which skips
+    MLflow 3's GenAI overview): the full URL for a tracking server, else the page under ``mlflow ui``."""
+    from lamo_ray.tracking import EXPERIMENT_RUNS_PAGE
+
+    page = EXPERIMENT_RUNS_PAGE.format(experiment_id=experiment_id)
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"http://127.0.0.1:5000/{page} (after `mlflow ui --backend-store-uri {uri} --port 5000`)"
 
 
 CONFIRM_SUFFIX = "-confirm"   # Tune experiment of the confirmation stage: <sweep run name>-confirm

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from test_cluster_e2e import artifacts_dir, browser_page, free_port  # noqa: F401 - browser_page is a fixture
+from browser import browser_page  # noqa: F401 - a fixture
+from test_cluster_e2e import artifacts_dir, free_port
 
 from lamo_ray.config import SweepConfig
 from lamo_ray.tracking import (EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, EXPERIMENT_RUNS_PAGE, NOTE_TAG,

@@ -58,6 +58,9 @@ def test_sweep_exits_zero_and_prints_summary(sweep_run):
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
     assert "last score" in proc.stdout and "95% CI (episodes)" in proc.stdout
     assert "What the data support:" in proc.stdout
+    # the runs page of the sweep's experiment, past MLflow 3's GenAI overview (issue 31)
+    assert "MLflow runs: http://127.0.0.1:5000/#/experiments/" in proc.stdout
+    assert "/runs?workflowType=machine_learning (after `mlflow ui --backend-store-uri sqlite:///" in proc.stdout
 
 
 def test_mlflow_holds_parent_and_one_run_per_trial(sweep_run):
