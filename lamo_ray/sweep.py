@@ -323,9 +323,9 @@ def run_sweep(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | Non
         report = generate_report(uri, experiment, exp_dir / "report", parent_run_id=parent)
         print("\nWhat the data support:\n" + "\n".join(f"  {line}" for line in report.findings), flush=True)
         print(f"report: {report.path} (also in MLflow, run {parent}, artifacts report/)", flush=True)
-    print(f"MLflow runs: {runs_link(uri, exp_id)}", flush=True)
     except ReportError as err:  # the sweep's results are safe in MLflow; say why there is no report
         print(f"no report: {err}", file=sys.stderr, flush=True)
+    print(f"MLflow runs: {runs_link(uri, exp_id)}", flush=True)
     return summary
 
 
