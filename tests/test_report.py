@@ -229,6 +229,21 @@ def test_an_arm_with_a_stopped_seed_is_incomplete_and_gets_no_interval():
     assert stats.mean == 50.0 and stats.mean_ci is None and stats.iqm_ci is None
 
 
+def test_two_seeds_get_a_student_t_interval_but_no_bootstrap_interval():
+    """A percentile bootstrap of 2 seeds is just their range (issue 31: 'IQM 95% CI [20, 50]' for seeds 20
+    and 50): the IQM gets no interval below 3 seeds and the table says why; the Student-t mean CI stays."""
+    from lamo_ray.report.stats import FEW_FOR_BOOTSTRAP
+
+    trials = [TrialResult(f"r{i}", f"t{i}", "lamo", (), i, 0.1, STEPS, "completed", STEPS, final_score=s)
+              for i, s in enumerate([20.0, 50.0])]
+    (stats,) = arm_stats(trials, reps=REPS)
+    assert stats.complete and stats.iqm_ci is None and stats.mean_ci == mean_ci([20.0, 50.0])[1]
+    assert FEW_FOR_BOOTSTRAP == "too few seeds for a bootstrap CI (needs 3)"
+    three = arm_stats(trials + [TrialResult("r2", "t2", "lamo", (), 2, 0.1, STEPS, "completed", STEPS,
+                                            final_score=30.0)], reps=REPS)[0]
+    assert three.iqm_ci is not None and 20.0 <= three.iqm_ci[0] <= three.iqm_ci[1] <= 50.0
+
+
 def test_table_values_by_protocol(report):
     _, _, md = report
     rows = {(r[0], r[1]): r for r in _table_rows(md.read_text(), "variant | sample ratio | seeds")}

@@ -112,8 +112,11 @@ def test_per_arm_average_success_and_forgetting_with_their_intervals(report):
         # intervals within each metric's range (issue 31): success in [0, 100], forgetting in [-100, 100]
         (ms, (ls, hs)), (mf, (lf, hf)) = mean_ci(success, SUCCESS_RANGE), mean_ci(forget, FORGETTING_RANGE)
         mt, (lt, ht) = mean_ci([_transfer(variant, s) for s in range(3)], TRANSFER_RANGE)
-        assert rows[variant][1:] == ["3", f"{ms:.2f}", f"[{ls:.2f}, {hs:.2f}]", f"{mf:.2f}", f"[{lf:.2f}, {hf:.2f}]",
-                                     f"{mt:.2f}", f"[{lt:.2f}, {ht:.2f}]"]
+        def shown(low, high):   # seeds that all gave the same value have no spread to bound
+            return f"no spread: every seed {low:.2f}" if low == high else f"[{low:.2f}, {high:.2f}]"
+
+        assert rows[variant][1:] == ["3", f"{ms:.2f}", shown(ls, hs), f"{mf:.2f}", shown(lf, hf),
+                                     f"{mt:.2f}", shown(lt, ht)]
         assert 0 <= ls <= hs <= 100 and -100 <= lf <= hf <= 100 and ht <= 100
     assert rows["lora"][1] == "2 of 3 seeds" and rows["lora"][3] == "none: incomplete arm"
     assert rows["single"][6] == "reference"    # forward transfer is measured against it

@@ -23,7 +23,8 @@ from lamo_ray.intervals import FORGETTING_RANGE, SUCCESS_RANGE, TRANSFER_RANGE, 
 from lamo_ray.report.continual import REFERENCE_METHOD, ContinualArm, ForgettingComparison
 from lamo_ray.report.load import (CONTINUAL, COMPLETED, FINAL_WINDOW, RUNNING, STOPPED, TrialResult, _steps_run,
                                   arm_label)
-from lamo_ray.report.stats import CI_UNAVAILABLE, NO_CI, TOO_FEW, ArmStats, AshaSummary, Improvement, rung_of
+from lamo_ray.report.stats import (CI_UNAVAILABLE, FEW_FOR_BOOTSTRAP, MIN_BOOTSTRAP_SEEDS, NO_CI, TOO_FEW, ArmStats,
+                                   AshaSummary, Improvement, rung_of)
 
 
 @dataclass
@@ -47,6 +48,8 @@ def _fmt_ci(ci: tuple[float, float] | None, arm: ArmStats | None = None,
     stated as too few seeds (`lamo_ray.intervals.spans_range`), not printed as an estimate."""
     if spans_range(ci, bounds if bounds is not None else getattr(arm, "bounds", None)):
         return TOO_FEW
+    if ci is not None and ci[0] == ci[1] and (arm is not None or bounds is not None):   # a mean over equal seeds
+        return f"no spread: every seed {ci[0]:.2f}"
     if ci is not None:
         return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
     if arm is None:
@@ -168,7 +171,8 @@ def build_sections(content: ReportContent) -> list[Section]:
             Section("table", headers=["variant", "sample ratio", "seeds", "mean", "mean 95% CI", "IQM", "IQM 95% CI",
                                       "not scored"],
                     rows=[[s.label, f"{s.sample_ratio:g}", s.seeds_text, _fmt(s.mean), _fmt_ci(s.mean_ci, s),
-                           _fmt(s.iqm), _fmt_ci(s.iqm_ci, s),
+                           _fmt(s.iqm), FEW_FOR_BOOTSTRAP if s.complete and 2 <= s.n < MIN_BOOTSTRAP_SEEDS
+                           else _fmt_ci(s.iqm_ci, s),
                            ", ".join(f"{v} {k}" for k, v in sorted(s.counts.items()) if k != COMPLETED) or "-"]
                           for s in c.stats])]
     sec += _per_task(c)

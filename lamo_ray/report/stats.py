@@ -22,6 +22,9 @@ from lamo_ray.report.load import CONTINUAL, RATIO_PARAM, STOPPED, TrialResult, _
 
 BOOTSTRAP_REPS = 2000         # bootstrap replicates per CI (rliable's default 50000 is slow and unneeded for a few seeds)
 NO_CI = "single seed: no CI"
+#: a percentile bootstrap over 2 seeds is their range (4 resamples): no interval below this many seeds
+MIN_BOOTSTRAP_SEEDS = 3
+FEW_FOR_BOOTSTRAP = f"too few seeds for a bootstrap CI (needs {MIN_BOOTSTRAP_SEEDS})"
 TOO_FEW = "too few seeds: the 95% CI spans the whole range"
 
 
@@ -110,7 +113,8 @@ def _mean_and_iqm(scores: np.ndarray) -> np.ndarray:
 
 def arm_stats(trials: list[TrialResult], reps: int = BOOTSTRAP_REPS, seed: int = 0) -> list[ArmStats]:
     """Mean with its 95% Student-t CI (within the score's range, when it has one: `score_range`) and IQM
-    with its 95% stratified-bootstrap CI (rliable; inside the range of the data) per (label, sample ratio).
+    with its 95% stratified-bootstrap CI (rliable; inside the range of the data; from
+    `MIN_BOOTSTRAP_SEEDS` seeds) per (label, sample ratio).
 
     Only completed trials with a final score count; other outcomes are counted in ``counts``. No CI
     when the arm is incomplete, has fewer than 2 scored seeds or `bootstrap_library` is unavailable
@@ -129,7 +133,7 @@ def arm_stats(trials: list[TrialResult], reps: int = BOOTSTRAP_REPS, seed: int =
             stats.mean, stats.iqm = (float(v) for v in _mean_and_iqm(scores[:, None]))
         if stats.n >= 2 and stats.complete:
             stats.mean_ci = mean_ci(scores, stats.bounds)[1]
-            if library is not None:
+            if library is not None and stats.n >= MIN_BOOTSTRAP_SEEDS:
                 with _numpy_seed(seed):
                     _, ci = library.get_interval_estimates({label: scores[:, None]}, _mean_and_iqm, reps=reps)
                 stats.iqm_ci = (float(ci[label][0, 1]), float(ci[label][1, 1]))
@@ -239,6 +243,8 @@ def _improvement(label: str, base: str, ratio: float | None, xs: list[np.ndarray
     point = float(np.mean([metrics.probability_of_improvement(x, y) for x, y in zip(xs, ys)]))
     if min(len(a) for a in xs + ys) < 2:
         return Improvement(label, base, ratio, point, None, NO_CI)
+    if min(len(a) for a in xs + ys) < MIN_BOOTSTRAP_SEEDS:
+        return Improvement(label, base, ratio, point, None, FEW_FOR_BOOTSTRAP)
     if len({len(x) for x in xs}) > 1 or len({len(y) for y in ys}) > 1:
         return Improvement(label, base, ratio, point, None, "no CI: unequal seeds across sample ratios")
     if library is None:
