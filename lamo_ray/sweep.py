@@ -67,7 +67,8 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     """
     from ray import tune
 
-    from lamo_ray.tracking import find_trial_run, log_trial_timing, start_trial_run, trial_run_name
+    from lamo_ray.naming import trial_run_name
+    from lamo_ray.tracking import find_trial_run, log_trial_timing, start_trial_run
 
     started = time.time()
     ctx = tune.get_context()
@@ -85,7 +86,8 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
                    "backbone": (backbone_refs or {}).get(cfg.model.backbone)}
     fit_started = time.time()
     if cfg.train.in_trial:
-        from lamo_ray.train import TuneTrialSession, train_loop_per_worker
+        from lamo_ray.sessions import TuneTrialSession
+        from lamo_ray.train import train_loop_per_worker
 
         # the trial's folder in Tune's storage: <storage_path>/<sweep run name>/<trial dir name>
         storage_dir = Path(tracking["train_storage"]).parent / tracking["run_name"] / Path(ctx.get_trial_dir()).name

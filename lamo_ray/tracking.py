@@ -5,8 +5,8 @@ Layout in MLflow (replaces the LaMo reference code's wandb logging):
 - experiment = sweep name (or ``tracking.experiment``), of MLflow's kind "model training"
   (`EXPERIMENT_KIND_TAG`; its runs page in the UI: `EXPERIMENT_RUNS_PAGE`)
 - parent run ``<sweep>`` tagged ``lamo_ray.role=sweep``: the sweep YAML and the trial table; its
-  description (`sweep_description`) says what the sweep compares and where its report is
-- child run per trial, named by what sets it apart (`trial_run_name`: ``lamo · hopper-medium ·
+  description (`lamo_ray.naming.sweep_description`) says what the sweep compares and where its report is
+- child run per trial, named by what sets it apart (`lamo_ray.naming.trial_run_name`: ``lamo · hopper-medium ·
   sample_ratio=0.1 · seed 2``; tags ``mlflow.parentRunId``, ``ray.trial_id``, ``trial_name`` (Tune's
   name), ``ray.node_id`` of its rank-0 Train worker) with the resolved config as params, metric
   curves over training steps (``step`` = optimiser step), and artifacts: ``config.yaml``,
@@ -40,7 +40,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +50,9 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
-from lamo_ray.config import (SCORE_METRIC, SweepConfig, TrialConfig, asdict_flat, find_domains, resolve_tune_config,
+from lamo_ray.config import (SCORE_METRIC, SweepConfig, TrialConfig, asdict_flat, resolve_tune_config,
                              tune_variant_and_params)
+from lamo_ray.naming import sweep_description, trial_run_name
 from lamo_ray.outbox import DEFAULT_OUTBOX, Outbox, outage_tolerant, replay, send_record
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,24 @@ CHECKPOINT_STEP_TAG = "lamo_ray.checkpoint_step"  # step of the run's ``checkpoi
 BASELINE_PARAM, METRIC_PARAM, RUNGS_PARAM = "sweep.baseline_variant", "sweep.metric", "sweep.asha_rungs"
 #: a trial's part of its sweep: "main" (a sweep without confirmation), "search" or "confirm"
 STAGE_TAG = "lamo_ray.stage"
+#: the stage of its work a trial is in (`RunLogger.set_phase`): the last value is where a failed trial failed
+PHASE_TAG = "lamo_ray.phase"
+#: a trial's peak memory, logged at its end (`peak_memory_metrics`)
+PEAK_RSS_METRIC, PEAK_GPU_METRIC = "memory/peak_rss_mb", "memory/peak_gpu_mb"
+
+
+def peak_memory_metrics(device) -> dict[str, float]:
+    """The calling process's peak resident memory (MiB, ``getrusage``'s ``ru_maxrss``), and on a CUDA
+    ``device`` the peak memory torch allocated there (MiB). A trial logs them at its end; its rollout
+    actors' memory is not included (they are other processes)."""
+    import resource
+
+    out = {PEAK_RSS_METRIC: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}   # KiB on Linux
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        out[PEAK_GPU_METRIC] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
 SELECTION_FILE = "confirm_selection.yaml"   # parent-run artifact: the configurations the search picked
 #: Experiment tag by which the MLflow UI tells a model-training experiment from a GenAI one (which
 #: opens on an overview of traces, "No data available" here, instead of its runs). `EXPERIMENT_KIND` is
@@ -85,8 +103,6 @@ EXPERIMENT_KIND = "custom_model_development"
 EXPERIMENT_RUNS_PAGE = "#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 #: MLflow's run description (shown, as Markdown, on the run's page): the parent run's says what the sweep compares
 NOTE_TAG = "mlflow.note.content"
-#: where `lamo_ray.report` logs its files on the parent run (``report/report.html``, ``report/report.md``, ...)
-REPORT_ARTIFACT_DIR = "report"
 
 
 class TrackingError(RuntimeError):
@@ -153,122 +169,12 @@ def get_or_create_experiment(uri: str, name: str) -> str:
     return exp.experiment_id
 
 
-def _short_value(value: Any) -> str:
-    """A swept value as a run name shows it: floats to 4 significant digits, the rest as ``str``."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def trial_run_name(variant: str, params: Mapping[str, Any], seed: int, stage: str = "main") -> str:
-    """A trial's MLflow run name: what sets the trial apart from the sweep's other trials, so the
-    MLflow UI's runs table tells them apart without extra columns (Tune's own name,
-    ``run_trial_9c945_00000``, says nothing; it stays in the run's ``trial_name`` tag).
-
-    Parts, joined by `` · ``: the variant; the task (the value of the swept ``task`` key); every
-    other swept value (``params``: {key path: value}, as `lamo_ray.config.tune_variant_and_params`
-    gives them) as ``key=value`` in key-path order, the key shown by its last component unless two
-    swept keys share it (then the whole path), floats to 4 significant digits; ``seed N``; and the
-    stage when it is ``search`` or ``confirm`` (a sweep without confirmation has only ``main``).
-
-    Example: ``lamo · hopper-medium · sample_ratio=0.1 · seed 2``; ``l2m · seed 0``.
-    """
-    parts = [variant]
-    if "task" in params:
-        parts.append(_short_value(params["task"]))
-    others = sorted(k for k in params if k != "task")
-    last = [k.rsplit(".", 1)[-1] for k in others]
-    for key, short in zip(others, last):
-        shown = short if last.count(short) == 1 else key
-        parts.append(f"{shown}={_short_value(params[key])}")
-    parts.append(f"seed {seed}")
-    if stage != "main":
-        parts.append(stage)
-    return " · ".join(parts)
-
-
-def _overrides(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """``key.path=value`` for each leaf of a (possibly dotted-key) override mapping, in its order."""
-    out = []
-    for key, value in tree.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            out += _overrides(value, path)
-        else:
-            out.append(f"{path}={value}")
-    return out
-
-
-def _domain_text(domain: Mapping[str, Any]) -> str:
-    """A search domain as the description shows it: ``0.01, 0.1`` for a grid, ``loguniform(1e-05, 0.001)``."""
-    kind, args = next(iter(domain.items()))
-    if kind == "grid":
-        return ", ".join(_short_value(a) for a in args)
-    if kind == "choice":
-        return "one of " + ", ".join(_short_value(a) for a in args)
-    return f"{kind}({', '.join(_short_value(a) for a in args)})"
-
-
-def sweep_description(sweep: SweepConfig, run_name: str) -> str:
-    """The parent run's description (`NOTE_TAG`, Markdown): what the sweep ``run_name`` compares.
-
-    Its variants (what each sets, and which is the report's baseline, ``report_baseline``), its
-    tasks, the swept values (``base``'s search domains), its seeds, the scheduler, the number of
-    trials (with the confirmation stage's, if any) and where the report will be: this run's
-    artifacts ``report/report.html`` (`lamo_ray.report` logs it there at the end of the sweep).
-    Someone opening the run in the MLflow UI learns from it what the child runs are."""
-    if sweep.report_baseline in sweep.variants:
-        against = f"the report compares each with the baseline **{sweep.report_baseline}**"
-    else:
-        against = (f"the report's baseline `{sweep.report_baseline}` (`report_baseline`) is not one of them, "
-                   "so the report makes no comparisons with it")
-    lines = [f"**Sweep `{run_name}`** compares {len(sweep.variants)} variant(s); {against}:", ""]
-    for name, overrides in sweep.variants.items():
-        what = ", ".join(f"`{o}`" for o in _overrides(overrides)) or "the base config"
-        lines.append(f"- **{name}**{' (baseline)' if name == sweep.report_baseline else ''}: {what}")
-    lines.append("")
-    domains = find_domains(sweep.base)
-    task = sweep.base.get("task")
-    if "task" in domains:
-        lines.append(f"- tasks: {_domain_text(domains['task'])}")
-    elif task is not None:
-        lines.append(f"- task: {task}")
-    for path, domain in domains.items():
-        if path != "task":
-            lines.append(f"- `{path}`: {_domain_text(domain)}")
-    lines.append(f"- seeds: {', '.join(map(str, sweep.seeds))}"
-                 + (f"; {sweep.num_samples} samples of the random values per grid point" if sweep.num_samples > 1
-                    else ""))
-    sched = sweep.scheduler
-    if sched.type == "asha":
-        rungs = sched.rungs(max(r["config"].total_steps for r in sweep.trials))
-        lines.append(f"- scheduler: ASHA on `{sched.metric}` ({sched.mode}); it may stop a trial at step "
-                     f"{', '.join(map(str, rungs)) or '(none: no trial is long enough)'} (grace period "
-                     f"{sched.grace_period}, reduction factor {sched.reduction_factor:g})")
-    else:
-        lines.append(f"- scheduler: FIFO, every trial runs to its end (metric `{sched.metric}`, {sched.mode})")
-    trials = len(sweep.trials) * sweep.num_samples
-    if sweep.confirm is None:
-        lines.append(f"- trials: {trials}")
-    else:
-        confirm = len(sweep.variants) * sweep.confirm.top_k * len(sweep.confirm.seeds)
-        best = "configuration" if sweep.confirm.top_k == 1 else f"{sweep.confirm.top_k} configurations"
-        lines.append(f"- trials: {trials} in the search, then up to {confirm} confirming the best {best} of each "
-                     f"variant with seeds {', '.join(map(str, sweep.confirm.seeds))}, run to the end (the report "
-                     "scores only these)")
-    experiment = sweep.tracking.experiment or sweep.name
-    lines += ["", f"Report: this run's artifacts, `{REPORT_ARTIFACT_DIR}/report.html` (and `report.md`), written "
-              f"when the sweep ends (again with `python -m lamo_ray.report {experiment}`)."]
-    text = "\n".join(lines)
-    return text if len(text) <= 8000 else text[:7990] + "\n\n(...)"  # MLflow's tag value limit
-
-
 def start_sweep_run(uri: str, experiment: str, run_name: str, sweep: SweepConfig,
                     resume: bool = False) -> tuple[str, str]:
     """Create the sweep's parent run ``run_name``: the sweep YAML (``sweep.yaml``), its trial table
     (``trials.yaml``) and, as params, what the report must not recompute: the baseline variant
     (`BASELINE_PARAM`), the scheduler's metric (`METRIC_PARAM`) and ASHA's rungs in steps
-    (`RUNGS_PARAM`, comma-separated, empty for FIFO); its description (`sweep_description`) says
+    (`RUNGS_PARAM`, comma-separated, empty for FIFO); its description (`lamo_ray.naming.sweep_description`) says
     what the sweep compares. Returns (experiment_id, run_id).
 
     With ``resume``, the latest parent run of that name is reopened instead (no duplicate runs)."""
@@ -307,7 +213,7 @@ def start_trial_run(uri: str, experiment_id: str, parent_run_id: str | None, tri
                     run_name: str | None = None) -> str:
     """Create a trial's child run with the resolved config as params and ``config.yaml``, tagged with
     its ``stage`` (`STAGE_TAG`) and Tune's ``trial_name``. ``run_name``: its name in MLflow, the
-    sweep's `trial_run_name` (default: ``trial_name``). Returns its run id."""
+    sweep's `lamo_ray.naming.trial_run_name` (default: ``trial_name``). Returns its run id."""
     client = MlflowClient(uri)
     tags = {ROLE_TAG: "trial", "variant": variant, "trial_name": trial_name, TRIAL_ID_TAG: trial_id,
             "seed": str(cfg.seed), LAUNCHER_TAG: cfg.train.resolved_launcher, STAGE_TAG: stage}
@@ -368,6 +274,15 @@ class RunLogger:
         self.uri = uri
         self.run_id = run_id
         self.outbox = Outbox(outbox_dir or DEFAULT_OUTBOX)
+        self.phase: str | None = None
+
+    def set_phase(self, phase: str) -> None:
+        """Tag the stage the trial is in (`PHASE_TAG`), when it changes: a failed trial's run then says
+        where it failed (``online iteration 3``, ``stage 2 (window-close): start``), as
+        ``--rehearse`` reports it."""
+        if phase != self.phase:
+            self.set_tags({PHASE_TAG: phase})
+            self.phase = phase
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Log numeric metrics at training ``step`` (non-numeric values are skipped)."""

@@ -32,7 +32,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from lamo_ray.checkpoint import (CheckpointError, PolicySpec, load_checkpoint, load_optimizer_state, load_weights_into,
+from lamo_ray.checkpoint import (PolicySpec, load_checkpoint, load_optimizer_state, load_weights_into,
                                  save_checkpoint)
 from lamo_ray.config import TrialConfig, torch_threads
 from lamo_ray.data.loading import load_dataset
@@ -44,6 +44,7 @@ from lamo_ray.evaluate import Evaluator, reference_scores
 from lamo_ray.model import DecisionTransformer, action_loss
 from lamo_ray.optim import (TEMPERATURE_GROUP, MixedPrecision, NonNoopActionLR, make_optimizer, make_scheduler,  # noqa: F401
                             warmup_lambda)
+from lamo_ray.sessions import InterruptAfterFirstCheckpoint, TrainSession, TuneTrialSession
 
 if TYPE_CHECKING:
     from lamo_ray.tracking import RunLogger
@@ -89,93 +90,6 @@ def non_noop_actions(actions: torch.Tensor) -> int:
     return int(n)
 
 
-class TrainSession:
-    """Ray Train's session (a `TorchTrainer` worker): rank, device, checkpoint, DDP, report."""
-
-    def __init__(self):
-        import psutil
-
-        ctx = ray.train.get_context()
-        self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
-        self.started = psutil.Process().create_time()  # the worker process was started for this trial
-
-    @property
-    def device(self) -> torch.device:
-        return ray.train.torch.get_device()
-
-    def get_checkpoint(self):
-        return ray.train.get_checkpoint()
-
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return ray.train.torch.prepare_model(model)
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None, step: int = 0) -> None:
-        """``ray.train.report`` (a barrier across the workers); the checkpoint as ``checkpoint_<step>``."""
-        ray.train.report(metrics, checkpoint=None if checkpoint_dir is None else
-                         ray.train.Checkpoint.from_directory(str(checkpoint_dir)),
-                         checkpoint_dir_name=f"checkpoint_{step:07d}")
-
-
-class TuneTrialSession:
-    """A Tune function trial training in its own process (``train.launcher`` 'in_trial'): rank 0 of 1,
-    checkpoints and metrics through ``ray.tune.report``; restarted by Tune after a failure
-    (``FailureConfig``) or ``--resume``, it continues from its newest checkpoint (`get_checkpoint`).
-
-    ``storage_dir``: the trial's directory in Tune's storage, where Tune keeps its ``checkpoint_*``.
-
-    Raises:
-        RuntimeError: ``use_gpu`` without a CUDA device visible to the trial.
-    """
-
-    rank, world_size = 0, 1
-
-    def __init__(self, use_gpu: bool, started: float, storage_dir: Path | None = None):
-        if use_gpu and not torch.cuda.is_available():
-            raise RuntimeError("train.use_gpu is true but the Tune trial sees no CUDA device "
-                               f"(CUDA_VISIBLE_DEVICES={ray.get_gpu_ids()})")
-        self.device = torch.device("cuda" if use_gpu else "cpu")
-        self.started = started
-        self.storage_dir = storage_dir
-
-    def get_checkpoint(self):
-        """The newest (by training step) of Tune's registered checkpoint and the complete
-        ``checkpoint_*`` folders in ``storage_dir``; None if there is none. Tune registers a trial's
-        checkpoints in its experiment state only every few seconds, so after the sweep driver was
-        killed ``ray.tune.get_checkpoint()`` can be older than what the trial had written (seen:
-        none at all, and the trial would have started over)."""
-        from ray import tune
-
-        registered = tune.get_checkpoint()
-        candidates = [c for c in [registered] if c is not None]
-        if self.storage_dir is not None and self.storage_dir.is_dir():
-            candidates += [tune.Checkpoint.from_directory(str(d)) for d in sorted(self.storage_dir.glob("checkpoint_*"))
-                           if d.is_dir()]
-        newest, newest_step = None, -1
-        for candidate in candidates:
-            try:
-                with candidate.as_directory() as d:
-                    step = load_checkpoint(d).step
-            except CheckpointError as err:  # a folder Tune was still writing when its process died
-                log.warning("skipping checkpoint %s: %s", candidate.path, err)
-                continue
-            if step > newest_step:
-                newest, newest_step = candidate, step
-        if newest is not None and newest is not registered:
-            log.info("resuming from %s (step %d): newer than the checkpoint Tune registered (%s)", newest.path,
-                     newest_step, None if registered is None else registered.path)
-        return newest
-
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model.to(self.device)
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None, step: int = 0) -> None:
-        """``ray.tune.report``; Tune copies ``checkpoint_dir`` into the trial's storage."""
-        from ray import tune
-
-        tune.report(metrics, checkpoint=None if checkpoint_dir is None else
-                    tune.Checkpoint.from_directory(str(checkpoint_dir)))
-
-
 def ddp_share(mask: torch.Tensor, world: int) -> torch.Tensor:
     """The factor that makes a rank's masked-mean loss a DDP step on the whole batch: DDP averages the
     ranks' gradients, so rank r's mean over its ``n_r`` real positions is weighted ``world x n_r / sum n``
@@ -214,6 +128,8 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
     entered = time.time()
     cfg: TrialConfig = loop_config["trial"]
     session = session or TrainSession()
+    if loop_config.get("interrupt_after_first_checkpoint"):   # a rehearsal (lamo_ray.rehearse)
+        session = InterruptAfterFirstCheckpoint(session)
     if cfg.continual is not None:  # L2M's protocol: its own loop (lamo_ray.continual.trial)
         from lamo_ray.continual.trial import run_continual_trial
 
@@ -324,6 +240,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
             # which Ray node trained this trial (set again by a restarted worker group, maybe elsewhere)
             tracker.set_tags({NODE_ID_TAG: ray.get_runtime_context().get_node_id(),
                               PRECISION_TAG: precision.name, DEVICE_TAG: device.type})
+            tracker.set_phase(f"resume from the checkpoint of step {start_step}" if start_step > 0 else "setup")
             if start_step > 0:
                 tracker.log_metrics({"train/restored_from_step": start_step}, step=start_step)
             else:
@@ -394,6 +311,8 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
         return out
 
     try:
+        if tracker is not None:
+            tracker.set_phase("offline steps")
         model.train()
         window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()
         train_time = 0.0
@@ -442,6 +361,8 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                                               {"iteration": 0, "replay": None, "learner": learner.state_dict()})
                 train_time = 0.0
         if cfg.online is not None:
+            if tracker is not None:
+                tracker.set_phase("online: start (collecting actors, replay)")
             phase = _online_phase(cfg, model, learner, dataset, mean, std, spec, env_id, env_kwargs,
                                   lambda batch: supervised_step(batch, cfg.train.steps, with_text=False), device)
             try:
@@ -451,6 +372,10 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                 _run_online(phase, reporting, model, optimizer, scheduler, tracker)
             finally:
                 phase.shutdown()
+        if tracker is not None:
+            from lamo_ray.tracking import peak_memory_metrics
+
+            tracker.log_metrics(peak_memory_metrics(device), step=cfg.total_steps)
     finally:  # also when Tune stops the trial (ASHA): its process may train the next trial
         if evaluator is not None:
             evaluator.shutdown()
@@ -476,6 +401,8 @@ def _run_online(phase, reporting: "_Reporting", model, optimizer, scheduler, tra
     model.train()
     train_time = 0.0
     while phase.iteration < online.iterations:
+        if tracker is not None:
+            tracker.set_phase(f"online iteration {phase.iteration + 1}: collection, critic and actor updates")
         t0 = time.perf_counter()
         metrics = phase.run_iteration()
         train_time += time.perf_counter() - t0
@@ -549,6 +476,9 @@ class _Reporting:
             return
         module = model.module if hasattr(model, "module") else model
         module.eval()
+        resume_phase = None if self.tracker is None else self.tracker.phase
+        if self.tracker is not None:
+            self.tracker.set_phase(f"evaluation at step {step}")
         t0 = time.perf_counter()
         summary, records = self.evaluator(module)
         module.train()
@@ -572,4 +502,8 @@ class _Reporting:
                 from lamo_ray.online.loop import ONLINE_FILE
 
                 torch.save(online_state, ckpt_dir / ONLINE_FILE)
+            if self.tracker is not None:
+                self.tracker.set_phase(f"checkpoint at step {step}")
             self.session.report(metrics, checkpoint_dir=ckpt_dir, step=step)
+        if resume_phase is not None:
+            self.tracker.set_phase(resume_phase)

@@ -80,7 +80,7 @@ def test_in_trial_session_resumes_from_the_newest_complete_checkpoint_on_disk(tm
     """After the sweep driver was killed, Tune may not have registered the trial's newest checkpoints
     (its experiment state is saved every few seconds): the trial resumes from the newest complete
     ``checkpoint_*`` folder in its storage directory instead of starting over."""
-    from lamo_ray.train import TuneTrialSession
+    from lamo_ray.sessions import TuneTrialSession
 
     _, spec = make()
     model = build_policy(spec, load_weights=False)

@@ -60,7 +60,7 @@ LAYERS = [
     ("models", ("lamo_ray.backbones", "lamo_ray.packaged", "lamo_ray.language", "lamo_ray.model", "lamo_ray.trunk",
                 "lamo_ray.lora", "lamo_ray.embeddings", "lamo_ray.heads", "lamo_ray.mddt", "lamo_ray.optim",
                 "lamo_ray.checkpoint", "lamo_ray.pools")),
-    ("runtime", ("lamo_ray.train", "lamo_ray.evaluate", "lamo_ray.rollout_pool", "lamo_ray.online",
+    ("runtime", ("lamo_ray.train", "lamo_ray.sessions", "lamo_ray.naming", "lamo_ray.evaluate", "lamo_ray.rollout_pool", "lamo_ray.online",
                  "lamo_ray.continual", "lamo_ray.tracking", "lamo_ray.outbox")),
     ("sweep and report", ("lamo_ray.sweep", "lamo_ray.sweep_output", "lamo_ray.preflight", "lamo_ray.report", "lamo_ray.inputs",
                           "lamo_ray.collect")),

@@ -33,8 +33,9 @@ from browser import browser_page  # noqa: F401 - a fixture
 from test_cluster_e2e import artifacts_dir, free_port
 
 from lamo_ray.config import SweepConfig
-from lamo_ray.tracking import (EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, EXPERIMENT_RUNS_PAGE, NOTE_TAG,
-                               start_sweep_run, start_trial_run, trial_run_name)
+from lamo_ray.naming import trial_run_name
+from lamo_ray.tracking import (EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, EXPERIMENT_RUNS_PAGE, NOTE_TAG, start_sweep_run,
+                               start_trial_run)
 
 pytestmark = pytest.mark.slow  # as the other browser test (a server and a browser: ~30 s)
 

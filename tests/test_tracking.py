@@ -14,9 +14,9 @@ from mlflow.tracking import MlflowClient
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from lamo_ray.config import SweepConfig, expand_trials
+from lamo_ray.naming import trial_run_name
 from lamo_ray.tracking import (EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG, OUTCOME_TAG, MLflowTrialFinalizer,
-                               RunLogger, get_or_create_experiment, start_sweep_run, start_trial_run, trial_outcomes,
-                               trial_run_name)
+                               RunLogger, get_or_create_experiment, start_sweep_run, start_trial_run, trial_outcomes)
 
 SWEEP = {"name": "fin", "seeds": [0],
          "base": {"data": {"source": "lamo/reacher/mixed-v0"},

@@ -196,15 +196,26 @@ class ContinualRunner:
         self.history.append(record)
         return record
 
+    def phase_name(self) -> str:
+        """The phase in progress in words: ``pre-training`` or ``stage 2 (window-close)``."""
+        if self.stage == PRETRAIN:
+            return "pre-training"
+        return f"stage {self.stage + 1} ({self.cfg.tasks[self.stage]})"
+
     def run(self, on_evaluation: Callable[[Evaluation, "ContinualRunner"], None] | None = None,
-            on_log: Callable[[int, dict[str, float]], None] | None = None, log_every: int = 100) -> list[Evaluation]:
+            on_log: Callable[[int, dict[str, float]], None] | None = None, log_every: int = 100,
+            on_phase: Callable[[str], None] | None = None) -> list[Evaluation]:
         """Pre-training (evaluated once at its end), then every stage (evaluated every ``eval_every``
         steps and at its end), from where `load_state_dict` left off. Returns the continual stages'
         evaluations (the pre-training one has stage -1 and is left out: `lamo_ray.continual.metrics`
-        takes the rest)."""
+        takes the rest). ``on_phase(name)`` hears where the run is: a phase's start (its optimiser, a
+        stage's pool attach and penalty anchor), its steps, its evaluations."""
+        say = on_phase or (lambda name: None)
         while self.stage < len(self.cfg.tasks):
             if self.optimizer is None:
+                say(f"{self.phase_name()}: start")
                 self._begin_phase()
+            say(self.phase_name())
             sampler = self.sampler_for(self._phase_tasks(), [self.seed, self.stage + 1, self.stage_step])
             steps = self._phase_steps()
             losses, seconds = [], []
@@ -228,6 +239,7 @@ class ContinualRunner:
                         self.method.end_stage(self, sampler)
                     if end:   # the phase is done: the checkpoint taken in the callback resumes at the next one
                         self.stage, self.stage_step, self.optimizer, self.scheduler = self.stage + 1, 0, None, None
+                    say(f"evaluation at step {self.step}")
                     record = self._evaluate(stage)
                     if on_evaluation is not None:
                         on_evaluation(record, self)

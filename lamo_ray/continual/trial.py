@@ -99,6 +99,7 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
 
         tracker = RunLogger(loop_config["mlflow_uri"], loop_config["mlflow_run_id"],
                             outbox_dir=loop_config.get("mlflow_outbox"))
+        tracker.set_phase("setup: the tasks' data, the model, the rollout actors")
     workdir = Path(tempfile.mkdtemp(prefix="lamo_ray-continual-"))
     evaluator = None
     try:
@@ -132,6 +133,8 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
             tracker.set_tags({PRECISION_TAG: runner.precision.name, DEVICE_TAG: runner.device.type})
         ckpt = session.get_checkpoint()
         if ckpt is not None:
+            if tracker is not None:
+                tracker.set_phase("resume from checkpoint")
             with ckpt.as_directory() as d:
                 runner.load_state_dict(torch.load(Path(d) / CONTINUAL_FILE, map_location="cpu", weights_only=True))
             log.info("continual trial resumed at stage %d, step %d", runner.stage, runner.step)
@@ -151,13 +154,16 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
                 ckpt_dir = Path(tmp) / "checkpoint"
                 ckpt_dir.mkdir()
                 torch.save(r.state_dict(), ckpt_dir / CONTINUAL_FILE)
+                if tracker is not None:
+                    tracker.set_phase(f"checkpoint at step {record.step}")
                 session.report({**metrics, **per_task}, checkpoint_dir=ckpt_dir, step=record.step)
 
         def on_log(step, values) -> None:
             if tracker is not None:
                 tracker.log_metrics(values, step=step)
 
-        history = runner.run(on_evaluation, on_log, log_every=cfg.train.log_every)
+        history = runner.run(on_evaluation, on_log, log_every=cfg.train.log_every,
+                             on_phase=None if tracker is None else tracker.set_phase)
         if tracker is not None:
             tasks = list(dict.fromkeys(c.tasks))
             matrix = success_matrix(history, c.tasks, tasks=c.evaluated)
@@ -167,7 +173,9 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
                      "continual/forgetting": float(np.mean([per_task[t] for t in c.tasks])),
                      **{f"continual/forgetting/{t}": v for t, v in per_task.items()},
                      **{f"continual/auc/{t}": stage_auc(history, i, t) for t, i in last_stage.items()}}
-            tracker.log_metrics(final, step=runner.step)
+            from lamo_ray.tracking import peak_memory_metrics
+
+            tracker.log_metrics({**final, **peak_memory_metrics(runner.device)}, step=runner.step)
             path = workdir / "success_matrix.json"
             path.write_text(json.dumps({"stages": c.tasks, "tasks": c.evaluated, "success": matrix.tolist(),
                                         "sequence": tasks}, indent=1))
