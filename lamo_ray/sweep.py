@@ -163,6 +163,10 @@ def _init_local_ray(ray, env_vars: dict[str, str], worker_logs_to_console: bool)
 
     Raises:
         the last ray.init error, when every attempt failed or the failure is not the dashboard's port."""
+    # Ray turns token authentication on for a new local cluster whose RAY_AUTH_MODE is unset, and warns
+    # so on every run; asking for it explicitly keeps the same protection without the warning (issue 31:
+    # one known third-party warning per run at most), and the dashboard line then says how to get the token
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     preferred = 8265
     for attempt in range(1, DASHBOARD_ATTEMPTS + 1):
         port = _free_port(preferred)
@@ -491,6 +495,9 @@ def _configure_console(verbose: bool) -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Tune warns each time trials checkpoint faster than it snapshots its experiment state (every evaluation
+    # of a short continual trial does): a local file write, nothing the user can act on
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its loggers' level at import
 
 

@@ -58,6 +58,12 @@ def test_sweep_exits_zero_and_prints_summary(sweep_run):
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
     assert "last score" in proc.stdout and "95% CI (episodes)" in proc.stdout
     assert "What the data support:" in proc.stdout
+    # issue 31: no third-party warning the user cannot act on (Ray's auth default, Tune's snapshot rate,
+    # gymnasium-robotics' Adroit notice in a sweep without Adroit); the dashboard line says how to log in
+    output = proc.stdout + proc.stderr
+    for noise in ("Token authentication is enabled", "Experiment state snapshotting", "reward functions were updated"):
+        assert noise not in output, noise
+    assert "(it asks for the Ray token: `ray get-auth-token` prints it)" in proc.stdout
     # the runs page of the sweep's experiment, past MLflow 3's GenAI overview (issue 31)
     assert "MLflow runs: http://127.0.0.1:5000/#/experiments/" in proc.stdout
     assert "/runs?workflowType=machine_learning (after `mlflow ui --backend-store-uri sqlite:///" in proc.stdout
