@@ -292,13 +292,26 @@ def resource_plan(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus: 
     elif cluster_cpus is None:
         at_once = "as many at once as the cluster fits"
     else:
-        fits = int(cluster_cpus // most_cpus)
-        if most_gpus > 0:
-            fits = min(fits, int((cluster_gpus or 0) // most_gpus))
+        fits = concurrent_trials(sweep, rows, cluster_cpus, cluster_gpus)
         at_once = (f"{fits} at once on {cluster_cpus:g} CPUs" + (f" / {cluster_gpus or 0:g} GPUs" if most_gpus else "")
                    + " (the largest trial's request)")
     lines.append(f"  {n} trials, {at_once}; to run all at once: {n * most_cpus:g} CPUs, {n * most_gpus:g} GPUs")
     return "\n".join(lines)
+
+
+def concurrent_trials(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus: float,
+                      cluster_gpus: float | None) -> int:
+    """How many of the sweep's trials run at once: ``max_concurrent_trials`` if set, else as many of the
+    largest trial's request (CPUs, and GPUs when it asks for any) as the cluster holds, at least 1. The
+    sweep driver caps Tune with it; ``--dry-run`` and ``--rehearse`` plan with it."""
+    if sweep.max_concurrent_trials:
+        return sweep.max_concurrent_trials
+    configs = [r["config"] for r in rows]
+    fits = int(cluster_cpus // max(trial_cpus(sweep, c) for c in configs))
+    most_gpus = max(trial_gpus(c) for c in configs)
+    if most_gpus > 0:
+        fits = min(fits, int((cluster_gpus or 0) // most_gpus))
+    return max(1, fits)
 
 
 class TrialResources:

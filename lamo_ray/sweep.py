@@ -32,8 +32,8 @@ import yaml
 
 from lamo_ray.config import (ConfigError, SweepConfig, TrialConfig, find_domains, load_sweep,
                              resolve_trial, resolve_tune_config, tune_variant_and_params)
-from lamo_ray.preflight import (Check, PreflightError, TrialResources, check_resources, format_checks, local_cpus,
-                                local_gpus, preflight, raise_failed, resource_plan, trial_cpus, tune_max_failures)
+from lamo_ray.preflight import (Check, PreflightError, TrialResources, check_resources, concurrent_trials, format_checks,
+                                local_cpus, local_gpus, preflight, raise_failed, resource_plan, tune_max_failures)
 from lamo_ray.preflight import check_datasets  # noqa: F401 - benchmarks/preflight_memory.py imports it from here
 from lamo_ray.sweep_output import format_selection, format_summary, format_trial_table  # noqa: F401 - tests import it from here
 
@@ -163,10 +163,6 @@ def _init_local_ray(ray, env_vars: dict[str, str], worker_logs_to_console: bool)
 
     Raises:
         the last ray.init error, when every attempt failed or the failure is not the dashboard's port."""
-    # Ray turns token authentication on for a new local cluster whose RAY_AUTH_MODE is unset, and warns
-    # so on every run; asking for it explicitly keeps the same protection without the warning (issue 31:
-    # one known third-party warning per run at most), and the dashboard line then says how to get the token
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     preferred = 8265
     for attempt in range(1, DASHBOARD_ATTEMPTS + 1):
         port = _free_port(preferred)
@@ -206,8 +202,9 @@ def _init_ray(address: str | None, worker_logs_to_console: bool = False) -> None
     else:
         ctx = _init_local_ray(ray, env_vars, worker_logs_to_console)
     if ctx.dashboard_url:
-        token = " (it asks for the Ray token: `ray get-auth-token` prints it)" \
-            if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ""
+        # a new local Ray turns token authentication on when RAY_AUTH_MODE is unset (Ray 2.60, the pinned one)
+        mode = os.environ.get("RAY_AUTH_MODE", "" if address else "token").lower()
+        token = " (it asks for the Ray token: `ray get-auth-token` prints it)" if mode == "token" else ""
         print(f"Ray dashboard: http://{ctx.dashboard_url}{token}", flush=True)
     else:
         print("Ray dashboard: not running", flush=True)
@@ -289,8 +286,7 @@ def run_sweep(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | Non
     shared = {"dataset_refs": {source: ray.put(ds) for source, ds in loaded.items()
                                if isinstance(ds, TrajectoryDataset) and len(ds.obs_shape) == 1},
               "backbone_refs": ship_backbones([r["config"] for r in rows])}
-    max_concurrent = sweep.max_concurrent_trials or max(1, int(cluster_cpus // max(
-        trial_cpus(sweep, r["config"]) for r in rows)))
+    max_concurrent = concurrent_trials(sweep, rows, cluster_cpus, float(cluster.get("GPU", 0)))
     stage = "search" if sweep.confirm else "main"
     t0 = time.time()
     results = _run_stage(sweep, rows, tracking, shared, run_name, exp_dir, resume, max_concurrent,
@@ -483,6 +479,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 QUIET_LOGGERS = ("absl", "mlflow", "matplotlib", "alembic", "urllib3", "filelock", "httpx", "httpx2", "httpcore", "httpcore2")
 
 
@@ -494,6 +491,9 @@ def _configure_console(verbose: bool) -> None:
         return
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Ray says on every local start that it turned token authentication on (its default in 2.60; setting
+    # RAY_AUTH_MODE=token ourselves instead broke Ray Train's worker start here): the dashboard line says it
+    logging.getLogger(RAY_AUTH_LOGGER).setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Tune warns each time trials checkpoint faster than it snapshots its experiment state (every evaluation
     # of a short continual trial does): a local file write, nothing the user can act on
