@@ -5,7 +5,7 @@ training samples/s. Target (issue 7): >= 1.7x.
 
 What runs: the real sweep CLI (``python -m lamo_ray.sweep benchmarks/ddp_grid.yaml --set ...``) in
 one subprocess with its own local Ray and MLflow store (`sweeprun.run_sweep_cli`), so every trial
-goes through `lamo_ray.sweep.run_trial` -> Ray Train ``TorchTrainer`` -> our
+goes through `lamo_ray.tune_runtime.run_trial` -> Ray Train ``TorchTrainer`` -> our
 `lamo_ray.train.train_loop_per_worker` (``prepare_model`` DDP, gradient all-reduce over gloo).
 ``train.num_workers`` is a grid [2, 1], ``train.cpus_per_worker`` 0.99 (so each worker runs 1 torch
 thread, `lamo_ray.config.torch_threads`), ``train.batch_size`` 64 global (2 x 32 vs 1 x 64), one

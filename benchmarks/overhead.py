@@ -8,7 +8,7 @@ per seed (the LaMo-style variant with 1 worker, which trains in its Tune trial p
 file under the workdir) and reads every trial's run:
 
 - wall: ``time/trial_wall_s`` (the Tune trial function, from its start to the end of its training
-  loop or ``TorchTrainer.fit()``; logged by `lamo_ray.sweep.run_trial`);
+  loop or ``TorchTrainer.fit()``; logged by `lamo_ray.tune_runtime.run_trial`);
 - train: the sum of ``train/time_s`` (the optimisation steps themselves, rank 0);
 - eval: the sum of ``eval/time_s`` minus ``eval/actor_startup_s`` (rollouts only).
 

@@ -11,7 +11,8 @@ import yaml
 from lamo_ray.config import ConfigError, expand_trials, load_sweep, resolve_tune_config
 from lamo_ray.preflight import (PreflightError, TrialResources, check_resources, preflight, resource_plan,
                                 tune_max_failures)
-from lamo_ray.sweep import _experiment_dir, _param_space, format_trial_table, select_configurations
+from lamo_ray.sweep import format_trial_table, select_configurations
+from lamo_ray.tune_runtime import _experiment_dir, _param_space
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -365,7 +366,7 @@ def test_a_dashboard_port_taken_meanwhile_is_retried_on_another_port(monkeypatch
     """Issue 30: two sweeps started together both probe 8265 as free; the second one's dashboard then
     fails to bind ("Failed to find a valid port for dashboard ...: address already in use"). The sweep
     retries on a fresh free port the OS picks instead of dying; another ray.init error is raised as it is."""
-    from lamo_ray import sweep
+    from lamo_ray import tune_runtime as sweep   # the local Ray start lives there
 
     class FakeRay:
         def __init__(self, failures):
@@ -404,7 +405,7 @@ def test_asha_stops_the_clearly_worse_trials_at_its_rungs_and_fifo_stops_none(tm
     no default test failed if the ASHA scheduler was replaced by FIFO."""
     from ray.tune.schedulers import TrialScheduler
 
-    from lamo_ray.sweep import tune_scheduler
+    from lamo_ray.tune_runtime import tune_scheduler
 
     path = sweep_file(tmp_path, seeds=list(range(8)),
                       scheduler={"type": "asha", "grace_period": 100, "reduction_factor": 2})

@@ -139,13 +139,13 @@ def test_trial_run_names_say_what_sets_the_trial_apart(variant, params, seed, st
 
 
 def test_the_sweep_names_its_trial_runs_by_their_values(tmp_path, monkeypatch):
-    """`lamo_ray.sweep.run_trial` (the call site every trial goes through) names the run with
+    """`lamo_ray.tune_runtime.run_trial` (the call site every trial goes through) names the run with
     `trial_run_name` and keeps Tune's trial name as a tag; no Ray, no training (both faked)."""
     from types import ModuleType
 
     import ray.tune
 
-    from lamo_ray.sweep import run_trial
+    from lamo_ray.tune_runtime import run_trial
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     sweep = SweepConfig.model_validate({**SWEEP, "base": {**SWEEP["base"], "train": {"lr": {"grid": [1e-4, 1e-3]}}}})

@@ -1,0 +1,322 @@
+"""Rehearse a sweep before paying for it (issue 32): ``python -m lamo_ray.sweep SWEEP.yaml --rehearse``.
+
+Every distinct trial *shape* of the sweep runs through the real trial entry point (`lamo_ray.tune_runtime.run_trial`,
+in Tune trial processes on the hardware the sweep asks for) for a few steps of every stage it has, and
+the measured step times project what the whole sweep costs.
+
+- **Shapes** (`trial_shapes`): the sweep's trials grouped by variant and by every swept grid value except
+  ``data.sample_ratio`` (it changes how much data, not the model, the data's shapes or the stages);
+  seeds and random search points collapse onto the shape's first trial.
+- **What a shape runs** (`rehearsal_config`: the shape's own config with fewer steps, nothing else
+  changed): ``2 x (WARMUP_STEPS + TIMED_STEPS)`` offline (or pre-training) steps, logged every step,
+  evaluated and checkpointed half-way and at the end; the trial is stopped once after its first
+  checkpoint and restarted by Tune (or Ray Train) from it (`lamo_ray.sessions.InterruptAfterFirstCheckpoint`),
+  the resume path of a real run. One evaluation episode at the first target return. An online phase:
+  one iteration of ``min(updates_per_iteration, WARMUP_STEPS + TIMED_STEPS)`` updates (the critic's
+  with them) on one wave of collected episodes. A continual sequence: every stage's start (pool attach,
+  penalty anchor) and ``WARMUP_STEPS + TIMED_STEPS`` of its steps, one evaluation per stage of one
+  episode per task.
+- **Measured** (`measure`, from the shape's MLflow run): the median wall time of a training step after
+  the first `WARMUP_STEPS` of each process (offline, pre-training, continual stage), of an online update
+  and of a collected transition, of an evaluation; the process's setup; peak host RSS of the trial process
+  (its rollout actors are other processes) and, on a GPU, the peak CUDA memory torch allocated.
+- **Projected** (`project`): each real trial's seconds = planned steps x step time + evaluations x
+  evaluation time + setup (`trial_seconds`; an evaluation of E episodes over A actors x V envs counts
+  ``ceil(E / (A x V))`` waves of the measured one-episode evaluation, a continual evaluation scales with
+  ``continual.eval_episodes``); the sweep's wall time packs the trials longest first onto the number of
+  trials the cluster runs at once (`lamo_ray.preflight.concurrent_trials`, what ``--dry-run``'s resource plan
+  says); CPU- and GPU-hours are each trial's seconds x the CPUs / GPUs it holds. ASHA stops some trials
+  early and a confirmation stage adds ``top_k x variants x confirm.seeds`` trials at their shape's time:
+  the projection counts every trial to its end, an upper bound for an ASHA search.
+- **Inputs**: the real datasets and backbones (fetched or generated as a run would). With
+  ``--rehearse-standin``, a missing one is replaced, loudly and for the rehearsal only: a dataset by
+  random trajectories with the evaluation env's observation and action shapes and dtypes and
+  ``data.max_ep_len`` steps (`standin_dataset`, held in Ray's object store, never written where a run
+  would read it); a pre-trained backbone by the same architecture randomly initialised.
+- **Output**: per shape pass / fail (with the stage it failed in, `lamo_ray.tracking.PHASE_TAG`, and the
+  error), the step times and peak memory, then the projection; a ``rehearsal`` run in the sweep's MLflow
+  experiment holds them (``rehearsal.json``), with one child run per shape. Exit 0 only if every shape
+  passed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lamo_ray.config import SweepConfig, TrialConfig, find_domains, validate_trial
+from lamo_ray.preflight import collecting_actors, concurrent_trials, evaluating_actors, trial_cpus, trial_gpus
+
+log = logging.getLogger(__name__)
+
+WARMUP_STEPS = 2      # steps of each process not timed (first batches, lazy inits, allocator warm-up)
+TIMED_STEPS = 5       # timed steps of each process (so 2 x 5 per offline phase: before and after the resume)
+STAGE = "rehearsal"   # the Tune ``stage`` of a rehearsal trial (its MLflow run name ends with it)
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+@dataclass
+class Shape:
+    """One distinct trial shape: ``name`` (variant and the swept values that make it), the Tune point
+    that runs it (``variant``, ``params``), the sweep ``rows`` it stands for (every seed, sample ratio
+    and search point) and the ``config`` of its first row (the real one; `rehearsal_config` shrinks it)."""
+
+    name: str
+    variant: str
+    params: dict[str, Any]
+    rows: list[dict[str, Any]]
+    config: TrialConfig
+
+
+def _concrete(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's swept values with each random search domain at the value its config was validated with."""
+    dumped = row["config"].model_dump()
+    out = {}
+    for path, value in row["params"].items():
+        if isinstance(value, dict):   # a random domain: the config holds one of its bounds
+            node: Any = dumped
+            for part in path.split("."):
+                node = node[part]
+            value = node
+        out[path] = value
+    return out
+
+
+def trial_shapes(sweep: SweepConfig, rows: list[dict[str, Any]]) -> list[Shape]:
+    """The sweep's distinct trial shapes, in trial-table order (module docstring)."""
+    grid = [p for p, d in find_domains(sweep.base).items() if next(iter(d)) == "grid" and p != "data.sample_ratio"]
+    shapes: dict[tuple, Shape] = {}
+    for row in rows:
+        key = (row["variant"], *((p, repr(row["params"].get(p))) for p in grid))
+        if key not in shapes:
+            shown = {p: row["params"][p] for p in grid if p in row["params"]}
+            name = " · ".join([row["variant"], *(str(v) if p == "task" else f"{p.rsplit('.', 1)[-1]}={v}"
+                                                 for p, v in shown.items())])
+            shapes[key] = Shape(name, row["variant"], _concrete(row), [], row["config"])
+        shapes[key].rows.append(row)
+    return list(shapes.values())
+
+
+def rehearsal_config(cfg: TrialConfig, standin_backbone: bool = False) -> TrialConfig:
+    """``cfg`` with the rehearsal's step counts (module docstring) and nothing else changed, but for
+    ``standin_backbone`` (``model.pretrained`` false: the same architecture, randomly initialised).
+
+    Raises:
+        lamo_ray.config.ConfigError: the shrunk config does not validate (names the key).
+    """
+    raw = cfg.model_dump()
+    n = WARMUP_STEPS + TIMED_STEPS
+    train, ev = raw["train"], raw["eval"]
+    train.update(steps=2 * n, eval_every=n, log_every=1, max_failures=max(1, train["max_failures"]))
+    if "warmup_steps" in train and train["warmup_steps"] is not None:
+        train["warmup_steps"] = min(train["warmup_steps"], n)
+    ev["episodes"] = 1
+    if ev.get("target_returns"):
+        ev["target_returns"] = ev["target_returns"][:1]
+    if raw.get("online") is not None:
+        raw["online"].update(iterations=1, updates_per_iteration=min(raw["online"]["updates_per_iteration"], n),
+                             transitions_per_iteration=1, eval_every=1)
+    if raw.get("continual") is not None:
+        c = raw["continual"]
+        train["steps"] = n   # pre-training; the interrupt comes after its evaluation, the stages run resumed
+        c.update(steps_per_task=n, eval_every=n, eval_episodes=1)
+    if standin_backbone:
+        raw["model"]["pretrained"] = False
+    return validate_trial(raw, origin="rehearsal")
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+@dataclass
+class Measured:
+    """What one shape's rehearsal measured (seconds, MiB); None where the shape has no such stage or the
+    trial failed before it."""
+
+    step_s: float | None = None              # an offline step (or a pre-training step of a continual trial)
+    stage_step_s: float | None = None        # a continual stage's step
+    eval_s: float | None = None              # one evaluation as rehearsed (one episode per target / task)
+    update_s: float | None = None            # one online actor update (its critic updates with it)
+    transition_s: float | None = None        # one collected online transition (wall, all collecting actors)
+    setup_s: float | None = None             # the trial process's setup before its first step
+    peak_rss_mb: float | None = None
+    peak_gpu_mb: float | None = None
+    timed_steps: int = 0                     # steps the medians are over
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def timed_steps(step_s: dict[int, float], restarts: list[int], warmup: int = WARMUP_STEPS) -> list[float]:
+    """The per-step seconds of ``step_s`` ({step: seconds}) without the first ``warmup`` steps of each
+    process: the trial's first process starts at step 0, each restart at a step of ``restarts``."""
+    starts = sorted({0, *restarts})
+    out = []
+    for step, seconds in sorted(step_s.items()):
+        start = max(s for s in starts if s < step)
+        if step - start > warmup:
+            out.append(seconds)
+    return out
+
+
+def measure(client, run_id: str, cfg: TrialConfig) -> Measured:
+    """The rehearsal's measurements from the shape's MLflow run (``cfg``: its rehearsal config)."""
+    from lamo_ray.report.load import metric_by_step
+    from lamo_ray.tracking import PEAK_GPU_METRIC, PEAK_RSS_METRIC
+
+    def history(key: str) -> dict[int, float]:
+        return metric_by_step(client, run_id, key)
+
+    m = Measured()
+    steps = history("train/step_s")
+    restarts = [int(s) for s in history("train/restored_from_step").values()]
+    if cfg.continual is not None:
+        first_stage = cfg.train.steps
+        restarts = restarts or [first_stage]   # a continual trial resumes at its first stage after the interrupt
+        pre = {s: v for s, v in steps.items() if s <= first_stage}
+        stage = {s: v for s, v in steps.items() if s > first_stage}
+        m.step_s = _median(timed_steps(pre, []))
+        stage_starts = [first_stage + i * cfg.continual.steps_per_task for i in range(len(cfg.continual.tasks))]
+        timed = timed_steps(stage, stage_starts)
+        m.stage_step_s, m.timed_steps = _median(timed), len(timed)
+    else:
+        offline = {s: v for s, v in steps.items() if s <= cfg.train.steps}
+        timed = timed_steps(offline, restarts)
+        m.step_s, m.timed_steps = _median(timed), len(timed)
+    m.eval_s = _median(list(history("eval/time_s").values()))
+    if cfg.online is not None:
+        updates = history("online/update_s")
+        collected = history("online/collect_wait_s")
+        transitions = history("online/transitions")
+        m.update_s = _median([v / cfg.online.updates_per_iteration for v in updates.values()])
+        m.transition_s = _median([collected[s] / transitions[s] for s in collected if transitions.get(s)])
+    setup = [v for k, v in client.get_run(run_id).data.metrics.items() if k.startswith("time/setup/")]
+    m.setup_s = sum(setup) if setup else None
+    metrics = client.get_run(run_id).data.metrics
+    m.peak_rss_mb, m.peak_gpu_mb = metrics.get(PEAK_RSS_METRIC), metrics.get(PEAK_GPU_METRIC)
+    return m
+
+
+# --------------------------------------------------------------------------- projection
+
+
+def evaluations(steps: int, every: int) -> int:
+    """Evaluations of a phase of ``steps`` evaluated every ``every`` steps and at its end (`lamo_ray.train`)."""
+    return steps // every + (1 if steps % every else 0)
+
+
+def evaluation_waves(cfg: TrialConfig) -> int:
+    """Rollout waves of one offline / online evaluation: its ``targets x episodes`` episodes over its actors'
+    vectorised envs (the rehearsal's one-episode evaluation is one wave)."""
+    episodes = max(len(cfg.eval.target_returns), 1) * cfg.eval.episodes
+    return math.ceil(episodes / (evaluating_actors(cfg) * cfg.eval.envs_per_actor))
+
+
+def trial_seconds(cfg: TrialConfig, m: Measured) -> dict[str, float]:
+    """A real trial's projected seconds per stage from its shape's measurements (module docstring).
+
+    Raises:
+        ValueError: a stage the trial has was not measured (its rehearsal failed before it).
+    """
+    def need(value: float | None, what: str) -> float:
+        if value is None:
+            raise ValueError(f"no measured {what}")
+        return value
+
+    out = {"setup": m.setup_s or 0.0}
+    if cfg.continual is not None:
+        c = cfg.continual
+        out["pre-training steps"] = cfg.train.steps * need(m.step_s, "pre-training step")
+        out["continual stage steps"] = len(c.tasks) * c.steps_per_task * need(m.stage_step_s, "continual stage step")
+        n_evals = 1 + len(c.tasks) * evaluations(c.steps_per_task, c.eval_every)
+        out["evaluations"] = n_evals * need(m.eval_s, "evaluation") * c.eval_episodes
+        return out
+    out["offline steps"] = cfg.train.steps * need(m.step_s, "offline step")
+    waves = evaluation_waves(cfg)
+    n_evals = evaluations(cfg.train.steps, cfg.train.eval_every)
+    if cfg.online is not None:
+        o = cfg.online
+        out["online updates"] = o.iterations * o.updates_per_iteration * need(m.update_s, "online update")
+        out["online collection"] = o.iterations * o.transitions_per_iteration * need(m.transition_s,
+                                                                                      "collected transition")
+        n_evals += evaluations(o.iterations, o.eval_every)
+    out["evaluations"] = n_evals * waves * need(m.eval_s, "evaluation")
+    return out
+
+
+@dataclass
+class Projection:
+    """The sweep's projected cost: ``wall_s`` (trials packed longest first onto ``concurrency`` slots),
+    ``cpu_hours``, ``gpu_hours``, ``trials`` counted and ``per_shape`` {shape name: seconds of one trial}."""
+
+    wall_s: float
+    cpu_hours: float
+    gpu_hours: float
+    trials: int
+    concurrency: int
+    per_shape: dict[str, float] = field(default_factory=dict)
+
+
+def pack(durations: list[float], slots: int) -> float:
+    """The makespan of ``durations`` run ``slots`` at a time, longest first onto the least-loaded slot."""
+    loads = [0.0] * max(slots, 1)
+    for d in sorted(durations, reverse=True):
+        heapq.heapreplace(loads, loads[0] + d)
+    return max(loads)
+
+
+def project(sweep: SweepConfig, shapes: list[Shape], measured: dict[str, Measured], concurrency: int) -> Projection:
+    """The sweep's projected cost from each shape's measurements (module docstring).
+
+    Raises:
+        ValueError: a shape without the measurements its trials need (its rehearsal failed).
+    """
+    durations, cpu_s, gpu_s, per_shape = [], 0.0, 0.0, {}
+    for shape in shapes:
+        m = measured[shape.name]
+        for row in shape.rows:
+            seconds = sum(trial_seconds(row["config"], m).values())
+            per_shape.setdefault(shape.name, seconds)
+            copies = sweep.num_samples
+            durations += [seconds] * copies
+            cpu_s += copies * seconds * trial_cpus(sweep, row["config"])
+            gpu_s += copies * seconds * trial_gpus(row["config"])
+    if sweep.confirm:   # the confirmation: top_k configurations per variant, each at its variant's longest trial
+        for variant in sweep.variants:
+            longest = max((per_shape[s.name], s) for s in shapes if s.variant == variant)
+            n = sweep.confirm.top_k * len(sweep.confirm.seeds)
+            durations += [longest[0]] * n
+            cpu_s += n * longest[0] * trial_cpus(sweep, longest[1].config)
+            gpu_s += n * longest[0] * trial_gpus(longest[1].config)
+    return Projection(pack(durations, concurrency), cpu_s / 3600, gpu_s / 3600, len(durations), concurrency,
+                      per_shape)
+
+
+def format_duration(seconds: float) -> str:
+    """``3 d 4.2 h``, ``5.1 h``, ``12 min``, ``40 s``."""
+    if seconds >= 86400:
+        return f"{int(seconds // 86400)} d {seconds % 86400 / 3600:.1f} h"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
+def as_json(shapes: list[Shape], results: dict[str, dict[str, Any]], projection: Projection | None) -> str:
+    """The rehearsal as ``rehearsal.json``: per shape its outcome and measurements, and the projection."""
+    return json.dumps({"shapes": {s.name: results.get(s.name, {}) for s in shapes},
+                       "projection": None if projection is None else asdict(projection)}, indent=1, default=str)
+
+
+__all__ = ["Measured", "Projection", "Shape", "STAGE", "TIMED_STEPS", "WARMUP_STEPS", "as_json", "concurrent_trials",
+           "collecting_actors", "evaluation_waves", "evaluations", "format_duration", "measure", "pack", "project",
+           "rehearsal_config", "timed_steps", "trial_seconds", "trial_shapes"]
