@@ -8,22 +8,25 @@ the measured step times project what the whole sweep costs.
   ``data.sample_ratio`` (it changes how much data, not the model, the data's shapes or the stages);
   seeds and random search points collapse onto the shape's first trial.
 - **What a shape runs** (`rehearsal_config`: the shape's own config with fewer steps, nothing else
-  changed): ``2 x (WARMUP_STEPS + TIMED_STEPS)`` offline (or pre-training) steps, logged every step,
-  evaluated and checkpointed half-way and at the end; the trial is stopped once after its first
+  changed): ``3 x (WARMUP_STEPS + TIMED_STEPS)`` offline steps, logged every step, evaluated (at the
+  first target return only, with the real episodes, actors and envs) and checkpointed every
+  ``WARMUP_STEPS + TIMED_STEPS``; the trial is stopped once after its first
   checkpoint and restarted by Tune (or Ray Train) from it (`lamo_ray.sessions.InterruptAfterFirstCheckpoint`),
-  the resume path of a real run. One evaluation episode at the first target return. An online phase:
+  the resume path of a real run, so the restarted process evaluates twice (the second with its rollout
+  actors already up, as most evaluations of a real trial). An online phase:
   one iteration of ``min(updates_per_iteration, WARMUP_STEPS + TIMED_STEPS)`` updates (the critic's
   with them) on one wave of collected episodes. A continual sequence: every stage's start (pool attach,
-  penalty anchor) and ``WARMUP_STEPS + TIMED_STEPS`` of its steps, one evaluation per stage of one
-  episode per task.
+  penalty anchor) and ``WARMUP_STEPS + TIMED_STEPS`` of its steps, one evaluation per stage (the real one).
 - **Measured** (`measure`, from the shape's MLflow run): the median wall time of a training step after
-  the first `WARMUP_STEPS` of each process (offline, pre-training, continual stage), of an online update
-  and of a collected transition, of an evaluation; the process's setup; peak host RSS of the trial process
-  (its rollout actors are other processes) and, on a GPU, the peak CUDA memory torch allocated.
+  the first `WARMUP_STEPS` of each process and not right after an evaluation (whose time the step's
+  logged window holds), per kind (offline, pre-training, continual stage); of an online update and of a
+  collected transition; of an evaluation that is not its process's first (the first starts the rollout
+  actors; all of them when none is warm); the process's setup; peak host RSS of the trial process (its
+  rollout actors are other processes) and, on a GPU, the peak CUDA memory torch allocated.
 - **Projected** (`project`): each real trial's seconds = planned steps x step time + evaluations x
-  evaluation time + setup (`trial_seconds`; an evaluation of E episodes over A actors x V envs counts
-  ``ceil(E / (A x V))`` waves of the measured one-episode evaluation, a continual evaluation scales with
-  ``continual.eval_episodes``); the sweep's wall time packs the trials longest first onto the number of
+  evaluation time + setup (`trial_seconds`; an evaluation of T target returns counts T of the measured
+  one-target evaluation, plus once the rollout actors' start); step times are measured with one trial
+  at a time, so trials that share a machine's cores (CPU trials) run slower than projected; the sweep's wall time packs the trials longest first onto the number of
   trials the cluster runs at once (`lamo_ray.preflight.concurrent_trials`, what ``--dry-run``'s resource plan
   says); CPU- and GPU-hours are each trial's seconds x the CPUs / GPUs it holds. ASHA stops some trials
   early and a confirmation stage adds ``top_k x variants x confirm.seeds`` trials at their shape's time:
@@ -44,13 +47,12 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lamo_ray.config import SweepConfig, TrialConfig, find_domains, validate_trial
-from lamo_ray.preflight import collecting_actors, concurrent_trials, evaluating_actors, trial_cpus, trial_gpus
+from lamo_ray.preflight import trial_cpus, trial_gpus
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +116,10 @@ def rehearsal_config(cfg: TrialConfig, standin_backbone: bool = False) -> TrialC
     raw = cfg.model_dump()
     n = WARMUP_STEPS + TIMED_STEPS
     train, ev = raw["train"], raw["eval"]
-    train.update(steps=2 * n, eval_every=n, log_every=1, max_failures=max(1, train["max_failures"]))
+    train.update(steps=3 * n, eval_every=n, log_every=1, max_failures=max(1, train["max_failures"]))
     if "warmup_steps" in train and train["warmup_steps"] is not None:
         train["warmup_steps"] = min(train["warmup_steps"], n)
-    ev["episodes"] = 1
-    if ev.get("target_returns"):
+    if ev.get("target_returns"):   # one target's evaluation as the real one: its episodes over its actors and envs
         ev["target_returns"] = ev["target_returns"][:1]
     if raw.get("online") is not None:
         raw["online"].update(iterations=1, updates_per_iteration=min(raw["online"]["updates_per_iteration"], n),
@@ -126,7 +127,7 @@ def rehearsal_config(cfg: TrialConfig, standin_backbone: bool = False) -> TrialC
     if raw.get("continual") is not None:
         c = raw["continual"]
         train["steps"] = n   # pre-training; the interrupt comes after its evaluation, the stages run resumed
-        c.update(steps_per_task=n, eval_every=n, eval_episodes=1)
+        c.update(steps_per_task=n, eval_every=n)
     if standin_backbone:
         raw["model"]["pretrained"] = False
     return validate_trial(raw, origin="rehearsal")
@@ -142,7 +143,8 @@ class Measured:
 
     step_s: float | None = None              # an offline step (or a pre-training step of a continual trial)
     stage_step_s: float | None = None        # a continual stage's step
-    eval_s: float | None = None              # one evaluation as rehearsed (one episode per target / task)
+    eval_s: float | None = None              # one evaluation as rehearsed (its first target; a continual one whole)
+    first_eval_s: float | None = None        # a process's first evaluation (it starts the rollout actors)
     update_s: float | None = None            # one online actor update (its critic updates with it)
     transition_s: float | None = None        # one collected online transition (wall, all collecting actors)
     setup_s: float | None = None             # the trial process's setup before its first step
@@ -155,16 +157,35 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def timed_steps(step_s: dict[int, float], restarts: list[int], warmup: int = WARMUP_STEPS) -> list[float]:
+def timed_steps(step_s: dict[int, float], restarts: list[int], evaluated: list[int] = (),
+                warmup: int = WARMUP_STEPS) -> list[float]:
     """The per-step seconds of ``step_s`` ({step: seconds}) without the first ``warmup`` steps of each
-    process: the trial's first process starts at step 0, each restart at a step of ``restarts``."""
+    process (the trial's first process starts at step 0, each restart at a step of ``restarts``) and
+    without the step after each step of ``evaluated`` (its window holds the evaluation)."""
     starts = sorted({0, *restarts})
+    after_eval = {s + 1 for s in evaluated}
     out = []
     for step, seconds in sorted(step_s.items()):
         start = max(s for s in starts if s < step)
-        if step - start > warmup:
+        if step - start > warmup and step not in after_eval:
             out.append(seconds)
     return out
+
+
+def first_evaluations(eval_s: dict[int, float], restarts: list[int]) -> list[float]:
+    """The evaluation times of ``eval_s`` ({step: seconds}) that are the first of their process."""
+    starts = sorted({0, *restarts})
+    firsts = {min((s for s in eval_s if s > start), default=None) for start in starts}
+    return [v for s, v in eval_s.items() if s in firsts]
+
+
+def warm_evaluations(eval_s: dict[int, float], restarts: list[int]) -> list[float]:
+    """The evaluation times of ``eval_s`` ({step: seconds}) that are not the first of their process (the
+    first starts the rollout actors); all of them when every one is a first."""
+    starts = sorted({0, *restarts})
+    firsts = {min((s for s in eval_s if s > start), default=None) for start in starts}
+    warm = [v for s, v in eval_s.items() if s not in firsts]
+    return warm or list(eval_s.values())
 
 
 def measure(client, run_id: str, cfg: TrialConfig) -> Measured:
@@ -178,6 +199,7 @@ def measure(client, run_id: str, cfg: TrialConfig) -> Measured:
     m = Measured()
     steps = history("train/step_s")
     restarts = [int(s) for s in history("train/restored_from_step").values()]
+    eval_s = history("eval/time_s")
     if cfg.continual is not None:
         first_stage = cfg.train.steps
         restarts = restarts or [first_stage]   # a continual trial resumes at its first stage after the interrupt
@@ -185,22 +207,25 @@ def measure(client, run_id: str, cfg: TrialConfig) -> Measured:
         stage = {s: v for s, v in steps.items() if s > first_stage}
         m.step_s = _median(timed_steps(pre, []))
         stage_starts = [first_stage + i * cfg.continual.steps_per_task for i in range(len(cfg.continual.tasks))]
-        timed = timed_steps(stage, stage_starts)
+        timed = timed_steps(stage, stage_starts, list(eval_s))
         m.stage_step_s, m.timed_steps = _median(timed), len(timed)
     else:
         offline = {s: v for s, v in steps.items() if s <= cfg.train.steps}
-        timed = timed_steps(offline, restarts)
+        timed = timed_steps(offline, restarts, list(eval_s))
         m.step_s, m.timed_steps = _median(timed), len(timed)
-    m.eval_s = _median(list(history("eval/time_s").values()))
+    m.eval_s = _median(warm_evaluations(eval_s, restarts))
+    m.first_eval_s = _median(first_evaluations(eval_s, restarts))
     if cfg.online is not None:
         updates = history("online/update_s")
         collected = history("online/collect_wait_s")
         transitions = history("online/transitions")
         m.update_s = _median([v / cfg.online.updates_per_iteration for v in updates.values()])
         m.transition_s = _median([collected[s] / transitions[s] for s in collected if transitions.get(s)])
-    setup = [v for k, v in client.get_run(run_id).data.metrics.items() if k.startswith("time/setup/")]
-    m.setup_s = sum(setup) if setup else None
     metrics = client.get_run(run_id).data.metrics
+    # the trial's own start (its MLflow run, config) and its training process's (data, model, actors' specs);
+    # not the process start itself, which a sweep pays once per reused trial actor
+    setup = [v for k, v in metrics.items() if k.startswith("time/setup/") or k == "time/trial_driver_setup_s"]
+    m.setup_s = sum(setup) if setup else None
     m.peak_rss_mb, m.peak_gpu_mb = metrics.get(PEAK_RSS_METRIC), metrics.get(PEAK_GPU_METRIC)
     return m
 
@@ -211,13 +236,6 @@ def measure(client, run_id: str, cfg: TrialConfig) -> Measured:
 def evaluations(steps: int, every: int) -> int:
     """Evaluations of a phase of ``steps`` evaluated every ``every`` steps and at its end (`lamo_ray.train`)."""
     return steps // every + (1 if steps % every else 0)
-
-
-def evaluation_waves(cfg: TrialConfig) -> int:
-    """Rollout waves of one offline / online evaluation: its ``targets x episodes`` episodes over its actors'
-    vectorised envs (the rehearsal's one-episode evaluation is one wave)."""
-    episodes = max(len(cfg.eval.target_returns), 1) * cfg.eval.episodes
-    return math.ceil(episodes / (evaluating_actors(cfg) * cfg.eval.envs_per_actor))
 
 
 def trial_seconds(cfg: TrialConfig, m: Measured) -> dict[str, float]:
@@ -237,10 +255,9 @@ def trial_seconds(cfg: TrialConfig, m: Measured) -> dict[str, float]:
         out["pre-training steps"] = cfg.train.steps * need(m.step_s, "pre-training step")
         out["continual stage steps"] = len(c.tasks) * c.steps_per_task * need(m.stage_step_s, "continual stage step")
         n_evals = 1 + len(c.tasks) * evaluations(c.steps_per_task, c.eval_every)
-        out["evaluations"] = n_evals * need(m.eval_s, "evaluation") * c.eval_episodes
+        out["evaluations"] = _evaluations_s(n_evals, m, 1)
         return out
     out["offline steps"] = cfg.train.steps * need(m.step_s, "offline step")
-    waves = evaluation_waves(cfg)
     n_evals = evaluations(cfg.train.steps, cfg.train.eval_every)
     if cfg.online is not None:
         o = cfg.online
@@ -248,8 +265,17 @@ def trial_seconds(cfg: TrialConfig, m: Measured) -> dict[str, float]:
         out["online collection"] = o.iterations * o.transitions_per_iteration * need(m.transition_s,
                                                                                       "collected transition")
         n_evals += evaluations(o.iterations, o.eval_every)
-    out["evaluations"] = n_evals * waves * need(m.eval_s, "evaluation")
+    out["evaluations"] = _evaluations_s(n_evals, m, max(len(cfg.eval.target_returns), 1))
     return out
+
+
+def _evaluations_s(n: int, m: Measured, scale: float) -> float:
+    """``n`` evaluations of a trial, each ``scale`` times the rehearsed warm one, plus once the rollout actors'
+    start (the first evaluation's extra time over a warm one)."""
+    if m.eval_s is None:
+        raise ValueError("no measured evaluation")
+    startup = max((m.first_eval_s if m.first_eval_s is not None else m.eval_s) - m.eval_s, 0.0)
+    return n * m.eval_s * scale + startup if n else 0.0
 
 
 @dataclass
@@ -317,6 +343,6 @@ def as_json(shapes: list[Shape], results: dict[str, dict[str, Any]], projection:
                        "projection": None if projection is None else asdict(projection)}, indent=1, default=str)
 
 
-__all__ = ["Measured", "Projection", "Shape", "STAGE", "TIMED_STEPS", "WARMUP_STEPS", "as_json", "concurrent_trials",
-           "collecting_actors", "evaluation_waves", "evaluations", "format_duration", "measure", "pack", "project",
-           "rehearsal_config", "timed_steps", "trial_seconds", "trial_shapes"]
+__all__ = ["Measured", "Projection", "Shape", "STAGE", "TIMED_STEPS", "WARMUP_STEPS", "as_json",
+           "evaluations", "format_duration", "measure", "pack", "project",
+           "first_evaluations", "rehearsal_config", "timed_steps", "trial_seconds", "trial_shapes", "warm_evaluations"]

@@ -4,7 +4,8 @@ reports through ``TuneReportCallback``, or, for a 1-worker trial (``train.launch
 training loop in its own process and reports with ``ray.tune.report``; MLflow records the sweep
 and every trial.
 
-    python -m lamo_ray.sweep SWEEP.yaml [--set key.path=value ...] [--dry-run] [--resume] [--offline] [--verbose]
+    python -m lamo_ray.sweep SWEEP.yaml [--set key.path=value ...] [--dry-run | --rehearse [--rehearse-standin]]
+                             [--resume] [--offline] [--verbose]
 
 Data flow: sweep YAML -> `lamo_ray.config.load_sweep` -> missing inputs fetched (`lamo_ray.inputs`;
 not with ``--offline``) -> preflight checks (`lamo_ray.preflight`: datasets, backbones,
@@ -205,6 +206,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a value (YAML syntax); trial sections (data, model, ...) apply to base")
     p.add_argument("--dry-run", action="store_true", help="validate, print the trial table and check inputs; no training")
+    p.add_argument("--rehearse", action="store_true",
+                   help="run every trial shape for a few steps of every stage (checkpoint and resume included) on the "
+                        "hardware the sweep asks for, and project the sweep's wall time and CPU/GPU-hours")
+    p.add_argument("--rehearse-standin", action="store_true",
+                   help="with --rehearse: stand in for missing datasets (random, same shapes) and pre-trained "
+                        "backbones (randomly initialised), said in the output; never used by a real run")
+    p.add_argument("--rehearse-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --rehearse: stop a shape still reporting after this long (default 3600)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
     p.add_argument("--offline", action="store_true",
@@ -262,6 +271,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(sweep.variants)} variant(s) x seeds {sweep.confirm.seeds} = up to {n} trials, every one to its "
               "train.steps (FIFO); the report scores arms only from these", flush=True)
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
+    if (args.rehearse_standin or args.rehearse_timeout is not None) and not args.rehearse:
+        print("error: --rehearse-standin and --rehearse-timeout go with --rehearse", file=sys.stderr)
+        return 2
+    if args.rehearse:
+        from lamo_ray.rehearsal_run import SHAPE_TIME_LIMIT_S, run_rehearsal
+
+        return run_rehearsal(sweep, rows, address=args.address, offline=offline, standin=args.rehearse_standin,
+                             verbose=args.verbose, shape_time_limit_s=args.rehearse_timeout or SHAPE_TIME_LIMIT_S)
     if args.dry_run:
         print(format_plan(plan_inputs([r["config"] for r in rows]), offline))
         checks = preflight(sweep, rows, generate=False)

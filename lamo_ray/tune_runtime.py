@@ -43,6 +43,9 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     once by the sweep driver; the workers read it from there (zero-copy arrays on the same node)
     instead of each loading the files again. ``backbone_refs``: {backbone name:
     `lamo_ray.backbones.ShippedBackbone`} (`ship_backbones`), the same for backbone files.
+    ``tracking["rehearsal"]`` (``--rehearse``): the trial runs its shape's `lamo_ray.rehearse.rehearsal_config`
+    (``{"standin_backbones": [names]}``: those randomly initialised) and stops once after its first
+    checkpoint, to be restarted from it (`lamo_ray.sessions.InterruptAfterFirstCheckpoint`).
     """
     from ray import tune
 
@@ -53,6 +56,11 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     ctx = tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
     cfg = resolve_tune_config(sweep, config)
+    rehearsal = tracking.get("rehearsal")   # a rehearsal (lamo_ray.rehearse): the shape's config, fewer steps
+    if rehearsal is not None:
+        from lamo_ray.rehearse import rehearsal_config
+
+        cfg = rehearsal_config(cfg, standin_backbone=cfg.model.backbone in rehearsal.get("standin_backbones", ()))
     run_id = find_trial_run(tracking["uri"], tracking["experiment_id"], tracking["parent_run_id"], trial_id)
     if run_id is None:
         variant, params = tune_variant_and_params(config)
@@ -62,7 +70,8 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
                                  run_name=trial_run_name(variant, params, cfg.seed, stage))
     loop_config = {"trial": cfg, "mlflow_uri": tracking["uri"], "mlflow_run_id": run_id,
                    "mlflow_outbox": tracking.get("outbox"), "dataset_ref": (dataset_refs or {}).get(cfg.data.source),
-                   "backbone": (backbone_refs or {}).get(cfg.model.backbone)}
+                   "backbone": (backbone_refs or {}).get(cfg.model.backbone),
+                   "interrupt_after_first_checkpoint": rehearsal is not None}
     fit_started = time.time()
     if cfg.train.in_trial:
         from lamo_ray.sessions import TuneTrialSession
@@ -242,10 +251,12 @@ def tune_scheduler(sweep: SweepConfig, rows: list[dict[str, Any]], scheduler_typ
 
 def _run_stage(sweep: SweepConfig, rows: list[dict[str, Any]], tracking: dict[str, str], shared: dict[str, Any],
                name: str, exp_dir: Path, resume: bool, max_concurrent: int, param_space: dict[str, Any],
-               scheduler_type: str):
-    """One Tune experiment ``name`` of the sweep (its search, or its confirmation stage) over
+               scheduler_type: str, trial_time_limit_s: float | None = None):
+    """One Tune experiment ``name`` of the sweep (its search, or its confirmation stage, or a rehearsal) over
     ``param_space``; ``rows`` hold the `TrialConfig` of every trial it runs (for Tune's retry budget);
-    ``shared``: `run_trial`'s ``dataset_refs`` and ``backbone_refs``. Returns Tune's ``ResultGrid``."""
+    ``shared``: `run_trial`'s ``dataset_refs`` and ``backbone_refs``; ``trial_time_limit_s``: a trial
+    that reports past this many seconds is stopped (a rehearsal's limit per shape). Returns Tune's
+    ``ResultGrid``."""
     from ray import tune
 
     from lamo_ray.tracking import MLflowTrialFinalizer
@@ -268,7 +279,8 @@ def _run_stage(sweep: SweepConfig, rows: list[dict[str, Any]], tracking: dict[st
     run_config = tune.RunConfig(name=name, storage_path=str(exp_dir.parent), callbacks=[finalizer],
                                 failure_config=tune.FailureConfig(
                                     max_failures=tune_max_failures([r["config"] for r in rows])),
-                                checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1)
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1,
+                                stop=None if trial_time_limit_s is None else {"time_total_s": trial_time_limit_s})
     return tune.Tuner(
         trainable,
         param_space=param_space,

@@ -1,0 +1,257 @@
+"""The rehearsal's driver (``python -m lamo_ray.sweep SWEEP.yaml --rehearse``; what it runs, measures and
+projects: `lamo_ray.rehearse`): inputs (real, or stand-ins with ``--rehearse-standin``), one Tune
+experiment running every shape one after another through `lamo_ray.tune_runtime.run_trial`, each shape's
+outcome and measurements read back from MLflow, the projection, and a ``rehearsal`` run in the sweep's
+MLflow experiment holding it all. `run_rehearsal` returns the exit code: 0 only if every shape passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from lamo_ray.config import SweepConfig, TrialConfig
+from lamo_ray.rehearse import (STAGE, Measured, Shape, as_json, format_duration, measure, project, rehearsal_config,
+                               trial_seconds, trial_shapes)
+
+log = logging.getLogger(__name__)
+
+STANDIN_TRAJECTORIES = 4        # random trajectories of a stand-in dataset (2 for image observations)
+SHAPE_TIME_LIMIT_S = 3600.0     # default --rehearse-timeout: a shape still reporting after this is stopped
+
+
+def standin_dataset(cfg: TrialConfig, source: str):
+    """A stand-in for the missing dataset ``source`` of a trial ``cfg``: `STANDIN_TRAJECTORIES` trajectories of
+    ``data.max_ep_len`` steps whose observations have the evaluation env's shape and dtype (the state the
+    model sees: `lamo_ray.envs.flatten_observation`), actions its action space's (uniform in its bounds,
+    or uniform indices), rewards uniform in [0, 1). Random numbers: only for a rehearsal's step times,
+    never for a score (its reference scores are the env's known ones, else 0 and 1).
+
+    Raises:
+        ValueError: ``eval.env_id`` is not set (without the data, nothing else says which env it is).
+    """
+    import gymnasium as gym
+
+    from lamo_ray.data.trajectories import Trajectory, TrajectoryDataset
+    from lamo_ray.envs import evaluation_env_kwargs, flatten_observation, make_env, reference_scores_for
+
+    env_id = cfg.eval.env_id
+    if env_id is None:
+        raise ValueError(f"no stand-in for {source!r}: eval.env_id is not set, so its shapes are unknown")
+    env = make_env(env_id, **evaluation_env_kwargs(env_id, None))
+    try:
+        obs, _ = env.reset(seed=0)
+        first = np.asarray(flatten_observation(env_id, obs))
+        space = env.action_space
+    finally:
+        env.close()
+    rng = np.random.default_rng(0)
+    n = 2 if first.dtype == np.uint8 and first.ndim >= 2 else STANDIN_TRAJECTORIES
+    length = cfg.data.max_ep_len
+    discrete = isinstance(space, gym.spaces.Discrete)
+    trajectories = []
+    for _ in range(n):
+        if first.dtype == np.uint8:
+            observations = rng.integers(0, 256, (length, *first.shape), dtype=np.uint8)
+        else:
+            observations = rng.standard_normal((length, *first.shape)).astype(first.dtype)
+        if discrete:
+            actions = rng.integers(0, space.n, length).astype(np.int64)
+        else:
+            low, high = np.broadcast_to(space.low, space.shape), np.broadcast_to(space.high, space.shape)
+            actions = rng.uniform(low, high, (length, *space.shape)).astype(np.float32)
+        trajectories.append(Trajectory(observations, actions, rng.random(length).astype(np.float32), False))
+    refs = reference_scores_for(env_id) or (0.0, 1.0)
+    return TrajectoryDataset(trajectories, tuple(first.shape), int(space.n) if discrete else int(np.prod(space.shape)),
+                             discrete, refs[0], refs[1], env_id, f"stand-in for {source}",
+                             max_episode_steps=length)
+
+
+def _inputs(sweep: SweepConfig, rows: list[dict[str, Any]], offline: bool, standin: bool,
+            say: Callable[[str], None]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Fetch and check the inputs as a run would; with ``standin``, stand-ins for the missing ones.
+    Returns ({source: dataset (real or stand-in)}, stand-in backbone names, problems left)."""
+    from lamo_ray.inputs import fetch_inputs, plan_inputs
+    from lamo_ray.preflight import check_backbone, format_checks, preflight
+
+    fetch_inputs(plan_inputs([r["config"] for r in rows]), offline, say=say)
+    loaded: dict[str, Any] = {}
+    checks = preflight(sweep, rows, generate=True, loaded=loaded)
+    say("inputs:\n" + format_checks(checks))
+    problems, backbones = [], []
+    for c in (c for c in checks if not c.ok):
+        users = [r["config"] for r in rows]
+        if c.kind == "dataset" and standin and c.name in {s for cfg in users for s in cfg.data_sources.values()}:
+            continual = [cfg for cfg in users if cfg.continual is not None and c.name in cfg.data_sources.values()]
+            if continual:
+                problems.append(f"dataset {c.name}: missing, and a continual trial's data has no stand-in ({c.detail})")
+                continue
+            cfg = next(cfg for cfg in users if cfg.data.source == c.name)
+            try:
+                loaded[c.name] = standin_dataset(cfg, c.name)
+            except ValueError as err:
+                problems.append(str(err))
+                continue
+            ds = loaded[c.name]
+            say(f"STAND-IN dataset for {c.name}: {len(ds.trajectories)} random trajectories of {cfg.data.max_ep_len} "
+                f"steps, obs {ds.obs_shape} {ds.trajectories[0].observations.dtype}, act {ds.act_dim} "
+                "(for this rehearsal's step times only; no real run reads it)")
+        elif c.kind == "backbone" and standin and c.name.endswith("(pretrained)"):
+            name = c.name.rsplit(" (", 1)[0]
+            if check_backbone(name, pretrained=False).ok:
+                backbones.append(name)
+                say(f"STAND-IN backbone for {name}: its architecture randomly initialised (model.pretrained false "
+                    "in this rehearsal only)")
+            else:
+                problems.append(f"backbone {c.name}: {c.detail}")
+        else:
+            problems.append(f"{c.kind} {c.name}: {c.detail}")
+    return loaded, backbones, problems
+
+
+def _shape_result(client, run, shape: Shape, cfg: TrialConfig, error: str | None) -> dict[str, Any]:
+    """One shape's outcome (passed / failed, the stage it failed in, the error) and measurements."""
+    from lamo_ray.tracking import OUTCOME_TAG, PHASE_TAG
+
+    if run is None:
+        return {"passed": False, "stage": "before its MLflow run", "error": error or "no MLflow run", "measured": None}
+    tags = run.data.tags
+    failed = error is not None or tags.get(OUTCOME_TAG) == "failed"
+    result: dict[str, Any] = {"passed": not failed, "run_id": run.info.run_id, "stage": tags.get(PHASE_TAG, "setup"),
+                              "error": (error or tags.get("lamo_ray.error", ""))[-600:] if failed else None}
+    measured = measure(client, run.info.run_id, cfg)
+    restored = client.get_metric_history(run.info.run_id, "train/restored_from_step")
+    result["resumed_from_step"] = int(restored[-1].value) if restored else None
+    if cfg.continual is None and not failed and result["resumed_from_step"] is None:
+        result.update(passed=False, stage="resume from checkpoint", error="the trial never resumed from its checkpoint")
+    result["measured"] = measured
+    return result
+
+
+def _format_shape(shape: Shape, r: dict[str, Any]) -> str:
+    m: Measured | None = r.get("measured")
+    head = f"  [{'PASS' if r['passed'] else 'FAIL'}] {shape.name} ({len(shape.rows)} trials)"
+    if not r["passed"]:
+        return f"{head}: failed in stage {r['stage']!r}: {r['error'].strip().splitlines()[-1] if r['error'] else ''}"
+    parts = []
+    for label, value in (("offline/pre-training step", m.step_s), ("continual stage step", m.stage_step_s),
+                         ("online update", m.update_s), ("collected transition", m.transition_s),
+                         ("evaluation", m.eval_s), ("setup", m.setup_s)):
+        if value is not None:
+            parts.append(f"{label} {value:.3g} s")
+    memory = f"peak RSS {m.peak_rss_mb / 1024:.2f} GiB" if m.peak_rss_mb else "peak RSS not logged"
+    if m.peak_gpu_mb:
+        memory += f", peak GPU {m.peak_gpu_mb / 1024:.2f} GiB"
+    return f"{head}: {', '.join(parts)} (medians over {m.timed_steps} timed steps); {memory}"
+
+
+def run_rehearsal(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | None = None, offline: bool = False,
+                  standin: bool = False, verbose: bool = False, shape_time_limit_s: float = SHAPE_TIME_LIMIT_S,
+                  say: Callable[[str], None] = print) -> int:
+    """Rehearse the sweep (`lamo_ray.rehearse`); returns the exit code: 0 if every shape passed, 1 if one
+    failed, 2 if inputs are missing (and not stood in for) or the cluster cannot hold a trial."""
+    import ray
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    from lamo_ray.naming import trial_run_name
+    from lamo_ray.preflight import check_resources, concurrent_trials, local_cpus, local_gpus
+    from lamo_ray.tracking import (NOTE_TAG, ROLE_TAG, RunLogger, check_tracking, get_or_create_experiment,
+                                   resolve_tracking_uri)
+    from lamo_ray.tune_runtime import _experiment_dir, _init_ray, _run_stage, ship_backbones
+
+    shapes = trial_shapes(sweep, rows)
+    say(f"rehearsal of {sweep.name!r}: {len(shapes)} trial shape(s) standing for {len(rows) * sweep.num_samples} "
+        "trials, one after another, a few steps of every stage each:")
+    for s in shapes:
+        say(f"  {s.name}: {len(s.rows)} trial(s)")
+    loaded, standin_backbones, problems = _inputs(sweep, rows, offline, standin, say)
+    if problems:
+        say("error: the rehearsal needs these inputs (--rehearse-standin stands in for missing datasets and "
+            "pre-trained backbones):\n" + "\n".join(f"  {p}" for p in problems))
+        return 2
+    local = not address and not os.environ.get("RAY_ADDRESS")
+    if local:
+        failed = [c for c in check_resources(sweep, rows, local_cpus(), local_gpus()) if not c.ok]
+        if failed:
+            say("error: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
+            return 2
+    uri = resolve_tracking_uri(sweep.tracking.uri)
+    check_tracking(uri)
+    run_name, exp_dir = _experiment_dir(sweep, resume=False)
+    name = f"{run_name}-rehearsal-{time.strftime('%Y%m%d-%H%M%S')}"
+    _init_ray(address, worker_logs_to_console=verbose)
+    cluster = ray.cluster_resources()
+    concurrency = concurrent_trials(sweep, rows, float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0)))
+    client = MlflowClient(uri)
+    exp_id = get_or_create_experiment(uri, sweep.tracking.experiment or sweep.name)
+    parent = client.create_run(exp_id, run_name=name, tags={
+        ROLE_TAG: STAGE, NOTE_TAG: f"Rehearsal of sweep `{sweep.name}`: {len(shapes)} trial shapes, a few steps of "
+                                   "every stage each, and the sweep's projected cost (`rehearsal.json`)."}).info.run_id
+    tracking = {"uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "run_name": name,
+                "train_storage": str(exp_dir.parent / f"{name}_train"),
+                "rehearsal": {"standin_backbones": standin_backbones}}
+    tracking["outbox"] = str(Path(tracking["train_storage"]) / "mlflow_outbox")
+    shrunk = [{"config": rehearsal_config(s.config, s.config.model.backbone in standin_backbones)} for s in shapes]
+    shared = {"dataset_refs": {source: ray.put(ds) for source, ds in loaded.items() if hasattr(ds, "trajectories")},
+              "backbone_refs": ship_backbones([r["config"] for r in shrunk])}
+    space = {"point": tune.grid_search([{"variant": s.variant, "params": s.params} for s in shapes]),
+             "seed": shapes[0].rows[0]["seed"], "stage": STAGE}
+    say("each shape's trial stops once on purpose after its first checkpoint (RehearsalInterrupt in Tune's output "
+        "below) and is restarted from it: the resume path of a real run")
+    t0 = time.time()
+    grid = _run_stage(sweep, shrunk, tracking, shared, name, exp_dir.parent / name, False, 1, space, "fifo",
+                      trial_time_limit_s=shape_time_limit_s)
+    errors = {}
+    for result in grid:
+        point = (result.config or {}).get("point") or {}
+        if result.error is not None:
+            errors[(point.get("variant"), repr(point.get("params")))] = f"{type(result.error).__name__}: {result.error}"
+    results, measured = {}, {}
+    for shape, row in zip(shapes, shrunk):
+        runs = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and "
+                                  f"attributes.run_name = '{trial_run_name(shape.variant, shape.params, space['seed'], STAGE)}'")
+        r = _shape_result(client, runs[0] if runs else None, shape, row["config"],
+                          errors.get((shape.variant, repr(shape.params))))
+        results[shape.name] = r
+        if r["passed"]:
+            measured[shape.name] = r["measured"]
+    say(f"\nrehearsal: {sum(r['passed'] for r in results.values())} of {len(shapes)} shape(s) passed in "
+        f"{format_duration(time.time() - t0)}:")
+    for shape in shapes:
+        say(_format_shape(shape, results[shape.name]))
+    projection = None
+    if len(measured) == len(shapes):
+        try:
+            projection = project(sweep, shapes, measured, concurrency)
+        except ValueError as err:
+            say(f"no projection: {err}")
+    if projection is not None:
+        say(f"projection (every trial to its end: an upper bound under ASHA): {projection.trials} trials, "
+            f"{projection.concurrency} at once -> wall {format_duration(projection.wall_s)}, "
+            f"{projection.cpu_hours:.1f} CPU-hours, {projection.gpu_hours:.1f} GPU-hours")
+        for shape in shapes:
+            stages = trial_seconds(shape.config, measured[shape.name])
+            say(f"  one {shape.name} trial: {format_duration(sum(stages.values()))} ("
+                + ", ".join(f"{k} {format_duration(v)}" for k, v in stages.items() if v > 0) + ")")
+    logger = RunLogger(uri, parent, outbox_dir=tracking["outbox"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rehearsal.json"
+        path.write_text(as_json(shapes, results, projection))
+        logger.log_artifact(path)
+    if projection is not None:
+        logger.log_metrics({"projection/wall_h": projection.wall_s / 3600, "projection/cpu_hours": projection.cpu_hours,
+                            "projection/gpu_hours": projection.gpu_hours, "projection/trials": projection.trials}, step=0)
+    passed = all(r["passed"] for r in results.values())
+    logger.finish("FINISHED" if passed else "FAILED")
+    say(f"rehearsal run in MLflow: {parent} (experiment {sweep.tracking.experiment or sweep.name}, rehearsal.json)")
+    return 0 if passed else 1
+
+
+__all__ = ["SHAPE_TIME_LIMIT_S", "STANDIN_TRAJECTORIES", "run_rehearsal", "standin_dataset"]
