@@ -2,6 +2,7 @@
 (also through a sweep file, naming the variant that made it), the step count of an online trial,
 and the preflight check that the data can be collected online at all."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -36,7 +37,8 @@ def test_a_valid_online_section_passes_and_counts_its_steps():
     assert cfg.online.method == "td3_odt" and cfg.online.iterations == 3
     assert cfg.online_steps == 21 and cfg.total_steps == 100 + 3 * 7
     odt = validate_trial(trial({**ONLINE, "method": "odt"}, model={"action_head": "tanh_gaussian"}))
-    assert odt.online.rl_coeff == 0.1 and odt.online.sup_coeff == 1.0  # the default rl_coeff is not "explicit"
+    assert odt.online.rl_coeff == 0.0 and odt.online.sup_coeff == 1.0  # odt's default: no critic term
+    assert cfg.online.rl_coeff == 0.1                                  # the paper's for td3_odt / td3
     assert validate_trial(trial({**ONLINE, "method": "td3"})).online.sup_coeff == 0.0
 
 
@@ -66,6 +68,17 @@ def test_odt_needs_the_stochastic_head():
 def test_critic_methods_need_the_deterministic_head(method):
     msg = rejected(trial({**ONLINE, "method": method}, model={"action_head": "tanh_gaussian"}))
     assert "model.action_head" in msg and "deterministic" in msg and repr(method) in msg
+
+
+@pytest.mark.parametrize("method, head", [("odt", "tanh_gaussian"), ("td3_odt", "deterministic"),
+                                          ("td3", "deterministic")])
+def test_a_dumped_online_config_validates_again_as_itself(method, head):
+    """A checkpoint stores its trial's whole config (config.yaml, `model_dump`) and a resumed trial or
+    `python -m lamo_ray.evaluate` validates it again. An ODT config's dump was refused (rl_coeff 0.1 read back
+    as explicit), so a restarted ODT trial skipped its checkpoints and started over: found by --rehearse."""
+    cfg = validate_trial(trial({**ONLINE, "method": method}, model={"action_head": head}))
+    again = validate_trial(cfg.model_dump())
+    assert again == cfg and again.online.rl_coeff == (0.0 if method == "odt" else 0.1)
 
 
 def test_odt_with_an_explicit_rl_coeff_is_rejected():
@@ -176,3 +189,16 @@ def test_check_online_passes_continuous_data_with_an_env_and_skips_offline_trial
     # one check per (data, method), however many seeds or grid points share it
     assert len(check_online(configs() * 3, {SOURCE: ds})) == 1
 
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_sweep_s_trial_configs_survive_their_checkpoint_round_trip(path):
+    """What a checkpoint stores (the whole config, dumped) validates back to the same config, for every
+    trial of every sweep file shipped: a derived default that reads back as an explicit value (as odt's
+    rl_coeff did) would make a resumed trial or `lamo_ray.evaluate` refuse the checkpoint."""
+    from lamo_ray.config import load_sweep
+
+    sweep = load_sweep(path, [])
+    for row in sweep.trials:
+        assert validate_trial(row["config"].model_dump()) == row["config"], (row["variant"], row["params"])

@@ -268,7 +268,8 @@ class OnlineConfig(_Strict):
     envs_per_actor: int = Field(1, ge=1, description="Environments each collecting actor steps together.")
     overlap: bool = Field(False, description="Collect iteration i+1 with iteration i's weights while the learner "
                           "updates (ours); false: the paper's schedule, collect then update.")
-    rl_coeff: float = Field(0.1, ge=0.0, description="Weight of the critic term -Q1 in the actor loss (td3_odt, td3).")
+    rl_coeff: float | None = Field(None, ge=0.0, description="Weight of the critic term -Q1 in the actor loss; "
+                                   "default 0.1 for td3_odt and td3 (the paper), 0 for odt (no critic term).")
     gamma: float = Field(0.99, ge=0.0, le=1.0)
     tau: float = Field(0.005, gt=0.0, le=1.0, description="Soft update of the target critic and target DT.")
     policy_noise: float = Field(0.2, ge=0.0, description="TD3 target smoothing noise std.")
@@ -289,7 +290,11 @@ class OnlineConfig(_Strict):
 
     @model_validator(mode="after")
     def _method_coefficients(self) -> "OnlineConfig":
-        if self.method == "odt" and "rl_coeff" in self.model_fields_set and self.rl_coeff > 0:
+        # the default resolved here, so a dumped config (a checkpoint's config.yaml) validates again as itself:
+        # before, odt's dump held rl_coeff 0.1, read back as an explicit value and refused (found by --rehearse)
+        if self.rl_coeff is None:
+            self.rl_coeff = 0.0 if self.method == "odt" else 0.1
+        if self.method == "odt" and self.rl_coeff > 0:
             raise ValueError(f"online.rl_coeff: method 'odt' has no critic term (got {self.rl_coeff}); use "
                              "method td3_odt for supervised + critic")
         if self.method in ("td3_odt", "td3") and self.rl_coeff == 0:
