@@ -73,18 +73,42 @@ def standin_dataset(cfg: TrialConfig, source: str):
                              max_episode_steps=length)
 
 
-def _inputs(sweep: SweepConfig, rows: list[dict[str, Any]], offline: bool, standin: bool,
-            say: Callable[[str], None]) -> tuple[dict[str, Any], list[str], list[str]]:
-    """Fetch and check the inputs as a run would; with ``standin``, stand-ins for the missing ones.
-    Returns ({source: dataset (real or stand-in)}, stand-in backbone names, problems left)."""
+STANDIN_CORPUS_WORDS = 400_000   # words of a stand-in text corpus (a few hundred 1024-token blocks)
+
+
+def standin_corpus(path: Path) -> Path:
+    """A stand-in text corpus at ``path``: `STANDIN_CORPUS_WORDS` words drawn from a fixed vocabulary
+    (seeded), in sentences and paragraphs, for the language loss's step times only."""
+    rng = np.random.default_rng(0)
+    vocabulary = ("the of and to in a is that for it as was with be by on not he this are or his from at which "
+                  "but have an they you were her she there one all we their been has would when what if so no "
+                  "who will more out up into time can only other new some could these two may first then do "
+                  "any like my now over such our man me even most made after also did many before must through "
+                  "river city music model data energy history season station language system theory").split()
+    words = rng.choice(vocabulary, STANDIN_CORPUS_WORDS)
+    sentences = [" ".join(words[i:i + 12]).capitalize() + "." for i in range(0, len(words), 12)]
+    text = "\n\n".join(" ".join(sentences[i:i + 8]) for i in range(0, len(sentences), 8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    return path
+
+
+def _inputs(sweep: SweepConfig, rows: list[dict[str, Any]], offline: bool, standin: bool, standin_dir: Path,
+            say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """Fetch and check the inputs as a run would; with ``standin``, stand-ins for the missing ones
+    (``standin_dir``: where a stand-in corpus is written, beside the sweep's results so every node of a
+    cluster with shared storage reads it). Returns ({source: dataset (real or stand-in)}, the rehearsal's
+    stand-ins for `lamo_ray.rehearse.rehearsal_config` ({"standin_backbones": [...], "standin_corpora":
+    {corpus: path}}), problems left)."""
     from lamo_ray.inputs import fetch_inputs, plan_inputs
+    from lamo_ray.language import WIKITEXT, load_tokenizer
     from lamo_ray.preflight import check_backbone, format_checks, preflight
 
     fetch_inputs(plan_inputs([r["config"] for r in rows]), offline, say=say)
     loaded: dict[str, Any] = {}
     checks = preflight(sweep, rows, generate=True, loaded=loaded)
     say("inputs:\n" + format_checks(checks))
-    problems, backbones = [], []
+    problems, backbones, corpora = [], [], {}
     for c in (c for c in checks if not c.ok):
         users = [r["config"] for r in rows]
         if c.kind == "dataset" and standin and c.name in {s for cfg in users for s in cfg.data_sources.values()}:
@@ -110,9 +134,32 @@ def _inputs(sweep: SweepConfig, rows: list[dict[str, Any]], offline: bool, stand
                     "in this rehearsal only)")
             else:
                 problems.append(f"backbone {c.name}: {c.detail}")
+        elif c.kind == "corpus" and standin and c.name.startswith(f"{WIKITEXT} "):
+            backbone = c.name.split("(tokenizer of ", 1)[1].rstrip(")")
+            try:
+                load_tokenizer(backbone)
+            except Exception as err:  # noqa: BLE001 - as check_corpora: the tokenizer is fetched like the backbone
+                problems.append(f"{c.kind} {c.name}: the tokenizer is needed even with a stand-in corpus: {err}")
+                continue
+            corpora[WIKITEXT] = str(standin_corpus(standin_dir / "corpus.txt"))
+            say(f"STAND-IN corpus for {WIKITEXT}: {STANDIN_CORPUS_WORDS:,} random words at {corpora[WIKITEXT]} "
+                "(language.corpus in this rehearsal only)")
         else:
             problems.append(f"{c.kind} {c.name}: {c.detail}")
-    return loaded, backbones, problems
+    return loaded, {"standin_backbones": backbones, "standin_corpora": corpora}, problems
+
+
+def _run_of(runs: list, variant: str, cfg: TrialConfig):
+    """The MLflow run of the rehearsal trial of ``variant`` with config ``cfg``: the one whose params are
+    that config's (`lamo_ray.tracking.start_trial_run` logs every key); None if it has none."""
+    from lamo_ray.config import asdict_flat
+
+    want = {k: str(v)[:6000] for k, v in asdict_flat(cfg).items()}
+    for run in runs:
+        params = run.data.params
+        if params.get("variant") == variant and all(params.get(k) == v for k, v in want.items()):
+            return run
+    return None
 
 
 def _shape_result(client, run, shape: Shape, cfg: TrialConfig, error: str | None) -> dict[str, Any]:
@@ -125,6 +172,10 @@ def _shape_result(client, run, shape: Shape, cfg: TrialConfig, error: str | None
     failed = error is not None or tags.get(OUTCOME_TAG) == "failed"
     result: dict[str, Any] = {"passed": not failed, "run_id": run.info.run_id, "stage": tags.get(PHASE_TAG, "setup"),
                               "error": (error or tags.get("lamo_ray.error", ""))[-600:] if failed else None}
+    if failed and "RehearsalInterrupt" in (result["error"] or ""):   # every restart stopped as a fresh trial
+        result.update(stage="resume from checkpoint",
+                      error="each restart of the trial found no checkpoint it could read and started over "
+                            "(its worker log says why: 'skipping checkpoint ...')")
     measured = measure(client, run.info.run_id, cfg)
     restored = client.get_metric_history(run.info.run_id, "train/restored_from_step")
     result["resumed_from_step"] = int(restored[-1].value) if restored else None
@@ -160,7 +211,6 @@ def run_rehearsal(sweep: SweepConfig, rows: list[dict[str, Any]], address: str |
     from mlflow.tracking import MlflowClient
     from ray import tune
 
-    from lamo_ray.naming import trial_run_name
     from lamo_ray.preflight import check_resources, concurrent_trials, local_cpus, local_gpus
     from lamo_ray.tracking import (NOTE_TAG, ROLE_TAG, RunLogger, check_tracking, get_or_create_experiment,
                                    resolve_tracking_uri)
@@ -171,7 +221,9 @@ def run_rehearsal(sweep: SweepConfig, rows: list[dict[str, Any]], address: str |
         "trials, one after another, a few steps of every stage each:")
     for s in shapes:
         say(f"  {s.name}: {len(s.rows)} trial(s)")
-    loaded, standin_backbones, problems = _inputs(sweep, rows, offline, standin, say)
+    run_name, exp_dir = _experiment_dir(sweep, resume=False)
+    name = f"{run_name}-rehearsal-{time.strftime('%Y%m%d-%H%M%S')}"
+    loaded, standins, problems = _inputs(sweep, rows, offline, standin, exp_dir.parent / f"{name}_standin", say)
     if problems:
         say("error: the rehearsal needs these inputs (--rehearse-standin stands in for missing datasets and "
             "pre-trained backbones):\n" + "\n".join(f"  {p}" for p in problems))
@@ -184,8 +236,6 @@ def run_rehearsal(sweep: SweepConfig, rows: list[dict[str, Any]], address: str |
             return 2
     uri = resolve_tracking_uri(sweep.tracking.uri)
     check_tracking(uri)
-    run_name, exp_dir = _experiment_dir(sweep, resume=False)
-    name = f"{run_name}-rehearsal-{time.strftime('%Y%m%d-%H%M%S')}"
     _init_ray(address, worker_logs_to_console=verbose)
     cluster = ray.cluster_resources()
     concurrency = concurrent_trials(sweep, rows, float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0)))
@@ -196,9 +246,9 @@ def run_rehearsal(sweep: SweepConfig, rows: list[dict[str, Any]], address: str |
                                    "every stage each, and the sweep's projected cost (`rehearsal.json`)."}).info.run_id
     tracking = {"uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "run_name": name,
                 "train_storage": str(exp_dir.parent / f"{name}_train"),
-                "rehearsal": {"standin_backbones": standin_backbones}}
+                "rehearsal": standins}
     tracking["outbox"] = str(Path(tracking["train_storage"]) / "mlflow_outbox")
-    shrunk = [{"config": rehearsal_config(s.config, s.config.model.backbone in standin_backbones)} for s in shapes]
+    shrunk = [{"config": rehearsal_config(s.config, **standins)} for s in shapes]
     shared = {"dataset_refs": {source: ray.put(ds) for source, ds in loaded.items() if hasattr(ds, "trajectories")},
               "backbone_refs": ship_backbones([r["config"] for r in shrunk])}
     space = {"point": tune.grid_search([{"variant": s.variant, "params": s.params} for s in shapes]),
@@ -214,10 +264,9 @@ def run_rehearsal(sweep: SweepConfig, rows: list[dict[str, Any]], address: str |
         if result.error is not None:
             errors[(point.get("variant"), repr(point.get("params")))] = f"{type(result.error).__name__}: {result.error}"
     results, measured = {}, {}
+    runs = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10_000)
     for shape, row in zip(shapes, shrunk):
-        runs = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and "
-                                  f"attributes.run_name = '{trial_run_name(shape.variant, shape.params, space['seed'], STAGE)}'")
-        r = _shape_result(client, runs[0] if runs else None, shape, row["config"],
+        r = _shape_result(client, _run_of(runs, shape.variant, row["config"]), shape, row["config"],
                           errors.get((shape.variant, repr(shape.params))))
         results[shape.name] = r
         if r["passed"]:
@@ -246,8 +295,9 @@ def run_rehearsal(sweep: SweepConfig, rows: list[dict[str, Any]], address: str |
         path.write_text(as_json(shapes, results, projection))
         logger.log_artifact(path)
     if projection is not None:
-        logger.log_metrics({"projection/wall_h": projection.wall_s / 3600, "projection/cpu_hours": projection.cpu_hours,
-                            "projection/gpu_hours": projection.gpu_hours, "projection/trials": projection.trials}, step=0)
+        logger.log_metrics({"projection/wall_h": projection.wall_s / 3600, "projection/trials": projection.trials,
+                            "projection/cpu_hours": projection.cpu_hours, "projection/gpu_hours": projection.gpu_hours},
+                           step=0)
     passed = all(r["passed"] for r in results.values())
     logger.finish("FINISHED" if passed else "FAILED")
     say(f"rehearsal run in MLflow: {parent} (experiment {sweep.tracking.experiment or sweep.name}, rehearsal.json)")

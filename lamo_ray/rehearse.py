@@ -26,16 +26,20 @@ the measured step times project what the whole sweep costs.
 - **Projected** (`project`): each real trial's seconds = planned steps x step time + evaluations x
   evaluation time + setup (`trial_seconds`; an evaluation of T target returns counts T of the measured
   one-target evaluation, plus once the rollout actors' start); step times are measured with one trial
-  at a time, so trials that share a machine's cores (CPU trials) run slower than projected; the sweep's wall time packs the trials longest first onto the number of
-  trials the cluster runs at once (`lamo_ray.preflight.concurrent_trials`, what ``--dry-run``'s resource plan
-  says); CPU- and GPU-hours are each trial's seconds x the CPUs / GPUs it holds. ASHA stops some trials
-  early and a confirmation stage adds ``top_k x variants x confirm.seeds`` trials at their shape's time:
-  the projection counts every trial to its end, an upper bound for an ASHA search.
+  at a time, so trials that share a machine's cores (CPU trials) run slower than projected. The sweep's
+  wall time runs the trials in table order, each on the first of the slots to come free (`pack`), as
+  many slots as trials the cluster runs at once (`lamo_ray.preflight.concurrent_trials`, what
+  ``--dry-run``'s resource plan says); CPU- and GPU-hours are each trial's seconds x the CPUs / GPUs it
+  holds. A confirmation stage adds ``top_k x confirm.seeds`` trials per variant at its longest shape's
+  time. ASHA stops some trials early: the projection counts every trial to its end, an upper bound for
+  an ASHA search.
 - **Inputs**: the real datasets and backbones (fetched or generated as a run would). With
   ``--rehearse-standin``, a missing one is replaced, loudly and for the rehearsal only: a dataset by
   random trajectories with the evaluation env's observation and action shapes and dtypes and
-  ``data.max_ep_len`` steps (`standin_dataset`, held in Ray's object store, never written where a run
-  would read it); a pre-trained backbone by the same architecture randomly initialised.
+  ``data.max_ep_len`` steps (`lamo_ray.rehearsal_run.standin_dataset`, held in Ray's object store, never
+  written where a run would read it); a pre-trained backbone by the same architecture randomly
+  initialised; WikiText by a text file of random words beside the rehearsal's results (the backbone's
+  tokenizer is still needed).
 - **Output**: per shape pass / fail (with the stage it failed in, `lamo_ray.tracking.PHASE_TAG`, and the
   error), the step times and peak memory, then the projection; a ``rehearsal`` run in the sweep's MLflow
   experiment holds them (``rehearsal.json``), with one child run per shape. Exit 0 only if every shape
@@ -48,6 +52,7 @@ import heapq
 import json
 import logging
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -91,45 +96,63 @@ def _concrete(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _without_ratio(path: str, value: Any) -> Any:
+    """A swept value as far as the trial's shape goes: a whole ``data`` section swept (kitchen.yaml's
+    source-and-ratio pairs) without its ``sample_ratio``."""
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if not (k == "sample_ratio" and path == "data")}
+    return value
+
+
+def _shown(path: str, value: Any) -> str:
+    """A shape's swept value in its name: a task by name, a swept data section by its source."""
+    if path == "task":
+        return str(value)
+    if isinstance(value, dict) and "source" in value:
+        return str(value["source"])
+    return f"{path.rsplit('.', 1)[-1]}={value}"
+
+
 def trial_shapes(sweep: SweepConfig, rows: list[dict[str, Any]]) -> list[Shape]:
     """The sweep's distinct trial shapes, in trial-table order (module docstring)."""
     grid = [p for p, d in find_domains(sweep.base).items() if next(iter(d)) == "grid" and p != "data.sample_ratio"]
     shapes: dict[tuple, Shape] = {}
     for row in rows:
-        key = (row["variant"], *((p, repr(row["params"].get(p))) for p in grid))
+        key = (row["variant"], *((p, repr(_without_ratio(p, row["params"].get(p)))) for p in grid))
         if key not in shapes:
-            shown = {p: row["params"][p] for p in grid if p in row["params"]}
-            name = " · ".join([row["variant"], *(str(v) if p == "task" else f"{p.rsplit('.', 1)[-1]}={v}"
-                                                 for p, v in shown.items())])
+            name = " · ".join([row["variant"], *(_shown(p, row["params"][p]) for p in grid if p in row["params"])])
             shapes[key] = Shape(name, row["variant"], _concrete(row), [], row["config"])
         shapes[key].rows.append(row)
     return list(shapes.values())
 
 
-def rehearsal_config(cfg: TrialConfig, standin_backbone: bool = False) -> TrialConfig:
-    """``cfg`` with the rehearsal's step counts (module docstring) and nothing else changed, but for
-    ``standin_backbone`` (``model.pretrained`` false: the same architecture, randomly initialised).
+def rehearsal_config(cfg: TrialConfig, standin_backbones: Sequence[str] = (),
+                     standin_corpora: Mapping[str, str] | None = None) -> TrialConfig:
+    """``cfg`` with the rehearsal's step counts (module docstring) and nothing else changed, but for the
+    stand-ins (``--rehearse-standin``): a backbone in ``standin_backbones`` randomly initialised
+    (``model.pretrained`` false: the same architecture), a corpus in ``standin_corpora`` ({name: text
+    file}) replaced by that file.
 
     Raises:
         lamo_ray.config.ConfigError: the shrunk config does not validate (names the key).
     """
-    raw = cfg.model_dump()
+    raw = cfg.model_dump(exclude_unset=True)   # what the sweep set: defaults derived from it stay derived
     n = WARMUP_STEPS + TIMED_STEPS
-    train, ev = raw["train"], raw["eval"]
-    train.update(steps=3 * n, eval_every=n, log_every=1, max_failures=max(1, train["max_failures"]))
-    if "warmup_steps" in train and train["warmup_steps"] is not None:
-        train["warmup_steps"] = min(train["warmup_steps"], n)
-    if ev.get("target_returns"):   # one target's evaluation as the real one: its episodes over its actors and envs
-        ev["target_returns"] = ev["target_returns"][:1]
-    if raw.get("online") is not None:
-        raw["online"].update(iterations=1, updates_per_iteration=min(raw["online"]["updates_per_iteration"], n),
-                             transitions_per_iteration=1, eval_every=1)
-    if raw.get("continual") is not None:
-        c = raw["continual"]
+    train, ev = raw.setdefault("train", {}), raw.setdefault("eval", {})
+    train.update(steps=3 * n, eval_every=n, log_every=1, max_failures=max(1, cfg.train.max_failures),
+                 warmup_steps=min(cfg.train.warmup_steps, n))
+    if cfg.eval.target_returns:   # one target's evaluation as the real one: its episodes over its actors and envs
+        ev["target_returns"] = list(cfg.eval.target_returns[:1])
+    if cfg.online is not None:
+        raw.setdefault("online", {}).update(iterations=1, transitions_per_iteration=1, eval_every=1,
+                                            updates_per_iteration=min(cfg.online.updates_per_iteration, n))
+    if cfg.continual is not None:
         train["steps"] = n   # pre-training; the interrupt comes after its evaluation, the stages run resumed
-        c.update(steps_per_task=n, eval_every=n)
-    if standin_backbone:
-        raw["model"]["pretrained"] = False
+        raw.setdefault("continual", {}).update(steps_per_task=n, eval_every=n)
+    if cfg.model.backbone in standin_backbones:
+        raw.setdefault("model", {})["pretrained"] = False
+    if cfg.language.corpus in (standin_corpora or {}):
+        raw.setdefault("language", {})["corpus"] = standin_corpora[cfg.language.corpus]
     return validate_trial(raw, origin="rehearsal")
 
 
@@ -280,7 +303,7 @@ def _evaluations_s(n: int, m: Measured, scale: float) -> float:
 
 @dataclass
 class Projection:
-    """The sweep's projected cost: ``wall_s`` (trials packed longest first onto ``concurrency`` slots),
+    """The sweep's projected cost: ``wall_s`` (the trials in table order on ``concurrency`` slots, `pack`),
     ``cpu_hours``, ``gpu_hours``, ``trials`` counted and ``per_shape`` {shape name: seconds of one trial}."""
 
     wall_s: float
@@ -292,9 +315,10 @@ class Projection:
 
 
 def pack(durations: list[float], slots: int) -> float:
-    """The makespan of ``durations`` run ``slots`` at a time, longest first onto the least-loaded slot."""
+    """The makespan of ``durations`` run ``slots`` at a time in the given order, each on the first slot
+    to come free (Tune's queue of trials, in the trial table's order)."""
     loads = [0.0] * max(slots, 1)
-    for d in sorted(durations, reverse=True):
+    for d in durations:
         heapq.heapreplace(loads, loads[0] + d)
     return max(loads)
 
@@ -317,7 +341,7 @@ def project(sweep: SweepConfig, shapes: list[Shape], measured: dict[str, Measure
             gpu_s += copies * seconds * trial_gpus(row["config"])
     if sweep.confirm:   # the confirmation: top_k configurations per variant, each at its variant's longest trial
         for variant in sweep.variants:
-            longest = max((per_shape[s.name], s) for s in shapes if s.variant == variant)
+            longest = max(((per_shape[s.name], s) for s in shapes if s.variant == variant), key=lambda x: x[0])
             n = sweep.confirm.top_k * len(sweep.confirm.seeds)
             durations += [longest[0]] * n
             cpu_s += n * longest[0] * trial_cpus(sweep, longest[1].config)
@@ -339,7 +363,10 @@ def format_duration(seconds: float) -> str:
 
 def as_json(shapes: list[Shape], results: dict[str, dict[str, Any]], projection: Projection | None) -> str:
     """The rehearsal as ``rehearsal.json``: per shape its outcome and measurements, and the projection."""
-    return json.dumps({"shapes": {s.name: results.get(s.name, {}) for s in shapes},
+    def plain(r: dict[str, Any]) -> dict[str, Any]:
+        return {**r, "measured": asdict(r["measured"]) if r.get("measured") is not None else None}
+
+    return json.dumps({"shapes": {s.name: plain(results.get(s.name, {})) for s in shapes},
                        "projection": None if projection is None else asdict(projection)}, indent=1, default=str)
 
 
