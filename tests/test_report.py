@@ -391,7 +391,14 @@ def test_search_then_confirm_is_scored_from_confirmation_trials_only(tmp_path):
         for v, score in (("lamo", lamo), ("dt", dt)):
             c = resolved[(v, picked[v])].model_copy(update={"seed": seed})
             _trial(uri, exp_id, parent, c, f"c_{v}_{seed}", v, "confirm", _flat(float(score), 1000))
-    text = generate_report(uri, "sc", tmp_path / "out", reps=REPS, log_to_mlflow=False).path.read_text()
+    rep = generate_report(uri, "sc", tmp_path / "out", reps=REPS, log_to_mlflow=False)
+    text = rep.path.read_text()
+    # issue 31: the search's ASHA view and the confirmation trials' curves; one ratio, so no ratio axis
+    assert set(rep.figures) == {"curves", "asha"}
+    lines = [s for s in rep.figures["curves"].series if s.label != "band"]
+    assert sorted(s.label for s in lines) == ["dt (train.lr=0.0001) (n=2)", "lamo (train.lr=0.001) (n=2)"]
+    assert all(s.points == len(EVAL_STEPS) for s in lines)   # the confirmation trials only, every evaluation
+    assert "2 trial(s) stopped" in text                       # the ASHA view is the search's: 2 of its 4 stopped
     # one sample ratio: no table has a sample ratio column, the ratio is said once (issue 31)
     assert "| sample ratio" not in text and "Every trial uses sample ratio 0.1" in text
     rows = {r[0]: r for r in _table_rows(text, "variant | seeds | mean")}
