@@ -8,6 +8,7 @@ MLflow experiment holding it all. `run_rehearsal` returns the exit code: 0 only 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import time
@@ -26,12 +27,12 @@ STANDIN_TRAJECTORIES = 4        # random trajectories of a stand-in dataset (2 f
 SHAPE_TIME_LIMIT_S = 3600.0     # default --rehearse-timeout: a shape still reporting after this is stopped
 
 
-def standin_dataset(cfg: TrialConfig, source: str):
-    """A stand-in for the missing dataset ``source`` of a trial ``cfg``: `STANDIN_TRAJECTORIES` trajectories of
-    ``data.max_ep_len`` steps whose observations have the evaluation env's shape and dtype (the state the
-    model sees: `lamo_ray.envs.flatten_observation`), actions its action space's (uniform in its bounds,
-    or uniform indices), rewards uniform in [0, 1). Random numbers: only for a rehearsal's step times,
-    never for a score (its reference scores are the env's known ones, else 0 and 1).
+def standin_dataset(cfg: TrialConfig, source: str, trajectories: int = STANDIN_TRAJECTORIES):
+    """A stand-in for the missing dataset ``source`` of a trial ``cfg``: ``trajectories`` trajectories (2 for
+    image observations) of ``data.max_ep_len`` steps whose observations have the evaluation env's shape and
+    dtype (the state the model sees: `lamo_ray.envs.flatten_observation`), actions its action space's
+    (uniform in its bounds, or uniform indices), rewards uniform in [0, 1). Random numbers: only for a
+    rehearsal's step times, never for a score (its reference scores are the env's known ones, else 0 and 1).
 
     Raises:
         ValueError: ``eval.env_id`` is not set (without the data, nothing else says which env it is).
@@ -52,7 +53,7 @@ def standin_dataset(cfg: TrialConfig, source: str):
     finally:
         env.close()
     rng = np.random.default_rng(0)
-    n = 2 if first.dtype == np.uint8 and first.ndim >= 2 else STANDIN_TRAJECTORIES
+    n = 2 if first.dtype == np.uint8 and first.ndim >= 2 else trajectories
     length = cfg.data.max_ep_len
     discrete = isinstance(space, gym.spaces.Discrete)
     trajectories = []
@@ -117,8 +118,10 @@ def _inputs(sweep: SweepConfig, rows: list[dict[str, Any]], offline: bool, stand
                 problems.append(f"dataset {c.name}: missing, and a continual trial's data has no stand-in ({c.detail})")
                 continue
             cfg = next(cfg for cfg in users if cfg.data.source == c.name)
+            # enough trajectories that every sample ratio using it keeps one (subsample keeps int(n x ratio))
+            smallest = min(u.data.sample_ratio for u in users if u.data.source == c.name)
             try:
-                loaded[c.name] = standin_dataset(cfg, c.name)
+                loaded[c.name] = standin_dataset(cfg, c.name, max(STANDIN_TRAJECTORIES, math.ceil(1 / smallest)))
             except ValueError as err:
                 problems.append(str(err))
                 continue
