@@ -152,6 +152,31 @@ def _inputs(sweep: SweepConfig, rows: list[dict[str, Any]], offline: bool, stand
     return loaded, {"standin_backbones": backbones, "standin_corpora": corpora}, problems
 
 
+def episode_limit(cfg: TrialConfig) -> int | None:
+    """The evaluation's episode cap: ``eval.max_episode_steps``, else the env's own time limit (its spec)."""
+    if cfg.continual is not None:
+        return None
+    if cfg.eval.max_episode_steps:
+        return cfg.eval.max_episode_steps
+    import gymnasium as gym
+
+    from lamo_ray.envs import make_env
+
+    env_id = cfg.eval.env_id
+    if env_id is None:
+        return None
+    try:
+        env = make_env(env_id)
+    except Exception as err:  # noqa: BLE001 - the trial ran on it; without a spec the projection is unscaled
+        log.warning("no episode cap for %s: %s", env_id, err)
+        return None
+    try:
+        spec = env.spec or gym.spec(env_id)
+        return spec.max_episode_steps
+    finally:
+        env.close()
+
+
 def _run_of(runs: list, variant: str, cfg: TrialConfig):
     """The MLflow run of the rehearsal trial of ``variant`` with config ``cfg``: the one whose params are
     that config's (`lamo_ray.tracking.start_trial_run` logs every key); None if it has none."""
@@ -180,6 +205,7 @@ def _shape_result(client, run, shape: Shape, cfg: TrialConfig, error: str | None
                       error="each restart of the trial found no checkpoint it could read and started over "
                             "(its worker log says why: 'skipping checkpoint ...')")
     measured = measure(client, run.info.run_id, cfg)
+    measured.episode_limit = episode_limit(cfg)
     restored = client.get_metric_history(run.info.run_id, "train/restored_from_step")
     result["resumed_from_step"] = int(restored[-1].value) if restored else None
     if cfg.continual is None and not failed and result["resumed_from_step"] is None:

@@ -25,7 +25,8 @@ the measured step times project what the whole sweep costs.
   rollout actors are other processes) and, on a GPU, the peak CUDA memory torch allocated.
 - **Projected** (`project`): each real trial's seconds = planned steps x step time + evaluations x
   evaluation time + setup (`trial_seconds`; an evaluation of T target returns counts T of the measured
-  one-target evaluation, plus once the rollout actors' start); step times are measured with one trial
+  one-target evaluation scaled to episodes as long as their cap (the rehearsal's barely trained policy
+  may fall early, a trained one need not), plus once the rollout actors' start); step times are measured with one trial
   at a time, so trials that share a machine's cores (CPU trials) run slower than projected. The sweep's
   wall time runs the trials in table order, each on the first of the slots to come free (`pack`), as
   many slots as trials the cluster runs at once (`lamo_ray.preflight.concurrent_trials`, what
@@ -168,6 +169,8 @@ class Measured:
     stage_step_s: float | None = None        # a continual stage's step
     eval_s: float | None = None              # one evaluation as rehearsed (its first target; a continual one whole)
     first_eval_s: float | None = None        # a process's first evaluation (it starts the rollout actors)
+    eval_length: float | None = None         # mean episode length of those evaluations (offline / online)
+    episode_limit: int | None = None         # the evaluation's episode cap (eval.max_episode_steps or the env's)
     update_s: float | None = None            # one online actor update (its critic updates with it)
     transition_s: float | None = None        # one collected online transition (wall, all collecting actors)
     setup_s: float | None = None             # the trial process's setup before its first step
@@ -238,6 +241,9 @@ def measure(client, run_id: str, cfg: TrialConfig) -> Measured:
         m.step_s, m.timed_steps = _median(timed), len(timed)
     m.eval_s = _median(warm_evaluations(eval_s, restarts))
     m.first_eval_s = _median(first_evaluations(eval_s, restarts))
+    if cfg.continual is None and cfg.eval.target_returns:
+        lengths = history(f"eval/target_{cfg.eval.target_returns[0]:g}/length_mean")
+        m.eval_length = _median(warm_evaluations(lengths, restarts)) if lengths else None
     if cfg.online is not None:
         updates = history("online/update_s")
         collected = history("online/collect_wait_s")
@@ -288,7 +294,10 @@ def trial_seconds(cfg: TrialConfig, m: Measured) -> dict[str, float]:
         out["online collection"] = o.iterations * o.transitions_per_iteration * need(m.transition_s,
                                                                                       "collected transition")
         n_evals += evaluations(o.iterations, o.eval_every)
-    out["evaluations"] = _evaluations_s(n_evals, m, max(len(cfg.eval.target_returns), 1))
+    # episodes as long as the cap: the rehearsal's barely trained policy may fall early (Hopper, Walker2d), a
+    # trained one runs to the cap, so its measured evaluation is scaled up to full-length episodes
+    full = (m.episode_limit / m.eval_length) if m.episode_limit and m.eval_length else 1.0
+    out["evaluations"] = _evaluations_s(n_evals, m, max(len(cfg.eval.target_returns), 1) * max(full, 1.0))
     return out
 
 

@@ -130,6 +130,10 @@ def test_the_projection_is_planned_steps_times_measured_times():
                 "online collection": o.iterations * o.transitions_per_iteration * 0.01,
                 "evaluations": n_evals * len(cfg.eval.target_returns) * 20.0 + (30.0 - 20.0)}
     assert trial_seconds(cfg, m) == pytest.approx(expected, rel=1e-12)
+    # a rehearsal policy that fell after 250 of the cap's 1000 steps: evaluations projected at full length
+    short = Measured(**{**m.__dict__, "eval_length": 250.0, "episode_limit": 1000})
+    assert trial_seconds(cfg, short)["evaluations"] == pytest.approx(
+        n_evals * len(cfg.eval.target_returns) * 20.0 * 4 + (30.0 - 20.0), rel=1e-12)
 
     cw = load_sweep(SWEEPS / "l2m_cw10.yaml", [])
     ccfg = cw.trials[0]["config"]
