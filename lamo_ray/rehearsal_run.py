@@ -23,16 +23,18 @@ from lamo_ray.rehearse import (STAGE, Measured, Shape, as_json, format_duration,
 
 log = logging.getLogger(__name__)
 
-STANDIN_TRAJECTORIES = 4        # random trajectories of a stand-in dataset (2 for image observations)
+STANDIN_TRAJECTORIES = 4        # random trajectories of a stand-in dataset, at least (see standin_dataset)
+IMAGE_STANDIN_STEPS = 512       # the longest stand-in trajectory with image observations
 SHAPE_TIME_LIMIT_S = 3600.0     # default --rehearse-timeout: a shape still reporting after this is stopped
 
 
 def standin_dataset(cfg: TrialConfig, source: str, trajectories: int = STANDIN_TRAJECTORIES):
-    """A stand-in for the missing dataset ``source`` of a trial ``cfg``: ``trajectories`` trajectories (2 for
-    image observations) of ``data.max_ep_len`` steps whose observations have the evaluation env's shape and
-    dtype (the state the model sees: `lamo_ray.envs.flatten_observation`), actions its action space's
-    (uniform in its bounds, or uniform indices), rewards uniform in [0, 1). Random numbers: only for a
-    rehearsal's step times, never for a score (its reference scores are the env's known ones, else 0 and 1).
+    """A stand-in for the missing dataset ``source`` of a trial ``cfg``: ``trajectories`` trajectories of
+    ``data.max_ep_len`` steps (at most `IMAGE_STANDIN_STEPS` for images) whose observations have the
+    evaluation env's shape and dtype (the state the model sees: `lamo_ray.envs.flatten_observation`),
+    actions its action space's (uniform in its bounds, or uniform indices), rewards uniform in [0, 1).
+    Random numbers: only for a rehearsal's step times, never for a score (its reference scores are the
+    env's known ones, else 0 and 1).
 
     Raises:
         ValueError: ``eval.env_id`` is not set (without the data, nothing else says which env it is).
@@ -53,8 +55,11 @@ def standin_dataset(cfg: TrialConfig, source: str, trajectories: int = STANDIN_T
     finally:
         env.close()
     rng = np.random.default_rng(0)
-    n = 2 if first.dtype == np.uint8 and first.ndim >= 2 else trajectories
-    length = cfg.data.max_ep_len
+    images = first.dtype == np.uint8 and first.ndim >= 2
+    n = trajectories
+    # image trajectories (Atari: 28 KB a step) at most IMAGE_STANDIN_STEPS long, so that enough of them for a
+    # small sample ratio fit in memory; a training step samples context_length steps, not whole episodes
+    length = min(cfg.data.max_ep_len, IMAGE_STANDIN_STEPS) if images else cfg.data.max_ep_len
     discrete = isinstance(space, gym.spaces.Discrete)
     trajectories = []
     for _ in range(n):
@@ -126,9 +131,10 @@ def _inputs(sweep: SweepConfig, rows: list[dict[str, Any]], offline: bool, stand
                 problems.append(str(err))
                 continue
             ds = loaded[c.name]
-            say(f"STAND-IN dataset for {c.name}: {len(ds.trajectories)} random trajectories of {cfg.data.max_ep_len} "
-                f"steps, obs {ds.obs_shape} {ds.trajectories[0].observations.dtype}, act {ds.act_dim} "
-                "(for this rehearsal's step times only; no real run reads it)")
+            first = ds.trajectories[0]
+            say(f"STAND-IN dataset for {c.name}: {len(ds.trajectories)} random trajectories of {first.length} steps, "
+                f"obs {ds.obs_shape} {first.observations.dtype}, act {ds.act_dim} (for this rehearsal's step times "
+                "only; no real run reads it)")
         elif c.kind == "backbone" and standin and c.name.endswith("(pretrained)"):
             name = c.name.rsplit(" (", 1)[0]
             if check_backbone(name, pretrained=False).ok:
