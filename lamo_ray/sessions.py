@@ -20,6 +20,30 @@ from lamo_ray.checkpoint import CheckpointError, load_checkpoint
 log = logging.getLogger(__name__)
 
 
+#: a continual trial's checkpoint: the runner's state (`lamo_ray.continual.trial`) and its step beside it
+CONTINUAL_FILE, CONTINUAL_STEP_FILE = "continual.pt", "continual_step.json"
+
+
+def checkpoint_step(directory: Path) -> int:
+    """The training step of a checkpoint folder: a continual trial's (`CONTINUAL_STEP_FILE` beside
+    `CONTINUAL_FILE`) or a policy checkpoint's (`lamo_ray.checkpoint.load_checkpoint`). Before, only the
+    latter was recognised, so a restarted continual trial skipped every checkpoint as "not a lamo_ray
+    checkpoint" and started over (found by ``--rehearse`` on sweeps/l2m_local.yaml).
+
+    Raises:
+        CheckpointError: neither kind, or an unreadable one.
+    """
+    import json
+
+    if (directory / CONTINUAL_FILE).is_file():
+        try:
+            return int(json.loads((directory / CONTINUAL_STEP_FILE).read_text())["step"])
+        except (OSError, ValueError, KeyError) as err:
+            raise CheckpointError(f"{directory}: a continual checkpoint without a readable "
+                                  f"{CONTINUAL_STEP_FILE} ({err})") from None
+    return load_checkpoint(directory).step
+
+
 class TrainSession:
     """Ray Train's session (a `TorchTrainer` worker): rank, device, checkpoint, DDP, report."""
 
@@ -85,7 +109,7 @@ class TuneTrialSession:
         for candidate in candidates:
             try:
                 with candidate.as_directory() as d:
-                    step = load_checkpoint(d).step
+                    step = checkpoint_step(Path(d))
             except CheckpointError as err:  # a folder Tune was still writing when its process died
                 log.warning("skipping checkpoint %s: %s", candidate.path, err)
                 continue

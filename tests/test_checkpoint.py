@@ -91,3 +91,26 @@ def test_in_trial_session_resumes_from_the_newest_complete_checkpoint_on_disk(tm
     session = TuneTrialSession(use_gpu=False, started=0.0, storage_dir=tmp_path)
     assert Path(session.get_checkpoint().path).name == "checkpoint_000001"
     assert TuneTrialSession(use_gpu=False, started=0.0, storage_dir=tmp_path / "none").get_checkpoint() is None
+
+
+def test_in_trial_session_resumes_a_continual_trial_from_its_newest_checkpoint(tmp_path):
+    """A continual trial's checkpoint is its runner's state (continual.pt) with its step beside it: the
+    session picks the newest. Before, only policy checkpoints were recognised, every continual one was
+    skipped as "not a lamo_ray checkpoint" and a restarted continual trial started over (--rehearse of
+    l2m_local.yaml found it: every shape failed its resume)."""
+    import json
+
+    from lamo_ray.sessions import CONTINUAL_FILE, CONTINUAL_STEP_FILE, TuneTrialSession, checkpoint_step
+
+    for index, step in ((0, 7), (1, 14)):
+        d = tmp_path / f"checkpoint_{index:06d}"
+        d.mkdir()
+        torch.save({"step": step}, d / CONTINUAL_FILE)
+        (d / CONTINUAL_STEP_FILE).write_text(json.dumps({"step": step, "stage": index}))
+    (tmp_path / "checkpoint_000002").mkdir()               # being written when the process died
+    torch.save({"step": 21}, tmp_path / "checkpoint_000002" / CONTINUAL_FILE)
+    session = TuneTrialSession(use_gpu=False, started=0.0, storage_dir=tmp_path)
+    assert Path(session.get_checkpoint().path).name == "checkpoint_000001"
+    assert checkpoint_step(tmp_path / "checkpoint_000001") == 14
+    with pytest.raises(CheckpointError, match=CONTINUAL_STEP_FILE):
+        checkpoint_step(tmp_path / "checkpoint_000002")

@@ -37,10 +37,11 @@ import torch
 from lamo_ray.checkpoint import PolicySpec
 from lamo_ray.config import TrialConfig, torch_threads
 from lamo_ray.continual import target_return, task_domain
+from lamo_ray.sessions import CONTINUAL_FILE, CONTINUAL_STEP_FILE   # the checkpoint's files
 
 log = logging.getLogger(__name__)
 
-CONTINUAL_FILE = "continual.pt"
+__all__ = ["CONTINUAL_FILE", "CONTINUAL_STEP_FILE", "DomainTurns", "phase_sampler", "run_continual_trial"]
 
 
 class DomainTurns:
@@ -154,6 +155,7 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
                 ckpt_dir = Path(tmp) / "checkpoint"
                 ckpt_dir.mkdir()
                 torch.save(r.state_dict(), ckpt_dir / CONTINUAL_FILE)
+                (ckpt_dir / CONTINUAL_STEP_FILE).write_text(json.dumps({"step": record.step, "stage": r.stage}))
                 if tracker is not None:
                     tracker.set_phase(f"checkpoint at step {record.step}")
                 session.report({**metrics, **per_task}, checkpoint_dir=ckpt_dir, step=record.step)
