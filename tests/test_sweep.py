@@ -193,8 +193,9 @@ def test_cli_dry_run_local_sweeps(tmp_path, name, trials, dataset):
 
 def test_cli_dry_run_paper_scale_kitchen_lists_what_to_download(tmp_path):
     """Issue 3: kitchen.yaml validates here (exit 0) while listing the D4RL data and GPT-2 weights
-    as missing with how to get them; a real run exits 2 before any compute, naming them."""
-    env = {"MINARI_DATASETS_PATH": str(tmp_path / "minari")}
+    as missing with how to get them; a real run exits 2 before any compute, naming them. A machine without
+    lamo_ray's fetched files (LAMO_RAY_HOME empty: CI fetches the gpt2 tokenizer before the tests)."""
+    env = {"MINARI_DATASETS_PATH": str(tmp_path / "minari"), "LAMO_RAY_HOME": str(tmp_path / "lamo_home")}
     proc = run_cli(REPO / "sweeps" / "kitchen.yaml", "--dry-run", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "60 trials" in proc.stdout
