@@ -44,7 +44,7 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     instead of each loading the files again. ``backbone_refs``: {backbone name:
     `lamo_ray.backbones.ShippedBackbone`} (`ship_backbones`), the same for backbone files.
     ``tracking["rehearsal"]`` (``--rehearse``): the trial runs its shape's `lamo_ray.rehearse.rehearsal_config`
-    (``{"standin_backbones": [names]}``: those randomly initialised) and stops once after its first
+    (with its stand-ins: ``{"standin_backbones": [...], "standin_corpora": {...}}``) and stops once after its first
     checkpoint, to be restarted from it (`lamo_ray.sessions.InterruptAfterFirstCheckpoint`).
     """
     from ray import tune
@@ -60,7 +60,7 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
     if rehearsal is not None:
         from lamo_ray.rehearse import rehearsal_config
 
-        cfg = rehearsal_config(cfg, standin_backbone=cfg.model.backbone in rehearsal.get("standin_backbones", ()))
+        cfg = rehearsal_config(cfg, **rehearsal)
     run_id = find_trial_run(tracking["uri"], tracking["experiment_id"], tracking["parent_run_id"], trial_id)
     if run_id is None:
         variant, params = tune_variant_and_params(config)
