@@ -43,3 +43,21 @@ def kill_tagged(var: str, value: str, grace_s: float = 10.0, sig: int = signal.S
         except ProcessLookupError:
             pass
     return pids
+
+
+def wait_healthy(proc, base_url: str, log_path: Path, timeout_s: float, poll_s: float = 0.3) -> None:
+    """Wait until the server ``proc`` (an MLflow server) answers 200 on ``<base_url>/health``; fail with the
+    tail of ``log_path`` if it exits or is not up within ``timeout_s``."""
+    import urllib.request
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(base_url + "/health", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        assert proc.poll() is None, f"server exited {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+        assert time.time() < deadline, f"server not up in {timeout_s} s:\n{log_path.read_text()[-3000:]}"
+        time.sleep(poll_s)

@@ -80,7 +80,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from browser import browser_page  # noqa: F401 - a fixture
-from processes import kill_tagged, tagged_pids
+from processes import kill_tagged, tagged_pids, wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -260,17 +260,7 @@ def mlflow_server(tmp_path_factory):
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, f"mlflow server exited {proc.returncode}:\n{(root / 'server.log').read_text()[-3000:]}"
-            assert time.time() < deadline, f"mlflow server not up:\n{(root / 'server.log').read_text()[-3000:]}"
-            time.sleep(0.5)
+        wait_healthy(proc, uri, root / "server.log", timeout_s=120, poll_s=0.5)
         yield MlflowServer(uri, root)
     finally:
         for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):  # the whole process group, only ours

@@ -23,13 +23,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from browser import browser_page  # noqa: F401 - a fixture
+from processes import wait_healthy
 from test_cluster_e2e import artifacts_dir, free_port
 
 from lamo_ray.config import SweepConfig
@@ -74,21 +73,6 @@ def _start_server(uri: str, root: Path) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def _wait_healthy(proc: subprocess.Popen, base: str, root: Path) -> None:
-    deadline = time.time() + SERVER_START_S
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        assert proc.poll() is None, f"mlflow server exited {proc.returncode}:\n{(root / 'server.log').read_text()[-3000:]}"
-        assert time.time() < deadline, f"mlflow server not up in {SERVER_START_S} s:\n" \
-                                        f"{(root / 'server.log').read_text()[-3000:]}"
-        time.sleep(0.3)
-
-
 def _stop(proc: subprocess.Popen) -> None:
     """SIGTERM, then SIGKILL, to the server's own process group (it was started in a new session)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -112,7 +96,7 @@ def test_the_mlflow_ui_shows_named_trial_runs_and_the_sweep_description(tmp_path
     assert len(set(names)) == 4 and "lamo · sample_ratio=0.1 · seed 0" in names
     proc, base = _start_server(uri, tmp_path)
     try:
-        _wait_healthy(proc, base, tmp_path)
+        wait_healthy(proc, base, tmp_path / "server.log", SERVER_START_S)
 
         # the experiment's runs table: the sweep's parent run, expanded to its trial runs
         page.goto(f"{base}/{EXPERIMENT_RUNS_PAGE.format(experiment_id=exp_id)}")
