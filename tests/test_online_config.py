@@ -75,7 +75,9 @@ def test_critic_methods_need_the_deterministic_head(method):
 def test_a_dumped_online_config_validates_again_as_itself(method, head):
     """A checkpoint stores its trial's whole config (config.yaml, `model_dump`) and a resumed trial or
     `python -m lamo_ray.evaluate` validates it again. An ODT config's dump was refused (rl_coeff 0.1 read back
-    as explicit), so a restarted ODT trial skipped its checkpoints and started over: found by --rehearse."""
+    as explicit), so a restarted ODT trial skipped its checkpoints and started over: found by --rehearse.
+    odt's resolved 0 is the authors' ODT (actor_rl_coeff < 1e-10, main.py:42 of
+    KaiYan289/RL_as_Vitamin_for_Online_Decision_Transformers; get_args.py:69's 0.1 for the TD3 arms)."""
     cfg = validate_trial(trial({**ONLINE, "method": method}, model={"action_head": head}))
     again = validate_trial(cfg.model_dump())
     assert again == cfg and again.online.rl_coeff == (0.0 if method == "odt" else 0.1)

@@ -291,7 +291,9 @@ class OnlineConfig(_Strict):
     @model_validator(mode="after")
     def _method_coefficients(self) -> "OnlineConfig":
         # the default resolved here, so a dumped config (a checkpoint's config.yaml) validates again as itself:
-        # before, odt's dump held rl_coeff 0.1, read back as an explicit value and refused (found by --rehearse)
+        # before, odt's dump held rl_coeff 0.1, read back as an explicit value and refused (found by --rehearse).
+        # odt's 0 is the authors': actor_rl_coeff < 1e-10 is their ODT (KaiYan289/RL_as_Vitamin_for_Online_
+        # Decision_Transformers main.py:42; get_args.py:69's default 0.1 is the TD3 arms')
         if self.rl_coeff is None:
             self.rl_coeff = 0.0 if self.method == "odt" else 0.1
         if self.method == "odt" and self.rl_coeff > 0:
