@@ -212,8 +212,7 @@ def _shape_result(client, run, shape: Shape, cfg: TrialConfig, error: str | None
                             "(its worker log says why: 'skipping checkpoint ...')")
     measured = measure(client, run.info.run_id, cfg)
     measured.episode_limit = episode_limit(cfg)
-    restored = client.get_metric_history(run.info.run_id, "train/restored_from_step")
-    result["resumed_from_step"] = int(restored[-1].value) if restored else None
+    result["resumed_from_step"] = measured.resumed_from_step
     if cfg.continual is None and not failed and result["resumed_from_step"] is None:
         result.update(passed=False, stage="resume from checkpoint", error="the trial never resumed from its checkpoint")
     result["measured"] = measured

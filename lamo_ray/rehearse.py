@@ -177,6 +177,7 @@ class Measured:
     peak_rss_mb: float | None = None
     peak_gpu_mb: float | None = None
     timed_steps: int = 0                     # steps the medians are over
+    resumed_from_step: int | None = None     # where the restarted offline trial resumed (its checkpoint's step)
 
 
 def _median(values: list[float]) -> float | None:
@@ -225,6 +226,7 @@ def measure(client, run_id: str, cfg: TrialConfig) -> Measured:
     m = Measured()
     steps = history("train/step_s")
     restarts = [int(s) for s in history("train/restored_from_step").values()]
+    m.resumed_from_step = restarts[-1] if restarts else None
     eval_s = history("eval/time_s")
     if cfg.continual is not None:
         first_stage = cfg.train.steps
