@@ -72,7 +72,8 @@ from mlflow.tracking import MlflowClient
 from lamo_ray.config import DEFAULT_BASELINE, ConfigError, find_domains
 from lamo_ray.report.continual import (REFERENCE_METHOD, ContinualArm, ForgettingComparison, compare_forgetting,
                                        continual_arms, reference_aucs, trial_forward_transfer)
-from lamo_ray.report.load import (AUC_METRIC, AVERAGE_SUCCESS, COMPLETED, CONTINUAL, CONTINUAL_PARAM, FAILED, FINAL_WINDOW, OFFLINE, ONLINE,
+from lamo_ray.report.load import (AUC_METRIC, AVERAGE_SUCCESS, COMPLETED, CONTINUAL_PARAM, FAILED, FINAL_WINDOW,
+                                  OFFLINE,
                                   FORGETTING, MATRIX_ARTIFACT, ONLINE_PARAMS, RATIO_PARAM, RUNNING, STEPS_PARAM,
                                   STOPPED, SUCCESS_RULE_PARAM, TARGET_SCORE, UNFINISHED, ReportError, TrialResult,
                                   _download_text, _read_selection, arm_label, episode_scores, final_score,
@@ -88,9 +89,9 @@ from lamo_ray.report.stats import (BOOTSTRAP_REPS, CI_UNAVAILABLE, NO_CI, ArmSta
 from lamo_ray.tracking import BASELINE_PARAM, ROLE_TAG, RUNGS_PARAM, resolve_tracking_uri
 
 __all__ = ["AUC_METRIC", "AVERAGE_SUCCESS", "ArmStats", "AshaSummary", "BOOTSTRAP_REPS", "CI_UNAVAILABLE", "COMPLETED",
-           "CONTINUAL_PARAM", "ContinualArm", "FAILED", "FINAL_WINDOW", "FORGETTING", "ForgettingComparison",
+           "CONTINUAL_PARAM", "ContinualArm", "Drawn", "FAILED", "FINAL_WINDOW", "FORGETTING", "ForgettingComparison",
            "Improvement", "MATRIX_ARTIFACT", "NO_CI", "ONLINE_PARAMS", "OUTCOME_COLORS", "RATIO_PARAM",
-           "REFERENCE_METHOD", "RUNNING", "Report", "ReportContent", "ReportError", "STEPS_PARAM", "STOPPED",
+           "REFERENCE_METHOD", "RUNNING", "Report", "ReportContent", "ReportError", "STEPS_PARAM", "STOPPED", "Series",
            "SUCCESS_RULE_PARAM", "Section", "TARGET_SCORE", "TrialResult", "UNFINISHED", "arm_label", "arm_stats",
            "asha_summary", "baseline_pairs", "best_arm", "best_config_yaml", "best_versus_runner_up",
            "bootstrap_library", "build_sections", "compare_forgetting", "compare_with_baseline", "continual_arms",
