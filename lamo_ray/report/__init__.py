@@ -73,7 +73,8 @@ from lamo_ray.config import DEFAULT_BASELINE, ConfigError, find_domains
 from lamo_ray.report.continual import (REFERENCE_METHOD, ContinualArm, ForgettingComparison, compare_forgetting,
                                        continual_arms, reference_aucs, trial_forward_transfer)
 from lamo_ray.report.load import (AUC_METRIC, AVERAGE_SUCCESS, COMPLETED, CONTINUAL_PARAM, FAILED, FINAL_WINDOW,
-                                  FORGETTING, MATRIX_ARTIFACT, OFFLINE, ONLINE_PARAMS, RATIO_PARAM, RUNNING, STEPS_PARAM,
+                                  FORGETTING, MATRIX_ARTIFACT, OFFLINE, ONLINE_PARAMS, RATIO_PARAM, RUNNING,
+                                  STEPS_PARAM,
                                   STOPPED, SUCCESS_RULE_PARAM, TARGET_SCORE, UNFINISHED, ReportError, TrialResult,
                                   _download_text, _read_selection, arm_label, episode_scores, final_score,
                                   find_sweep_run, load_trial, metric_by_step, planned_steps)
