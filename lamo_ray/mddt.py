@@ -233,16 +233,29 @@ class MultiDomainDecisionTransformer(nn.Module):
             ValueError: shapes that do not match.
         """
         targets = self.tokenizer.tokenize(pad_last(actions, self.act_dim, "action"))
+        weight = self.loss_weight(actions, attention_mask, action_mask)
+        if logits.shape[:3] != targets.shape or weight.shape != targets.shape:
+            raise ValueError(f"loss: logits {tuple(logits.shape)}, actions {tuple(actions.shape)}, action_mask "
+                             f"{None if action_mask is None else tuple(action_mask.shape)} do not match")
+        ce = F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), reduction="none").view_as(weight)
+        return (ce * weight).sum() / weight.sum().clamp(min=1)
+
+    def loss_weight(self, actions: torch.Tensor, attention_mask: torch.Tensor,
+                    action_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, act_dim) float: 1 for the action tokens `loss` averages over (real steps x real action
+        dimensions), 0 elsewhere; its sum is the count a data-parallel rank shares the loss by
+        (`lamo_ray.distributed.ddp_share`). Arguments as `loss`'s.
+
+        Raises:
+            ValueError: an ``action_mask`` that is not (B, act_dim) or (act_dim,)."""
         if action_mask is None:
             action_mask = torch.arange(self.act_dim, device=actions.device) < actions.shape[-1]
         if action_mask.dim() == 1:
-            action_mask = action_mask.expand(logits.shape[0], -1)
-        if logits.shape[:3] != targets.shape or action_mask.shape != (logits.shape[0], self.act_dim):
-            raise ValueError(f"loss: logits {tuple(logits.shape)}, actions {tuple(actions.shape)}, action_mask "
-                             f"{tuple(action_mask.shape)} do not match")
-        weight = attention_mask[:, :, None].float() * action_mask[:, None, :].float()   # (B, K, A)
-        ce = F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), reduction="none").view_as(weight)
-        return (ce * weight).sum() / weight.sum().clamp(min=1)
+            action_mask = action_mask.expand(attention_mask.shape[0], -1)
+        if action_mask.shape != (attention_mask.shape[0], self.act_dim):
+            raise ValueError(f"loss: action_mask {tuple(action_mask.shape)} is not (B, act_dim) = "
+                             f"({attention_mask.shape[0]}, {self.act_dim})")
+        return attention_mask[:, :, None].float() * action_mask[:, None, :].float()
 
     @torch.no_grad()
     def predict_action(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,

@@ -39,6 +39,7 @@ from lamo_ray.data.loading import load_dataset
 from lamo_ray.data.rewards import RewardTransform
 from lamo_ray.data.sampling import SegmentSampler
 from lamo_ray.data.trajectories import state_stats, subsample
+from lamo_ray.distributed import ddp_mean, ddp_share
 from lamo_ray.envs import evaluation_env_kwargs
 from lamo_ray.evaluate import Evaluator, reference_scores
 from lamo_ray.model import DecisionTransformer, action_loss
@@ -88,29 +89,6 @@ def non_noop_actions(actions: torch.Tensor) -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(n)
     return int(n)
-
-
-def ddp_share(mask: torch.Tensor, world: int) -> torch.Tensor:
-    """The factor that makes a rank's masked-mean loss a DDP step on the whole batch: DDP averages the
-    ranks' gradients, so rank r's mean over its ``n_r`` real positions is weighted ``world x n_r / sum n``
-    (its share of the batch's real positions; ``mask`` (B, K), this rank's). One all-reduce of a scalar.
-    Without it each rank's positions would weigh by 1 / n_r: a rank whose segments are more padded (near
-    trajectory starts) would count more than one worker on the concatenated batch gives it."""
-    import torch.distributed as dist
-
-    real = mask.detach().sum().to(torch.float32)
-    total = real.clone()
-    dist.all_reduce(total)
-    return real * world / total.clamp(min=1.0)
-
-
-def ddp_mean(value: torch.Tensor, world: int) -> torch.Tensor:
-    """The mean over the ranks of a scalar (detached): the whole batch's loss from the ranks' shares."""
-    import torch.distributed as dist
-
-    v = value.detach().to(torch.float32).clone()
-    dist.all_reduce(v)
-    return v / world
 
 
 def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | TuneTrialSession | None = None

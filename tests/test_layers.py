@@ -17,7 +17,7 @@ The layer map (`LAYERS`, lowest first; a module's layer is its longest matching 
    ``intervals``;
 1. models: ``backbones`` (with ``packaged``: the offline backbones and fetching them, split out of it in
    issue 29), ``language``, ``model`` (with ``trunk``, ``lora`` and ``embeddings``, split out
-   of it in issue 29), ``heads``, ``mddt``, ``optim``, ``checkpoint``, and
+   of it in issue 29), ``heads``, ``mddt``, ``optim``, ``distributed`` (data-parallel helpers), ``checkpoint``, and
    ``pools``: the model parts continual fine-tuning attaches, ``pools.modulation`` (L2M's modulators)
    and ``pools.prompts`` (L2P's prompt pool), which lived in ``continual/`` before issue 29;
 2. runtime: ``train``, ``evaluate``, ``rollout_pool``, ``online``, ``continual`` (its ``__init__``,
@@ -59,7 +59,7 @@ LAYERS = [
                             "lamo_ray.episodes", "lamo_ray.intervals")),
     ("models", ("lamo_ray.backbones", "lamo_ray.packaged", "lamo_ray.language", "lamo_ray.model", "lamo_ray.trunk",
                 "lamo_ray.lora", "lamo_ray.embeddings", "lamo_ray.heads", "lamo_ray.mddt", "lamo_ray.optim",
-                "lamo_ray.checkpoint", "lamo_ray.pools")),
+                "lamo_ray.distributed", "lamo_ray.checkpoint", "lamo_ray.pools")),
     ("runtime", ("lamo_ray.train", "lamo_ray.sessions", "lamo_ray.naming", "lamo_ray.evaluate", "lamo_ray.rollout_pool", "lamo_ray.online",
                  "lamo_ray.continual", "lamo_ray.tracking", "lamo_ray.outbox")),
     ("sweep and report", ("lamo_ray.sweep", "lamo_ray.tune_runtime", "lamo_ray.rehearse", "lamo_ray.rehearsal_run", "lamo_ray.sweep_output", "lamo_ray.preflight", "lamo_ray.report", "lamo_ray.inputs",

@@ -64,8 +64,6 @@ class TrialConfig(_Strict):
                                  f"table would clip; set data.max_ep_len >= {evaluation.max_episode_steps}")
         if self.online is not None:
             raise ValueError("online: and continual: are two different second phases; a trial has at most one")
-        if self.train.num_workers != 1:
-            raise ValueError(f"continual: needs train.num_workers 1 (got {self.train.num_workers})")
         if self.model.finetune == "lora":
             raise ValueError("continual: model.finetune 'lora' is not an MDDT pre-training mode: set model.finetune "
                              "to 'full' (L2M) or 'frozen'; LoRA in the continual stages is continual.method")

@@ -179,15 +179,18 @@ class EWC(L2):
         importance = {n: torch.zeros_like(q) for n, q in named.items()}
         model.train()
         for _ in range(self.cfg.fisher_batches):
-            batch = {k: torch.as_tensor(v, device=runner.device)
-                     for k, v in sampler.sample(runner.train.batch_size).items()}
+            batch = runner.batch(sampler)
             logits = model(batch["states"], batch["actions"], batch["returns_to_go"], batch["rewards"],
                            batch["timesteps"], batch["attention_mask"])
-            loss = model.loss(logits, batch["actions"], batch["attention_mask"], torch.ones_like(batch["action_mask"]))
+            every_dim = torch.ones_like(batch["action_mask"])
+            loss = model.loss(logits, batch["actions"], batch["attention_mask"], every_dim)
+            if runner.world_size > 1:   # the whole batch's gradient, as one worker's (the runner's docstring)
+                loss = loss * runner.share(batch, every_dim)
             if self.anchor is not None:
                 loss = loss + self.penalty(model)
             model.zero_grad(set_to_none=True)
             loss.backward()
+            runner.reduce_gradients(list(named.values()))
             for n, q in named.items():
                 if q.grad is not None:
                     importance[n] += q.grad.detach().pow(2)

@@ -53,6 +53,8 @@ import torch
 from lamo_ray.config import ContinualConfig, TrainConfig
 from lamo_ray.continual.methods import make_method
 from lamo_ray.continual.metrics import Evaluation
+from lamo_ray.distributed import (average_gradients, broadcast_module, broadcast_object, ddp_mean, ddp_share,
+                                  sum_increments)
 from lamo_ray.optim import MixedPrecision
 
 log = logging.getLogger(__name__)
@@ -79,11 +81,23 @@ class ContinualRunner:
         device: where the model trains (the trial session's device); the model is moved there.
         precision: ``train.precision`` resolved for ``device`` (`lamo_ray.optim.MixedPrecision`); default
             ``MixedPrecision.for_device(train.precision, device)``.
+        rank, world_size: this worker of ``train.num_workers`` data-parallel ones (a torch.distributed
+            group, as Ray Train starts). Every rank runs the whole loop in step: each draws
+            ``train.batch_size / world_size`` samples per micro-batch from its own sampler seed, the
+            gradients are averaged (`lamo_ray.distributed.average_gradients`, each rank's loss weighted
+            by its share of the batch's action tokens, so a step equals one worker's on the concatenated
+            batch), the pool's selection counts summed, EWC's Fisher taken from those averaged
+            gradients; rank 0 evaluates and every rank records its result.
     """
 
     def __init__(self, model: torch.nn.Module, cfg: ContinualConfig, train: TrainConfig,
                  sampler_for: Callable[[Sequence[str], Any], Sampler], evaluate: Evaluate, seed: int = 0,
-                 device: str | torch.device = "cpu", precision: MixedPrecision | None = None):
+                 device: str | torch.device = "cpu", precision: MixedPrecision | None = None,
+                 rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size or train.batch_size % world_size:
+            raise ValueError(f"rank {rank} of {world_size} workers: need 0 <= rank < world_size and "
+                             f"train.batch_size ({train.batch_size}) divisible by world_size")
+        self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         self.model, self.cfg, self.train = model.to(self.device), cfg, train
         self.sampler_for, self.evaluate, self.seed = sampler_for, evaluate, seed
@@ -134,6 +148,9 @@ class ContinualRunner:
             stage = self.train.model_copy(update={"lr": self.cfg.lr})
             self.optimizer = make_optimizer(l2m_param_groups(self.model, self.train.weight_decay), stage)
             self.scheduler = None
+        if self.world_size > 1:   # every rank starts the phase from rank 0's weights (as DDP's wrapping), and
+            broadcast_module(self.model, self.world_size)   # draws its own dropout masks
+            torch.manual_seed(self.seed * 1000 + self.stage + 1 + 1_000_003 * self.rank)
 
     def _phase_tasks(self) -> list[str]:
         if self.stage == PRETRAIN:
@@ -145,9 +162,31 @@ class ContinualRunner:
 
     # ------------------------------------------------------------------ training
 
+    def batch(self, sampler: Sampler) -> dict[str, torch.Tensor]:
+        """This rank's part of a batch: ``train.batch_size / world_size`` samples of ``sampler``, on the device."""
+        size = self.train.batch_size // self.world_size
+        return {k: torch.as_tensor(v, device=self.device) for k, v in sampler.sample(size).items()}
+
+    def share(self, batch: dict[str, torch.Tensor], action_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The factor of this rank's masked-mean action loss on ``batch`` that makes the averaged gradient
+        the whole batch's (`lamo_ray.distributed.ddp_share`); 1 with one worker."""
+        return ddp_share(self.model.loss_weight(batch["actions"], batch["attention_mask"], action_mask),
+                         self.world_size)
+
+    def reduce_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
+        """Average ``params``' gradients over the ranks (`lamo_ray.distributed.average_gradients`)."""
+        average_gradients(params, self.world_size)
+
+    def _counters(self) -> list[torch.Tensor]:
+        """The selection counts a training pass advances (a keyed pool's), summed over the ranks per step."""
+        from lamo_ray.pools.modulation import KeyedPool
+
+        return [m.counts for m in self.model.modules() if isinstance(m, KeyedPool)]
+
     def _loss(self, sampler: Sampler) -> tuple[torch.Tensor, torch.Tensor]:
-        """What one batch of ``sampler`` adds to the minimised loss, and its action cross-entropy."""
-        batch = {k: torch.as_tensor(v, device=self.device) for k, v in sampler.sample(self.train.batch_size).items()}
+        """What one batch of ``sampler`` adds to the minimised loss, and its action cross-entropy (each this
+        rank's share, `share`, with several workers)."""
+        batch = self.batch(sampler)
         task = None
         index = self.task_index(self.cfg.tasks[self.stage]) if self.stage != PRETRAIN else None
         if index is not None:
@@ -157,6 +196,8 @@ class ContinualRunner:
                                 batch["timesteps"], batch["attention_mask"], task=task)
             loss = action_loss = self.model.loss(logits, batch["actions"], batch["attention_mask"],
                                                  batch["action_mask"])
+            if self.world_size > 1:
+                loss = action_loss = action_loss * self.share(batch, batch["action_mask"])
             extra = self.method.loss_terms(self) if self.stage != PRETRAIN else None
             if extra is not None:   # the method's own terms: EWC / L2 penalty, the key pull term
                 loss = loss + extra
@@ -171,15 +212,21 @@ class ContinualRunner:
         divided by their number and backpropagated in turn, then one clipped step, and the lr schedule
         advanced once per micro-batch (ml-jku/L2M ``src/algos/decision_transformer_sb3.py:835-862``:
         ``loss / accumulation_steps``, the optimiser step every ``accumulation_steps`` updates, the
-        schedulers at every one). A stage takes one batch per step, as L2M's continual runs."""
+        schedulers at every one). A stage takes one batch per step, as L2M's continual runs. With several
+        workers the logged values are the whole batch's (means over the ranks of their shares)."""
         micro = self.train.grad_accumulation if self.stage == PRETRAIN else 1
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        counters = self._counters() if self.world_size > 1 else []
+        before = [c.clone() for c in counters]
         total = action = 0.0
         for _ in range(micro):
             loss, action_loss = self._loss(sampler)
             self.precision.backward(loss / micro)
+            loss, action_loss = ddp_mean(loss, self.world_size), ddp_mean(action_loss, self.world_size)
             total, action = total + loss.item() / micro, action + action_loss.item() / micro
+        self.reduce_gradients(self._trainable())
+        sum_increments(counters, before, self.world_size)
         self.precision.step(self.optimizer, self._trainable(), self.train.grad_clip)
         if self.scheduler is not None:
             for _ in range(micro):
@@ -188,7 +235,8 @@ class ContinualRunner:
 
     def _evaluate(self, stage: int) -> Evaluation:
         self.model.eval()
-        success = self.evaluate(self.model, self.cfg.evaluated, self.task_index)
+        success = self.evaluate(self.model, self.cfg.evaluated, self.task_index) if self.rank == 0 else None
+        success = broadcast_object(success, self.world_size, self.device)   # rank 0's rollouts, on every rank
         missing = [t for t in self.cfg.evaluated if t not in success]
         if missing:
             raise ValueError(f"evaluate returned no success rate for {missing}")
@@ -216,7 +264,9 @@ class ContinualRunner:
                 say(f"{self.phase_name()}: start")
                 self._begin_phase()
             say(self.phase_name())
-            sampler = self.sampler_for(self._phase_tasks(), [self.seed, self.stage + 1, self.stage_step])
+            # each rank its own samples (rank 0's seed is one worker's)
+            sampler = self.sampler_for(self._phase_tasks(), [self.seed, self.stage + 1, self.stage_step]
+                                       + ([self.rank] if self.rank else []))
             steps = self._phase_steps()
             losses, seconds = [], []
             while self.stage_step < steps:

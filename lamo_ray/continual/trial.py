@@ -8,6 +8,10 @@ same session, MLflow run and checkpoint mechanics as the other trials (`lamo_ray
 - Model: `lamo_ray.mddt.MultiDomainDecisionTransformer` of ``model`` and ``continual.mddt``, trained on
   the session's device (a GPU with ``train.use_gpu``) in ``train.precision`` resolved for it, as every
   trial (`lamo_ray.optim.MixedPrecision`).
+- Workers: with ``train.num_workers`` above 1 (Ray Train's process group) every phase is data-parallel
+  (`lamo_ray.continual.runner.ContinualRunner`: each rank its own samples, gradients averaged, one
+  step equal to one worker's on the concatenated batch); rank 0 alone starts the rollout actors, logs to
+  MLflow and checkpoints, and every rank reports each evaluation.
 - Evaluation: `lamo_ray.continual.evaluation.TaskEvaluator`: the evaluated tasks spread over
   ``eval.num_actors`` rollout actors (``eval.actor_cpus``, ``eval.gpus_per_actor`` each), each task conditioned on its data's expert return (``ref_max_score``, else the data's best return),
   success by ``continual.success_rule`` (a trial param in MLflow, as every config key).
@@ -94,8 +98,9 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
     c = cfg.continual
     torch.set_num_threads(torch_threads(cfg.train.cpus_per_worker))
     torch.manual_seed(cfg.seed)
+    rank, world = session.rank, session.world_size
     tracker = None
-    if loop_config.get("mlflow_run_id"):
+    if loop_config.get("mlflow_run_id") and rank == 0:
         from lamo_ray.tracking import RunLogger
 
         tracker = RunLogger(loop_config["mlflow_uri"], loop_config["mlflow_run_id"],
@@ -119,14 +124,14 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
         first = c.evaluated[0]
         spec = PolicySpec(trial=cfg, state_shape=(dims[first][0],), act_dim=dims[first][1], discrete_actions=False,
                           state_mean=None, state_std=None, backbone_config=model.backbone_base_config)
-        evaluator = TaskEvaluator(spec, model, {t: env_ids[t] for t in c.evaluated}, dims, targets,
+        evaluator = None if rank else TaskEvaluator(spec, model, {t: env_ids[t] for t in c.evaluated}, dims, targets,
                                   c.eval_episodes, cfg.seed, cfg.eval.seed_offset, cfg.eval.max_episode_steps,
                                   cfg.eval.actor_cpus, rtg_scales={t: cfg.rtg_scale_of(t) for t in c.evaluated},
                                   success_rule=c.success_rule, num_actors=cfg.eval.num_actors,
                                   gpus_per_actor=cfg.eval.gpus_per_actor)
 
         runner = ContinualRunner(model, c, cfg.train, lambda tasks, seed: phase_sampler(cfg, paths, tasks, seed),
-                                 evaluator, seed=cfg.seed, device=session.device)
+                                 evaluator, seed=cfg.seed, device=session.device, rank=rank, world_size=world)
         log.info("continual trial: %s training on %s", runner.precision.name, runner.device)
         if tracker is not None:
             from lamo_ray.tracking import DEVICE_TAG, PRECISION_TAG
@@ -146,6 +151,9 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
                        "success_rate": mean, "continual/stage": float(record.stage),
                        "mlflow_run_id": loop_config.get("mlflow_run_id") or ""}
             per_task = {f"eval/{t}/success_rate": v for t, v in record.success.items()}
+            if evaluator is None:   # a rank above 0 of data-parallel workers: rank 0 logs and checkpoints
+                session.report({**metrics, **per_task}, checkpoint_dir=None, step=record.step)
+                return
             per_task.update({f"eval/{t}/return": v for t, v in evaluator.last_returns.items()})
             if tracker is not None:
                 tracker.log_metrics({**per_task, "success_rate": mean, "normalized_score": 100.0 * mean,
