@@ -319,9 +319,10 @@ class TrialResources:
 
     A Ray Train trial's function only waits on its `TorchTrainer`: ``trial_cpus``; the worker group
     reserves its own CPUs. An 'in_trial' trial trains in its own process: ``trial_cpus +
-    cpus_per_worker`` (and a GPU with ``use_gpu``), plus one bundle per rollout actor that reserves
+    cpus_per_worker`` (and a GPU with ``use_gpu``). Either adds one bundle per rollout actor that reserves
     CPUs or a GPU share (``eval.actor_cpus``, ``eval.gpus_per_actor``), which Tune's placement group
-    holds for the actors the trial starts."""
+    holds for the actors the trial starts (a Ray Train worker starts them there:
+    `lamo_ray.rollout_pool.place_actors_in`)."""
 
     def __init__(self, sweep: SweepConfig):
         self.sweep = sweep
@@ -333,9 +334,9 @@ class TrialResources:
         """The placement group factory for the resolved trial config ``cfg``."""
         from ray.tune import PlacementGroupFactory
 
-        if not cfg.train.in_trial:
-            return PlacementGroupFactory([{"CPU": self.sweep.trial_cpus}])
-        head = {"CPU": self.sweep.trial_cpus + cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})}
+        head: dict[str, float] = {"CPU": self.sweep.trial_cpus}
+        if cfg.train.in_trial:
+            head = {"CPU": self.sweep.trial_cpus + cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})}
         actor = {k: v for k, v in (("CPU", cfg.eval.actor_cpus), ("GPU", cfg.eval.gpus_per_actor)) if v > 0}
         actors = [actor] * evaluating_actors(cfg) if actor else []
         if cfg.eval.actor_cpus > 0:  # the online phase's collecting actors (CPU only)

@@ -13,7 +13,11 @@ What the pool guarantees to each use:
   same episodes and seeds, so its records are the ones it would have returned (`restarts` counts these).
   A second death of the same job is raised.
 - **Resources.** Each actor reserves ``num_cpus`` CPUs and ``num_gpus`` of a GPU (``eval.gpus_per_actor``:
-  the policy's forward on CUDA). The actors a trial starts are the ones its resource request counts.
+  the policy's forward on CUDA). The actors a trial starts are the ones its resource request counts:
+  bundles of the trial's Tune placement group (`lamo_ray.preflight.TrialResources`). An 'in_trial' trial's
+  actors land there by themselves (Tune's group captures its children); a Ray Train worker's would be
+  captured by the worker group's own placement group, whose bundles its workers fill, and wait forever,
+  so the worker names the trial's group first (`place_actors_in`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,17 @@ log = logging.getLogger(__name__)
 
 #: what a killed or lost actor raises at ``ray.get``
 ACTOR_DIED = (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError)
+
+_placement_group = None   # where this process's pools start their actors (`place_actors_in`); None: Ray's default
+
+
+def place_actors_in(placement_group) -> None:
+    """Start this process's rollout actors that reserve resources in ``placement_group`` (a Ray
+    ``PlacementGroup``: the Tune trial's, whose bundles after the first are its actors'), in any of its
+    bundles with room; None: where Ray puts them by default. Called once by a Ray Train worker before its
+    trial's loop (`lamo_ray.tune_runtime`), a process that runs that one trial."""
+    global _placement_group
+    _placement_group = placement_group
 
 
 def actors_for(num_actors: int, jobs: int) -> int:
@@ -78,7 +93,12 @@ class RolloutPool:
 
     def _start(self, i: int):
         args, kwargs = self.actor_args[i]
-        return self.actor_class.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus).remote(*args, **kwargs)
+        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if _placement_group is not None and (self.num_cpus > 0 or self.num_gpus > 0):
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(placement_group=_placement_group)
+        return self.actor_class.options(**options).remote(*args, **kwargs)
 
     def ready(self) -> float | None:
         """Wait once for every actor's process to be up; the seconds waited on the first call, else None."""

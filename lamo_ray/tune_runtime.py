@@ -27,8 +27,10 @@ HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """`lamo_ray.train.train_loop_per_worker`, imported in the worker: the trial driver then never
     imports torch / transformers / peft (~10 s per trial process on this machine)."""
+    from lamo_ray.rollout_pool import place_actors_in
     from lamo_ray.train import train_loop_per_worker
 
+    place_actors_in(loop_config.get("actor_placement_group"))   # the trial's rollout-actor bundles
     train_loop_per_worker(loop_config)
 
 
@@ -80,7 +82,10 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
         # the trial's folder in Tune's storage: <storage_path>/<sweep run name>/<trial dir name>
         storage_dir = Path(tracking["train_storage"]).parent / tracking["run_name"] / Path(ctx.get_trial_dir()).name
         train_loop_per_worker(loop_config, TuneTrialSession(cfg.train.use_gpu, started, storage_dir))
-    else:
+    else:   # the workers start the rollout actors in the bundles this trial's Tune group holds for them
+        import ray.util
+
+        loop_config["actor_placement_group"] = ray.util.get_current_placement_group()
         _fit_torch_trainer(cfg, loop_config, f"{tracking['run_name']}-{trial_id}", tracking["train_storage"])
     import psutil
 

@@ -43,16 +43,20 @@ def test_resource_check_names_the_keys(tmp_path):
 
 def test_trial_resources_follow_the_launcher(tmp_path):
     """A 1-worker trial trains in its Tune trial process, which reserves its CPUs, GPU and the rollout
-    actors' CPUs; a DDP trial's function only holds trial_cpus (Ray Train reserves the workers)."""
+    actors' CPUs; a DDP trial's function holds trial_cpus (Ray Train reserves the workers) and its
+    rollout actors' bundles (before: only trial_cpus, and a worker's actors waited forever in the worker
+    group's full placement group)."""
     sweep = load_sweep(sweep_file(tmp_path, trial_cpus=0.05, variants={
         "one": {"train": {"cpus_per_worker": 0.5, "use_gpu": True}, "eval": {"num_actors": 2, "actor_cpus": 0.25}},
         "ddp": {"train": {"num_workers": 2, "cpus_per_worker": 0.5}},
-        "forced": {"train": {"launcher": "ray_train"}}}))
+        "forced": {"train": {"launcher": "ray_train"}},
+        "ddp_actors": {"train": {"num_workers": 2, "cpus_per_worker": 0.5}, "eval": {"num_actors": 2, "actor_cpus": 0.25}}}))
     resources = TrialResources(sweep)
     one = resources({"variant": "one", "seed": 0})
     assert one.bundles == [{"CPU": 0.55, "GPU": 1}, {"CPU": 0.25}, {"CPU": 0.25}]
     assert resources({"variant": "ddp", "seed": 0}).bundles == [{"CPU": 0.05}]
     assert resources({"variant": "forced", "seed": 0}).bundles == [{"CPU": 0.05}]
+    assert resources({"variant": "ddp_actors", "seed": 0}).bundles == [{"CPU": 0.05}, {"CPU": 0.25}, {"CPU": 0.25}]
     # the bundles add up to what check_resources counts for the trial
     (check,) = check_resources(sweep, [r for r in expand_trials(sweep) if r["variant"] == "one"], cluster_cpus=1.05)
     assert check.ok and "needs 1.05" in check.detail

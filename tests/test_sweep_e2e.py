@@ -31,7 +31,10 @@ SWEEP = {
     "variants": {
         "lamo": {"model": {"finetune": "lora", "embedding": "mlp"}},
         "dt_ddp": {"model": {"finetune": "full", "embedding": "linear"},
-                   "train": {"num_workers": 2, "cpus_per_worker": 0.245}},
+                   "train": {"num_workers": 2, "cpus_per_worker": 0.245},
+                   # a rollout actor that reserves CPUs, started by a Ray Train worker: before, it waited
+                   # forever in the worker group's full placement group (the sweep hung)
+                   "eval": {"actor_cpus": 0.2}},
     },
 }
 
