@@ -255,8 +255,8 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                 temperature_loss = 0.0
                 if rl_term:
                     total, loss, rl = td3_actor_loss(learner.critic, batch["states"], preds.float(), batch["actions"],
-                                                     batch["attention_mask"], learner.settings.sup_coeff,
-                                                     learner.settings.rl_coeff)
+                                                     batch["attention_mask"], learner.online.sup_coeff,
+                                                     learner.online.rl_coeff)
                 else:
                     loss = action_loss(preds.float(), batch["actions"], batch["attention_mask"],
                                        dataset.discrete_actions)
@@ -297,7 +297,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
         for step in range(start_step + 1, cfg.train.steps + 1):
             t0 = time.perf_counter()
             if learner is not None:  # the critic's policy_delay steps, then the (supervised) actor step
-                for _ in range(learner.settings.policy_delay):
+                for _ in range(learner.online.policy_delay):
                     raw = sampler.sample(local_batch, transitions=True)
                     critic_info = learner.critic_update(_batch_to_torch(raw, device))
                 batch = _batch_to_torch({k: raw[k] for k in ("states", "actions", "returns_to_go", "timesteps",

@@ -51,16 +51,15 @@ def test_the_learners_critic_target_is_the_reward_times_reward_scale_alone():
     """``trainer.py`` line 785 (TD3's target; 694 is AWAC's, the same formula): on terminal steps the target is the data's reward; the learner multiplies it
     by ``online.reward_scale`` and by nothing else (the DT's ``data.rtg_scale`` 1000 does not reach it)."""
     import numpy as np
-    from test_online_learner import dataset, learner
+    from test_online_learner import dataset, learner, td3
 
     from lamo_ray.data.sampling import SegmentSampler
-    from lamo_ray.online.learner import TD3Settings
 
     ds = dataset(lengths=(1,) * 32, terminated=(True,) * 32)
     smp = SegmentSampler(ds, 1, 1000.0, 100, np.zeros(3, np.float32), np.ones(3, np.float32), seed=0)
     batch = smp.sample(32, transitions=True)
     for scale in (1.0, 0.01):
-        info = learner(TD3Settings(reward_scale=scale)).update(batch)
+        info = learner(td3(reward_scale=scale)).update(batch)
         assert info["online/q_target_mean"] == pytest.approx(scale * batch["rewards"].mean(), rel=1e-5)
 
 

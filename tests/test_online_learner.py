@@ -11,7 +11,8 @@ from lamo_ray.config import ModelConfig
 from lamo_ray.data.sampling import SegmentSampler
 from lamo_ray.data.trajectories import Trajectory, TrajectoryDataset
 from lamo_ray.model import DecisionTransformer
-from lamo_ray.online.learner import TD3Learner, TD3Settings
+from lamo_ray.config import OnlineConfig
+from lamo_ray.online.learner import TD3Learner
 
 S, A = 3, 2
 
@@ -58,11 +59,18 @@ def tiny_model(finetune="full"):
     return DecisionTransformer(cfg, (S,), A, 100)
 
 
-def learner(settings=TD3Settings(), finetune="full"):
+def td3(**settings) -> OnlineConfig:
+    """A TD3+ODT trial's ``online`` section (a 32-wide critic), ``settings`` over the paper's defaults."""
+    method = "td3" if settings.get("sup_coeff") == 0 else "td3_odt"
+    settings.pop("sup_coeff", None)   # a property of the method: 0 for 'td3'
+    return OnlineConfig(**{"method": method, "iterations": 1, "target_return": 0.0, "critic_hidden": 32, **settings})
+
+
+def learner(settings=None, finetune="full"):
     model = tiny_model(finetune)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     torch.manual_seed(1)
-    return TD3Learner(model, opt, S, A, TD3Settings(**{**settings.__dict__, "critic_hidden": 32}))
+    return TD3Learner(model, opt, S, A, settings or td3())
 
 
 def params(module):
@@ -70,7 +78,7 @@ def params(module):
 
 
 def test_policy_delay_and_target_networks():
-    ln = learner(TD3Settings(policy_delay=2, tau=0.5))
+    ln = learner(td3(policy_delay=2, tau=0.5))
     batch = sampler(dataset()).sample(32, transitions=True)
     before, target_before = params(ln.model), params(ln.target_model)
     first = ln.update(batch)
@@ -87,7 +95,7 @@ def test_policy_delay_and_target_networks():
 
 def test_the_critic_learns_terminal_rewards():
     """One-step trajectories (all terminal): the TD3 target is the reward itself."""
-    ln = learner(TD3Settings(critic_lr=3e-3))
+    ln = learner(td3(critic_lr=3e-3))
     smp = sampler(dataset(lengths=(1,) * 64, terminated=(True,) * 64), k=1)
     batch = smp.sample(64, transitions=True)
     assert batch["dones"].all() and batch["critic_mask"].all()
@@ -96,7 +104,8 @@ def test_the_critic_learns_terminal_rewards():
 
 
 def test_the_rl_term_alone_raises_q_of_the_dts_actions_and_lora_keeps_the_trunk_frozen():
-    ln = learner(TD3Settings(sup_coeff=0.0, rl_coeff=1.0, critic_lr=0.0), finetune="lora")  # the critic holds still
+    ln = learner(td3(sup_coeff=0.0, rl_coeff=1.0), finetune="lora")
+    ln.critic_optimizer.param_groups[0]["lr"] = 0.0   # the critic holds still
     batch = sampler(dataset(lengths=(20, 20))).sample(64, transitions=True)
     frozen = {n: p.detach().clone() for n, p in ln.model.named_parameters() if not p.requires_grad}
     lora = {n: p.detach().clone() for n, p in ln.model.named_parameters() if "lora_" in n}
@@ -136,12 +145,17 @@ def test_state_dict_resumes_the_same_updates():
 
 
 def test_settings_reject_what_cannot_learn():
+    """The learner takes the trial's ``online`` section: one schema validates its knobs (before issue 29,
+    a second dataclass re-declared them with its own checks)."""
     with pytest.raises(ValueError, match="rl_coeff"):
-        TD3Settings(rl_coeff=-0.1)
-    with pytest.raises(ValueError, match="learn nothing"):
-        TD3Settings(sup_coeff=0.0, rl_coeff=0.0)
+        td3(rl_coeff=-0.1)
+    with pytest.raises(ValueError, match="rl_coeff > 0"):
+        td3(sup_coeff=0.0, rl_coeff=0.0)          # 'td3' without its critic term: nothing to learn
     with pytest.raises(ValueError, match="policy_delay"):
-        TD3Settings(policy_delay=0)
+        td3(policy_delay=0)
+    with pytest.raises(ValueError, match="no critic"):
+        TD3Learner(tiny_model(), torch.optim.AdamW(tiny_model().parameters()), S, A,
+                   OnlineConfig(method="odt", iterations=1, target_return=0.0))
 
 
 def test_the_online_actor_update_runs_in_the_trials_precision_and_the_critic_on_its_device():
@@ -161,17 +175,17 @@ def test_the_online_actor_update_runs_in_the_trials_precision_and_the_critic_on_
     bf16 = MixedPrecision.for_device("bf16", torch.device("cpu"))
     model = tiny_model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    td3 = TD3Learner(model, opt, S, A, TD3Settings(critic_hidden=32, policy_delay=2), precision=bf16)
+    ln = TD3Learner(model, opt, S, A, td3(policy_delay=2), precision=bf16)
     batch = sampler(dataset()).sample(8, transitions=True)
     before = params(model)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(MixedPrecision, "autocast", spy)
-        td3.update(batch)                      # critic only (policy_delay 2): no autocast
+        ln.update(batch)                      # critic only (policy_delay 2): no autocast
         assert entered == []
-        out = td3.update(batch)                # critic, then the actor under bf16
+        out = ln.update(batch)                # critic, then the actor under bf16
     assert entered == ["bf16"] and np.isfinite(out["online/actor_rl_loss"])
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
-    assert all(p.dtype == torch.float32 for p in td3.critic.parameters())
+    assert all(p.dtype == torch.float32 for p in ln.critic.parameters())
     if not torch.cuda.is_available():
         with pytest.raises((RuntimeError, AssertionError), match="CUDA|NVIDIA"):
-            TD3Learner(tiny_model(), opt, S, A, TD3Settings(critic_hidden=32), device="cuda")
+            TD3Learner(tiny_model(), opt, S, A, td3(), device="cuda")

@@ -21,41 +21,14 @@ unscaled reward (``data.py`` line 102, ``trainer.py`` line 785 (TD3's target; 69
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from lamo_ray.config import OnlineConfig
 from lamo_ray.online.critic import TwinQ, critic_loss, ema_copy, soft_update, target_actions, td3_actor_loss
 from lamo_ray.optim import MixedPrecision
-
-
-@dataclass(frozen=True)
-class TD3Settings:
-    """The paper's knobs (docs/references/odt_td3.md "Per-domain settings"; defaults: Adroit / mazes)."""
-
-    sup_coeff: float = 1.0
-    rl_coeff: float = 0.1
-    gamma: float = 0.99
-    tau: float = 0.005
-    policy_noise: float = 0.2
-    noise_clip: float = 0.5
-    policy_delay: int = 1
-    critic_lr: float = 2e-4
-    critic_hidden: int = 256
-    critic_layer_norm: bool = True
-    reward_scale: float = 1.0
-    grad_clip: float = 0.25
-
-    def __post_init__(self):
-        if self.rl_coeff < 0 or self.sup_coeff < 0:
-            raise ValueError(f"online rl_coeff and sup_coeff must be >= 0, got {self.rl_coeff}, {self.sup_coeff}")
-        if self.rl_coeff == 0 and self.sup_coeff == 0:
-            raise ValueError("online sup_coeff and rl_coeff are both 0: the actor would learn nothing")
-        if self.policy_delay < 1 or not 0 < self.tau <= 1 or not 0 <= self.gamma <= 1:
-            raise ValueError(f"need policy_delay >= 1, 0 < tau <= 1, 0 <= gamma <= 1; got {self.policy_delay}, "
-                             f"{self.tau}, {self.gamma}")
 
 
 class TD3Learner:
@@ -67,7 +40,10 @@ class TD3Learner:
         scheduler: the DT's LR scheduler, stepped after each actor step (the authors'), or None.
         device: where the model is and the critic goes; batches are moved there.
         state_dim, act_dim: sizes of one position's (normalised) state and action.
-        settings: `TD3Settings`.
+        online: the trial's ``online`` section (`lamo_ray.config.OnlineConfig`: ``sup_coeff``, ``rl_coeff``,
+            ``gamma``, ``tau``, ``policy_noise``, ``noise_clip``, ``policy_delay``, ``critic_lr``,
+            ``critic_hidden``, ``critic_layer_norm``, ``reward_scale``; validated there, one schema).
+        grad_clip: the actor step's gradient-norm clip (``train.grad_clip``).
         action_low, action_high: the action range (target actions are clamped into it).
         precision: the trial's ``train.precision`` on ``device`` (`lamo_ray.optim.MixedPrecision`): the actor's
             forward and loss run under its autocast and its step through its (fp16) scaler, as every offline
@@ -76,23 +52,26 @@ class TD3Learner:
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state_dim: int, act_dim: int,
-                 settings: TD3Settings = TD3Settings(), action_low: float = -1.0, action_high: float = 1.0,
+                 online: OnlineConfig, grad_clip: float = 0.25, action_low: float = -1.0, action_high: float = 1.0,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, device: str | torch.device = "cpu",
                  precision: MixedPrecision | None = None):
-        self.model, self.optimizer, self.settings, self.scheduler = model, optimizer, settings, scheduler
+        if online.method == "odt":
+            raise ValueError("online.method 'odt' has no critic: TD3Learner is for 'td3_odt' and 'td3'")
+        self.model, self.optimizer, self.online, self.scheduler = model, optimizer, online, scheduler
+        self.grad_clip = grad_clip
         self.device = torch.device(device)
         self.precision = precision or MixedPrecision.for_device("fp32", self.device)
         self.target_model = ema_copy(model)
-        self.critic = TwinQ(state_dim, act_dim, settings.critic_hidden, settings.critic_layer_norm).to(self.device)
+        self.critic = TwinQ(state_dim, act_dim, online.critic_hidden, online.critic_layer_norm).to(self.device)
         self.target_critic = ema_copy(self.critic)
-        self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=settings.critic_lr)
+        self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=online.critic_lr)
         self.low, self.high = action_low, action_high
         self.updates = 0
 
     def critic_update(self, t: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, float]:
         """One critic step (module docstring, 1.) on a ``transitions=True`` batch as tensors; returns
         ``online/critic_loss``, ``online/q1_mean``, ``online/q_target_mean``."""
-        s = self.settings
+        s = self.online
         mask = t["attention_mask"]
         with torch.no_grad():
             self.target_model.eval()
@@ -116,14 +95,14 @@ class TD3Learner:
 
     def soft_update_targets(self) -> None:
         """Move the target critic and the target DT ``tau`` toward their sources (after an actor step)."""
-        soft_update(self.target_critic, self.critic, self.settings.tau)
-        soft_update(self.target_model, self.model, self.settings.tau)
+        soft_update(self.target_critic, self.critic, self.online.tau)
+        soft_update(self.target_model, self.model, self.online.tau)
 
     def update(self, batch: dict[str, np.ndarray], generator: torch.Generator | None = None) -> dict[str, float]:
         """One update (module docstring) from a ``transitions=True`` batch; returns logging values
         (``online/critic_loss``, ``online/q1_mean``, ``online/q_target_mean``, and on actor steps
         ``online/actor_sup_loss``, ``online/actor_rl_loss``)."""
-        s = self.settings
+        s = self.online
         t = {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
         mask = t["attention_mask"]
         out: dict[str, Any] = self.critic_update(t, generator)
@@ -138,7 +117,7 @@ class TD3Learner:
         self.optimizer.zero_grad(set_to_none=True)
         self.critic.zero_grad(set_to_none=True)
         self.precision.backward_and_step(loss, self.optimizer, [p for p in self.model.parameters() if p.requires_grad],
-                                         s.grad_clip)
+                                         self.grad_clip)
         if self.scheduler is not None:
             self.scheduler.step()
         self.critic.zero_grad(set_to_none=True)  # the actor's loss does not train the critic

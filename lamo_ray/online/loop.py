@@ -201,15 +201,10 @@ def make_learner(cfg: TrialConfig, model: torch.nn.Module, optimizer: torch.opti
     online = cfg.online
     if online is None or online.method == "odt":
         return None
-    from lamo_ray.online.learner import TD3Learner, TD3Settings
+    from lamo_ray.online.learner import TD3Learner
 
-    settings = TD3Settings(sup_coeff=online.sup_coeff, rl_coeff=online.rl_coeff, gamma=online.gamma, tau=online.tau,
-                           policy_noise=online.policy_noise, noise_clip=online.noise_clip,
-                           policy_delay=online.policy_delay, critic_lr=online.critic_lr,
-                           critic_hidden=online.critic_hidden, critic_layer_norm=online.critic_layer_norm,
-                           reward_scale=online.reward_scale, grad_clip=cfg.train.grad_clip)
-    return TD3Learner(model, optimizer, state_dim, act_dim, settings, scheduler=scheduler, device=device,
-                      precision=precision)
+    return TD3Learner(model, optimizer, state_dim, act_dim, online, grad_clip=cfg.train.grad_clip, scheduler=scheduler,
+                      device=device, precision=precision)
 
 
 def trajectories_state(trajectories: list[Trajectory]) -> list[dict[str, torch.Tensor]]:
