@@ -28,23 +28,26 @@ IMAGE_STANDIN_STEPS = 512       # the longest stand-in trajectory with image obs
 SHAPE_TIME_LIMIT_S = 3600.0     # default --rehearse-timeout: a shape still reporting after this is stopped
 
 
-def standin_dataset(cfg: TrialConfig, source: str, trajectories: int = STANDIN_TRAJECTORIES):
+def standin_dataset(cfg: TrialConfig, source: str, trajectories: int = STANDIN_TRAJECTORIES,
+                    env_id: str | None = None, length: int | None = None):
     """A stand-in for the missing dataset ``source`` of a trial ``cfg``: ``trajectories`` trajectories of
-    ``data.max_ep_len`` steps (at most `IMAGE_STANDIN_STEPS` for images) whose observations have the
-    evaluation env's shape and dtype (the state the model sees: `lamo_ray.envs.flatten_observation`),
-    actions its action space's (uniform in its bounds, or uniform indices), rewards uniform in [0, 1).
-    Random numbers: only for a rehearsal's step times, never for a score (its reference scores are the
-    env's known ones, else 0 and 1).
+    ``length`` steps (default ``data.max_ep_len``; at most `IMAGE_STANDIN_STEPS` for images) whose
+    observations have the evaluation env's shape and dtype (the state the model sees:
+    `lamo_ray.envs.flatten_observation`), actions its action space's (uniform in its bounds, or uniform
+    indices), rewards uniform in [0, 1). ``env_id``: that env (default ``eval.env_id``; a continual task's
+    comes from its domain, `continual_standin`). Random numbers: only for a rehearsal's step times, never
+    for a score (its reference scores are the env's known ones, else 0 and 1).
 
     Raises:
-        ValueError: ``eval.env_id`` is not set (without the data, nothing else says which env it is).
+        ValueError: no ``env_id`` and ``eval.env_id`` is not set (without the data, nothing else says
+            which env it is).
     """
     import gymnasium as gym
 
     from lamo_ray.data.trajectories import Trajectory, TrajectoryDataset
     from lamo_ray.envs import evaluation_env_kwargs, flatten_observation, make_env, reference_scores_for
 
-    env_id = cfg.eval.env_id
+    env_id = env_id or cfg.eval.env_id
     if env_id is None:
         raise ValueError(f"no stand-in for {source!r}: eval.env_id is not set, so its shapes are unknown")
     env = make_env(env_id, **evaluation_env_kwargs(env_id, None))
@@ -59,7 +62,8 @@ def standin_dataset(cfg: TrialConfig, source: str, trajectories: int = STANDIN_T
     n = trajectories
     # image trajectories (Atari: 28 KB a step) at most IMAGE_STANDIN_STEPS long, so that enough of them for a
     # small sample ratio fit in memory; a training step samples context_length steps, not whole episodes
-    length = min(cfg.data.max_ep_len, IMAGE_STANDIN_STEPS) if images else cfg.data.max_ep_len
+    length = length or cfg.data.max_ep_len
+    length = min(length, IMAGE_STANDIN_STEPS) if images else length
     discrete = isinstance(space, gym.spaces.Discrete)
     trajectories = []
     for _ in range(n):
@@ -77,6 +81,26 @@ def standin_dataset(cfg: TrialConfig, source: str, trajectories: int = STANDIN_T
     return TrajectoryDataset(trajectories, tuple(first.shape), int(space.n) if discrete else int(np.prod(space.shape)),
                              discrete, refs[0], refs[1], env_id, f"stand-in for {source}",
                              max_episode_steps=length)
+
+
+def continual_standin(cfg: TrialConfig, source: str, trajectories: int = STANDIN_TRAJECTORIES):
+    """A stand-in for the missing dataset ``source`` of a continual trial ``cfg`` (a task's data, e.g. one
+    of L2M's ``.npz`` files not downloaded yet): `standin_dataset` on the task's env (``MetaWorld/<task>-v3``,
+    ``DMControl/<task>-v0``), its episodes as long as the domain's (Meta-World 200, DMControl 1000 steps).
+
+    Raises:
+        ValueError: ``source`` is a ``continual.pretrain_datasets`` entry (its env is not known without it).
+    """
+    from lamo_ray.domains import dmcontrol, metaworld
+    from lamo_ray.domains.tasks import episode_steps, task_domain
+
+    task = next(t for t, s in cfg.data_sources.items() if s == source)
+    if task == source:
+        raise ValueError(f"no stand-in for continual.pretrain_datasets entry {source!r}: its env is unknown "
+                         "without the data")
+    domain = task_domain(task)
+    env_id = metaworld.env_id(task) if domain == "metaworld" else dmcontrol.env_id(task)
+    return standin_dataset(cfg, source, trajectories, env_id=env_id, length=episode_steps(domain))
 
 
 STANDIN_CORPUS_WORDS = 400_000   # words of a stand-in text corpus (a few hundred 1024-token blocks)
@@ -118,15 +142,13 @@ def _inputs(sweep: SweepConfig, rows: list[dict[str, Any]], offline: bool, stand
     for c in (c for c in checks if not c.ok):
         users = [r["config"] for r in rows]
         if c.kind == "dataset" and standin and c.name in {s for cfg in users for s in cfg.data_sources.values()}:
-            continual = [cfg for cfg in users if cfg.continual is not None and c.name in cfg.data_sources.values()]
-            if continual:
-                problems.append(f"dataset {c.name}: missing, and a continual trial's data has no stand-in ({c.detail})")
-                continue
-            cfg = next(cfg for cfg in users if cfg.data.source == c.name)
+            readers = [u for u in users if c.name in u.data_sources.values()]
+            cfg = readers[0]
             # enough trajectories that every sample ratio using it keeps one (subsample keeps int(n x ratio))
-            smallest = min(u.data.sample_ratio for u in users if u.data.source == c.name)
+            count = max(STANDIN_TRAJECTORIES, math.ceil(1 / min(u.data.sample_ratio for u in readers)))
             try:
-                loaded[c.name] = standin_dataset(cfg, c.name, max(STANDIN_TRAJECTORIES, math.ceil(1 / smallest)))
+                loaded[c.name] = (continual_standin(cfg, c.name, count) if cfg.continual is not None
+                                  else standin_dataset(cfg, c.name, count))
             except ValueError as err:
                 problems.append(str(err))
                 continue
@@ -338,4 +360,4 @@ def run_rehearsal(sweep: SweepConfig, rows: list[dict[str, Any]], address: str |
     return 0 if passed else 1
 
 
-__all__ = ["SHAPE_TIME_LIMIT_S", "STANDIN_TRAJECTORIES", "run_rehearsal", "standin_dataset"]
+__all__ = ["SHAPE_TIME_LIMIT_S", "STANDIN_TRAJECTORIES", "continual_standin", "run_rehearsal", "standin_dataset"]

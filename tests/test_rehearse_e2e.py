@@ -107,3 +107,37 @@ def test_a_broken_critic_update_fails_the_rehearsal_naming_the_shape_and_stage(t
     assert "rehearsal: 0 of 1 shape(s) passed" in proc.stdout and "projection (" not in proc.stdout
     _, run, report = rehearsal_run(tmp_path)
     assert run.info.status == "FAILED" and report["projection"] is None
+
+
+# --------------------------------------------------------------------------- continual: L2M's data not downloaded
+
+CW10 = REPO / "sweeps" / "l2m_cw10.yaml"
+CW10_SHRINK = ["data.source=/nonexistent/meta-world/2M/{task}-v2.npz",
+               "continual.sources.dmcontrol=/nonexistent/dm_control/{task_underscored}.npz",
+               "continual.pretrain_tasks=[reach, cartpole-balance]", "continual.tasks=[hammer, push-wall]",
+               "continual.pool.size=4", "seeds=[42]", "model.n_layer=1", "model.n_embd=32", "model.n_head=1",
+               "train.batch_size=8", "eval.num_actors=1",
+               "variants={l2m: {continual: {method: l2m}}, ewc: {continual: {method: ewc}}}"]
+
+
+def test_a_continual_sweep_rehearses_on_stand_ins_for_its_missing_task_data(tmp_path):
+    """sweeps/l2m_cw10.yaml shrunk (one Meta-World and one DMControl pre-training task, two CW10 tasks, a
+    1-layer model, two of its methods), reading L2M's ``.npz`` files, which are not on this machine: with
+    ``--rehearse-standin`` each task's data is a stand-in in its env's shapes and episode length (Meta-World
+    200 steps, DMControl 1000), the continual trials read them from the object store, and both shapes pass
+    pre-training, the stages' starts (pool attach, EWC's anchor), their steps and evaluations, and the
+    resume. Before: exit 2, "a continual trial's data has no stand-in"."""
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db", HF_HUB_OFFLINE="1",
+               MINARI_DATASETS_PATH=str(tmp_path / "minari"))
+    env.pop("RAY_ADDRESS", None)
+    args = [a for s in [*CW10_SHRINK, f"storage_path={tmp_path / 'ray'}"] for a in ("--set", s)]
+    proc = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(CW10), "--rehearse", "--rehearse-standin", *args],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-4000:])
+    out = proc.stdout
+    for source, steps, obs in (("/nonexistent/meta-world/2M/hammer-v2.npz", 200, "(39,)"),
+                               ("/nonexistent/dm_control/cartpole_balance.npz", 1000, None)):
+        line = next(x for x in out.splitlines() if x.startswith(f"STAND-IN dataset for {source}:"))
+        assert f"random trajectories of {steps} steps" in line and (obs is None or f"obs {obs}" in line), line
+    assert "[PASS] l2m (1 trials)" in out and "[PASS] ewc (1 trials)" in out, out[-3000:]
+    assert "rehearsal: 2 of 2 shape(s) passed" in out

@@ -1,7 +1,8 @@
 """A continual trial (a trial config with ``continual:``): L2M's protocol as one Tune trial, on the
 same session, MLflow run and checkpoint mechanics as the other trials (`lamo_ray.train`).
 
-- Data: every task's dataset (``data.source`` with ``{task}`` filled), down-sampled by
+- Data: every task's dataset (``data.source`` with ``{task}`` filled; from the object store when the
+  sweep driver put it there, ``loop_config["dataset_refs"]``: a rehearsal's stand-ins), down-sampled by
   ``data.sample_ratio``, written once per trial as memory-mapped shards in a temporary directory
   (`lamo_ray.data.shards`); batches come from `ShardedSampler` with raw states (L2M), per domain in
   turn with ``continual.pretrain_mixing: domain`` (`phase_sampler`).
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 
 from lamo_ray.checkpoint import PolicySpec
@@ -110,8 +112,10 @@ def run_continual_trial(loop_config: dict[str, Any], session) -> None:
     evaluator = None
     try:
         env_ids, dims, targets, paths = {}, {}, {}, {}
+        refs = loop_config.get("dataset_refs") or {}   # sources the sweep driver put in the object store
         for i, (task, source) in enumerate(cfg.data_sources.items()):
-            ds = subsample(load_dataset(source), cfg.data.sample_ratio, cfg.seed, weighting=cfg.data.subsample)
+            data = ray.get(refs[source]) if source in refs else load_dataset(source)
+            ds = subsample(data, cfg.data.sample_ratio, cfg.seed, weighting=cfg.data.subsample)
             # numbered folders: a pretrain_datasets entry is a source (a path may be absolute)
             paths[task] = write_task(ds, workdir / f"task{i:03d}", task)
             env_ids[task], dims[task] = ds.env_id, (int(ds.obs_shape[0]), ds.act_dim)
