@@ -75,8 +75,8 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
                    "backbone": (backbone_refs or {}).get(cfg.model.backbone),
                    "interrupt_after_first_checkpoint": rehearsal is not None}
     if cfg.continual is not None:   # a continual trial reads every task's source: those in the object store
-        loop_config["dataset_refs"] = {s: (dataset_refs or {})[s] for s in cfg.data_sources.values()
-                                       if s in (dataset_refs or {})}
+        refs = dataset_refs or {}
+        loop_config["dataset_refs"] = {s: refs[s] for s in cfg.data_sources.values() if s in refs}
     fit_started = time.time()
     if cfg.train.in_trial:
         from lamo_ray.sessions import TuneTrialSession

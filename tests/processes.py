@@ -1,13 +1,42 @@
 """Processes of a test's own Ray cluster, found by an environment tag (``LAMO_RAY_TEST_TAG=<unique>``,
 inherited from ``ray start`` or the sweep driver by raylets, workers and job drivers). Tests stop
-exactly those, never with ``ray stop``, which ends every Ray process of the user on the machine."""
+exactly those, never with ``ray stop``, which ends every Ray process of the user on the machine. Also
+what tests that start processes of their own share: a free local port (`free_port`) and a gloo process
+group for data-parallel workers (`gloo_group`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (the OS's choice)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gloo_group(rank: int, world: int, port: int) -> Iterator[None]:
+    """This process as rank ``rank`` of a ``world``-process torch.distributed gloo group on 127.0.0.1:``port``
+    (Ray Train's CPU backend), destroyed on exit; nothing with one process."""
+    import torch.distributed as dist
+
+    if world == 1:
+        yield
+        return
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def tagged_pids(var: str, value: str) -> list[int]:

@@ -65,7 +65,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -80,7 +79,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from browser import browser_page  # noqa: F401 - a fixture
-from processes import kill_tagged, tagged_pids, wait_healthy
+from processes import free_port, kill_tagged, tagged_pids, wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -117,12 +116,6 @@ EXCLUDES = [".venv", ".git", "test-artifacts", "*.db", "mlartifacts", "mlruns", 
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_json(url: str, token: str | None = None, timeout: float = 10.0):

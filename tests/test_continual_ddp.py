@@ -10,15 +10,13 @@ Checked: the ranks draw different samples, half the batch each; every step equal
 concatenated batch (weights, counts, logged losses); the two ranks end with the same weights and the
 same evaluations (rank 0's rollouts, shared)."""
 
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
+from processes import free_port, gloo_group
 
 from lamo_ray.config import ContinualConfig, ModelConfig, TrainConfig
 
@@ -79,27 +77,18 @@ def run(method: str, root: Path, rank: int, world: int, replay: list | None = No
 
 
 def _worker(rank: int, world: int, port: int, out: str, replays=None):
-    if world > 1:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    results = {m: run(m, Path(out) / "shards", rank, world, None if replays is None else replays[m]) for m in METHODS}
+    with gloo_group(rank, world, port):
+        results = {m: run(m, Path(out) / "shards", rank, world, None if replays is None else replays[m])
+                   for m in METHODS}
     torch.save(results, Path(out) / f"rank{rank}.pt")
-    if world > 1:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cl_ddp")
     write_shards(root / "shards")
-    mp.spawn(_worker, args=(2, _free_port(), str(root)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(root)), nprocs=2, join=True)
     ranks = [torch.load(root / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     replays = {m: [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(ranks[0][m][0], ranks[1][m][0])]
                for m in METHODS}

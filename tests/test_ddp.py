@@ -6,17 +6,15 @@ Ray Train's ``prepare_model`` does. Checked against one worker given the two ran
   positions of the whole batch, not each rank's own);
 - the logged training loss is the whole batch's, not rank 0's."""
 
-import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
+from processes import free_port, gloo_group
 from safetensors.torch import load_file
 
 from lamo_ray import train
@@ -99,9 +97,6 @@ def _worker(rank: int, world: int, port: int, out: str, batches=None):
     import lamo_ray.tracking as tracking
     from lamo_ray.data.sampling import SegmentSampler
 
-    if world > 1:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        dist.init_process_group("gloo", rank=rank, world_size=world)
     drawn = []
 
     class Recording(SegmentSampler):
@@ -115,24 +110,17 @@ def _worker(rank: int, world: int, port: int, out: str, batches=None):
     train.SegmentSampler = Recording
     tracking.RunLogger = Logger
     session = Session(Path(out), rank, world)
-    train.train_loop_per_worker({"trial": config(world), "mlflow_uri": "sqlite://", "mlflow_run_id": "x"}, session)
+    with gloo_group(rank, world, port):
+        train.train_loop_per_worker({"trial": config(world), "mlflow_uri": "sqlite://", "mlflow_run_id": "x"}, session)
     np.savez(Path(out) / f"batch{rank}.npz", **drawn[0])
     if rank == 0:
         torch.save(Logger.logged, Path(out) / "logged.pt")
-    if world > 1:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     ddp = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(2, _free_port(), str(ddp)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(ddp)), nprocs=2, join=True)
     parts = [dict(np.load(ddp / f"batch{r}.npz")) for r in (0, 1)]
     whole = {k: np.concatenate([parts[0][k], parts[1][k]]) for k in parts[0]}
     one = tmp_path_factory.mktemp("one")   # its own process too: the workers patch lamo_ray's modules

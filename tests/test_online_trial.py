@@ -16,7 +16,7 @@ import inspect
 import numpy as np
 import pytest
 import torch
-from test_train import FakeEvaluator, FakeSession, learnable_dataset
+from test_train import assert_asks_for_cuda, fakes, session_on  # noqa: F401 - fakes: a fixture
 
 from lamo_ray import train
 from lamo_ray.config import validate_trial
@@ -70,12 +70,10 @@ class FakeCollector:
 
 
 @pytest.fixture
-def stand_ins(monkeypatch):
-    """The loop's data source, evaluator and collector stood in for; spies on the devices the online
-    phase and the TD3 learner are built with."""
+def stand_ins(fakes, monkeypatch):
+    """The loop's data source and evaluator stood in for (test_train's ``fakes``), and its collector;
+    spies on the devices the online phase and the TD3 learner are built with."""
     devices: dict[str, list] = {"phase": [], "learner": []}
-    monkeypatch.setattr(train, "load_dataset", lambda source: learnable_dataset())
-    monkeypatch.setattr(train, "Evaluator", FakeEvaluator)
     monkeypatch.setattr(loop, "Collector", FakeCollector)
     monkeypatch.setattr(FakeCollector, "pushed_devices", [])
     for name, cls in (("phase", loop.OnlinePhase), ("learner", learner_module.TD3Learner)):
@@ -86,16 +84,12 @@ def stand_ins(monkeypatch):
             _real(self, *args, **kwargs)
 
         monkeypatch.setattr(cls, "__init__", spy)
-    threads = torch.get_num_threads()
-    yield devices
-    torch.set_num_threads(threads)
+    return devices
 
 
 @pytest.mark.parametrize("method", KINDS)
 def test_every_stage_of_an_online_trial_takes_the_sessions_device(tmp_path, stand_ins, method):
-    session = FakeSession(tmp_path / "run")
-    session.out.mkdir()
-    session.device = torch.device("cpu", 0)
+    session = session_on(torch.device("cpu", 0), tmp_path / "run")
     train.train_loop_per_worker({"trial": online_trial(method)}, session)
     # the offline evaluation, then one per online iteration (online.eval_every 1)
     assert [m.get("online/iteration") for m, _ in session.reports] == [None, 1.0, 2.0]
@@ -106,11 +100,4 @@ def test_every_stage_of_an_online_trial_takes_the_sessions_device(tmp_path, stan
 
 @pytest.mark.parametrize("method", KINDS)
 def test_an_online_trial_on_a_cuda_session_asks_for_cuda(tmp_path, stand_ins, method):
-    if torch.cuda.is_available():
-        pytest.skip("a CUDA device is present: the trial would run")
-    session = FakeSession(tmp_path / "cuda")
-    session.out.mkdir()
-    session.device = torch.device("cuda")
-    with pytest.raises((RuntimeError, AssertionError), match="CUDA|NVIDIA"):
-        train.train_loop_per_worker({"trial": online_trial(method)}, session)
-    assert session.reports == []
+    assert_asks_for_cuda(online_trial(method), tmp_path)

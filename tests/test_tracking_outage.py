@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
+from processes import free_port
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from lamo_ray import tracking
@@ -32,12 +32,6 @@ BIN = Path(sys.executable).parent
 # a write to a dead server (refused connection; one retry without back-off) took 0.12 s here, against
 # 247 s with MLflow's own retries; the bound leaves room for a machine loaded by other sweeps
 DEAD_SERVER_BOUND_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

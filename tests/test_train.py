@@ -281,18 +281,29 @@ def test_an_offline_trial_with_the_same_seed_repeats_exactly(tmp_path, fakes):
     assert measured(first) == measured(second) and len(first.reports) == 2
 
 
-def test_an_offline_trial_on_a_cuda_session_asks_for_cuda(tmp_path, fakes):
-    """Issue 29: the device comes from the session (``train.use_gpu``); an offline trial given a CUDA
-    session moves its model and batches there, which on this CPU-only torch is an error naming CUDA before
-    any step is reported, never a silent CPU run."""
+def session_on(device: torch.device, out: Path) -> FakeSession:
+    """A `FakeSession` whose device is ``device``, reporting into ``out`` (created)."""
+    session = FakeSession(out)
+    session.out.mkdir()
+    session.device = device
+    return session
+
+
+def assert_asks_for_cuda(cfg: TrialConfig, tmp_path: Path) -> None:
+    """The trial ``cfg`` given a CUDA session: on this CPU-only torch an error naming CUDA before any step
+    is reported, never a silent CPU run (skips where a CUDA device is present: the trial would run)."""
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present: the trial would run")
-    session = FakeSession(tmp_path / "cuda")
-    session.out.mkdir()
-    session.device = torch.device("cuda")
+    session = session_on(torch.device("cuda"), tmp_path / "cuda")
     with pytest.raises((RuntimeError, AssertionError), match="CUDA|NVIDIA"):
-        train_loop_per_worker({"trial": trial(4, 2)}, session)
+        train_loop_per_worker({"trial": cfg}, session)
     assert session.reports == []
+
+
+def test_an_offline_trial_on_a_cuda_session_asks_for_cuda(tmp_path, fakes):
+    """Issue 29: the device comes from the session (``train.use_gpu``); an offline trial given a CUDA
+    session moves its model and batches there."""
+    assert_asks_for_cuda(trial(4, 2), tmp_path)
 
 
 def test_auto_precision_is_bf16_or_fp16_on_cuda_and_fp32_on_cpu(monkeypatch):
