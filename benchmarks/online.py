@@ -106,7 +106,8 @@ def bench_overlap(cfg, iterations: int, repeats: int = 2) -> list[dict]:
     import torch
 
     from lamo_ray.online.loop import Collector, OnlinePhase, make_learner
-    from lamo_ray.train import make_optimizer, make_scheduler
+    from lamo_ray.learner import Learner
+    from lamo_ray.optim import MixedPrecision
 
     torch.set_num_threads(1)
     out, waits = {}, {}
@@ -115,9 +116,8 @@ def bench_overlap(cfg, iterations: int, repeats: int = 2) -> list[dict]:
                                                                             "iterations": iterations})})
         model, dataset, mean, std, spec, env_id, env_kwargs = build(c)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = make_optimizer(params, c.train)
-        scheduler = make_scheduler(optimizer, c.train)
-        learner = make_learner(c, model, optimizer, scheduler, int(np.prod(dataset.obs_shape)), dataset.act_dim)
+        actor = Learner.build(params, c.train, MixedPrecision.for_device("fp32", torch.device("cpu")))
+        learner = make_learner(c, model, actor, int(np.prod(dataset.obs_shape)), dataset.act_dim)
         collector = Collector(spec, env_id, c.online, c.seed, stochastic=False, env_kwargs=env_kwargs)
         ray.get([a.__ray_ready__.remote() for a in collector.actors])
         phase = OnlinePhase(c, model, learner, dataset, mean, std, collector, supervised_step=None)

@@ -75,22 +75,22 @@ def ours_step_fn(finetune: str, hidden: int, layers: int, heads: int, B: int, K:
     ``.losses`` records each step's loss. The model starts from seed 0 whatever the options."""
     from lamo_ray.config import TrainConfig
     from lamo_ray.model import action_loss
-    from lamo_ray.train import MixedPrecision, make_optimizer
+    from lamo_ray.learner import Learner
+    from lamo_ray.train import MixedPrecision
 
     torch.manual_seed(0)
     model = our_model(finetune, hidden, layers, heads, S, A, fused_qkv=fused_qkv, attention=attention).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(params, TrainConfig())
-    mixed = MixedPrecision.for_device(precision, torch.device("cpu"))
+    learner = Learner.build(params, TrainConfig(),   # its clip: train.grad_clip's default, 0.25
+                            MixedPrecision.for_device(precision, torch.device("cpu")), scheduled=False)
     b = _batch(B, K, S, A)
     losses: list[float] = []
 
     def step():
-        with mixed.autocast():
+        with learner.autocast():
             preds = model(b["states"], b["actions"], b["returns_to_go"], b["timesteps"], b["attention_mask"])
             loss = action_loss(preds.float(), b["actions"], b["attention_mask"], discrete=False)
-        opt.zero_grad(set_to_none=True)
-        mixed.backward_and_step(loss, opt, params, 0.25)
+        learner.update(loss)
         losses.append(loss.item())
         return B
 

@@ -17,7 +17,7 @@ from transformers.pytorch_utils import Conv1D
 class MixedPrecision:
     """``train.precision`` resolved for one device: autocast around forward and loss, fp32 weights
     and optimiser state, a `torch.amp.GradScaler` for fp16 (dynamic loss scaling; steps whose
-    gradients overflow are skipped by the scaler). LaMo trains in fp32.
+    gradients overflow are skipped by the scaler: `lamo_ray.learner.Learner` uses it). LaMo trains in fp32.
 
     Attributes:
         name: 'fp32', 'bf16' or 'fp16'.
@@ -53,28 +53,6 @@ class MixedPrecision:
         """Context for forward and loss: ``torch.autocast`` in bf16/fp16, a no-op for fp32."""
         return torch.autocast(self.device_type, dtype=self.DTYPES.get(self.name, torch.float32),
                               enabled=self.name != "fp32")
-
-    def backward(self, loss: torch.Tensor) -> None:
-        """Backpropagate ``loss`` (scaled by the fp16 scaler); call once per micro-batch to accumulate."""
-        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
-
-    def step(self, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], grad_clip: float) -> None:
-        """Clip the (unscaled) gradient norm of ``params`` at ``grad_clip``, then the optimiser step (skipped
-        by the fp16 scaler when the gradients overflowed)."""
-        if self.scaler is None:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-            return
-        self.scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        self.scaler.step(optimizer)
-        self.scaler.update()
-
-    def backward_and_step(self, total: torch.Tensor, optimizer: torch.optim.Optimizer,
-                          params: list[torch.nn.Parameter], grad_clip: float) -> None:
-        """`backward` then `step`: one batch per optimiser step."""
-        self.backward(total)
-        self.step(optimizer, params, grad_clip)
 
 
 def warmup_lambda(warmup_steps: int):

@@ -43,6 +43,7 @@ from lamo_ray.distributed import ddp_mean, ddp_share
 from lamo_ray.envs import evaluation_env_kwargs
 from lamo_ray.evaluate import Evaluator, reference_scores
 from lamo_ray.model import DecisionTransformer, action_loss
+from lamo_ray.learner import Learner
 from lamo_ray.optim import (TEMPERATURE_GROUP, MixedPrecision, NonNoopActionLR, make_optimizer, make_scheduler,  # noqa: F401
                             warmup_lambda)
 from lamo_ray.sessions import InterruptAfterFirstCheckpoint, TrainSession, TuneTrialSession
@@ -169,28 +170,24 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
 
     temperature = temperature_parameters(model)
     params = [p for p in model.parameters() if p.requires_grad and not any(p is t for t in temperature)]
-    optimizer = make_optimizer(params, cfg.train, temperature)
-    scheduler = make_scheduler(optimizer, cfg.train)
-    counts_actions = isinstance(scheduler, NonNoopActionLR)
+    precision = MixedPrecision.for_device(cfg.train.precision, device)
+    # one optimiser step for every kind (lamo_ray.learner): DDP's backward averages, so no averaging here
+    learner = Learner.build(params, cfg.train, precision, temperature=temperature)
+    counts_actions = learner.counts_actions
     if counts_actions and not dataset.discrete_actions:
         raise ValueError(f"train.lr_schedule 'lamo_atari' counts non-NOOP actions: it needs discrete actions, and "
                          f"{cfg.data.source!r} has continuous ones")
-    precision = MixedPrecision.for_device(cfg.train.precision, device)
     # TD3+ODT / TD3: the critic trains beside the offline steps (the authors' pretraining)
-    learner = make_learner(cfg, model, optimizer, scheduler, int(np.prod(dataset.obs_shape)), dataset.act_dim, device,
-                           precision)
+    td3 = make_learner(cfg, model, learner, int(np.prod(dataset.obs_shape)), dataset.act_dim, device)
     online_state = None
     if ckpt is not None and cfg.online is not None:
         with ckpt.as_directory() as d:
             if (Path(d) / ONLINE_FILE).is_file():
                 online_state = torch.load(Path(d) / ONLINE_FILE, map_location="cpu", weights_only=True)
-    if learner is not None and online_state is not None and online_state.get("learner") is not None:
-        learner.load_state_dict(online_state["learner"])
+    if td3 is not None and online_state is not None and online_state.get("learner") is not None:
+        td3.load_state_dict(online_state["learner"])
     if optim_state is not None:
-        optimizer.load_state_dict(optim_state["optimizer"])
-        scheduler.load_state_dict(optim_state["scheduler"])
-        if precision.scaler is not None and "grad_scaler" in optim_state:
-            precision.scaler.load_state_dict(optim_state["grad_scaler"])
+        learner.load_state_dict(optim_state)
         # a resumed run draws new batches, seeded by (seed, rank, step): reproducible, not a replay
         sampler.reseed([cfg.seed, rank, start_step])
         if text is not None:
@@ -237,7 +234,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
 
     stochastic = getattr(model.module if hasattr(model, "module") else model, "stochastic", False)
 
-    rl_from_start = learner is not None and cfg.online.rl_from_start
+    rl_from_start = td3 is not None and cfg.online.rl_from_start
 
     def supervised_step(batch: dict[str, torch.Tensor], step: int, with_text: bool = True,
                         rl_term: bool = False) -> dict[str, float]:
@@ -245,7 +242,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
         entropy (plus its temperature loss) for the stochastic head; + co_lambda x LM loss (offline).
         ``rl_term`` (``online.rl_from_start``): sup_coeff x MSE + rl_coeff x (-Q1), as the online actor."""
         info: dict[str, float] = {}
-        with precision.autocast():
+        with learner.autocast():
             rl = None
             if stochastic:
                 loss, temperature_loss, info = stochastic_loss(model, batch)
@@ -254,9 +251,9 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                               batch["attention_mask"])
                 temperature_loss = 0.0
                 if rl_term:
-                    total, loss, rl = td3_actor_loss(learner.critic, batch["states"], preds.float(), batch["actions"],
-                                                     batch["attention_mask"], learner.online.sup_coeff,
-                                                     learner.online.rl_coeff)
+                    total, loss, rl = td3_actor_loss(td3.critic, batch["states"], preds.float(), batch["actions"],
+                                                     batch["attention_mask"], td3.online.sup_coeff,
+                                                     td3.online.rl_coeff)
                 else:
                     loss = action_loss(preds.float(), batch["actions"], batch["attention_mask"],
                                        dataset.discrete_actions)
@@ -272,17 +269,12 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
         if not torch.isfinite(total):
             raise NonFiniteLossError(f"non-finite loss at step {step}: action loss {loss.item()}, "
                                      f"lm loss {None if lm is None else lm.item()}")
-        optimizer.zero_grad(set_to_none=True)
-        precision.backward_and_step(total, optimizer, params, cfg.train.grad_clip)
-        if counts_actions:
-            scheduler.step(non_noop_actions(batch["actions"]))
-        else:
-            scheduler.step()
+        learner.update(total, non_noop_actions(batch["actions"]) if counts_actions else None)
         if world > 1:   # every rank logs the whole batch's values (a mean over the ranks of the shares above)
             loss, lm = ddp_mean(loss, world), None if lm is None else ddp_mean(lm, world)
         out = {"train/action_loss": loss.item(), **{f"train/{k}": v for k, v in info.items()}}
         if rl is not None:
-            learner.critic.zero_grad(set_to_none=True)  # the actor's loss does not train the critic
+            td3.critic.zero_grad(set_to_none=True)  # the actor's loss does not train the critic
             out["train/actor_rl_loss"] = rl.item()
         if lm is not None:
             out["train/lm_loss"] = lm.item()
@@ -296,17 +288,17 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
         train_time = 0.0
         for step in range(start_step + 1, cfg.train.steps + 1):
             t0 = time.perf_counter()
-            if learner is not None:  # the critic's policy_delay steps, then the (supervised) actor step
-                for _ in range(learner.online.policy_delay):
+            if td3 is not None:  # the critic's policy_delay steps, then the (supervised) actor step
+                for _ in range(td3.online.policy_delay):
                     raw = sampler.sample(local_batch, transitions=True)
-                    critic_info = learner.critic_update(_batch_to_torch(raw, device))
+                    critic_info = td3.critic_update(_batch_to_torch(raw, device))
                 batch = _batch_to_torch({k: raw[k] for k in ("states", "actions", "returns_to_go", "timesteps",
                                                              "attention_mask")}, device)
             else:
                 batch = _batch_to_torch(sampler.sample(local_batch), device)
             logged = supervised_step(batch, step, rl_term=rl_from_start)
-            if learner is not None:
-                learner.soft_update_targets()
+            if td3 is not None:
+                td3.soft_update_targets()
             train_time += time.perf_counter() - t0
             loss_value, lm_value = logged["train/action_loss"], logged.get("train/lm_loss")
             window_loss += loss_value
@@ -315,7 +307,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
 
             if tracker is not None and (step % cfg.train.log_every == 0 or step == cfg.train.steps):
                 elapsed = time.perf_counter() - window_t0
-                metrics = {"train/action_loss": window_loss / window_n, "train/lr": scheduler.get_last_lr()[0],
+                metrics = {"train/action_loss": window_loss / window_n, "train/lr": learner.lr,
                            "train/samples_per_s": window_n * cfg.train.batch_size / max(elapsed, 1e-9),
                            "train/step_s": elapsed / window_n}   # wall seconds per step over the window
                 if text is not None:
@@ -323,7 +315,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                     metrics["train/lm_perplexity"] = math.exp(min(window_lm / window_n, 50.0))
                 if stochastic:
                     metrics.update({k: logged[k] for k in ("train/entropy", "train/temperature")})
-                if learner is not None:
+                if td3 is not None:
                     metrics.update({"train/critic_loss": critic_info["online/critic_loss"],
                                     "train/q1_mean": critic_info["online/q1_mean"]})
                 if "train/actor_rl_loss" in logged:
@@ -333,21 +325,20 @@ def train_loop_per_worker(loop_config: dict[str, Any], session: TrainSession | T
                 window_loss, window_lm, window_n, window_t0 = 0.0, 0.0, 0, time.perf_counter()
 
             if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
-                reporting.evaluate_and_report(step, model, optimizer, scheduler, loss_value, train_time,
-                                              grad_scaler=precision.scaler,
-                                              online_state=None if learner is None else
-                                              {"iteration": 0, "replay": None, "learner": learner.state_dict()})
+                reporting.evaluate_and_report(step, model, learner, loss_value, train_time,
+                                              online_state=None if td3 is None else
+                                              {"iteration": 0, "replay": None, "learner": td3.state_dict()})
                 train_time = 0.0
         if cfg.online is not None:
             if tracker is not None:
                 tracker.set_phase("online: start (collecting actors, replay)")
-            phase = _online_phase(cfg, model, learner, dataset, mean, std, spec, env_id, env_kwargs,
+            phase = _online_phase(cfg, model, td3, dataset, mean, std, spec, env_id, env_kwargs,
                                   lambda batch: supervised_step(batch, cfg.train.steps, with_text=False), device)
             try:
                 if online_state is not None and online_state.get("replay") is not None:
                     phase.load_state_dict(online_state)
                     log.info("resuming the online phase after iteration %d", phase.iteration)
-                _run_online(phase, reporting, model, optimizer, scheduler, tracker)
+                _run_online(phase, reporting, model, learner, tracker)
             finally:
                 phase.shutdown()
         if tracker is not None:
@@ -371,7 +362,7 @@ def _online_phase(cfg: TrialConfig, model, learner, dataset, mean, std, spec: Po
     return OnlinePhase(cfg, model, learner, dataset, mean, std, collector, supervised_step, device)
 
 
-def _run_online(phase, reporting: "_Reporting", model, optimizer, scheduler, tracker) -> None:
+def _run_online(phase, reporting: "_Reporting", model, learner: Learner, tracker) -> None:
     """The online iterations left (`OnlinePhase.run_iteration`), metrics to MLflow at each iteration's
     last step, evaluation + checkpoint (with the online state) every ``online.eval_every`` iterations
     and after the last."""
@@ -386,12 +377,12 @@ def _run_online(phase, reporting: "_Reporting", model, optimizer, scheduler, tra
         train_time += time.perf_counter() - t0
         step = phase.step_after(phase.iteration - 1)
         if tracker is not None:
-            tracker.log_metrics({**metrics, "train/lr": scheduler.get_last_lr()[0]}, step=step)
+            tracker.log_metrics({**metrics, "train/lr": learner.lr}, step=step)
         log.info("online iteration %d/%d: %d transitions, collected return %.2f", phase.iteration, online.iterations,
                  int(metrics["online/transitions"]), metrics["online/collect/return_mean"])
         if phase.iteration % online.eval_every == 0 or phase.iteration == online.iterations:
             loss = metrics.get("online/actor_sup_loss", metrics.get("train/action_loss", float("nan")))
-            reporting.evaluate_and_report(step, model, optimizer, scheduler, loss, train_time,
+            reporting.evaluate_and_report(step, model, learner, loss, train_time,
                                           online_state=phase.state_dict(),
                                           extra_metrics={"online/transitions": metrics["online/transitions"],
                                                          "online/iteration": float(phase.iteration)})
@@ -428,10 +419,8 @@ class _Reporting:
     mlflow_run_id: str
     trainable_share: float
 
-    def evaluate_and_report(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                            scheduler: torch.optim.lr_scheduler.LRScheduler, last_loss: float,
-                            train_time: float, grad_scaler: torch.amp.GradScaler | None = None,
-                            online_state: dict[str, Any] | None = None,
+    def evaluate_and_report(self, step: int, model: torch.nn.Module, learner: Learner, last_loss: float,
+                            train_time: float, online_state: dict[str, Any] | None = None,
                             extra_metrics: dict[str, float] | None = None) -> None:
         """Rank 0: rollouts, MLflow (per-episode table and summary at ``step``), checkpoint; every
         rank: the session's report (a barrier under DDP).
@@ -439,7 +428,8 @@ class _Reporting:
         Args:
             step: the optimiser step just taken (1-based).
             model: the policy being trained (may be DDP-wrapped); put back in train mode afterwards.
-            optimizer, scheduler, grad_scaler: their states go into the checkpoint (the scaler's with fp16).
+            learner: the DT's `lamo_ray.learner.Learner`: its optimiser, schedule and (fp16) scaler states go
+                into the checkpoint.
             last_loss: the action loss of ``step``'s batch.
             train_time: seconds spent in training steps since the previous report.
             online_state: the online phase's state (`OnlinePhase.state_dict`: replay, critic, targets),
@@ -471,10 +461,7 @@ class _Reporting:
                 self.tracker.log_artifact(table, "eval")
                 self.tracker.log_metrics({**summary, "train/time_s": train_time, **(extra_metrics or {})}, step=step)
             ckpt_dir = save_checkpoint(Path(tmp) / "checkpoint", model, self.spec, self.env_id, self.refs, step,
-                                       optimizer_state={"optimizer": optimizer.state_dict(),
-                                                        "scheduler": scheduler.state_dict(),
-                                                        **({} if grad_scaler is None else
-                                                           {"grad_scaler": grad_scaler.state_dict()})},
+                                       optimizer_state=learner.state_dict(),
                                        env_kwargs=self.env_kwargs)
             if online_state is not None:
                 from lamo_ray.online.loop import ONLINE_FILE

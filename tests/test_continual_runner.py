@@ -267,7 +267,7 @@ def test_the_action_loss_is_logged_apart_from_what_the_method_adds(shards, metho
 
 def _group_names(r):
     names = {id(p): n for n, p in r.model.named_parameters()}
-    return [({names[id(p)] for p in g["params"]}, g["weight_decay"], g["lr"]) for g in r.optimizer.param_groups]
+    return [({names[id(p)] for p in g["params"]}, g["weight_decay"], g["lr"]) for g in r.learner.optimizer.param_groups]
 
 
 def test_weight_decay_falls_only_on_linear_and_conv_weights_in_every_phase(shards):
@@ -375,13 +375,13 @@ def test_pretraining_accumulates_micro_batches_into_one_step_and_counts_the_sche
     r.sampler_for = lambda tasks, seed: Recorded(make(tasks, seed))
     start = copy.deepcopy(r.model)
     r._begin_phase()
-    r.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: steps.append(
+    r.learner.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: steps.append(
         ({n: p.grad.clone() for n, p in r.model.named_parameters() if p.grad is not None},
          optimizer.param_groups[0]["lr"])))
     with pytest.raises(_Stop):                            # stop at the pre-training's evaluation
         r.run(lambda record, rr: _stop())
     assert len(batches) == 2 * TRAIN.steps and len(steps) == TRAIN.steps
-    assert r.scheduler is None and r.step == TRAIN.steps          # pre-training over: the micro-batches counted
+    assert r.learner is None and r.step == TRAIN.steps          # pre-training over: the micro-batches counted
     factor = cosine_lambda(3, TRAIN.steps * 2, TRAIN.lr, 1e-5)
     assert [lr for _, lr in steps] == pytest.approx([TRAIN.lr * factor(2 * j) for j in range(TRAIN.steps)])
     # the first step's gradient: the mean of its two micro-batches' gradients on the starting weights

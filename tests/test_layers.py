@@ -20,7 +20,7 @@ The layer map (`LAYERS`, lowest first; a module's layer is its longest matching 
    of it in issue 29), ``heads``, ``mddt``, ``optim``, ``distributed`` (data-parallel helpers), ``checkpoint``, and
    ``pools``: the model parts continual fine-tuning attaches, ``pools.modulation`` (L2M's modulators)
    and ``pools.prompts`` (L2P's prompt pool), which lived in ``continual/`` before issue 29;
-2. runtime: ``train``, ``evaluate``, ``rollout_pool``, ``online``, ``continual`` (its ``__init__``,
+2. runtime: ``train``, ``learner`` (the one optimiser step of every trial kind), ``evaluate``, ``rollout_pool``, ``online``, ``continual`` (its ``__init__``,
    runner, trial, evaluation, metrics, and ``continual.pool`` / ``continual.prompts``, which now only
    re-export ``pools``), ``tracking``, ``outbox``;
 3. sweep and report: ``sweep``, ``preflight``, ``report``, ``inputs``, ``collect``.
@@ -60,7 +60,7 @@ LAYERS = [
     ("models", ("lamo_ray.backbones", "lamo_ray.packaged", "lamo_ray.language", "lamo_ray.model", "lamo_ray.trunk",
                 "lamo_ray.lora", "lamo_ray.embeddings", "lamo_ray.heads", "lamo_ray.mddt", "lamo_ray.optim",
                 "lamo_ray.distributed", "lamo_ray.checkpoint", "lamo_ray.pools")),
-    ("runtime", ("lamo_ray.train", "lamo_ray.sessions", "lamo_ray.naming", "lamo_ray.evaluate", "lamo_ray.rollout_pool", "lamo_ray.online",
+    ("runtime", ("lamo_ray.train", "lamo_ray.learner", "lamo_ray.sessions", "lamo_ray.naming", "lamo_ray.evaluate", "lamo_ray.rollout_pool", "lamo_ray.online",
                  "lamo_ray.continual", "lamo_ray.tracking", "lamo_ray.outbox")),
     ("sweep and report", ("lamo_ray.sweep", "lamo_ray.tune_runtime", "lamo_ray.rehearse", "lamo_ray.rehearsal_run", "lamo_ray.sweep_output", "lamo_ray.preflight", "lamo_ray.report", "lamo_ray.inputs",
                           "lamo_ray.collect")),

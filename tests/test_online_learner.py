@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from lamo_ray.config import ModelConfig
+from lamo_ray.config import ModelConfig, OnlineConfig
 from lamo_ray.data.sampling import SegmentSampler
 from lamo_ray.data.trajectories import Trajectory, TrajectoryDataset
+from lamo_ray.learner import Learner
 from lamo_ray.model import DecisionTransformer
-from lamo_ray.config import OnlineConfig
 from lamo_ray.online.learner import TD3Learner
+from lamo_ray.optim import MixedPrecision
 
 S, A = 3, 2
 
@@ -66,11 +67,16 @@ def td3(**settings) -> OnlineConfig:
     return OnlineConfig(**{"method": method, "iterations": 1, "target_return": 0.0, "critic_hidden": 32, **settings})
 
 
+def actor(model, precision="fp32", grad_clip=0.25):
+    """The DT's `Learner`: AdamW at 1e-3 over its trainable parameters, no schedule."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    return Learner(opt, MixedPrecision.for_device(precision, torch.device("cpu")), grad_clip)
+
+
 def learner(settings=None, finetune="full"):
     model = tiny_model(finetune)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     torch.manual_seed(1)
-    return TD3Learner(model, opt, S, A, settings or td3())
+    return TD3Learner(model, actor(model), S, A, settings or td3())
 
 
 def params(module):
@@ -105,7 +111,7 @@ def test_the_critic_learns_terminal_rewards():
 
 def test_the_rl_term_alone_raises_q_of_the_dts_actions_and_lora_keeps_the_trunk_frozen():
     ln = learner(td3(sup_coeff=0.0, rl_coeff=1.0), finetune="lora")
-    ln.critic_optimizer.param_groups[0]["lr"] = 0.0   # the critic holds still
+    ln.critic_learner.optimizer.param_groups[0]["lr"] = 0.0   # the critic holds still
     batch = sampler(dataset(lengths=(20, 20))).sample(64, transitions=True)
     frozen = {n: p.detach().clone() for n, p in ln.model.named_parameters() if not p.requires_grad}
     lora = {n: p.detach().clone() for n, p in ln.model.named_parameters() if "lora_" in n}
@@ -154,17 +160,14 @@ def test_settings_reject_what_cannot_learn():
     with pytest.raises(ValueError, match="policy_delay"):
         td3(policy_delay=0)
     with pytest.raises(ValueError, match="no critic"):
-        TD3Learner(tiny_model(), torch.optim.AdamW(tiny_model().parameters()), S, A,
-                   OnlineConfig(method="odt", iterations=1, target_return=0.0))
+        TD3Learner(tiny_model(), actor(tiny_model()), S, A, OnlineConfig(method="odt", iterations=1, target_return=0.0))
 
 
 def test_the_online_actor_update_runs_in_the_trials_precision_and_the_critic_on_its_device():
-    """Issue 29: the TD3 actor update takes the trial's `MixedPrecision` (make_learner passes it), as the
+    """Issue 29: the TD3 actor update goes through the trial's `Learner` and its precision, as the
     offline steps do: forward and loss under its autocast (bf16 here, on the CPU); the critic step stays
     fp32. Before: the learner had no precision at all. A learner on CUDA puts its critic there: on this
     CPU-only torch an error naming CUDA."""
-    from lamo_ray.optim import MixedPrecision
-
     entered = []
     real = MixedPrecision.autocast
 
@@ -172,10 +175,8 @@ def test_the_online_actor_update_runs_in_the_trials_precision_and_the_critic_on_
         entered.append(self.name)
         return real(self)
 
-    bf16 = MixedPrecision.for_device("bf16", torch.device("cpu"))
     model = tiny_model()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    ln = TD3Learner(model, opt, S, A, td3(policy_delay=2), precision=bf16)
+    ln = TD3Learner(model, actor(model, "bf16"), S, A, td3(policy_delay=2))
     batch = sampler(dataset()).sample(8, transitions=True)
     before = params(model)
     with pytest.MonkeyPatch.context() as mp:
@@ -188,4 +189,4 @@ def test_the_online_actor_update_runs_in_the_trials_precision_and_the_critic_on_
     assert all(p.dtype == torch.float32 for p in ln.critic.parameters())
     if not torch.cuda.is_available():
         with pytest.raises((RuntimeError, AssertionError), match="CUDA|NVIDIA"):
-            TD3Learner(tiny_model(), opt, S, A, td3(), device="cuda")
+            TD3Learner(model, actor(model), S, A, td3(), device="cuda")

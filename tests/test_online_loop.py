@@ -15,10 +15,12 @@ from lamo_ray.config import validate_trial
 from lamo_ray.data.sampling import SegmentSampler
 from lamo_ray.data.trajectories import Trajectory, TrajectoryDataset
 from lamo_ray.evaluate import Rollout
+from lamo_ray.learner import Learner
 from lamo_ray.model import DecisionTransformer
 from lamo_ray.online.loop import (Collector, OnlinePhase, episode_seed, make_learner, stochastic_loss,
                                   temperature_parameters)
-from lamo_ray.train import TEMPERATURE_GROUP, make_optimizer, make_scheduler
+from lamo_ray.optim import MixedPrecision
+from lamo_ray.train import TEMPERATURE_GROUP, make_optimizer
 
 ENV, S, A = "Hopper-v5", 11, 3
 SEED = 3
@@ -185,12 +187,12 @@ def td3_trial():
 def phase_for(cfg, model, collector):
     temperature = temperature_parameters(model)
     params = [p for p in model.parameters() if p.requires_grad and not any(p is t for t in temperature)]
-    optimizer = make_optimizer(params, cfg.train, temperature)
-    scheduler = make_scheduler(optimizer, cfg.train)
-    learner = make_learner(cfg, model, optimizer, scheduler, S, A)
+    actor = Learner.build(params, cfg.train, MixedPrecision.for_device("fp32", torch.device("cpu")),
+                          temperature=temperature)
+    learner = make_learner(cfg, model, actor, S, A)
     phase = OnlinePhase(cfg, model, learner, offline_data(), np.zeros(S, np.float32), np.ones(S, np.float32),
                         collector, supervised_step=None)
-    return phase, optimizer, scheduler
+    return phase, actor.optimizer, actor.scheduler
 
 
 def stable(metrics):

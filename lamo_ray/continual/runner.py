@@ -55,6 +55,7 @@ from lamo_ray.continual.methods import make_method
 from lamo_ray.continual.metrics import Evaluation
 from lamo_ray.distributed import (average_gradients, broadcast_module, broadcast_object, ddp_mean, ddp_share,
                                   sum_increments)
+from lamo_ray.learner import Learner
 from lamo_ray.optim import MixedPrecision
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,7 @@ class ContinualRunner:
         self.stage = PRETRAIN          # the phase in progress (or the next to start)
         self.step = 0                  # global step over pre-training and stages
         self.stage_step = 0            # steps done in the phase in progress
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.scheduler = None
+        self.learner: Learner | None = None   # the phase's optimiser step (None between phases)
         self._pool_attached = False
         self.method = make_method(cfg)   # what the continual method adds (lamo_ray.continual.methods)
 
@@ -129,25 +129,24 @@ class ContinualRunner:
         self.model.attach_pool(pool.to(self.device))
         self._pool_attached = True
 
-    def _trainable(self) -> list[torch.nn.Parameter]:
-        return [q for q in self.model.parameters() if q.requires_grad]
-
     def _begin_phase(self) -> None:
-        """Optimiser (and pool state) of the phase ``self.stage``."""
-        from lamo_ray.optim import l2m_param_groups, make_optimizer, make_scheduler
+        """The learner (and pool state) of the phase ``self.stage``: L2M's AdamW groups over what trains in
+        it, gradients averaged over the ranks (`lamo_ray.learner.Learner` with ``average``)."""
+        from lamo_ray.optim import l2m_param_groups
 
         torch.manual_seed(self.seed * 1000 + self.stage + 1)
+        parallel = {"world_size": self.world_size, "average": True}
         if self.stage == PRETRAIN:
-            self.optimizer = make_optimizer(l2m_param_groups(self.model, self.train.weight_decay), self.train)
             # stepped once per micro-batch (L2M): the schedule spans train.steps x grad_accumulation of them
             micro = self.train.model_copy(update={"steps": self.train.steps * self.train.grad_accumulation})
-            self.scheduler = make_scheduler(self.optimizer, micro)
+            self.learner = Learner.build(l2m_param_groups(self.model, self.train.weight_decay), self.train,
+                                         self.precision, schedule_cfg=micro, **parallel)
         else:
             self._attach()
             self.method.start_stage(self, resumed=self.stage_step > 0)
             stage = self.train.model_copy(update={"lr": self.cfg.lr})
-            self.optimizer = make_optimizer(l2m_param_groups(self.model, self.train.weight_decay), stage)
-            self.scheduler = None
+            self.learner = Learner.build(l2m_param_groups(self.model, self.train.weight_decay), stage,
+                                         self.precision, scheduled=False, **parallel)
         if self.world_size > 1:   # every rank starts the phase from rank 0's weights (as DDP's wrapping), and
             broadcast_module(self.model, self.world_size)   # draws its own dropout masks
             torch.manual_seed(self.seed * 1000 + self.stage + 1 + 1_000_003 * self.rank)
@@ -174,7 +173,8 @@ class ContinualRunner:
                          self.world_size)
 
     def reduce_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
-        """Average ``params``' gradients over the ranks (`lamo_ray.distributed.average_gradients`)."""
+        """Average ``params``' gradients over the ranks (`lamo_ray.distributed.average_gradients`), as the
+        phase's `Learner` does at its step; for gradients taken outside it (EWC's Fisher)."""
         average_gradients(params, self.world_size)
 
     def _counters(self) -> list[torch.Tensor]:
@@ -191,7 +191,7 @@ class ContinualRunner:
         index = self.task_index(self.cfg.tasks[self.stage]) if self.stage != PRETRAIN else None
         if index is not None:
             task = torch.full((len(batch["task"]),), index, dtype=torch.long, device=self.device)
-        with self.precision.autocast():
+        with self.learner.autocast():
             logits = self.model(batch["states"], batch["actions"], batch["returns_to_go"], batch["rewards"],
                                 batch["timesteps"], batch["attention_mask"], task=task)
             loss = action_loss = self.model.loss(logits, batch["actions"], batch["attention_mask"],
@@ -216,21 +216,17 @@ class ContinualRunner:
         workers the logged values are the whole batch's (means over the ranks of their shares)."""
         micro = self.train.grad_accumulation if self.stage == PRETRAIN else 1
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.learner.zero_grad()
         counters = self._counters() if self.world_size > 1 else []
         before = [c.clone() for c in counters]
         total = action = 0.0
         for _ in range(micro):
             loss, action_loss = self._loss(sampler)
-            self.precision.backward(loss / micro)
+            self.learner.backward(loss / micro)
             loss, action_loss = ddp_mean(loss, self.world_size), ddp_mean(action_loss, self.world_size)
             total, action = total + loss.item() / micro, action + action_loss.item() / micro
-        self.reduce_gradients(self._trainable())
         sum_increments(counters, before, self.world_size)
-        self.precision.step(self.optimizer, self._trainable(), self.train.grad_clip)
-        if self.scheduler is not None:
-            for _ in range(micro):
-                self.scheduler.step()
+        self.learner.step(schedule_steps=micro)   # averaged over the ranks, clipped, the schedule per micro-batch
         return total, action
 
     def _evaluate(self, stage: int) -> Evaluation:
@@ -260,7 +256,7 @@ class ContinualRunner:
         stage's pool attach and penalty anchor), its steps, its evaluations."""
         say = on_phase or (lambda name: None)
         while self.stage < len(self.cfg.tasks):
-            if self.optimizer is None:
+            if self.learner is None:
                 say(f"{self.phase_name()}: start")
                 self._begin_phase()
             say(self.phase_name())
@@ -288,7 +284,7 @@ class ContinualRunner:
                     if end and stage != PRETRAIN:
                         self.method.end_stage(self, sampler)
                     if end:   # the phase is done: the checkpoint taken in the callback resumes at the next one
-                        self.stage, self.stage_step, self.optimizer, self.scheduler = self.stage + 1, 0, None, None
+                        self.stage, self.stage_step, self.learner = self.stage + 1, 0, None
                     say(f"evaluation at step {self.step}")
                     record = self._evaluate(stage)
                     if on_evaluation is not None:
@@ -302,12 +298,14 @@ class ContinualRunner:
     def state_dict(self) -> dict[str, Any]:
         """Everything `load_state_dict` needs to continue: model (pool included), optimiser, phase,
         steps, evaluations."""
-        return {"model": self.model.state_dict(), "pool_attached": self._pool_attached,
-                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
-                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+        phase = {"optimizer": None, "scheduler": None, "grad_scaler": None}   # between phases: none
+        if self.learner is not None:
+            phase.update(self.learner.state_dict())
+        elif self.precision.scaler is not None:
+            phase["grad_scaler"] = self.precision.scaler.state_dict()
+        return {"model": self.model.state_dict(), "pool_attached": self._pool_attached, **phase,
                 "stage": self.stage, "step": self.step, "stage_step": self.stage_step,
                 **self.method.state_dict(),   # ewc / l2: anchor, importance; single: pretrained
-                "grad_scaler": None if self.precision.scaler is None else self.precision.scaler.state_dict(),
                 "history": [(e.stage, e.step, dict(e.success)) for e in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -320,9 +318,7 @@ class ContinualRunner:
         if self.precision.scaler is not None and state.get("grad_scaler") is not None:
             self.precision.scaler.load_state_dict(state["grad_scaler"])
         self.history = [Evaluation(s, t, succ) for s, t, succ in state["history"]]
-        self.optimizer = self.scheduler = None
+        self.learner = None
         if state["optimizer"] is not None:
             self._begin_phase()
-            self.optimizer.load_state_dict(state["optimizer"])
-            if self.scheduler is not None and state["scheduler"] is not None:
-                self.scheduler.load_state_dict(state["scheduler"])
+            self.learner.load_state_dict(state)

@@ -27,44 +27,43 @@ import numpy as np
 import torch
 
 from lamo_ray.config import OnlineConfig
+from lamo_ray.learner import Learner
 from lamo_ray.online.critic import TwinQ, critic_loss, ema_copy, soft_update, target_actions, td3_actor_loss
 from lamo_ray.optim import MixedPrecision
 
 
 class TD3Learner:
-    """The DT (actor), its target, the twin critic, its target, and their optimisers.
+    """The DT (actor), its target, the twin critic, its target, and their learners (`lamo_ray.learner.Learner`).
 
     Args:
         model: a continuous-action `lamo_ray.model.DecisionTransformer` (pre-trained offline).
-        optimizer: the DT's optimiser over its trainable parameters.
-        scheduler: the DT's LR scheduler, stepped after each actor step (the authors'), or None.
+        actor: the DT's learner, the trial's own (its optimiser over the DT's trainable parameters, its LR
+            schedule stepped after each actor step as the authors', ``train.grad_clip``, and
+            ``train.precision``: the actor's forward and loss run under its autocast and its step goes
+            through its fp16 scaler, as every offline step).
         device: where the model is and the critic goes; batches are moved there.
         state_dim, act_dim: sizes of one position's (normalised) state and action.
         online: the trial's ``online`` section (`lamo_ray.config.OnlineConfig`: ``sup_coeff``, ``rl_coeff``,
             ``gamma``, ``tau``, ``policy_noise``, ``noise_clip``, ``policy_delay``, ``critic_lr``,
             ``critic_hidden``, ``critic_layer_norm``, ``reward_scale``; validated there, one schema).
-        grad_clip: the actor step's gradient-norm clip (``train.grad_clip``).
         action_low, action_high: the action range (target actions are clamped into it).
-        precision: the trial's ``train.precision`` on ``device`` (`lamo_ray.optim.MixedPrecision`): the actor's
-            forward and loss run under its autocast and its step through its (fp16) scaler, as every offline
-            step; default fp32. The critic trains in fp32 (a 256-wide MLP: autocast would save nothing, and
-            its TD targets are where reduced precision would hurt).
+
+    The critic's learner: AdamW at ``online.critic_lr``, no clip, no schedule, fp32 whatever
+    ``train.precision`` (a 256-wide MLP: autocast would save nothing, and its TD targets are where reduced
+    precision would hurt).
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state_dim: int, act_dim: int,
-                 online: OnlineConfig, grad_clip: float = 0.25, action_low: float = -1.0, action_high: float = 1.0,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, device: str | torch.device = "cpu",
-                 precision: MixedPrecision | None = None):
+    def __init__(self, model: torch.nn.Module, actor: Learner, state_dim: int, act_dim: int, online: OnlineConfig,
+                 action_low: float = -1.0, action_high: float = 1.0, device: str | torch.device = "cpu"):
         if online.method == "odt":
             raise ValueError("online.method 'odt' has no critic: TD3Learner is for 'td3_odt' and 'td3'")
-        self.model, self.optimizer, self.online, self.scheduler = model, optimizer, online, scheduler
-        self.grad_clip = grad_clip
+        self.model, self.actor, self.online = model, actor, online
         self.device = torch.device(device)
-        self.precision = precision or MixedPrecision.for_device("fp32", self.device)
         self.target_model = ema_copy(model)
         self.critic = TwinQ(state_dim, act_dim, online.critic_hidden, online.critic_layer_norm).to(self.device)
         self.target_critic = ema_copy(self.critic)
-        self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=online.critic_lr)
+        self.critic_learner = Learner(torch.optim.AdamW(self.critic.parameters(), lr=online.critic_lr),
+                                      MixedPrecision.for_device("fp32", self.device))
         self.low, self.high = action_low, action_high
         self.updates = 0
 
@@ -81,9 +80,7 @@ class TD3Learner:
         closs, info = critic_loss(self.critic, self.target_critic, t["states"], t["actions"],
                                   t["rewards"] * s.reward_scale, t["next_states"], next_actions, t["dones"],
                                   t["critic_mask"], s.gamma)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        closs.backward()
-        self.critic_optimizer.step()
+        self.critic_learner.update(closs)
         return {"online/critic_loss": closs.item(), "online/q1_mean": info["q1_mean"],
                 "online/q_target_mean": info["target_mean"]}
 
@@ -110,16 +107,11 @@ class TD3Learner:
         if self.updates % s.policy_delay:
             return out
         self.model.train()
-        with self.precision.autocast():
+        with self.actor.autocast():
             pred = self.model(t["states"], t["actions"], t["returns_to_go"], t["timesteps"], mask)
             loss, sup, rl = td3_actor_loss(self.critic, t["states"], pred.float(), t["actions"], mask, s.sup_coeff,
                                            s.rl_coeff)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.critic.zero_grad(set_to_none=True)
-        self.precision.backward_and_step(loss, self.optimizer, [p for p in self.model.parameters() if p.requires_grad],
-                                         self.grad_clip)
-        if self.scheduler is not None:
-            self.scheduler.step()
+        self.actor.update(loss)
         self.critic.zero_grad(set_to_none=True)  # the actor's loss does not train the critic
         self.soft_update_targets()
         out.update({"online/actor_sup_loss": sup.item(), "online/actor_rl_loss": rl.item()})
@@ -128,13 +120,13 @@ class TD3Learner:
     def state_dict(self) -> dict[str, Any]:
         """Critic, targets and both optimisers (for `--resume`)."""
         return {"target_model": self.target_model.state_dict(), "critic": self.critic.state_dict(),
-                "target_critic": self.target_critic.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "critic_optimizer": self.critic_optimizer.state_dict(), "updates": self.updates}
+                "target_critic": self.target_critic.state_dict(), "optimizer": self.actor.optimizer.state_dict(),
+                "critic_optimizer": self.critic_learner.optimizer.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.target_model.load_state_dict(state["target_model"])
         self.critic.load_state_dict(state["critic"])
         self.target_critic.load_state_dict(state["target_critic"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.actor.optimizer.load_state_dict(state["optimizer"])
+        self.critic_learner.optimizer.load_state_dict(state["critic_optimizer"])
         self.updates = int(state["updates"])

@@ -192,19 +192,17 @@ def stochastic_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> t
     return module.action_head.losses(dist, batch["actions"], batch["attention_mask"])
 
 
-def make_learner(cfg: TrialConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler, state_dim: int, act_dim: int,
-                 device: str | torch.device = "cpu", precision=None):
+def make_learner(cfg: TrialConfig, model: torch.nn.Module, actor, state_dim: int, act_dim: int,
+                 device: str | torch.device = "cpu"):
     """The TD3 learner of a 'td3_odt' / 'td3' trial (None for 'odt': no critic), built before the
-    offline steps so that its critic trains alongside them, as the authors' pretraining does. ``precision``:
-    the trial's `lamo_ray.optim.MixedPrecision` (the actor's updates run in it)."""
+    offline steps so that its critic trains alongside them, as the authors' pretraining does. ``actor``:
+    the trial's `lamo_ray.learner.Learner` of the DT (its optimiser, schedule, clip and precision)."""
     online = cfg.online
     if online is None or online.method == "odt":
         return None
     from lamo_ray.online.learner import TD3Learner
 
-    return TD3Learner(model, optimizer, state_dim, act_dim, online, grad_clip=cfg.train.grad_clip, scheduler=scheduler,
-                      device=device, precision=precision)
+    return TD3Learner(model, actor, state_dim, act_dim, online, device=device)
 
 
 def trajectories_state(trajectories: list[Trajectory]) -> list[dict[str, torch.Tensor]]:
@@ -233,8 +231,7 @@ class OnlinePhase:
 
     Args:
         cfg: the trial (``cfg.online`` set).
-        model: the policy (trains in place); optimizer, scheduler: its optimiser and LR schedule
-            (continued from the offline phase); learner: `make_learner`'s (None for 'odt').
+        model: the policy (trains in place); learner: `make_learner`'s (None for 'odt').
         dataset: the offline training data (seeds the replay; its metadata describes the replay).
         state_mean, state_std: the offline data's normalisation (kept fixed, as Online DT).
         collector: the rollout actors.
