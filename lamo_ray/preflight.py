@@ -237,8 +237,8 @@ def check_corpora(configs: list[TrialConfig]) -> list[Check]:
 
 
 def collecting_actors(cfg: TrialConfig) -> int:
-    """Rollout actors a trial's online phase starts (``online.num_actors``; 0 offline). They run on CPUs
-    and reserve ``eval.actor_cpus`` each, as the evaluation actors."""
+    """Rollout actors a trial's online phase starts (``online.num_actors``; 0 offline). They reserve
+    ``eval.actor_cpus`` and ``eval.gpus_per_actor`` each, as the evaluation actors."""
     return 0 if cfg.online is None else cfg.online.num_actors
 
 
@@ -264,8 +264,10 @@ def trial_cpus(sweep: SweepConfig, cfg: TrialConfig) -> float:
 
 
 def trial_gpus(cfg: TrialConfig) -> float:
-    """Ray GPUs one trial holds: one per DDP worker with ``train.use_gpu``, plus its rollout actors' shares."""
-    return cfg.train.num_workers * float(cfg.train.use_gpu) + evaluating_actors(cfg) * cfg.eval.gpus_per_actor
+    """Ray GPUs one trial holds: one per DDP worker with ``train.use_gpu``, plus its rollout actors' shares
+    (evaluating and collecting)."""
+    return (cfg.train.num_workers * float(cfg.train.use_gpu)
+            + (evaluating_actors(cfg) + collecting_actors(cfg)) * cfg.eval.gpus_per_actor)
 
 
 def resource_plan(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus: float | None,
@@ -280,10 +282,10 @@ def resource_plan(sweep: SweepConfig, rows: list[dict[str, Any]], cluster_cpus: 
         per_trial.append((cpus, gpus))
         lines.append(f"  {variant}: {cpus:g} CPUs, {gpus:g} GPUs per trial ({cfg.train.num_workers} training worker(s)"
                      f"{' on GPU' if cfg.train.use_gpu else ''}, {evaluating_actors(cfg)} rollout actor(s) x "
-                     f"{cfg.eval.actor_cpus:g} CPU / {0 if cfg.continual else cfg.eval.gpus_per_actor:g} GPU"
+                     f"{cfg.eval.actor_cpus:g} CPU / {cfg.eval.gpus_per_actor:g} GPU"
                      + (" (evaluated tasks shared between them)" if cfg.continual else "")
-                     + (f", {collecting_actors(cfg)} collecting actor(s) x {cfg.eval.actor_cpus:g} CPU"
-                        if collecting_actors(cfg) else "") + ")")
+                     + (f", {collecting_actors(cfg)} collecting actor(s) x {cfg.eval.actor_cpus:g} CPU / "
+                        f"{cfg.eval.gpus_per_actor:g} GPU" if collecting_actors(cfg) else "") + ")")
     n = len(rows) * sweep.num_samples
     most_cpus = max(c for c, _ in per_trial)
     most_gpus = max(g for _, g in per_trial)
@@ -338,9 +340,8 @@ class TrialResources:
         if cfg.train.in_trial:
             head = {"CPU": self.sweep.trial_cpus + cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})}
         actor = {k: v for k, v in (("CPU", cfg.eval.actor_cpus), ("GPU", cfg.eval.gpus_per_actor)) if v > 0}
-        actors = [actor] * evaluating_actors(cfg) if actor else []
-        if cfg.eval.actor_cpus > 0:  # the online phase's collecting actors (CPU only)
-            actors += [{"CPU": cfg.eval.actor_cpus}] * collecting_actors(cfg)
+        # the evaluating actors, then the online phase's collecting actors, each its bundle
+        actors = [actor] * (evaluating_actors(cfg) + collecting_actors(cfg)) if actor else []
         return PlacementGroupFactory([head, *actors])
 
 

@@ -358,7 +358,7 @@ def _online_phase(cfg: TrialConfig, model, learner, dataset, mean, std, spec: Po
     module = model.module if hasattr(model, "module") else model
     collector = Collector(spec, env_id, cfg.online, cfg.seed, stochastic=getattr(module, "stochastic", False),
                           env_kwargs=env_kwargs, max_episode_steps=cfg.eval.max_episode_steps,
-                          actor_cpus=cfg.eval.actor_cpus)
+                          actor_cpus=cfg.eval.actor_cpus, gpus_per_actor=cfg.eval.gpus_per_actor)
     return OnlinePhase(cfg, model, learner, dataset, mean, std, collector, supervised_step, device)
 
 

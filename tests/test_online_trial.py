@@ -51,7 +51,7 @@ class FakeCollector:
     pushed_devices: list[set[str]] = []
 
     def __init__(self, spec, env_id, online, seed, stochastic, env_kwargs=None, max_episode_steps=None,
-                 actor_cpus=0.0):
+                 actor_cpus=0.0, gpus_per_actor=0.0):
         self.spec, self.rng = spec, np.random.default_rng(seed)
 
     def submit(self, state_dict, iteration):

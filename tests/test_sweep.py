@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lamo_ray.config import ConfigError, expand_trials, load_sweep, resolve_tune_config
+from lamo_ray.config import ConfigError, OnlineConfig, expand_trials, load_sweep, resolve_tune_config
 from lamo_ray.preflight import (PreflightError, TrialResources, check_resources, preflight, resource_plan,
                                 tune_max_failures)
 from lamo_ray.sweep import format_trial_table, select_configurations
@@ -77,6 +77,26 @@ def test_online_collecting_actors_are_reserved_and_counted(tmp_path):
     assert "on: 1.55 CPUs" in plan and "3 collecting actor(s) x 0.25 CPU" in plan
     (check,) = check_resources(sweep, [r for r in rows if r["variant"] == "on"], cluster_cpus=1.5)
     assert not check.ok and "online.num_actors" in check.detail
+    # with a GPU share the collecting actors hold one too (their forward on CUDA, as evaluation's)
+    gpu = load_sweep(sweep_file(tmp_path, trial_cpus=0.05, variants={
+        "g": {"train": {"cpus_per_worker": 0.5}, "eval": {"num_actors": 1, "gpus_per_actor": 0.5}, "online": online}}))
+    assert TrialResources(gpu)({"variant": "g", "seed": 0}).bundles == [{"CPU": 0.55}] + [{"GPU": 0.5}] * 4
+    assert "g: 0.55 CPUs, 2 GPUs per trial" in resource_plan(gpu, expand_trials(gpu), 2, 2)
+
+
+def test_online_collection_asks_its_actors_for_the_gpu_share(monkeypatch):
+    """`Collector` with ``gpus_per_actor`` starts its actors with that GPU share and their policy on CUDA,
+    as `Evaluator` does; without one, on the CPU."""
+    from lamo_ray import rollout_pool
+    from lamo_ray.online.loop import Collector
+
+    started = []
+    monkeypatch.setattr(rollout_pool.RolloutPool, "__init__",
+                        lambda self, cls, args, cpus=0.0, gpus=0.0: started.append((args[0][0][-1], cpus, gpus)))
+    online = OnlineConfig(method="td3_odt", iterations=1, target_return=0.0, num_actors=2)
+    Collector(None, "Hopper-v5", online, 0, False, actor_cpus=1.0, gpus_per_actor=0.25)
+    Collector(None, "Hopper-v5", online, 0, False)
+    assert started == [("cuda", 1.0, 0.25), ("cpu", 0.0, 0.0)]
 
 
 def test_rollout_actors_with_a_gpu_share_get_gpu_bundles_and_the_plan_counts_them(tmp_path):
