@@ -1,6 +1,7 @@
 """Benchmarks (not tests): throughput ratios measured side by side in one run.
 
     python benchmarks/run.py [--only B1 B2 ...] [--rounds 3] [--quick] [--json OUT] [--skip-gpt2]
+    python benchmarks/run.py --all --write docs/performance.md     # every benchmark, one dated table
 
 Ids as in the performance issue (docs/performance.md has the latest table):
   B1  training samples/s of our DT (full fine-tune, linear embeddings) vs
@@ -402,6 +403,75 @@ def run_model_benchmarks(shape_name: str, shape: dict, dims: dict, rounds: int, 
     return rows
 
 
+#: the benchmarks in scripts of their own (B10-B15): (ids, script, full-size args, --quick args, rows from its JSON)
+SCRIPTS = [
+    ("B10 B11", "online.py", ["--rounds", "3"], ["--quick", "--rounds", "1"], lambda out: out),
+    ("B12", "shards.py", [], ["--tasks", "2", "--transitions", "20000", "--seconds", "1"],
+     lambda out: [{"id": "B12 sharded/in-memory samples/s", "a": out["rows"][0]["samples_per_s"],
+                   "b": out["rows"][1]["samples_per_s"], "ratio": out["rows"][0]["samples_per_s"] / out["rows"][1]["samples_per_s"],
+                   "note": f"{out['tasks']} tasks, {out['transitions']:,} transitions; anonymous RSS growth "
+                           + " vs ".join(f"{r['after_sampling_mb']['RssAnon'] - r['before_mb']['RssAnon']:.0f} MB"
+                                         for r in out["rows"])}]),
+    ("B13 B14", "pool.py", ["--rounds", "5"], ["--rounds", "1", "--steps", "2", "--batch", "16"],
+     lambda out: [{"id": "B13 pool of 30 / one modulator, training step ms", "a": 1e3 * out["median_s"]["pool"],
+                   "b": 1e3 * out["median_s"]["one_lora"], "ratio": out["b13_pool_over_one"], "note": "target <= 1.5"},
+                  {"id": "B14 cached / one forward per dim, ms per env step", "a": 1e3 * out["median_s"]["cached"],
+                   "b": 1e3 * out["median_s"]["uncached"], "ratio": out["b14_cached_over_uncached"], "note": ""}]),
+    ("B15", "preflight_memory.py", [], ["--tasks", "2", "--transitions", "20000"],
+     lambda out: [{"id": "B15 preflight / all loaded, driver peak growth MB", "a": out["preflight"]["peak_growth_mb"],
+                   "b": out["all_loaded"]["peak_growth_mb"], "ratio": out["ratio"],
+                   "note": f"{out['tasks']} task files, {out['files_mb']:.0f} MB"}]),
+]
+
+
+def run_scripts(quick: bool, workdir: Path) -> list[dict]:
+    """B10-B15, each script in its own process (as a user runs it), its JSON turned into table rows.
+
+    Raises:
+        RuntimeError: a script that failed (its exit code and the end of its stderr)."""
+    import subprocess
+
+    rows = []
+    workdir.mkdir(parents=True, exist_ok=True)
+    for ids, script, full, small, to_rows in SCRIPTS:
+        out = workdir / f"{script}.json"
+        cmd = [sys.executable, str(Path(__file__).with_name(script)), *(small if quick else full), "--json", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{ids} ({script}) failed with exit code {proc.returncode}:\n{proc.stderr[-3000:]}")
+        rows += to_rows(json.loads(out.read_text()))
+    return rows
+
+
+def dated_section(rows: list[dict], command: str, machine: str) -> str:
+    """A docs/performance.md section: today's date, the command, the commit, the machine, one row per
+    benchmark (A, B, A/B and the note), all from this one run."""
+    import datetime
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
+                           text=True).stdout.strip()
+    lines = [f"## {datetime.date.today().isoformat()}: every benchmark, one run (commit {commit or 'unknown'}"
+             f"{', with uncommitted changes' if dirty else ''})", "",
+             f"```bash\n{command}\n```", "", machine, "",
+             "| id | A | B | A/B | note |", "|---|---|---|---|---|"]
+    for r in rows:
+        a, b = r.get("a_per_s", r.get("a")), r.get("b_per_s", r.get("b"))
+        note = str(r.get("note", "")).replace("|", "/").replace("\n", " ")
+        lines.append(f"| {r['id']} | {a:.4g} | {b:.4g} | {r['ratio']:.2f} | {note} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Put ``section`` first after the file's title and opening paragraphs (before its first ``## ``)."""
+    text = path.read_text() if path.exists() else "# Performance measurements\n"
+    at = text.find("\n## ")
+    text = text + "\n" + section if at < 0 else text[:at + 1] + section + "\n" + text[at + 1:]
+    path.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", nargs="+", default=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"],
@@ -415,7 +485,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny shapes, 1 round, short sweeps (smoke test)")
     p.add_argument("--workdir", default=None, help="where B5-B7 put their sweeps (default: a temp dir)")
     p.add_argument("--json", help="also write the rows as JSON here")
+    p.add_argument("--all", action="store_true",
+                   help="every benchmark, B1-B15: this script's, then B10-B15's scripts, each in its own process")
+    p.add_argument("--write", type=Path, default=None,
+                   help="put the table, dated, with the command and commit, into this markdown file "
+                        "(e.g. docs/performance.md), first after its opening paragraphs")
     args = p.parse_args(argv)
+    if args.all:
+        args.only = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"]
     only = {x.upper() for x in args.only}
     torch.set_num_threads(args.threads)
     quick = args.quick
@@ -451,9 +528,12 @@ def main(argv: list[str] | None = None) -> int:
         if bid in only and Path(__file__).with_name(f"{module}.py").exists():
             mod = importlib.import_module(module)
             rows += getattr(mod, fn)(quick=quick, workdir=workdir / bid)
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{args.threads} threads; batch {dims['B']}, K={dims['K']}, state {dims['S']}, act {dims['A']}; "
-          f"{rounds} rounds, medians")
+    if args.all:
+        rows += run_scripts(quick, workdir)
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+               f"{args.threads} threads; batch {dims['B']}, K={dims['K']}, state {dims['S']}, act {dims['A']}; "
+               f"{rounds} rounds, medians")
+    print(machine)
     print(f"{'benchmark':44s} {'A':>12s} {'B':>12s} {'A/B':>7s}  note")
     for r in rows:
         print(f"{r['id']:44s} {r.get('a_per_s', r.get('a', float('nan'))):12.4g} "
@@ -461,6 +541,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
+    if args.write is not None:
+        command = "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_section(args.write, dated_section(rows, command, machine))
+        print(f"table written into {args.write}")
     return 0
 
 

@@ -53,3 +53,23 @@ def test_preflight_memory_benchmark_quick_run(tmp_path):
     result = json.loads(out.read_text())
     assert result["preflight"]["kept"] == result["all_loaded"]["kept"] == 3
     assert 0 < result["ratio"] < 1
+
+
+@pytest.mark.benchmark
+def test_all_benchmarks_quick_run_write_one_dated_table(tmp_path):
+    """``run.py --all --write`` (issue 30): every benchmark the README lists, B1-B15, at its smallest size in
+    one run, its rows put into a markdown file as one dated section with the command and the commit, ahead
+    of the sections already there."""
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Performance measurements\n\nIntro.\n\n## 2026-01-01: an older table\n")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--all", "--quick", "--threads", "1",
+                           "--skip-gpt2", "--workdir", str(tmp_path / "work"), "--write", str(doc)],
+                          capture_output=True, text=True, timeout=1800, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = doc.read_text()
+    new = text[text.index("\n## ") + 1:text.index("## 2026-01-01")]
+    assert "every benchmark, one run (commit " in new and "--all --quick" in new
+    ids = {line.split("|")[1].strip().split()[0].split("-")[0] for line in new.splitlines()
+           if line.startswith("| B")}
+    assert ids == {f"B{i}" for i in range(1, 16)}
+    assert text.startswith("# Performance measurements\n\nIntro.\n") and text.endswith("an older table\n")
