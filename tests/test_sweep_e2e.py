@@ -1,6 +1,8 @@
 """One short sweep end to end, as a user runs it: `python -m lamo_ray.sweep` in a subprocess
 (Ray Tune + ASHA -> Ray Train with DDP -> rollout actors -> MLflow), then the MLflow store is
-inspected and a logged checkpoint is re-evaluated with `python -m lamo_ray.evaluate`."""
+inspected and a logged checkpoint is re-evaluated with `python -m lamo_ray.evaluate`. A second sweep of
+the same trials, arranged otherwise, starts at the same moment beside it: both must run, and the trials'
+metrics must not depend on which sweep ran them."""
 
 import copy
 import json
@@ -41,21 +43,56 @@ SWEEP = {
 }
 
 
+#: the second sweep (issue 30): the same two trials (lamo; dt_ddp, 2 DDP workers) with a companion variant
+#: (dt) started before them, one trial at a time (so lamo runs in the Tune process dt ended in), FIFO
+#: instead of ASHA, and the evaluation episodes spread over 2 rollout actors of 1 env instead of 1 of 2
+AGAIN = copy.deepcopy(SWEEP)
+AGAIN.update(name="e2e_again", scheduler={"type": "fifo"}, max_concurrent_trials=1)
+AGAIN["base"]["eval"].update(num_actors=2, envs_per_actor=1)
+AGAIN["variants"] = {"dt": {"model": {"finetune": "full", "embedding": "linear"}}, **SWEEP["variants"]}
+
+
+def _start(tmp: Path, env: dict, sweep: dict, name: str) -> tuple[subprocess.Popen, Path]:
+    """``python -m lamo_ray.sweep`` of ``sweep`` in the background, tracking into ``<name>.db``, its output
+    into files (two sweeps' pipes read one after the other could fill and block)."""
+    (tmp / f"{name}.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))
+    out = tmp / f"{name}.out"
+    proc = subprocess.Popen([sys.executable, "-m", "lamo_ray.sweep", str(tmp / f"{name}.yaml"),
+                             "--set", f"storage_path={tmp / 'ray'}"], cwd=tmp, text=True,
+                            env=dict(env, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/{name}.db"),
+                            stdout=open(out, "w"), stderr=open(out.with_suffix(".err"), "w"))
+    return proc, out
+
+
 @pytest.fixture(scope="module")
-def sweep_run(tmp_path_factory):
+def sweeps(tmp_path_factory):
+    """Both sweeps, started at the same moment on this machine, each with its own local Ray (issue 30:
+    before, the second to bind the dashboard's port failed). Returns (tmp, env, {name: finished process})."""
     tmp = tmp_path_factory.mktemp("e2e")
-    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp / "minari"), MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
-               HF_HUB_OFFLINE="1", RAY_DEDUP_LOGS="0")
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp / "minari"), HF_HUB_OFFLINE="1", RAY_DEDUP_LOGS="0")
     env.pop("RAY_ADDRESS", None)
     collect = subprocess.run([sys.executable, "-m", "lamo_ray.collect", "reacher", "--dataset-id", "test/reacher/tiny-v0",
                               "--episodes", "40", "--ref-episodes", "10"], env=env, cwd=tmp,
                              capture_output=True, text=True, timeout=300)
     assert collect.returncode == 0, collect.stderr[-3000:]
-    sweep_file = tmp / "e2e.yaml"
-    sweep_file.write_text(yaml.safe_dump(SWEEP))
-    proc = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(sweep_file), "--set", f"storage_path={tmp / 'ray'}"],
-                          env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
-    return tmp, env, proc
+    started = {name: _start(tmp, env, sweep, name) for name, sweep in (("mlflow", SWEEP), ("again", AGAIN))}
+    done = {}
+    for name, (proc, out) in started.items():
+        try:
+            proc.wait(timeout=1500)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(),
+                                                 out.with_suffix(".err").read_text())
+    return tmp, dict(env, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db"), done
+
+
+@pytest.fixture(scope="module")
+def sweep_run(sweeps):
+    """The first sweep (`SWEEP`): (tmp, its env, its finished process)."""
+    tmp, env, done = sweeps
+    return tmp, env, done["mlflow"]
 
 
 def test_sweep_exits_zero_and_prints_summary(sweep_run):
@@ -145,23 +182,25 @@ MACHINE_METRICS = re.compile(r"(^time/|_s$|_per_s|^memory/|seconds|restarts|^sys
 
 
 @pytest.fixture(scope="module")
-def rerun(sweep_run):
-    """The same two trials (lamo; dt_ddp, 2 DDP workers) again in another sweep: a companion variant (dt)
-    started before them, one trial at a time (so lamo runs in the Tune process dt ended in), FIFO
-    instead of ASHA, and the evaluation episodes spread over 2 rollout actors of 1 env instead of 1 of 2."""
-    tmp, env, first = sweep_run
-    assert first.returncode == 0, first.stderr[-3000:]
-    again = copy.deepcopy(SWEEP)
-    again.update(name="e2e_again", scheduler={"type": "fifo"}, max_concurrent_trials=1)
-    again["base"]["eval"].update(num_actors=2, envs_per_actor=1)
-    again["variants"] = {"dt": {"model": {"finetune": "full", "embedding": "linear"}}, **SWEEP["variants"]}
-    sweep_file = tmp / "again.yaml"
-    sweep_file.write_text(yaml.safe_dump(again, sort_keys=False))
-    env = dict(env, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/again.db")
-    proc = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(sweep_file), "--set", f"storage_path={tmp / 'ray'}"],
-                          env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
+def rerun(sweeps):
+    """The second sweep (`AGAIN`), which ran beside the first."""
+    tmp, _, done = sweeps
+    for proc in done.values():
+        assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
     return tmp
+
+
+def test_two_sweeps_started_together_on_one_machine_both_run(sweeps):
+    """Issue 30: each sweep starts its own local Ray; started at the same moment, both finish, each with
+    its own dashboard. Seen in this test: both probed 8265 free, one bound it, the other's dashboard
+    failed to bind ("could not bind port 8265 ... retrying on another free port") and its sweep went on
+    with a port the OS chose. Before, that sweep exited with Ray's error."""
+    _, _, done = sweeps
+    ports = []
+    for name, proc in done.items():
+        assert proc.returncode == 0, (name, proc.stdout[-3000:], proc.stderr[-5000:])
+        ports += re.findall(r"Ray dashboard: http://127\.0\.0\.1:(\d+)", proc.stdout)
+    assert len(ports) == 2 and ports[0] != ports[1], ports
 
 
 def _histories(db: Path, experiment: str) -> dict[str, dict[str, dict[int, float]]]:
