@@ -28,9 +28,9 @@ from pydantic import ValidationError
 from lamo_ray.checkpoint import PolicySpec
 from lamo_ray.data.rewards import RewardTransform
 from lamo_ray.data.trajectories import Trajectory
-from lamo_ray.config import SCORE_METRIC, EvalConfig, torch_threads
+from lamo_ray.config import SCORE_METRIC, EvalConfig
 from lamo_ray.envs import flatten_observation, make_env, reference_scores_for
-from lamo_ray.rollout_pool import RolloutPool, actors_for
+from lamo_ray.rollout_pool import RolloutPool, actor_threads_and_device, actors_for
 
 log = logging.getLogger(__name__)
 
@@ -276,9 +276,8 @@ class Evaluator:
         self.seed = seed
         total = len(eval_cfg.target_returns) * eval_cfg.episodes
         num_actors = actors_for(eval_cfg.num_actors, math.ceil(total / eval_cfg.envs_per_actor))
-        threads = torch_threads(eval_cfg.actor_cpus) if eval_cfg.actor_cpus > 0 else 1
-        args = (spec, env_id, eval_cfg.envs_per_actor, threads, eval_cfg.max_episode_steps, None,
-                env_kwargs, "cuda" if eval_cfg.gpus_per_actor > 0 else "cpu")
+        threads, device = actor_threads_and_device(eval_cfg.actor_cpus, eval_cfg.gpus_per_actor)
+        args = (spec, env_id, eval_cfg.envs_per_actor, threads, eval_cfg.max_episode_steps, None, env_kwargs, device)
         self.pool = RolloutPool(RolloutActor, [(args, {})] * num_actors, eval_cfg.actor_cpus, eval_cfg.gpus_per_actor)
 
     @property

@@ -48,6 +48,15 @@ def place_actors_in(placement_group) -> None:
     _placement_group = placement_group
 
 
+def actor_threads_and_device(actor_cpus: float, gpus_per_actor: float) -> tuple[int, str]:
+    """A rollout actor's torch threads and policy device, the same for every use: the threads its
+    ``eval.actor_cpus`` allow (`lamo_ray.config.torch_threads`; 1 when it reserves none and borrows the
+    trial's), and 'cuda' with a GPU share (``eval.gpus_per_actor`` > 0), else 'cpu'."""
+    from lamo_ray.config import torch_threads
+
+    return (torch_threads(actor_cpus) if actor_cpus > 0 else 1), ("cuda" if gpus_per_actor > 0 else "cpu")
+
+
 def actors_for(num_actors: int, jobs: int) -> int:
     """How many actors a rollout use starts: ``num_actors`` (``eval.num_actors``), never more than it has
     jobs to give them (chunks of episodes, or tasks), at least one. The trial's resource request counts

@@ -29,9 +29,8 @@ import ray
 import torch
 
 from lamo_ray.checkpoint import PolicySpec
-from lamo_ray.config import torch_threads
 from lamo_ray.evaluate import Rollout
-from lamo_ray.rollout_pool import RolloutPool, actors_for
+from lamo_ray.rollout_pool import RolloutPool, actor_threads_and_device, actors_for
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +161,7 @@ class TaskEvaluator:
         self.shutdown()
         template = copy.deepcopy(model).cpu().eval()
         self._keys = frozenset(model.state_dict())
-        device = "cuda" if self.gpus_per_actor > 0 else "cpu"
-        threads = torch_threads(self.actor_cpus) if self.actor_cpus > 0 else 1
+        threads, device = actor_threads_and_device(self.actor_cpus, self.gpus_per_actor)
         args = []
         for i in range(max(self.assignment.values()) + 1):
             mine = {t: (self._task_spec(t), self.env_ids[t], self.episodes) for t, a in self.assignment.items() if a == i}

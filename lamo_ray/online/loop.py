@@ -105,7 +105,7 @@ class Collector:
         seed: the trial seed.
         stochastic: the policy has ODT's tanh-Gaussian head: sample actions instead of adding noise.
         actor_cpus: Ray CPUs reserved per actor (0: they borrow the trial's, as evaluation's); the actor's
-            torch threads follow them (`lamo_ray.config.torch_threads`), as evaluation's.
+            torch threads follow them (`lamo_ray.rollout_pool.actor_threads_and_device`), as evaluation's.
         gpus_per_actor: GPU share per actor (``eval.gpus_per_actor``): > 0 runs the policy's forward on CUDA,
             as evaluation's actors; the envs step on the CPU either way.
     """
@@ -113,14 +113,12 @@ class Collector:
     def __init__(self, spec: PolicySpec, env_id: str, online: OnlineConfig, seed: int, stochastic: bool,
                  env_kwargs: dict[str, Any] | None = None, max_episode_steps: int | None = None,
                  actor_cpus: float = 0.0, gpus_per_actor: float = 0.0):
-        from lamo_ray.config import torch_threads
         from lamo_ray.evaluate import RolloutActor
-        from lamo_ray.rollout_pool import RolloutPool
+        from lamo_ray.rollout_pool import RolloutPool, actor_threads_and_device
 
         self.online, self.seed, self.stochastic = online, seed, stochastic
-        threads = torch_threads(actor_cpus) if actor_cpus > 0 else 1
-        args = (spec, env_id, online.envs_per_actor, threads, max_episode_steps, None, env_kwargs,
-                "cuda" if gpus_per_actor > 0 else "cpu")
+        threads, device = actor_threads_and_device(actor_cpus, gpus_per_actor)
+        args = (spec, env_id, online.envs_per_actor, threads, max_episode_steps, None, env_kwargs, device)
         self.pool = RolloutPool(RolloutActor, [(args, {})] * online.num_actors, actor_cpus, gpus_per_actor)
 
     @property
