@@ -139,12 +139,15 @@ def test_state_dict_resumes_the_same_updates():
     for _ in range(3):
         a.update(batch, torch.Generator().manual_seed(0))
     saved = io.BytesIO()  # through bytes, as a checkpoint (and no tensors shared with a)
-    torch.save({"model": a.model.state_dict(), "learner": a.state_dict()}, saved)
+    # the DT's optimiser is the trial's learner's, saved beside the TD3 state (train.py's optimizer.pt)
+    torch.save({"model": a.model.state_dict(), "learner": a.state_dict(), "actor": a.actor.state_dict()}, saved)
     saved.seek(0)
     state = torch.load(saved, weights_only=True)
+    assert "optimizer" not in state["learner"]   # not saved twice
     b = learner()
     b.model.load_state_dict(state["model"])
     b.load_state_dict(state["learner"])
+    b.actor.load_state_dict(state["actor"])
     ra = a.update(batch, torch.Generator().manual_seed(5))
     rb = b.update(batch, torch.Generator().manual_seed(5))
     assert ra == pytest.approx(rb) and b.updates == a.updates == 4

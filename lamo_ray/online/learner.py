@@ -118,15 +118,16 @@ class TD3Learner:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """Critic, targets and both optimisers (for `--resume`)."""
+        """Critic, targets and the critic's optimiser (for `--resume`). The DT's optimiser is the trial's
+        `actor` learner's, saved once by its owner with the checkpoint (``optimizer.pt``); before, it was
+        saved here a second time. A state that still holds it (``optimizer``) loads, the copy ignored."""
         return {"target_model": self.target_model.state_dict(), "critic": self.critic.state_dict(),
-                "target_critic": self.target_critic.state_dict(), "optimizer": self.actor.optimizer.state_dict(),
+                "target_critic": self.target_critic.state_dict(),
                 "critic_optimizer": self.critic_learner.optimizer.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.target_model.load_state_dict(state["target_model"])
         self.critic.load_state_dict(state["critic"])
         self.target_critic.load_state_dict(state["target_critic"])
-        self.actor.optimizer.load_state_dict(state["optimizer"])
         self.critic_learner.optimizer.load_state_dict(state["critic_optimizer"])
         self.updates = int(state["updates"])
