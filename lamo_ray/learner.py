@@ -19,8 +19,10 @@ Which step each trial kind takes, and the upstream code it follows:
 offline DT (docs/references/lamo.md "Optimiser": AdamW, linear warm-up, clip 0.25, one batch a step);
 continual pre-training (ml-jku/L2M ``src/algos/decision_transformer_sb3.py:835-862``: ``loss /
 accumulation_steps`` per micro-batch, one clipped step, the schedule at every micro-batch), continual
-stages (one batch a step, no schedule); the TD3 actor (the ODT-TD3 authors' ``trainer.py``: the DT's
-optimiser and schedule, clip) and critic (their AdamW, no clip, fp32).
+stages (one batch a step, no schedule); the TD3 actor and ODT's updates (the ODT-TD3 authors'
+``trainer.py:648-663`` ``actor_backward``: the DT's optimiser, the clip at 0.25 over the model's parameters,
+the log-temperature stepped by its own optimiser after it, then the schedule) and the critic
+(``trainer.py:665-668`` ``critic_backward``: no clip; ``main.py:134``: AdamW at ``critic_learning_rate``), in fp32.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ class Learner:
             DDP: continual trials, whose trainable set changes each phase); False when DDP's backward
             already did (offline trials under Ray Train) or with one rank.
         clipped: the parameters whose gradient norm ``grad_clip`` bounds; default every parameter of the
-            optimiser. ODT's log-temperature is left out (Online DT steps it with its own Adam, outside the
-            model's clip).
+            optimiser. ODT's log-temperature is left out (the ODT-TD3 authors' ``trainer.py:651-660`` clip the
+            model, then step the temperature with its own optimiser).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, precision: MixedPrecision, grad_clip: float | None = None,
