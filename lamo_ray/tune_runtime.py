@@ -7,8 +7,10 @@ a Ray Train `TorchTrainer`), Tune's param space and scheduler, one Tune experime
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -147,18 +149,48 @@ def _free_port(preferred: int) -> int:
 
 
 DASHBOARD_ATTEMPTS = 3
+#: held (flock) from a local Ray's port probe until its ray.init returned with the dashboard bound
+START_LOCK = "lamo_ray-local-ray-start.lock"
+
+
+@contextlib.contextmanager
+def _start_lock():
+    """This machine's lamo_ray local-Ray start lock (`START_LOCK` in the temp folder, an exclusive flock):
+    two sweeps started at once start their Rays one after the other, so the second probes its ports after
+    the first bound them (before: both probed 8265, the second's dashboard failed to bind, and Ray took
+    ~60 s to say so before the retry). Released when the holder exits, however it ends. Without flock
+    (not POSIX) or with the file not writable (another user's), no lock: the retry still covers a race."""
+    try:
+        import fcntl
+        handle = open(Path(tempfile.gettempdir()) / START_LOCK, "a")
+    except (ImportError, OSError) as err:
+        log.debug("no local Ray start lock: %s", err)
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _init_local_ray(ray, env_vars: dict[str, str], worker_logs_to_console: bool):
     """A new local Ray on 127.0.0.1 with its dashboard (Train V2 needs the dashboard process) on 8265 if free,
-    else on a port the OS picks. The port is probed, then Ray binds it: another sweep starting on the same
-    machine can take it in between (seen: "Failed to find a valid port for dashboard after 0 retries ...
-    8265: address already in use"), so a dashboard that fails to bind is retried on a fresh free port, up to
-    `DASHBOARD_ATTEMPTS` times. ``address="local"``: a new instance even when /tmp/ray/ray_current_cluster
-    names a `ray start` cluster (alive, or dead without `ray stop`), which ray.init() would otherwise join.
+    else on a port the OS picks. Sweeps on one machine start their Rays one at a time (`_start_lock`). The
+    port is probed, then Ray binds it: another program can take it in between (seen, before the lock, from
+    another sweep: "Failed to find a valid port for dashboard after 0 retries ... 8265: address already in
+    use"), so a dashboard that fails to bind is retried on a fresh free port, up to `DASHBOARD_ATTEMPTS`
+    times. ``address="local"``: a new instance even when /tmp/ray/ray_current_cluster names a `ray start`
+    cluster (alive, or dead without `ray stop`), which ray.init() would otherwise join.
 
     Raises:
         the last ray.init error, when every attempt failed or the failure is not the dashboard's port."""
+    with _start_lock():
+        return _init_local_ray_unlocked(ray, env_vars, worker_logs_to_console)
+
+
+def _init_local_ray_unlocked(ray, env_vars: dict[str, str], worker_logs_to_console: bool):
     preferred = 8265
     for attempt in range(1, DASHBOARD_ATTEMPTS + 1):
         port = _free_port(preferred)

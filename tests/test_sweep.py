@@ -422,6 +422,45 @@ def test_a_dashboard_port_taken_meanwhile_is_retried_on_another_port(monkeypatch
     assert len(other.ports) == 1
 
 
+def test_local_ray_starts_on_one_machine_wait_for_each_other(monkeypatch, tmp_path):
+    """A second sweep's local Ray start (port probe + ray.init) waits until the first one's ray.init
+    returned, so it probes after the first bound 8265 (before: both probed it free, and the loser's
+    failed bind cost ~60 s before its retry). The lock lives in the temp folder, as on a real machine."""
+    import threading
+
+    from lamo_ray import tune_runtime
+
+    monkeypatch.setattr(tune_runtime.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(tune_runtime, "_free_port", lambda preferred: 8265)
+    first_in, release, order = threading.Event(), threading.Event(), []
+
+    class SlowRay:
+        def init(self, **kwargs):
+            order.append("first starts")
+            first_in.set()
+            release.wait(10)
+            order.append("first bound")
+            return "first"
+
+    class QuickRay:
+        def init(self, **kwargs):
+            order.append("second starts")
+            return "second"
+
+    first = threading.Thread(target=tune_runtime._init_local_ray, args=(SlowRay(), {}, False))
+    first.start()
+    assert first_in.wait(10)
+    second = threading.Thread(target=tune_runtime._init_local_ray, args=(QuickRay(), {}, False))
+    second.start()
+    second.join(0.5)
+    assert second.is_alive() and order == ["first starts"]     # waiting on the lock, not probing
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert order == ["first starts", "first bound", "second starts"]
+    assert (tmp_path / tune_runtime.START_LOCK).exists()
+
+
 def test_asha_stops_the_clearly_worse_trials_at_its_rungs_and_fifo_stops_none(tmp_path):
     """Issue 30: the scheduler the sweep hands Tune (`tune_scheduler`, used by every stage) stops trials.
     Eight trials report their evaluation at ASHA's first rung, best first (scores 80, 70, ..., 10). With

@@ -192,14 +192,15 @@ def rerun(sweeps):
 
 def test_two_sweeps_started_together_on_one_machine_both_run(sweeps):
     """Issue 30: each sweep starts its own local Ray; started at the same moment, both finish, each with
-    its own dashboard. Seen in this test: both probed 8265 free, one bound it, the other's dashboard
-    failed to bind ("could not bind port 8265 ... retrying on another free port") and its sweep went on
-    with a port the OS chose. Before, that sweep exited with Ray's error."""
+    its own dashboard. The second waits for the first's Ray start (the start lock) and then finds 8265
+    taken: no failed bind and no retry. Before the lock, both probed 8265 free, the loser's dashboard
+    failed to bind and its sweep retried ~60 s later; before the retry, that sweep exited with Ray's error."""
     _, _, done = sweeps
     ports = []
     for name, proc in done.items():
         assert proc.returncode == 0, (name, proc.stdout[-3000:], proc.stderr[-5000:])
         ports += re.findall(r"Ray dashboard: http://127\.0\.0\.1:(\d+)", proc.stdout)
+        assert "could not bind port" not in proc.stdout + proc.stderr, name
     assert len(ports) == 2 and ports[0] != ports[1], ports
 
 
