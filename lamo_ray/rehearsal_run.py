@@ -258,6 +258,50 @@ def _format_shape(shape: Shape, r: dict[str, Any]) -> str:
     return f"{head}: {', '.join(parts)} (medians over {m.timed_steps} timed steps); {memory}"
 
 
+def _point_key(point: dict[str, Any]) -> tuple[Any, str]:
+    return point.get("variant"), repr(point.get("params"))
+
+
+def _run_shapes(shapes: list[Shape], run_stage: Callable[[dict[str, Any], str, Any], Any], name: str,
+                limit_s: float, say: Callable[[str], None]) -> dict[tuple[Any, str], str]:
+    """Run every shape's trial, one after another, each within ``limit_s`` seconds of wall time
+    (`lamo_ray.time_limit.TrialTimeLimit`, which also stops a shape that never reports). A shape past
+    its limit ends the Tune experiment it ran in; the shapes that had not started run in the next one
+    (``<name>-part2``, ...). ``run_stage(param_space, experiment name, time limit)`` runs one experiment
+    and returns Tune's ``ResultGrid``. Returns {(variant, repr(params)): error} of the shapes that
+    failed or ran out of time."""
+    from ray import tune
+
+    from lamo_ray.time_limit import TrialTimeLimit
+
+    pending = [{"variant": s.variant, "params": s.params} for s in shapes]
+    errors: dict[tuple[Any, str], str] = {}
+    part = 1
+    while pending:
+        limit = TrialTimeLimit(limit_s)
+        space = {"point": tune.grid_search(pending), "seed": shapes[0].rows[0]["seed"], "stage": STAGE}
+        grid = run_stage(space, name if part == 1 else f"{name}-part{part}", limit)
+        for result in grid:
+            if result.error is not None:
+                point = (result.config or {}).get("point") or {}
+                errors[_point_key(point)] = f"{type(result.error).__name__}: {result.error}"
+        for config, seconds in limit.timed_out.values():
+            errors[_point_key(config["point"])] = (
+                f"TimeoutError: still running after {seconds:.0f} s, past the limit of {limit_s:g} s per shape "
+                "(--rehearse-timeout); stopped")
+        started = {_point_key(c["point"]) for c in limit.started.values()}
+        left = [p for p in pending if _point_key(p) not in started]
+        if limit.timed_out and left:
+            say(f"a shape ran past --rehearse-timeout {limit_s:g} s and was stopped; the {len(left)} shape(s) not "
+                "started yet run next")
+        if len(left) == len(pending):   # nothing started (Tune ended without running a trial): do not loop
+            for point in left:
+                errors.setdefault(_point_key(point), "never started")
+            break
+        pending, part = left, part + 1
+    return errors
+
+
 def run_rehearsal(sweep: SweepConfig, rows: list[dict[str, Any]], address: str | None = None, offline: bool = False,
                   standin: bool = False, verbose: bool = False, shape_time_limit_s: float = SHAPE_TIME_LIMIT_S,
                   say: Callable[[str], None] = print) -> int:
@@ -265,7 +309,6 @@ def run_rehearsal(sweep: SweepConfig, rows: list[dict[str, Any]], address: str |
     failed, 2 if inputs are missing (and not stood in for) or the cluster cannot hold a trial."""
     import ray
     from mlflow.tracking import MlflowClient
-    from ray import tune
 
     from lamo_ray.preflight import check_resources, concurrent_trials, local_cpus, local_gpus
     from lamo_ray.tracking import (NOTE_TAG, ROLE_TAG, RunLogger, check_tracking, get_or_create_experiment,
@@ -307,23 +350,17 @@ def run_rehearsal(sweep: SweepConfig, rows: list[dict[str, Any]], address: str |
     shrunk = [{"config": rehearsal_config(s.config, **standins)} for s in shapes]
     shared = {"dataset_refs": {source: ray.put(ds) for source, ds in loaded.items() if hasattr(ds, "trajectories")},
               "backbone_refs": ship_backbones([r["config"] for r in shrunk])}
-    space = {"point": tune.grid_search([{"variant": s.variant, "params": s.params} for s in shapes]),
-             "seed": shapes[0].rows[0]["seed"], "stage": STAGE}
     say("each shape's trial stops once on purpose after its first checkpoint (RehearsalInterrupt in Tune's output "
         "below) and is restarted from it: the resume path of a real run")
     t0 = time.time()
-    grid = _run_stage(sweep, shrunk, tracking, shared, name, exp_dir.parent / name, False, 1, space, "fifo",
-                      trial_time_limit_s=shape_time_limit_s)
-    errors = {}
-    for result in grid:
-        point = (result.config or {}).get("point") or {}
-        if result.error is not None:
-            errors[(point.get("variant"), repr(point.get("params")))] = f"{type(result.error).__name__}: {result.error}"
+    errors = _run_shapes(shapes, lambda space, part, limit: _run_stage(
+        sweep, shrunk, tracking, shared, part, exp_dir.parent / part, False, 1, space, "fifo", time_limit=limit),
+        name, shape_time_limit_s, say)
     results, measured = {}, {}
     runs = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10_000)
     for shape, row in zip(shapes, shrunk):
         r = _shape_result(client, _run_of(runs, shape.variant, row["config"]), shape, row["config"],
-                          errors.get((shape.variant, repr(shape.params))))
+                          errors.get(_point_key({"variant": shape.variant, "params": shape.params})))
         results[shape.name] = r
         if r["passed"]:
             measured[shape.name] = r["measured"]

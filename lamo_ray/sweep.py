@@ -213,7 +213,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="with --rehearse: stand in for missing datasets (random, same shapes) and pre-trained "
                         "backbones (randomly initialised), said in the output; never used by a real run")
     p.add_argument("--rehearse-timeout", type=float, default=None, metavar="SECONDS",
-                   help="with --rehearse: stop a shape still reporting after this long (default 3600)")
+                   help="with --rehearse: stop a shape still running after this many seconds of wall time, "
+                        "whether it reports or hangs; the shapes after it still run (default 3600)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
     p.add_argument("--offline", action="store_true",
@@ -273,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
     if (args.rehearse_standin or args.rehearse_timeout is not None) and not args.rehearse:
         print("error: --rehearse-standin and --rehearse-timeout go with --rehearse", file=sys.stderr)
+        return 2
+    if args.rehearse_timeout is not None and not args.rehearse_timeout > 0:
+        print(f"error: --rehearse-timeout must be positive seconds, got {args.rehearse_timeout:g}", file=sys.stderr)
         return 2
     if args.rehearse:
         from lamo_ray.rehearsal_run import SHAPE_TIME_LIMIT_S, run_rehearsal

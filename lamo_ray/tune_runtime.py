@@ -291,12 +291,12 @@ def tune_scheduler(sweep: SweepConfig, rows: list[dict[str, Any]], scheduler_typ
 
 def _run_stage(sweep: SweepConfig, rows: list[dict[str, Any]], tracking: dict[str, str], shared: dict[str, Any],
                name: str, exp_dir: Path, resume: bool, max_concurrent: int, param_space: dict[str, Any],
-               scheduler_type: str, trial_time_limit_s: float | None = None):
+               scheduler_type: str, time_limit=None):
     """One Tune experiment ``name`` of the sweep (its search, or its confirmation stage, or a rehearsal) over
     ``param_space``; ``rows`` hold the `TrialConfig` of every trial it runs (for Tune's retry budget);
-    ``shared``: `run_trial`'s ``dataset_refs`` and ``backbone_refs``; ``trial_time_limit_s``: a trial
-    that reports past this many seconds is stopped (a rehearsal's limit per shape). Returns Tune's
-    ``ResultGrid``."""
+    ``shared``: `run_trial`'s ``dataset_refs`` and ``backbone_refs``; ``time_limit``: a
+    `lamo_ray.time_limit.TrialTimeLimit` (a rehearsal's limit per shape), the experiment's stopper and
+    one of its callbacks. Returns Tune's ``ResultGrid``."""
     from ray import tune
 
     from lamo_ray.tracking import MLflowTrialFinalizer
@@ -316,11 +316,12 @@ def _run_stage(sweep: SweepConfig, rows: list[dict[str, Any]], tracking: dict[st
                                      parent_run_id=tracking["parent_run_id"], sweep=sweep)
     # 'in_trial' trials: Tune restarts a failed one from its last checkpoint and keeps 2 checkpoints
     # (Ray Train does both for its own trials)
-    run_config = tune.RunConfig(name=name, storage_path=str(exp_dir.parent), callbacks=[finalizer],
+    run_config = tune.RunConfig(name=name, storage_path=str(exp_dir.parent),
+                                callbacks=[finalizer] + ([time_limit] if time_limit is not None else []),
                                 failure_config=tune.FailureConfig(
                                     max_failures=tune_max_failures([r["config"] for r in rows])),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1,
-                                stop=None if trial_time_limit_s is None else {"time_total_s": trial_time_limit_s})
+                                stop=time_limit)
     return tune.Tuner(
         trainable,
         param_space=param_space,

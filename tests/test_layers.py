@@ -62,7 +62,7 @@ LAYERS = [
                 "lamo_ray.distributed", "lamo_ray.checkpoint", "lamo_ray.pools")),
     ("runtime", ("lamo_ray.train", "lamo_ray.learner", "lamo_ray.sessions", "lamo_ray.naming", "lamo_ray.evaluate", "lamo_ray.rollout_pool", "lamo_ray.online",
                  "lamo_ray.continual", "lamo_ray.tracking", "lamo_ray.outbox")),
-    ("sweep and report", ("lamo_ray.sweep", "lamo_ray.tune_runtime", "lamo_ray.rehearse", "lamo_ray.rehearsal_run", "lamo_ray.sweep_output", "lamo_ray.preflight", "lamo_ray.report", "lamo_ray.inputs",
+    ("sweep and report", ("lamo_ray.sweep", "lamo_ray.tune_runtime", "lamo_ray.rehearse", "lamo_ray.rehearsal_run", "lamo_ray.time_limit", "lamo_ray.sweep_output", "lamo_ray.preflight", "lamo_ray.report", "lamo_ray.inputs",
                           "lamo_ray.collect")),
 ]
 #: imports from a lower layer to a higher one, measured after issue 29's moves (4 before them)
