@@ -111,27 +111,3 @@ def test_the_report_has_the_continual_section_and_the_heatmap(sweep_run):
         assert f"{100 * run.data.metrics['continual/average_success']:.2f} | average success" in text
     assert "What the data support:" in proc.stdout
 
-
-def test_a_continual_shape_rehearses_its_stages_and_resume(sweep_run):
-    """``--rehearse`` (issue 32) on this sweep, one variant (l2m): pre-training, the deliberate stop after its
-    checkpoint, the restart resuming at the first stage, each stage's start (the pool attached, the count
-    penalty from the second) and steps; the measurements split pre-training and stage steps, and the
-    projection is of the real trial's steps."""
-    tmp, _ = sweep_run
-    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp / "minari"), MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
-               HF_HUB_OFFLINE="1")
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(tmp / "cl.yaml"), "--rehearse",
-                           "--set", f"storage_path={tmp / 'ray'}", "--set", "variants={l2m: {continual: {method: l2m}}}",
-                           "--set", "report_baseline=l2m"], env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-4000:])
-    assert "[PASS] l2m (1 trials): offline/pre-training step" in proc.stdout and "continual stage step" in proc.stdout
-    client, _, _ = _trials(tmp)
-    exp = client.get_experiment_by_name("cl_e2e")
-    [run] = client.search_runs([exp.experiment_id], filter_string="tags.`lamo_ray.role` = 'rehearsal'")
-    report = json.loads(Path(client.download_artifacts(run.info.run_id, "rehearsal.json", str(tmp))).read_text())
-    shape = report["shapes"]["l2m"]
-    stages = [m.value for m in client.get_metric_history(shape["run_id"], "continual/stage")]
-    assert set(stages) == {-1.0, 0.0, 1.0}      # pre-training, then both stages, after the resume
-    assert shape["measured"]["stage_step_s"] > 0 and shape["measured"]["step_s"] > 0
-    assert report["projection"]["trials"] == 1 and report["projection"]["wall_s"] > 0
