@@ -81,7 +81,7 @@ from mlflow.tracking import MlflowClient
 from browser import browser_page  # noqa: F401 - a fixture
 from processes import free_port, kill_tagged, tagged_pids, wait_healthy
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -25,7 +25,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from processes import kill_tagged
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
