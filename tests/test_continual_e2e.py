@@ -17,22 +17,26 @@ from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
-TASKS = ["reach", "window-close"]
-PRETRAIN, STAGE, EVERY = 6, 6, 3
+#: window-close first: FT learns it in its own stage (4 of 4 episodes here at the stage's end, from 0 after
+#: pre-training) and forgets it in reach's (0 of 4), so success, forgetting and AUC are real numbers. The
+#: budget that learns here (docs/results.md, "Why context 1"): context 1, 3 x 64 blocks, batch 32, 1500 steps.
+TASKS = ["window-close", "reach"]
+PRETRAIN, STAGE, EVERY = 50, 1500, 750
 SWEEP = {
     "name": "cl_e2e",
     "seeds": [0],
     "base": {
-        "data": {"source": "lamo/metaworld/{task}-v0", "context_length": 3, "rtg_scale": 200, "max_ep_len": 1000},
-        "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 1, "n_embd": 32, "n_head": 2,
+        "data": {"source": "lamo/metaworld/{task}-v0", "context_length": 1, "rtg_scale": 200, "max_ep_len": 1000},
+        "model": {"backbone": "gpt2", "pretrained": False, "n_layer": 3, "n_embd": 64, "n_head": 2,
                   "finetune": "full"},
-        "train": {"steps": PRETRAIN, "batch_size": 16, "lr": 1e-3, "warmup_steps": 2, "log_every": 3,
+        "train": {"steps": PRETRAIN, "batch_size": 32, "lr": 1e-3, "warmup_steps": 20, "log_every": 250,
                   "cpus_per_worker": 0.49},
-        "eval": {"max_episode_steps": 20},
+        "eval": {"max_episode_steps": 150},
         "continual": {"pretrain_tasks": ["reach", "pendulum-swingup"], "pretrain_mixing": "domain",
                       "sources": {"dmcontrol": "lamo/dmcontrol/{task}-v0"}, "rtg_scales": {"dmcontrol": 100},
-                      "tasks": TASKS, "steps_per_task": STAGE, "eval_every": EVERY,
-                      "eval_episodes": 2, "pool": {"size": 4, "rank": 2, "alpha": 4}},
+                      "tasks": TASKS, "steps_per_task": STAGE, "eval_every": EVERY, "lr": 1e-3,
+                      "eval_episodes": 4, "pool": {"size": 4, "rank": 2, "alpha": 4},
+                      "mddt": {"action_dim_embedding": True}},
     },
     "scheduler": {"type": "fifo"},
     "report_baseline": "ft",
@@ -98,6 +102,10 @@ def test_each_trial_logs_the_continual_world_metrics_of_its_evaluations(sweep_ru
         assert "continual.pt" in ckpt
         assert run.data.params["continual.method"] == run.data.tags["variant"]
         assert "pendulum-swingup" in run.data.params["continual.pretrain_tasks"]
+        if run.data.tags["variant"] == "ft":
+            # the numbers above are real: FT succeeds on window-close after its own stage (here 4 of 4, then
+            # 0 of 4 after reach's stage: forgetting 1.0 for it)
+            assert s[0, 0] > 0 and run.data.metrics["continual/forgetting"] > 0, s
 
 
 def test_the_report_has_the_continual_section_and_the_heatmap(sweep_run):
