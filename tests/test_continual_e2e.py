@@ -4,6 +4,7 @@ the MLflow store is checked against what the trial logged (L2M's protocol, `lamo
 Pre-training mixes two domains, as L2M's MT40 + DMC10: a Meta-World task and a DMControl task (one
 SAC replay-buffer episode from the DMControl collector's CLI)."""
 
+import copy
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from mlflow_runs import trial_histories
 
 pytestmark = pytest.mark.slow
 
@@ -119,3 +121,27 @@ def test_the_report_has_the_continual_section_and_the_heatmap(sweep_run):
         assert f"{100 * run.data.metrics['continual/average_success']:.2f} | average success" in text
     assert "What the data support:" in proc.stdout
 
+
+
+def test_a_continual_trials_metrics_do_not_depend_on_its_sweep(sweep_run):
+    """Issue 30: FT's trial run again in another sweep, alone (l2m ran beside it in the first) and with
+    its evaluations on 1 rollout actor instead of 2, logs the same value of every metric at every step:
+    training losses, learning rates, each evaluation's success rates and returns, forgetting, AUCs."""
+    tmp, _ = sweep_run
+    again = copy.deepcopy(SWEEP)
+    again.update(name="cl_e2e_again", variants={"ft": {"continual": {"method": "ft"}}})
+    again["base"]["eval"]["num_actors"] = 1
+    (tmp / "again.yaml").write_text(yaml.safe_dump(again))
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp / "minari"), MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/again.db",
+               HF_HUB_OFFLINE="1")
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-m", "lamo_ray.sweep", str(tmp / "again.yaml"), "--set",
+                           f"storage_path={tmp / 'ray'}"], env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
+    first = trial_histories(tmp / "mlflow.db", "cl_e2e")["ft"]
+    second = trial_histories(tmp / "again.db", "cl_e2e_again")["ft"]
+    assert set(first) == set(second)
+    assert {"train/action_loss", "eval/window-close/success_rate", "continual/forgetting"} <= set(first)
+    differ = [(key, first[key], second[key]) for key in first if first[key] != second[key]]
+    assert not differ, differ
+    assert len(first) >= 15     # 15 here: losses, lr, counts, per-task success and return, forgetting, AUCs

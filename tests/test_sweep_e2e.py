@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from mlflow_runs import trial_histories
 
 pytestmark = pytest.mark.slow
 
@@ -178,9 +179,6 @@ def test_logged_checkpoint_reevaluates(sweep_run):
 # --------------------------------------------------------------------------- reproducible trials
 
 #: metrics that measure the machine, not the trial: wall times, throughput, memory, actor restarts
-MACHINE_METRICS = re.compile(r"(^time/|_s$|_per_s|^memory/|seconds|restarts|^system/)")
-
-
 @pytest.fixture(scope="module")
 def rerun(sweeps):
     """The second sweep (`AGAIN`), which ran beside the first."""
@@ -204,18 +202,6 @@ def test_two_sweeps_started_together_on_one_machine_both_run(sweeps):
     assert len(ports) == 2 and ports[0] != ports[1], ports
 
 
-def _histories(db: Path, experiment: str) -> dict[str, dict[str, dict[int, float]]]:
-    """{variant: {metric: {step: value}}} of a sweep's trial runs, machine metrics left out."""
-    client = MlflowClient(f"sqlite:///{db}")
-    exp = client.get_experiment_by_name(experiment)
-    out = {}
-    for run in client.search_runs([exp.experiment_id], "tags.`lamo_ray.role` = 'trial'"):
-        out[run.data.tags["variant"]] = {
-            key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
-            for key in run.data.metrics if not MACHINE_METRICS.search(key)}
-    return out
-
-
 #: metrics of rollouts: a policy's forward batched over another number of envs rounds differently
 ROLLOUT_METRICS = re.compile(r"(^eval/|normalized_score|return)")
 
@@ -227,7 +213,7 @@ def test_a_trials_metrics_depend_on_its_config_and_seed_not_on_its_sweep(rerun):
     evaluation returns and scores within 1e-6 relative (measured: 1.2e-8), since the same episodes,
     seeded alike, step in batches of 1 env instead of 2, and a batched forward's float sums round by
     batch size."""
-    first, second = _histories(rerun / "mlflow.db", "e2e"), _histories(rerun / "again.db", "e2e_again")
+    first, second = trial_histories(rerun / "mlflow.db", "e2e"), trial_histories(rerun / "again.db", "e2e_again")
     assert set(second) == {"dt", "lamo", "dt_ddp"}
     differ, compared = [], 0
     for variant in ("lamo", "dt_ddp"):
