@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from mlflow_runs import trial_histories
 from test_faults import kill_training_when, start_sweep, trial_runs
 
 pytestmark = pytest.mark.slow
@@ -127,3 +128,22 @@ def test_killed_online_trial_resumes_with_the_same_transitions(workdir, online_s
     final = history(client, runs[0], "online/transitions")[-1]
     uninterrupted = history(client0, runs0["td3_odt"], "online/transitions")[-1]
     assert final == uninterrupted
+
+
+def test_an_online_trials_metrics_do_not_depend_on_its_sweep(workdir, online_sweep):
+    """Issue 30: the TD3+ODT trial run again in another sweep, alone (ODT ran beside it in the first) and
+    collecting with 2 rollout actors of 1 env instead of 1, logs the same value of every metric at every
+    step: offline and online losses, the critic's, the collected transitions and returns, the evaluations.
+    (The collection keeps the same seeded episodes whatever the actor layout: `test_online_loop`.)"""
+    tmp, env = workdir
+    base = {**BASE, "online": {**BASE["online"], "num_actors": 2}}
+    proc, uri = start_sweep(tmp, env, "online_again", {"name": "online_again", "base": base,
+                                                       "variants": {"td3_odt": {}}, "scheduler": {"type": "fifo"}})
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    first = trial_histories(tmp / "online.db", "online")["td3_odt"]
+    second = trial_histories(tmp / "online_again.db", "online_again")["td3_odt"]
+    assert set(first) == set(second)
+    assert {"train/action_loss", "online/critic_loss", "online/transitions", "normalized_score"} <= set(first)
+    differ = [(key, first[key], second[key]) for key in first if first[key] != second[key]]
+    assert not differ, differ
