@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 #: pre-training) and forgets it in reach's (0 of 4), so success, forgetting and AUC are real numbers. The
 #: budget that learns here (docs/results.md, "Why context 1"): context 1, 3 x 64 blocks, batch 32, 1500 steps.
 TASKS = ["window-close", "reach"]
-PRETRAIN, STAGE, EVERY = 50, 1500, 750
+PRETRAIN, STAGE, EVERY = 50, 1500, 1500   # evaluated at the end of pre-training and of each stage
 SWEEP = {
     "name": "cl_e2e",
     "seeds": [0],

@@ -27,10 +27,10 @@ KITCHEN_PARTIAL = ("data={grid: [{source: D4RL/kitchen/partial-v2, sample_ratio:
 
 
 @pytest.mark.parametrize("name, shrink, standins", [
-    # LaMo's LoRA + MLP trunk, the DT baseline and the language loss (a stand-in WikiText); one data section
-    # (the other is the same shape on another file) and three of the five variants (the two ablations left
-    # out change one model key each: the whole file rehearsed by hand in 3 min 28 s, 10 of 10 passed)
-    ("kitchen", [KITCHEN_PARTIAL, "variants={lamo: {}, dt: {model: {pretrained: false, n_layer: 1, n_embd: 32, "
+    # the DT baseline and LaMo with the language loss (a stand-in WikiText); one data section (the other is
+    # the same shape on another file) and two of the five variants: lamo is kitchen_search's shape below, the
+    # two ablations change one model key each (the whole file rehearsed by hand: 10 of 10 passed, 3 min 28 s)
+    ("kitchen", [KITCHEN_PARTIAL, "variants={dt: {model: {pretrained: false, n_layer: 1, n_embd: 32, "
                  "n_head: 1, activation: relu, finetune: full, embedding: linear}}, lamo_cotrain: {language: "
                  "{co_lambda: 0.1}}}", "language.batch_size=1", "eval.episodes=2", "eval.envs_per_actor=2"],
      ["STAND-IN dataset for D4RL/kitchen/partial-v2", "STAND-IN corpus for wikitext-103-raw-v1"]),
