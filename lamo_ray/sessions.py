@@ -76,7 +76,8 @@ class TuneTrialSession:
     checkpoints and metrics through ``ray.tune.report``; restarted by Tune after a failure
     (``FailureConfig``) or ``--resume``, it continues from its newest checkpoint (`get_checkpoint`).
 
-    ``storage_dir``: the trial's directory in Tune's storage, where Tune keeps its ``checkpoint_*``.
+    ``storage_dir``: the trial's directory in Tune's storage, where Tune keeps its ``checkpoint_*``;
+    ``trial_id``: Tune's id of the trial (its other directories beside ``storage_dir`` are searched too).
 
     Raises:
         RuntimeError: ``use_gpu`` without a CUDA device visible to the trial.
@@ -84,26 +85,40 @@ class TuneTrialSession:
 
     rank, world_size = 0, 1
 
-    def __init__(self, use_gpu: bool, started: float, storage_dir: Path | None = None):
+    def __init__(self, use_gpu: bool, started: float, storage_dir: Path | None = None, trial_id: str | None = None):
         if use_gpu and not torch.cuda.is_available():
             raise RuntimeError("train.use_gpu is true but the Tune trial sees no CUDA device "
                                f"(CUDA_VISIBLE_DEVICES={ray.get_gpu_ids()})")
         self.device = torch.device("cuda" if use_gpu else "cpu")
         self.started = started
         self.storage_dir = storage_dir
+        self.trial_id = trial_id
+
+    def _trial_dirs(self) -> list[Path]:
+        """``storage_dir`` and the other directories of the same trial beside it (Tune names a trial's
+        directory ``<trainable>_<trial id>_<index>_<params>_<start time>``)."""
+        if self.storage_dir is None:
+            return []
+        dirs = [self.storage_dir] if self.storage_dir.is_dir() else []
+        if self.trial_id and self.storage_dir.parent.is_dir():
+            dirs += [d for d in sorted(self.storage_dir.parent.glob(f"*_{self.trial_id}_*"))
+                     if d.is_dir() and d != self.storage_dir]
+        return dirs
 
     def get_checkpoint(self):
         """The newest (by training step) of Tune's registered checkpoint and the complete
-        ``checkpoint_*`` folders in ``storage_dir``; None if there is none. Tune registers a trial's
-        checkpoints in its experiment state only every few seconds, so after the sweep driver was
-        killed ``ray.tune.get_checkpoint()`` can be older than what the trial had written (seen:
-        none at all, and the trial would have started over)."""
+        ``checkpoint_*`` folders of this trial's directories (`_trial_dirs`); None if there is none.
+        Tune saves its experiment state only every few seconds, so after the sweep driver was killed
+        ``ray.tune.get_checkpoint()`` can be older than what the trial had written (seen: none at all,
+        and the trial would have started over), and a trial that started after the last save is
+        restarted in a new directory, its checkpoints left in the old one (seen: the killed-driver
+        test, 2 runs of 2 with its whole file, the trial killed ~15 s after it started)."""
         from ray import tune
 
         registered = tune.get_checkpoint()
         candidates = [c for c in [registered] if c is not None]
-        if self.storage_dir is not None and self.storage_dir.is_dir():
-            candidates += [tune.Checkpoint.from_directory(str(d)) for d in sorted(self.storage_dir.glob("checkpoint_*"))
+        for trial_dir in self._trial_dirs():
+            candidates += [tune.Checkpoint.from_directory(str(d)) for d in sorted(trial_dir.glob("checkpoint_*"))
                            if d.is_dir()]
         newest, newest_step = None, -1
         for candidate in candidates:

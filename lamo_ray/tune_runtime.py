@@ -86,7 +86,8 @@ def run_trial(config: dict[str, Any], sweep: SweepConfig, tracking: dict[str, st
 
         # the trial's folder in Tune's storage: <storage_path>/<sweep run name>/<trial dir name>
         storage_dir = Path(tracking["train_storage"]).parent / tracking["run_name"] / Path(ctx.get_trial_dir()).name
-        train_loop_per_worker(loop_config, TuneTrialSession(cfg.train.use_gpu, started, storage_dir))
+        train_loop_per_worker(loop_config, TuneTrialSession(cfg.train.use_gpu, started, storage_dir,
+                                                            trial_id=ctx.get_trial_id()))
     else:   # the workers start the rollout actors in the bundles this trial's Tune group holds for them
         import ray.util
 

@@ -93,6 +93,26 @@ def test_in_trial_session_resumes_from_the_newest_complete_checkpoint_on_disk(tm
     assert TuneTrialSession(use_gpu=False, started=0.0, storage_dir=tmp_path / "none").get_checkpoint() is None
 
 
+def test_a_trial_restarted_in_a_new_directory_resumes_from_its_old_one(tmp_path):
+    """A trial that started after Tune's last experiment-state save is restarted by ``--resume`` in a new
+    directory (same trial id, new start time): its checkpoints are found in the old one. Another trial's
+    directory beside them is not read. Before, the trial started over (the killed-driver test's resumed
+    trial logged no restored step)."""
+    from lamo_ray.sessions import TuneTrialSession
+
+    _, spec = make()
+    model = build_policy(spec, load_weights=False)
+    old = tmp_path / "run_trial_8d8d9_00001_1_seed=1_2026-12-08_05-02-33"
+    other = tmp_path / "run_trial_8d8d9_00000_0_seed=0_2026-12-08_05-02-22"
+    save_checkpoint(old / "checkpoint_000001", model, spec, "Reacher-v5", (None, None), step=200)
+    save_checkpoint(other / "checkpoint_000003", model, spec, "Reacher-v5", (None, None), step=400)
+    new = tmp_path / "run_trial_8d8d9_00001_1_seed=1_2026-12-08_05-02-55"
+    new.mkdir()
+    session = TuneTrialSession(use_gpu=False, started=0.0, storage_dir=new, trial_id="8d8d9_00001")
+    assert Path(session.get_checkpoint().path) == old / "checkpoint_000001"
+    assert TuneTrialSession(use_gpu=False, started=0.0, storage_dir=new).get_checkpoint() is None   # no id: its own only
+
+
 def test_in_trial_session_resumes_a_continual_trial_from_its_newest_checkpoint(tmp_path):
     """A continual trial's checkpoint is its runner's state (continual.pt) with its step beside it: the
     session picks the newest. Before, only policy checkpoints were recognised, every continual one was
