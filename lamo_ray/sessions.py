@@ -112,7 +112,7 @@ class TuneTrialSession:
         ``ray.tune.get_checkpoint()`` can be older than what the trial had written (seen: none at all,
         and the trial would have started over), and a trial that started after the last save is
         restarted in a new directory, its checkpoints left in the old one (seen: the killed-driver
-        test, 2 runs of 2 with its whole file, the trial killed ~15 s after it started)."""
+        test, 3 runs of 3 with its whole file, the trial killed ~15 s after it started)."""
         from ray import tune
 
         registered = tune.get_checkpoint()
